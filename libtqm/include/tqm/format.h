@@ -1,0 +1,104 @@
+// On-disk constants of the .tqm format, version 1 (spec/FORMAT.md).
+//
+// Every value in this header is FROZEN: it is written into files that already
+// exist. Never change a value; never reuse a retired id (leave it commented
+// out with the version that retired it). New ids are only ever added.
+
+#ifndef TQM_FORMAT_H_
+#define TQM_FORMAT_H_
+
+#include <cstddef>
+#include <cstdint>
+
+namespace tqm {
+namespace format {
+
+// File magic: 0x89 'T' 'Q' 'M' CR LF SUB LF. The high byte catches 7-bit
+// transports, CR LF and LF catch newline translation, SUB stops `type` on DOS.
+inline constexpr uint8_t kMagic[8] = {0x89, 'T', 'Q', 'M', 0x0D, 0x0A, 0x1A, 0x0A};
+
+inline constexpr uint16_t kMajorVersion = 1;
+inline constexpr uint16_t kMinorVersion = 0;
+
+// Fixed header at offset 0.
+inline constexpr size_t kHeaderSize = 64;
+// Bytes of the header covered by its own checksum (everything before it).
+inline constexpr size_t kHeaderChecksummedSize = 56;
+
+// Every section and every chunk starts at a multiple of this.
+inline constexpr uint64_t kAlignment = 64;
+
+// Header flags. v1 defines none; a reader rejects any set bit it does not know.
+inline constexpr uint32_t kKnownHeaderFlags = 0;
+
+// Section directory entry.
+inline constexpr size_t kSectionEntrySize = 32;
+inline constexpr uint32_t kSectionFlagRequired = 1u << 0;
+inline constexpr uint32_t kKnownSectionFlags = kSectionFlagRequired;
+
+enum SectionId : uint32_t {
+  kSectionMetadata = 1,
+  kSectionTable = 2,
+  kSectionTensorIndex = 3,
+  kSectionData = 4,
+};
+
+// Metadata value types.
+enum MetaType : uint8_t {
+  kMetaInt64 = 1,
+  kMetaFloat64 = 2,
+  kMetaString = 3,
+  kMetaBytes = 4,
+};
+
+// Original (source) element type of a tensor, informational.
+enum SourceDType : uint8_t {
+  kDTypeF32 = 1,
+  kDTypeF16 = 2,
+  kDTypeBF16 = 3,
+  kDTypeQ8_0 = 4,  // GGUF Q8_0 blocks (imported, dequantized before packing)
+};
+
+// How a tensor's bytes are stored (what its chunks decode to).
+enum Storage : uint8_t {
+  kStorageF32 = 1,          // little-endian float32 values, unquantized
+  kStorageU8Tensor = 2,     // uint8, one affine (scale, zero) per tensor
+  kStorageU8Row = 3,        // uint8, one affine (scale, zero) per row (dims[0])
+};
+
+// Chunk codecs. 0..15 are "core": a reader that does not know one rejects the
+// file. Ids are never reused.
+enum Codec : uint8_t {
+  kCodecStored = 0,    // the decoded bytes, verbatim
+  kCodecSeqTable = 1,  // uint16 codes into the file's sequence table
+  kCodecZstd = 2,      // reserved for v1.1: a zstd frame
+  kCodecRans = 3,      // reserved for v1.1: interleaved order-0 rANS
+  kCodecHuffman = 4,   // reserved for v1.1: multi-stream Huffman
+};
+
+// Sequence table: codes 0..N-1 index it; kEscape is never a table code;
+// codes N..0xFFFE are invalid.
+inline constexpr uint16_t kEscape = 0xFFFF;
+inline constexpr uint32_t kMaxTableEntries = 65535;
+inline constexpr size_t kTableHeaderSize = 8;
+
+// Tensor index.
+inline constexpr size_t kIndexHeaderSize = 8;
+inline constexpr size_t kChunkRecordSize = 32;
+inline constexpr uint32_t kMaxNameLength = 1024;
+inline constexpr uint32_t kMaxDims = 8;
+inline constexpr int32_t kNoLayer = -1;
+// A chunk decodes to at most this many bytes: this bounds any allocation a
+// reader makes for one chunk, whatever the file says.
+inline constexpr uint32_t kMaxChunkDecodedSize = 1u << 22;  // 4 MiB
+// Default chunk size used by writers: 64 Ki weights of int8.
+inline constexpr uint32_t kDefaultChunkSize = 1u << 16;
+
+// Metadata.
+inline constexpr size_t kMetaHeaderSize = 8;
+inline constexpr uint32_t kMaxKeyLength = 256;
+
+}  // namespace format
+}  // namespace tqm
+
+#endif  // TQM_FORMAT_H_

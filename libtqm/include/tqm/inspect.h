@@ -1,0 +1,66 @@
+// What tqm-inspect reports about a file, as data: Inspect() fills a struct
+// from an open Reader; FormatText / FormatJson print it. No format logic
+// lives in the tool.
+
+#ifndef TQM_INSPECT_H_
+#define TQM_INSPECT_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "tqm/reader.h"
+
+namespace tqm {
+
+struct TensorReport {
+  std::string name;
+  std::vector<uint64_t> dims;
+  std::string source_dtype;  // "f32", "f16", "bf16", "q8_0"
+  std::string storage;       // "f32", "u8/tensor", "u8/row"
+  int32_t layer = -1;
+  uint64_t numel = 0;
+  uint64_t decoded_bytes = 0;
+  uint64_t encoded_bytes = 0;
+  uint64_t chunks_by_codec[256] = {};
+  double bits_per_weight = 0;  // encoded bits / numel
+};
+
+struct InspectReport {
+  std::string file;
+  uint64_t file_size = 0;
+  FileHeader header;
+  std::vector<SectionInfo> sections;
+  std::vector<MetaEntry> metadata;
+  uint32_t table_entries = 0;
+  uint64_t table_bytes = 0;
+  std::vector<TensorReport> tensors;
+  uint64_t weights = 0;
+  uint64_t decoded_bytes = 0;
+  uint64_t encoded_bytes = 0;
+  uint64_t chunks_by_codec[256] = {};
+  double bits_per_weight = 0;  // whole file bits / weights
+  // Set by tqm-inspect --verify.
+  bool verified = false;
+  std::string verify_error;  // empty when verification passed
+};
+
+InspectReport Inspect(const Reader& reader);
+
+// Human-readable report. Control characters in names and strings are escaped.
+std::string FormatText(const InspectReport& r);
+
+// The same report as one JSON object (UTF-8; strings JSON-escaped; bytes
+// metadata values given as their length and xxh3 checksum).
+std::string FormatJson(const InspectReport& r);
+
+// Returns `s` as a JSON string literal (quotes included); valid UTF-8 passes
+// through, control characters and stray bytes become \u00XX.
+std::string JsonQuote(const std::string& s);
+
+// Escapes control characters, backslash and non-UTF-8 bytes as \xNN.
+std::string EscapeForTerminal(const std::string& s);
+
+}  // namespace tqm
+
+#endif  // TQM_INSPECT_H_

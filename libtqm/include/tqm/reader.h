@@ -1,0 +1,149 @@
+// Reading a .tqm file: open (memory-map) and validate the header, directory,
+// metadata, table and tensor index; decode chunks and tensors on demand.
+//
+// Open() validates every structure except tensor data, so that a file that
+// opens has a consistent index: every range lies in the file, nothing
+// overlaps, every count is backed by bytes, every id is known. Chunk data is
+// checked (checksum, then decode) when a chunk is decoded.
+
+#ifndef TQM_READER_H_
+#define TQM_READER_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "tqm/format.h"
+#include "tqm/metadata.h"
+#include "tqm/quantize.h"
+
+namespace tqm {
+
+struct FileHeader {
+  uint16_t major = 0;
+  uint16_t minor = 0;
+  uint32_t flags = 0;
+  uint64_t file_size = 0;
+  uint64_t directory_offset = 0;
+  uint32_t section_count = 0;
+};
+
+struct SectionInfo {
+  uint32_t id = 0;
+  uint32_t flags = 0;
+  uint64_t offset = 0;
+  uint64_t length = 0;
+  uint64_t checksum = 0;
+};
+
+struct ChunkInfo {
+  uint8_t codec = 0;
+  uint32_t decoded_size = 0;
+  uint64_t offset = 0;          // absolute file offset of the encoded bytes
+  uint32_t encoded_size = 0;
+  uint64_t checksum = 0;        // xxh3-64 of the encoded bytes
+  uint64_t decoded_offset = 0;  // where its bytes start in the tensor
+};
+
+struct TensorInfo {
+  std::string name;
+  format::SourceDType source_dtype = format::kDTypeF32;
+  format::Storage storage = format::kStorageF32;
+  std::vector<uint64_t> dims;
+  int32_t layer = format::kNoLayer;
+  // One entry for kStorageU8Tensor, dims[0] entries for kStorageU8Row, none
+  // for kStorageF32.
+  std::vector<Affine> affine;
+  std::vector<ChunkInfo> chunks;
+  uint64_t numel = 0;          // product of dims
+  uint64_t byte_size = 0;      // decoded bytes: numel (u8) or 4 * numel (f32)
+  uint64_t encoded_size = 0;   // sum of the chunks' encoded sizes
+
+  bool quantized() const { return storage != format::kStorageF32; }
+  // Elements per affine row: numel for per-tensor, numel / dims[0] per-row.
+  uint64_t row_length() const;
+};
+
+class Reader {
+ public:
+  // Maps `path` read-only and validates it. Errors name the file, the field
+  // and the offset: DataLossError for corrupt bytes, UnimplementedError for
+  // an unknown version, flag or required section/codec.
+  static absl::StatusOr<std::unique_ptr<Reader>> Open(const std::string& path);
+
+  // Validates a file held in memory. `bytes` must outlive the Reader. `name`
+  // is used in error messages only.
+  static absl::StatusOr<std::unique_ptr<Reader>> FromBuffer(
+      absl::Span<const uint8_t> bytes, std::string name = "<buffer>");
+
+  ~Reader();
+  Reader(const Reader&) = delete;
+  Reader& operator=(const Reader&) = delete;
+
+  const std::string& name() const { return name_; }
+  absl::Span<const uint8_t> bytes() const { return bytes_; }
+  const FileHeader& header() const { return header_; }
+  const std::vector<SectionInfo>& sections() const { return sections_; }
+  const std::vector<MetaEntry>& metadata() const { return metadata_; }
+  // Returns the metadata value of `key` or nullptr (valid while *this lives).
+  const MetaValue* FindMeta(const std::string& key) const;
+  absl::Span<const uint32_t> table() const { return table_; }
+  const std::vector<TensorInfo>& tensors() const { return tensors_; }
+  // Index of the tensor called `name`, or -1.
+  int FindTensor(const std::string& name) const;
+
+  // The encoded bytes of chunk `c` of tensor `t` (a view into the file).
+  absl::Span<const uint8_t> ChunkBytes(size_t t, size_t c) const;
+
+  // Decodes chunk `c` of tensor `t` into `out` (exactly its decoded_size
+  // bytes). Verifies the chunk checksum first when `verify_checksum`.
+  absl::Status DecodeChunk(size_t t, size_t c, absl::Span<uint8_t> out,
+                           bool verify_checksum = true) const;
+
+  // Decodes all of tensor `t` into `out` (exactly byte_size bytes).
+  absl::Status DecodeTensor(size_t t, absl::Span<uint8_t> out,
+                            bool verify_checksum = true) const;
+
+  // Decodes tensor `t` and converts it to float32 (dequantizing uint8
+  // storage) into `out` (exactly numel values).
+  absl::Status ReadFloat(size_t t, absl::Span<float> out,
+                         bool verify_checksum = true) const;
+
+  // When tensor `t` is stored uncompressed in one contiguous range, returns
+  // that range of the mapping (usable in place); otherwise an empty span.
+  absl::Span<const uint8_t> InPlace(size_t t) const;
+
+  // Full verification: every section checksum (including DATA), zero
+  // padding between sections and chunks, and every chunk's checksum and
+  // decode. Returns the first problem found.
+  absl::Status Verify() const;
+
+ private:
+  Reader() = default;
+  absl::Status Parse();
+  absl::Status ParseDirectory();
+  absl::Status ParseMetadata(const SectionInfo& s);
+  absl::Status ParseTable(const SectionInfo& s);
+  absl::Status ParseIndex(const SectionInfo& s, const SectionInfo& data);
+  absl::Status ChunkError(size_t t, size_t c, const absl::Status& s) const;
+
+  std::string name_;
+  struct Mapping;
+  std::unique_ptr<Mapping> mapping_;
+  absl::Span<const uint8_t> bytes_;
+  FileHeader header_;
+  std::vector<SectionInfo> sections_;
+  std::vector<MetaEntry> metadata_;
+  std::vector<uint32_t> table_;
+  std::vector<TensorInfo> tensors_;
+  absl::flat_hash_map<std::string, int> by_name_;
+};
+
+}  // namespace tqm
+
+#endif  // TQM_READER_H_

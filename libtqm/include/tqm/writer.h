@@ -1,0 +1,97 @@
+// Writing a .tqm file: quantize the tensors of a TensorSource, choose the
+// sequence table that minimises the file, encode every chunk with the
+// smallest codec, and write the file atomically.
+//
+// Memory: the writer holds one tensor at a time (plus the group counts of
+// the table pass); it reads each tensor twice from the source.
+
+#ifndef TQM_WRITER_H_
+#define TQM_WRITER_H_
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "tqm/metadata.h"
+#include "tqm/source.h"
+
+namespace tqm {
+
+enum class Granularity { kTensor, kRow };
+
+struct PackProgress {
+  int pass = 0;            // 1: counting table groups, 2: encoding
+  size_t tensor = 0;       // tensors done in this pass
+  size_t tensors = 0;      // total tensors
+  uint64_t bytes_done = 0; // float32 input bytes done in this pass
+  uint64_t bytes_total = 0;
+};
+
+struct PackOptions {
+  // Quantize 1-D tensors (norms, biases) too; by default they stay float32.
+  bool quantize_all = false;
+  Granularity granularity = Granularity::kTensor;
+  // Decoded bytes per chunk (a multiple of 4, at most
+  // format::kMaxChunkDecodedSize).
+  uint32_t chunk_size = format::kDefaultChunkSize;
+  // Upper bound on sequence-table entries (0 disables the seqtable codec).
+  uint32_t max_table_entries = format::kMaxTableEntries;
+  // Extra metadata appended after the source's own (same key replaces).
+  std::vector<MetaEntry> extra_metadata;
+  // Called after each tensor of each pass; may be empty.
+  std::function<void(const PackProgress&)> progress;
+};
+
+struct PackStats {
+  size_t tensors = 0;
+  size_t quantized_tensors = 0;
+  uint64_t weights = 0;            // total elements
+  uint64_t source_bytes = 0;       // tensor bytes in their source dtype
+  uint64_t f32_bytes = 0;          // 4 * weights
+  uint64_t int8_bytes = 0;         // u8 tensors at 1 byte + float32 ones at 4
+  uint64_t file_bytes = 0;         // size of the written file
+  uint64_t index_bytes = 0;        // header + directory + metadata + index
+  uint32_t table_entries = 0;
+  uint64_t groups = 0;             // 4-byte groups in quantized tensors
+  uint64_t escaped_groups = 0;     // of those, not in the table
+  uint64_t chunks_stored = 0;
+  uint64_t chunks_seqtable = 0;
+  // Encoded bytes if every chunk of quantized tensors used seqtable
+  // (the paper's scheme with our escape), for comparison.
+  uint64_t seqtable_only_bytes = 0;
+  double seconds = 0;
+};
+
+// Packs `source` into `out_path`. The file is written to a temporary file
+// in the same directory and renamed over `out_path` only when complete, so
+// an interrupted pack leaves `out_path` as it was.
+absl::StatusOr<PackStats> Pack(TensorSource& source, const std::string& out_path,
+                               const PackOptions& options);
+
+// Packs `source` into memory (tests, golden vectors).
+absl::StatusOr<std::string> PackToString(TensorSource& source,
+                                         const PackOptions& options,
+                                         PackStats* stats = nullptr);
+
+// A TensorSource over tensors held in memory (tests, generated models).
+class MemorySource : public TensorSource {
+ public:
+  void Add(std::string name, std::vector<uint64_t> dims, std::vector<float> values,
+           format::SourceDType dtype = format::kDTypeF32);
+  void AddMeta(MetaEntry entry) { meta_.push_back(std::move(entry)); }
+
+  const std::vector<SourceTensor>& tensors() const override { return tensors_; }
+  const std::vector<MetaEntry>& metadata() const override { return meta_; }
+  absl::Status Read(size_t i, std::vector<float>* out) override;
+
+ private:
+  std::vector<SourceTensor> tensors_;
+  std::vector<std::vector<float>> values_;
+  std::vector<MetaEntry> meta_;
+};
+
+}  // namespace tqm
+
+#endif  // TQM_WRITER_H_

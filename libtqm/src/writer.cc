@@ -1,0 +1,514 @@
+// Writer: quantize -> choose the sequence table -> encode chunks -> file.
+//
+// Three passes over the source, each holding one tensor at a time:
+//   1. count the aligned 4-byte groups of every quantized tensor;
+//   2. for each candidate table size, the exact encoded size of every chunk
+//      (chunk = min(stored, seqtable)); the table size with the smallest file
+//      wins (each entry costs 4 bytes);
+//   3. encode and write.
+// Pass 2 and the table are skipped when the seqtable codec is disabled.
+
+#include "tqm/writer.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/str_format.h"
+#include "atomic_file.h"
+#include "checksum.h"
+#include "cursor.h"
+#include "tqm/codec.h"
+#include "tqm/quantize.h"
+#include "tqm/reader.h"
+#include "tqm/status.h"
+
+namespace tqm {
+namespace {
+
+// Where the bytes of a file go: a temporary file or a string.
+class Sink {
+ public:
+  virtual ~Sink() = default;
+  virtual absl::Status Append(const std::string& bytes) = 0;
+  virtual absl::Status WriteAt(uint64_t offset, const std::string& bytes) = 0;
+  virtual uint64_t size() const = 0;
+};
+
+class FileSink : public Sink {
+ public:
+  explicit FileSink(std::unique_ptr<AtomicFile> f) : f_(std::move(f)) {}
+  absl::Status Append(const std::string& b) override { return f_->Append(b); }
+  absl::Status WriteAt(uint64_t off, const std::string& b) override {
+    return f_->WriteAt(off, absl::Span<const uint8_t>(
+                                reinterpret_cast<const uint8_t*>(b.data()), b.size()));
+  }
+  uint64_t size() const override { return f_->size(); }
+  AtomicFile* file() { return f_.get(); }
+
+ private:
+  std::unique_ptr<AtomicFile> f_;
+};
+
+class StringSink : public Sink {
+ public:
+  absl::Status Append(const std::string& b) override {
+    s_ += b;
+    return absl::OkStatus();
+  }
+  absl::Status WriteAt(uint64_t off, const std::string& b) override {
+    std::memcpy(&s_[off], b.data(), b.size());
+    return absl::OkStatus();
+  }
+  uint64_t size() const override { return s_.size(); }
+  std::string& str() { return s_; }
+
+ private:
+  std::string s_;
+};
+
+bool ShouldQuantize(const SourceTensor& t, const PackOptions& o) {
+  return o.quantize_all || t.dims.size() >= 2;
+}
+
+uint64_t Numel(const SourceTensor& t) {
+  uint64_t n = 1;
+  for (uint64_t d : t.dims) n *= d;
+  return n;
+}
+
+size_t SourceElemSize(format::SourceDType d) {
+  switch (d) {
+    case format::kDTypeF16:
+    case format::kDTypeBF16:
+      return 2;
+    case format::kDTypeQ8_0:
+      return 1;  // ignoring the per-block scales: informational only
+    default:
+      return 4;
+  }
+}
+
+// Reads tensor `i`, checks its size and quantizes it. `q` gets the bytes the
+// file stores (uint8 or float32 bytes); `affine` the parameters.
+absl::Status Prepare(TensorSource& src, size_t i, const PackOptions& o,
+                     std::vector<float>* f, std::vector<uint8_t>* q,
+                     std::vector<Affine>* affine) {
+  const SourceTensor& t = src.tensors()[i];
+  TQM_RETURN_IF_ERROR(src.Read(i, f));
+  if (f->size() != Numel(t)) {
+    return absl::InternalError(absl::StrFormat(
+        "tensor '%s': source returned %d values, shape says %d", t.name, f->size(), Numel(t)));
+  }
+  affine->clear();
+  if (!ShouldQuantize(t, o)) {
+    q->resize(f->size() * 4);
+    if (!f->empty()) std::memcpy(q->data(), f->data(), q->size());
+    return absl::OkStatus();
+  }
+  q->resize(f->size());
+  const uint64_t rows = o.granularity == Granularity::kRow ? t.dims[0] : 1;
+  const uint64_t row = f->size() / rows;
+  for (uint64_t r = 0; r < rows; ++r) {
+    auto in = absl::MakeConstSpan(*f).subspan(r * row, row);
+    absl::StatusOr<Affine> a = ChooseAffine(in);
+    if (!a.ok()) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "tensor '%s'%s: %s", t.name,
+          rows > 1 ? absl::StrFormat(" row %d", r) : std::string(), a.status().message()));
+    }
+    QuantizeAffine(in, *a, absl::MakeSpan(*q).subspan(r * row, row));
+    affine->push_back(*a);
+  }
+  return absl::OkStatus();
+}
+
+std::string EncodeMetadata(const std::vector<MetaEntry>& meta) {
+  std::string out;
+  AppendLE<uint32_t>(&out, meta.size());
+  AppendLE<uint32_t>(&out, 0);
+  for (const MetaEntry& e : meta) {
+    AppendLE<uint16_t>(&out, e.key.size());
+    out += e.key;
+    AppendLE<uint8_t>(&out, e.value.type);
+    switch (e.value.type) {
+      case format::kMetaInt64:
+        AppendLE<int64_t>(&out, e.value.int64);
+        break;
+      case format::kMetaFloat64:
+        AppendLE<double>(&out, e.value.float64);
+        break;
+      default:
+        AppendLE<uint32_t>(&out, e.value.bytes.size());
+        out += e.value.bytes;
+    }
+  }
+  return out;
+}
+
+absl::Status CheckMetadata(const std::vector<MetaEntry>& meta) {
+  absl::flat_hash_map<std::string, int> seen;
+  for (const MetaEntry& e : meta) {
+    if (e.key.empty() || e.key.size() > format::kMaxKeyLength) {
+      return absl::InvalidArgumentError(absl::StrFormat("metadata key '%s' has bad length", e.key));
+    }
+    for (char c : e.key) {
+      if (!(isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-')) {
+        return absl::InvalidArgumentError(
+            absl::StrFormat("metadata key '%s' has characters outside [A-Za-z0-9._-]", e.key));
+      }
+    }
+    if (e.value.bytes.size() > 0xFFFFFFFFu) {
+      return absl::InvalidArgumentError(absl::StrFormat("metadata '%s' too large", e.key));
+    }
+    if (!seen.emplace(e.key, 0).second) {
+      return absl::InvalidArgumentError(absl::StrFormat("duplicate metadata key '%s'", e.key));
+    }
+  }
+  return absl::OkStatus();
+}
+
+// Candidate table sizes: 0, then roughly x1.25 steps up to `limit`.
+std::vector<uint32_t> Candidates(uint32_t limit) {
+  std::vector<uint32_t> c = {0};
+  for (double k = 1; k < limit; k = std::max(k + 1, k * 1.25)) {
+    c.push_back(static_cast<uint32_t>(k));
+  }
+  if (limit > 0) c.push_back(limit);
+  c.erase(std::unique(c.begin(), c.end()), c.end());
+  return c;
+}
+
+// [begin, end) byte ranges of at most `chunk` bytes covering n bytes.
+std::vector<std::pair<size_t, size_t>> SplitChunks(size_t n, size_t chunk) {
+  std::vector<std::pair<size_t, size_t>> r;
+  for (size_t b = 0; b < n; b += chunk) r.push_back({b, std::min(n, b + chunk)});
+  return r;
+}
+
+absl::Span<const uint8_t> AsBytes(const std::string& s) {
+  return absl::Span<const uint8_t>(reinterpret_cast<const uint8_t*>(s.data()), s.size());
+}
+
+absl::StatusOr<PackStats> PackTo(TensorSource& src, const PackOptions& o, Sink* sink) {
+  const auto t0 = std::chrono::steady_clock::now();
+  const auto& tensors = src.tensors();
+  if (o.chunk_size == 0 || o.chunk_size % 4 != 0 ||
+      o.chunk_size > format::kMaxChunkDecodedSize) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "chunk size %d must be a positive multiple of 4 up to %d", o.chunk_size,
+        format::kMaxChunkDecodedSize));
+  }
+  if (o.max_table_entries > format::kMaxTableEntries) {
+    return absl::InvalidArgumentError("table limit above 65535");
+  }
+  PackStats st;
+  PackProgress prog;
+  prog.tensors = tensors.size();
+  absl::flat_hash_map<std::string, int> names;
+  for (const SourceTensor& t : tensors) {
+    if (t.name.empty() || t.name.size() > format::kMaxNameLength ||
+        t.name.find('\0') != std::string::npos) {
+      return absl::InvalidArgumentError(absl::StrFormat("tensor name '%s' is invalid", t.name));
+    }
+    if (!names.emplace(t.name, 0).second) {
+      return absl::InvalidArgumentError(absl::StrFormat("duplicate tensor name '%s'", t.name));
+    }
+    if (t.dims.empty() || t.dims.size() > format::kMaxDims) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("tensor '%s' has %d dimensions (1..8 supported)", t.name,
+                          t.dims.size()));
+    }
+    uint64_t n = 1;
+    for (uint64_t d : t.dims) {
+      if (d == 0 || d > (uint64_t{1} << 40) / n) {
+        return absl::InvalidArgumentError(
+            absl::StrFormat("tensor '%s' has an empty or oversized shape", t.name));
+      }
+      n *= d;
+    }
+    prog.bytes_total += n * 4;
+  }
+
+  std::vector<float> f;
+  std::vector<uint8_t> q;
+  std::vector<Affine> affine;
+
+  // Pass 1: count groups.
+  std::vector<uint32_t> entries;
+  if (o.max_table_entries > 0) {
+    absl::flat_hash_map<uint32_t, uint64_t> counts;
+    prog.pass = 1;
+    prog.bytes_done = 0;
+    for (size_t i = 0; i < tensors.size(); ++i) {
+      if (ShouldQuantize(tensors[i], o)) {
+        TQM_RETURN_IF_ERROR(Prepare(src, i, o, &f, &q, &affine));
+        for (size_t g = 0; g + 4 <= q.size(); g += 4) {
+          uint32_t v;
+          std::memcpy(&v, &q[g], 4);
+          ++counts[v];
+        }
+      }
+      prog.tensor = i + 1;
+      prog.bytes_done += Numel(tensors[i]) * 4;
+      if (o.progress) o.progress(prog);
+    }
+    // Keep the groups that repeat, most frequent first (ties by value: the
+    // table is a pure function of the input).
+    std::vector<std::pair<uint64_t, uint32_t>> ranked;
+    for (const auto& [g, n] : counts) {
+      if (n >= 2) ranked.push_back({n, g});
+    }
+    counts.clear();
+    std::sort(ranked.begin(), ranked.end(), [](const auto& a, const auto& b) {
+      return a.first != b.first ? a.first > b.first : a.second < b.second;
+    });
+    if (ranked.size() > o.max_table_entries) ranked.resize(o.max_table_entries);
+
+    // Pass 2: exact file-size cost of each candidate table size.
+    const std::vector<uint32_t> cand = Candidates(static_cast<uint32_t>(ranked.size()));
+    absl::flat_hash_map<uint32_t, uint32_t> rank;
+    rank.reserve(ranked.size());
+    for (uint32_t r = 0; r < ranked.size(); ++r) rank[ranked[r].second] = r;
+    std::vector<uint64_t> total(cand.size(), 0);
+    std::vector<uint64_t> hist(cand.size());
+    prog.pass = 2;
+    prog.bytes_done = 0;
+    for (size_t i = 0; i < tensors.size() && cand.size() > 1; ++i) {
+      if (ShouldQuantize(tensors[i], o)) {
+        TQM_RETURN_IF_ERROR(Prepare(src, i, o, &f, &q, &affine));
+        for (auto [b, e] : SplitChunks(q.size(), o.chunk_size)) {
+          std::fill(hist.begin(), hist.end(), 0);
+          const uint64_t groups = (e - b) / 4, tail = (e - b) % 4;
+          for (size_t g = b; g + 4 <= e; g += 4) {
+            uint32_t v;
+            std::memcpy(&v, &q[g], 4);
+            auto it = rank.find(v);
+            if (it == rank.end()) continue;
+            // First candidate whose table includes rank r: cand[j] > r.
+            size_t j = std::upper_bound(cand.begin(), cand.end(), it->second) - cand.begin();
+            ++hist[j];
+          }
+          uint64_t hits = 0;
+          for (size_t j = 0; j < cand.size(); ++j) {
+            hits += hist[j];
+            uint64_t seq = 2 * hits + 6 * (groups - hits) + tail;
+            total[j] += std::min<uint64_t>(seq, e - b);
+          }
+        }
+      }
+      prog.tensor = i + 1;
+      prog.bytes_done += Numel(tensors[i]) * 4;
+      if (o.progress) o.progress(prog);
+    }
+    size_t best = 0;
+    for (size_t j = 1; j < cand.size(); ++j) {
+      if (total[j] + 4ull * cand[j] < total[best] + 4ull * cand[best]) best = j;
+    }
+    const uint32_t n = cand.empty() ? 0 : cand[best];
+    for (uint32_t r = 0; r < n; ++r) entries.push_back(ranked[r].second);
+  }
+  const SeqTable table(entries);
+  st.table_entries = static_cast<uint32_t>(entries.size());
+
+  // Metadata: the source's, then extras (replacing same keys), then ours.
+  std::vector<MetaEntry> meta = src.metadata();
+  auto put = [&meta](MetaEntry e) {
+    for (MetaEntry& m : meta) {
+      if (m.key == e.key) {
+        m = std::move(e);
+        return;
+      }
+    }
+    meta.push_back(std::move(e));
+  };
+  for (const MetaEntry& e : o.extra_metadata) put(e);
+  put({"tqm.writer", MetaValue::String("libtqm 0.1")});
+  put({"tqm.granularity",
+       MetaValue::String(o.granularity == Granularity::kRow ? "row" : "tensor")});
+  TQM_RETURN_IF_ERROR(CheckMetadata(meta));
+
+  // Layout: header, METADATA, TABLE, DATA, TENSOR_INDEX, directory.
+  std::vector<SectionInfo> sections;
+  auto pad = [&](StreamChecksum* sum) -> absl::Status {
+    std::string zeros((format::kAlignment - sink->size() % format::kAlignment) %
+                          format::kAlignment,
+                      '\0');
+    if (sum) sum->Update(AsBytes(zeros));
+    return sink->Append(zeros);
+  };
+  auto add_section = [&](uint32_t id, const std::string& body) -> absl::Status {
+    TQM_RETURN_IF_ERROR(pad(nullptr));
+    SectionInfo s;
+    s.id = id;
+    s.flags = format::kSectionFlagRequired;
+    s.offset = sink->size();
+    s.length = body.size();
+    s.checksum = Checksum(AsBytes(body));
+    sections.push_back(s);
+    return sink->Append(body);
+  };
+  TQM_RETURN_IF_ERROR(sink->Append(std::string(format::kHeaderSize, '\0')));
+  TQM_RETURN_IF_ERROR(add_section(format::kSectionMetadata, EncodeMetadata(meta)));
+  {
+    std::string tb;
+    AppendLE<uint32_t>(&tb, entries.size());
+    AppendLE<uint32_t>(&tb, 0);
+    for (uint32_t e : entries) AppendLE<uint32_t>(&tb, e);
+    TQM_RETURN_IF_ERROR(add_section(format::kSectionTable, tb));
+  }
+
+  // Pass 3: encode and write the DATA section, building the index as we go.
+  TQM_RETURN_IF_ERROR(pad(nullptr));
+  SectionInfo data;
+  data.id = format::kSectionData;
+  data.flags = format::kSectionFlagRequired;
+  data.offset = sink->size();
+  StreamChecksum data_sum;
+  std::string index;
+  AppendLE<uint32_t>(&index, tensors.size());
+  AppendLE<uint32_t>(&index, 0);
+  std::string enc;
+  prog.pass = 3;
+  prog.bytes_done = 0;
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    const SourceTensor& t = tensors[i];
+    TQM_RETURN_IF_ERROR(Prepare(src, i, o, &f, &q, &affine));
+    const bool quant = ShouldQuantize(t, o);
+    ++st.tensors;
+    st.weights += f.size();
+    st.source_bytes += f.size() * SourceElemSize(t.dtype);
+    st.f32_bytes += f.size() * 4;
+    st.int8_bytes += q.size();
+    if (quant) ++st.quantized_tensors;
+
+    AppendLE<uint16_t>(&index, t.name.size());
+    index += t.name;
+    AppendLE<uint8_t>(&index, t.dtype);
+    AppendLE<uint8_t>(&index,
+                      !quant ? format::kStorageF32
+                             : (o.granularity == Granularity::kRow ? format::kStorageU8Row
+                                                                   : format::kStorageU8Tensor));
+    AppendLE<uint8_t>(&index, t.dims.size());
+    AppendLE<uint8_t>(&index, 0);
+    AppendLE<int32_t>(&index, LayerFromName(t.name));
+    for (uint64_t d : t.dims) AppendLE<uint64_t>(&index, d);
+    for (const Affine& a : affine) {
+      AppendLE<float>(&index, a.scale);
+      AppendLE<float>(&index, a.zero);
+    }
+    const auto chunks = SplitChunks(q.size(), o.chunk_size);
+    AppendLE<uint32_t>(&index, chunks.size());
+    AppendLE<uint32_t>(&index, 0);
+    for (auto [b, e] : chunks) {
+      auto bytes = absl::MakeConstSpan(q).subspan(b, e - b);
+      uint8_t codec = format::kCodecStored;
+      enc.clear();
+      if (quant) {
+        const uint64_t groups = bytes.size() / 4;
+        for (size_t g = 0; g < groups; ++g) {
+          uint32_t v;
+          std::memcpy(&v, &bytes[4 * g], 4);
+          st.escaped_groups += table.Lookup(v) == format::kEscape;
+        }
+        st.groups += groups;
+        if (table.size() > 0) {
+          EncodeSeqTable(bytes, table, &enc);
+          st.seqtable_only_bytes += enc.size();
+          if (enc.size() < bytes.size()) codec = format::kCodecSeqTable;
+        } else {
+          st.seqtable_only_bytes += groups * 6 + bytes.size() % 4;
+        }
+      }
+      if (codec == format::kCodecStored) {
+        enc.assign(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+        ++st.chunks_stored;
+      } else {
+        ++st.chunks_seqtable;
+      }
+      TQM_RETURN_IF_ERROR(pad(&data_sum));
+      const uint64_t off = sink->size();
+      data_sum.Update(AsBytes(enc));
+      TQM_RETURN_IF_ERROR(sink->Append(enc));
+      AppendLE<uint8_t>(&index, codec);
+      AppendLE<uint8_t>(&index, 0);
+      AppendLE<uint16_t>(&index, 0);
+      AppendLE<uint32_t>(&index, e - b);
+      AppendLE<uint64_t>(&index, off);
+      AppendLE<uint32_t>(&index, enc.size());
+      AppendLE<uint32_t>(&index, 0);
+      AppendLE<uint64_t>(&index, Checksum(AsBytes(enc)));
+    }
+    prog.tensor = i + 1;
+    prog.bytes_done += f.size() * 4;
+    if (o.progress) o.progress(prog);
+  }
+  data.length = sink->size() - data.offset;
+  data.checksum = data_sum.Digest();
+  sections.push_back(data);
+  TQM_RETURN_IF_ERROR(add_section(format::kSectionTensorIndex, index));
+  st.index_bytes = index.size();
+
+  // Directory, then the header that points at it.
+  TQM_RETURN_IF_ERROR(pad(nullptr));
+  const uint64_t dir_offset = sink->size();
+  std::string dir;
+  for (const SectionInfo& s : sections) {
+    AppendLE<uint32_t>(&dir, s.id);
+    AppendLE<uint32_t>(&dir, s.flags);
+    AppendLE<uint64_t>(&dir, s.offset);
+    AppendLE<uint64_t>(&dir, s.length);
+    AppendLE<uint64_t>(&dir, s.checksum);
+  }
+  TQM_RETURN_IF_ERROR(sink->Append(dir));
+  std::string header(format::kMagic, format::kMagic + sizeof(format::kMagic));
+  AppendLE<uint16_t>(&header, format::kMajorVersion);
+  AppendLE<uint16_t>(&header, format::kMinorVersion);
+  AppendLE<uint32_t>(&header, 0);  // flags
+  AppendLE<uint64_t>(&header, sink->size());
+  AppendLE<uint64_t>(&header, dir_offset);
+  AppendLE<uint32_t>(&header, sections.size());
+  AppendLE<uint32_t>(&header, 0);
+  AppendLE<uint64_t>(&header, Checksum(AsBytes(dir)));
+  AppendLE<uint64_t>(&header, 0);
+  AppendLE<uint64_t>(&header, Checksum(AsBytes(header)));
+  TQM_RETURN_IF_ERROR(sink->WriteAt(0, header));
+  st.file_bytes = sink->size();
+  st.seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return st;
+}
+
+}  // namespace
+
+absl::StatusOr<PackStats> Pack(TensorSource& source, const std::string& out_path,
+                               const PackOptions& options) {
+  TQM_ASSIGN_OR_RETURN(std::unique_ptr<AtomicFile> file, AtomicFile::Create(out_path));
+  FileSink sink(std::move(file));
+  TQM_ASSIGN_OR_RETURN(PackStats st, PackTo(source, options, &sink));
+  TQM_RETURN_IF_ERROR(sink.file()->Commit());
+  return st;
+}
+
+absl::StatusOr<std::string> PackToString(TensorSource& source, const PackOptions& options,
+                                         PackStats* stats) {
+  StringSink sink;
+  TQM_ASSIGN_OR_RETURN(PackStats st, PackTo(source, options, &sink));
+  if (stats) *stats = st;
+  return std::move(sink.str());
+}
+
+void MemorySource::Add(std::string name, std::vector<uint64_t> dims,
+                       std::vector<float> values, format::SourceDType dtype) {
+  tensors_.push_back({std::move(name), dtype, std::move(dims)});
+  values_.push_back(std::move(values));
+}
+
+absl::Status MemorySource::Read(size_t i, std::vector<float>* out) {
+  if (i >= values_.size()) return absl::OutOfRangeError("no such tensor");
+  *out = values_[i];
+  return absl::OkStatus();
+}
+
+}  // namespace tqm

@@ -1,0 +1,126 @@
+// tqm-pack: quantize a model to 8 bits and write it as one .tqm file.
+
+#include <fstream>
+#include <iostream>
+#include <sstream>
+
+#include "CLI/CLI.hpp"
+#include "absl/strings/str_format.h"
+#include "tool_util.h"
+#include "tqm/import.h"
+#include "tqm/inspect.h"
+#include "tqm/writer.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{
+      "tqm-pack: quantize a model to 8 bits (affine scale/zero per tensor or per row) and\n"
+      "write it as one compressed, memory-mappable .tqm file.\n\n"
+      "Inputs: a llama2.c checkpoint (e.g. stories260K.bin) or a safetensors file\n"
+      "(F32/F16/BF16). Tensors are named in the Hugging Face Llama convention.\n"
+      "1-D tensors (norms, biases) stay float32 unless --quantize-all.\n"
+      "Each 64 KiB chunk is stored raw or coded with the file's sequence table,\n"
+      "whichever is smaller, so the file is never larger than raw int8 plus a small index.\n\n"
+      "Example:\n"
+      "  tqm-pack ../shared/models/stories260K/stories260K.bin -o stories260K.tqm \\\n"
+      "           --tokenizer ../shared/models/stories260K/tok512.bin\n"};
+  std::string input, output, tokenizer, granularity = "tensor";
+  bool quantize_all = false, quiet = false, json = false, no_table = false;
+  uint32_t chunk_size = tqm::format::kDefaultChunkSize;
+  uint32_t max_table = tqm::format::kMaxTableEntries;
+  app.add_option("INPUT", input, "model to pack (llama2.c .bin or .safetensors)")
+      ->required()
+      ->check(CLI::ExistingFile);
+  app.add_option("-o,--output", output, "output .tqm file (written atomically)")->required();
+  app.add_option("--tokenizer", tokenizer,
+                 "llama2.c tokenizer (tok512.bin) to embed as metadata tokenizer.llama2c")
+      ->check(CLI::ExistingFile);
+  app.add_flag("--quantize-all", quantize_all,
+               "quantize 1-D tensors (norms, biases) too, as the paper did");
+  app.add_option("--granularity", granularity,
+                 "affine parameters per 'tensor' (default) or per 'row' (output channel)")
+      ->check(CLI::IsMember({"tensor", "row"}));
+  app.add_option("--chunk-size", chunk_size,
+                 "decoded bytes per chunk (multiple of 4, default 65536)")
+      ->check(CLI::Range(4u, tqm::format::kMaxChunkDecodedSize));
+  app.add_option("--max-table", max_table,
+                 "upper bound on sequence-table entries (0..65535; the writer picks the size "
+                 "that minimises the file)")
+      ->check(CLI::Range(0u, tqm::format::kMaxTableEntries));
+  app.add_flag("--no-table", no_table, "disable the seqtable codec (all chunks stored)");
+  app.add_flag("-q,--quiet", quiet, "no progress bar or summary");
+  app.add_flag("--json", json, "print the summary as JSON on stdout");
+  CLI11_PARSE(app, argc, argv);
+
+  tqm::InstallCleanupHandlers();
+  auto source = tqm::OpenModel(input);
+  if (!source.ok()) {
+    std::cerr << "tqm-pack: " << source.status().message() << "\n";
+    return 1;
+  }
+  tqm::PackOptions opt;
+  opt.quantize_all = quantize_all;
+  opt.granularity = granularity == "row" ? tqm::Granularity::kRow : tqm::Granularity::kTensor;
+  opt.chunk_size = chunk_size;
+  opt.max_table_entries = no_table ? 0 : max_table;
+  if (!tokenizer.empty()) {
+    std::ifstream f(tokenizer, std::ios::binary);
+    std::stringstream ss;
+    ss << f.rdbuf();
+    if (!f) {
+      std::cerr << "tqm-pack: cannot read tokenizer " << tokenizer << "\n";
+      return 1;
+    }
+    opt.extra_metadata.push_back(
+        {tqm::meta_keys::kTokenizerLlama2c, tqm::MetaValue::Bytes(ss.str())});
+  }
+  tqm::ProgressBar bar;
+  if (!quiet) {
+    opt.progress = [&bar](const tqm::PackProgress& p) {
+      static const char* names[] = {"", "counting groups", "sizing table", "encoding"};
+      bar.Update(absl::StrFormat("pass %d/3 %s", p.pass, names[p.pass]),
+                 p.bytes_total ? static_cast<double>(p.bytes_done) / p.bytes_total : 1.0);
+    };
+  }
+  auto stats = tqm::Pack(**source, output, opt);
+  bar.Done();
+  if (!stats.ok()) {
+    std::cerr << "tqm-pack: " << input << ": " << stats.status().message() << "\n";
+    return 1;
+  }
+  const tqm::PackStats& s = *stats;
+  const double escape = s.groups ? 100.0 * s.escaped_groups / s.groups : 0.0;
+  if (json) {
+    std::cout << absl::StrFormat(
+        "{\"input\":%s,\"output\":%s,\"tensors\":%d,\"quantized_tensors\":%d,"
+        "\"weights\":%d,\"source_bytes\":%d,\"f32_bytes\":%d,\"int8_bytes\":%d,"
+        "\"file_bytes\":%d,\"table_entries\":%d,\"groups\":%d,\"escaped_groups\":%d,"
+        "\"chunks_stored\":%d,\"chunks_seqtable\":%d,\"seqtable_only_bytes\":%d,"
+        "\"seconds\":%.3f}\n",
+        tqm::JsonQuote(input), tqm::JsonQuote(output), s.tensors, s.quantized_tensors, s.weights, s.source_bytes, s.f32_bytes,
+        s.int8_bytes, s.file_bytes, s.table_entries, s.groups, s.escaped_groups,
+        s.chunks_stored, s.chunks_seqtable, s.seqtable_only_bytes, s.seconds);
+  } else if (!quiet) {
+    std::cout << absl::StrFormat(
+        "packed %s -> %s\n"
+        "  tensors          %d (%d quantized to uint8, %d kept float32)\n"
+        "  weights          %d\n"
+        "  source size      %s (%d bytes, as stored in the input dtype)\n"
+        "  int8 size        %s (%d bytes: uint8 weights + float32 1-D tensors)\n"
+        "  tqm size         %s (%d bytes, table and index included)\n"
+        "  ratio            %.2fx vs source, %.3fx vs int8\n"
+        "  bits per weight  %.3f\n"
+        "  table            %d entries; escape rate %.2f%% of %d groups\n"
+        "  chunks           %d seqtable, %d stored\n"
+        "  seqtable only    %d bytes if every quantized chunk used seqtable\n"
+        "  time             %.2f s (%.1f MB/s of float32 input)\n",
+        tqm::EscapeForTerminal(input), tqm::EscapeForTerminal(output), s.tensors, s.quantized_tensors,
+        s.tensors - s.quantized_tensors, s.weights, tqm::HumanBytes(s.source_bytes),
+        s.source_bytes, tqm::HumanBytes(s.int8_bytes), s.int8_bytes,
+        tqm::HumanBytes(s.file_bytes), s.file_bytes,
+        static_cast<double>(s.source_bytes) / s.file_bytes,
+        static_cast<double>(s.file_bytes) / s.int8_bytes, 8.0 * s.file_bytes / s.weights,
+        s.table_entries, escape, s.groups, s.chunks_seqtable, s.chunks_stored,
+        s.seqtable_only_bytes, s.seconds, s.f32_bytes / 1e6 / std::max(s.seconds, 1e-9));
+  }
+  return 0;
+}
