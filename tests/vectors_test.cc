@@ -1,0 +1,126 @@
+// Golden test vectors in spec/vectors/: each NAME.tqm must open, verify and
+// decode to exactly NAME.decoded (every tensor's stored bytes, in index
+// order), and today's writer must still produce it byte for byte from the
+// same input. Set TQM_REGENERATE_VECTORS=1 to rewrite them after an
+// intentional, versioned format change.
+
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+
+#include "test_util.h"
+#include "tqm/reader.h"
+#include "tqm/writer.h"
+
+namespace {
+
+struct Vector {
+  const char* name;
+  tqm::MemorySource (*make)();
+  tqm::PackOptions (*options)();
+};
+
+// "tiny": two tensors; a 4x8 matrix with repeated groups (seqtable chunk)
+// and an 8-element norm kept float32.
+tqm::MemorySource Tiny() {
+  tqm::MemorySource m;
+  std::vector<float> w(32);
+  for (size_t i = 0; i < w.size(); ++i) w[i] = (i % 8 < 4) ? 0.5f : -0.25f;
+  w[31] = 1.0f;  // one group that is not in the table: an escape
+  m.Add("model.layers.0.mlp.up_proj.weight", {4, 8}, w);
+  m.Add("model.norm.weight", {8}, {1, 1, 1, 1, 2, 2, 2, 2});
+  m.AddMeta({"general.architecture", tqm::MetaValue::String("llama")});
+  return m;
+}
+tqm::PackOptions TinyOptions() { return {}; }
+
+// "rows": per-row parameters, a tensor of 15 bytes (3-byte tail), small chunks.
+tqm::MemorySource Rows() {
+  tqm::MemorySource m;
+  std::vector<float> a(15), b(64);
+  for (size_t i = 0; i < a.size(); ++i) a[i] = static_cast<float>(i % 5) * (i < 5 ? 1 : -0.5f);
+  for (size_t i = 0; i < b.size(); ++i) b[i] = static_cast<float>((i / 4) % 2);
+  m.Add("a.weight", {3, 5}, a);
+  m.Add("model.layers.2.b.weight", {4, 16}, b);
+  m.AddMeta({"test.int", tqm::MetaValue::Int(-42)});
+  m.AddMeta({"test.float", tqm::MetaValue::Float(0.125)});
+  m.AddMeta({"test.bytes", tqm::MetaValue::Bytes(std::string("\x00\x01\xff", 3))});
+  return m;
+}
+tqm::PackOptions RowsOptions() {
+  tqm::PackOptions o;
+  o.granularity = tqm::Granularity::kRow;
+  o.chunk_size = 16;
+  return o;
+}
+
+// "stored": no table, a tensor split over several stored chunks.
+tqm::MemorySource Stored() {
+  tqm::MemorySource m;
+  m.Add("model.embed_tokens.weight", {10, 20}, tqm_test::Gaussian(200, 42, 1.0f));
+  return m;
+}
+tqm::PackOptions StoredOptions() {
+  tqm::PackOptions o;
+  o.max_table_entries = 0;
+  o.chunk_size = 64;
+  return o;
+}
+
+const Vector kVectors[] = {
+    {"tiny", Tiny, TinyOptions},
+    {"rows", Rows, RowsOptions},
+    {"stored", Stored, StoredOptions},
+};
+
+std::string Dir() { return std::string(TQM_SOURCE_DIR) + "/spec/vectors/"; }
+
+std::string DecodedBytes(const tqm::Reader& r) {
+  std::string out;
+  for (size_t i = 0; i < r.tensors().size(); ++i) {
+    std::string buf(r.tensors()[i].byte_size, '\0');
+    absl::Status s = r.DecodeTensor(
+        i, absl::Span<uint8_t>(reinterpret_cast<uint8_t*>(buf.data()), buf.size()));
+    EXPECT_TRUE(s.ok()) << s;
+    out += buf;
+  }
+  return out;
+}
+
+TEST(Vectors, DecodeToTheirGoldenBytes) {
+  const bool regenerate = std::getenv("TQM_REGENERATE_VECTORS") != nullptr;
+  for (const Vector& v : kVectors) {
+    SCOPED_TRACE(v.name);
+    tqm::MemorySource src = v.make();
+    auto packed = tqm::PackToString(src, v.options());
+    ASSERT_TRUE(packed.ok()) << packed.status();
+    const std::string path = Dir() + v.name + ".tqm";
+    if (regenerate) {
+      auto r = tqm::Reader::FromBuffer(tqm_test::AsSpan(*packed));
+      ASSERT_TRUE(r.ok());
+      tqm_test::WriteFile(path, *packed);
+      tqm_test::WriteFile(Dir() + v.name + ".decoded", DecodedBytes(**r));
+    }
+    const std::string golden = tqm_test::ReadFile(path);
+    const std::string decoded = tqm_test::ReadFile(Dir() + v.name + ".decoded");
+    ASSERT_FALSE(golden.empty()) << "missing " << path;
+    auto r = tqm::Reader::Open(path);
+    ASSERT_TRUE(r.ok()) << r.status();
+    ASSERT_TRUE((*r)->Verify().ok());
+    EXPECT_EQ(DecodedBytes(**r), decoded);
+    EXPECT_EQ(*packed, golden) << "the writer no longer reproduces " << path;
+  }
+}
+
+TEST(Vectors, TinyUsesEveryFeatureOfTheSeqtableCodec) {
+  auto r = tqm::Reader::Open(Dir() + "tiny.tqm");
+  ASSERT_TRUE(r.ok()) << r.status();
+  const tqm::TensorInfo& w = (*r)->tensors()[0];
+  EXPECT_EQ(w.chunks[0].codec, tqm::format::kCodecSeqTable);
+  EXPECT_GT((*r)->table().size(), 0u);
+  const tqm::TensorInfo& n = (*r)->tensors()[1];
+  EXPECT_EQ(n.storage, tqm::format::kStorageF32);
+  EXPECT_FALSE((*r)->InPlace(1).empty());
+}
+
+}  // namespace
