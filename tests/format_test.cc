@@ -63,6 +63,19 @@ TEST(Quantize, ConstantTensorIsExact) {
   }
 }
 
+TEST(Quantize, ZeroPointIsNeverNegativeZero) {
+  std::vector<float> x = {0.0f, 1.0f, 0.5f};
+  auto a = tqm::ChooseAffine(x);
+  ASSERT_TRUE(a.ok());
+  EXPECT_EQ(a->zero, 0.0f);
+  EXPECT_FALSE(std::signbit(a->zero));
+}
+
+TEST(Quantize, RejectsUnderflowingScale) {
+  std::vector<float> x = {0.0f, 1e-44f};  // (max - min) / 255 underflows to 0
+  EXPECT_EQ(tqm::ChooseAffine(x).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
 TEST(Quantize, RejectsNonFinite) {
   for (float bad : {NAN, INFINITY, -INFINITY}) {
     std::vector<float> x = {1.0f, bad, 2.0f};

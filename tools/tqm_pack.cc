@@ -94,11 +94,13 @@ int main(int argc, char** argv) {
         "{\"input\":%s,\"output\":%s,\"tensors\":%d,\"quantized_tensors\":%d,"
         "\"weights\":%d,\"source_bytes\":%d,\"f32_bytes\":%d,\"int8_bytes\":%d,"
         "\"file_bytes\":%d,\"table_entries\":%d,\"groups\":%d,\"escaped_groups\":%d,"
-        "\"chunks_stored\":%d,\"chunks_seqtable\":%d,\"seqtable_only_bytes\":%d,"
+        "\"chunks_stored\":%d,\"chunks_seqtable\":%d,\"seqtable_only_bytes\":%d,\"seqtable_only_table_entries\":%d,"
+        "\"quantized_int8_bytes\":%d,"
         "\"seconds\":%.3f}\n",
         tqm::JsonQuote(input), tqm::JsonQuote(output), s.tensors, s.quantized_tensors, s.weights, s.source_bytes, s.f32_bytes,
         s.int8_bytes, s.file_bytes, s.table_entries, s.groups, s.escaped_groups,
-        s.chunks_stored, s.chunks_seqtable, s.seqtable_only_bytes, s.seconds);
+        s.chunks_stored, s.chunks_seqtable, s.seqtable_only_bytes, s.seqtable_only_table_entries,
+        s.quantized_int8_bytes, s.seconds);
   } else if (!quiet) {
     std::cout << absl::StrFormat(
         "packed %s -> %s\n"
@@ -111,7 +113,8 @@ int main(int argc, char** argv) {
         "  bits per weight  %.3f\n"
         "  table            %d entries; escape rate %.2f%% of %d groups\n"
         "  chunks           %d seqtable, %d stored\n"
-        "  seqtable only    %d bytes if every quantized chunk used seqtable\n"
+        "  seqtable only    %d bytes (table of %d entries included) if every quantized chunk\n"
+        "                   used seqtable, vs %d bytes of int8 for those tensors\n"
         "  time             %.2f s (%.1f MB/s of float32 input)\n",
         tqm::EscapeForTerminal(input), tqm::EscapeForTerminal(output), s.tensors, s.quantized_tensors,
         s.tensors - s.quantized_tensors, s.weights, tqm::HumanBytes(s.source_bytes),
@@ -120,7 +123,7 @@ int main(int argc, char** argv) {
         static_cast<double>(s.source_bytes) / s.file_bytes,
         static_cast<double>(s.file_bytes) / s.int8_bytes, 8.0 * s.file_bytes / s.weights,
         s.table_entries, escape, s.groups, s.chunks_seqtable, s.chunks_stored,
-        s.seqtable_only_bytes, s.seconds, s.f32_bytes / 1e6 / std::max(s.seconds, 1e-9));
+        s.seqtable_only_bytes, s.seqtable_only_table_entries, s.quantized_int8_bytes, s.seconds, s.f32_bytes / 1e6 / std::max(s.seconds, 1e-9));
   }
   return 0;
 }

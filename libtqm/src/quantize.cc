@@ -34,8 +34,10 @@ absl::StatusOr<Affine> ChooseAffine(absl::Span<const float> x) {
     }
     a.scale = range / 255.0f;
     if (!(a.scale > 0.0f)) {
-      // Range below 255 * the smallest subnormal: treat like a constant.
-      a.scale = std::fabs(lo) > std::fabs(hi) ? std::fabs(lo) : std::fabs(hi);
+      // (max - min) / 255 underflowed to zero: no valid pair exists
+      // (spec/FORMAT.md, "Quantization"). Only subnormal ranges do this.
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "value range [%g, %g] is too small to quantize (scale underflows)", lo, hi));
     }
   }
   float z = std::nearbyint(-lo / a.scale);
@@ -43,7 +45,7 @@ absl::StatusOr<Affine> ChooseAffine(absl::Span<const float> x) {
     return absl::InvalidArgumentError(
         absl::StrFormat("zero point of range [%g, %g] is not finite", lo, hi));
   }
-  a.zero = z;
+  a.zero = z + 0.0f;  // -0.0 becomes +0.0: one encoding for zero
   return a;
 }
 

@@ -149,9 +149,13 @@ absl::Status Reader::Parse() {
         "%s: header says the file is %d bytes but it is %d bytes (truncated or extended)",
         name_, header_.file_size, size));
   }
-  if (header_.section_count == 0 || header_.section_count > kMaxSections) {
-    return absl::DataLossError(absl::StrFormat(
-        "%s: section_count %d out of range 1..%d", name_, header_.section_count, kMaxSections));
+  if (header_.section_count == 0) {
+    return absl::DataLossError(absl::StrFormat("%s: section_count is 0", name_));
+  }
+  if (header_.section_count > kMaxSections) {
+    return absl::ResourceExhaustedError(absl::StrFormat(
+        "%s: section_count %d exceeds the limit of %d", name_, header_.section_count,
+        kMaxSections));
   }
   const uint64_t dir_len = uint64_t{header_.section_count} * format::kSectionEntrySize;
   if (header_.directory_offset < format::kHeaderSize ||
@@ -214,8 +218,10 @@ absl::Status Reader::ParseDirectory() {
     TQM_RETURN_IF_ERROR(c.Read(&s.length, "section length"));
     TQM_RETURN_IF_ERROR(c.Read(&s.checksum, "section checksum"));
     if (s.flags & ~format::kKnownSectionFlags) {
-      return c.Error(absl::StrFormat("section %d has unknown flags 0x%x", s.id, s.flags));
+      return absl::UnimplementedError(absl::StrFormat(
+          "%s: section %d has flags 0x%x this reader does not know", name_, s.id, s.flags));
     }
+    if (s.id == 0) return c.Error("section id 0 is never assigned");
     if (!seen.insert(s.id).second) {
       return c.Error(absl::StrFormat("section id %d appears twice", s.id));
     }
@@ -226,6 +232,9 @@ absl::Status Reader::ParseDirectory() {
           s.offset, s.length));
     }
     bool known = s.id >= format::kSectionMetadata && s.id <= format::kSectionData;
+    if (known && !(s.flags & format::kSectionFlagRequired)) {
+      return c.Error(absl::StrFormat("core section %d lacks the REQUIRED flag", s.id));
+    }
     if (!known && (s.flags & format::kSectionFlagRequired)) {
       return absl::UnimplementedError(absl::StrFormat(
           "%s: required section id %d is not supported by this reader", name_, s.id));
@@ -258,9 +267,11 @@ absl::Status Reader::ParseMetadata(const SectionInfo& s) {
   for (uint32_t i = 0; i < count; ++i) {
     uint16_t key_len;
     TQM_RETURN_IF_ERROR(c.Read(&key_len, "key length"));
-    if (key_len == 0 || key_len > format::kMaxKeyLength) {
-      return c.Error(absl::StrFormat("metadata key length %d out of range 1..%d", key_len,
-                                     format::kMaxKeyLength));
+    if (key_len == 0) return c.Error("metadata key length is 0");
+    if (key_len > format::kMaxKeyLength) {
+      return absl::ResourceExhaustedError(
+          absl::StrFormat("%s: metadata key length %d exceeds the limit of %d at offset %d",
+                          name_, key_len, format::kMaxKeyLength, c.offset()));
     }
     absl::Span<const uint8_t> key;
     TQM_RETURN_IF_ERROR(c.Bytes(key_len, &key, "key"));
@@ -342,9 +353,11 @@ absl::Status Reader::ParseIndex(const SectionInfo& s, const SectionInfo& data) {
     const uint64_t record_offset = c.offset();
     uint16_t name_len;
     TQM_RETURN_IF_ERROR(c.Read(&name_len, "name length"));
-    if (name_len == 0 || name_len > format::kMaxNameLength) {
-      return c.Error(absl::StrFormat("tensor %d: name length %d out of range 1..%d", i,
-                                     name_len, format::kMaxNameLength));
+    if (name_len == 0) return c.Error(absl::StrFormat("tensor %d: name length is 0", i));
+    if (name_len > format::kMaxNameLength) {
+      return absl::ResourceExhaustedError(absl::StrFormat(
+          "%s: tensor %d: name length %d exceeds the limit of %d at offset %d", name_, i,
+          name_len, format::kMaxNameLength, c.offset()));
     }
     absl::Span<const uint8_t> name;
     TQM_RETURN_IF_ERROR(c.Bytes(name_len, &name, "tensor name"));
@@ -369,8 +382,11 @@ absl::Status Reader::ParseIndex(const SectionInfo& s, const SectionInfo& data) {
       return absl::UnimplementedError(
           absl::StrFormat("%s: %s", name_, where(absl::StrFormat("unknown storage %d", storage))));
     }
-    if (ndim == 0 || ndim > format::kMaxDims) {
-      return c.Error(where(absl::StrFormat("ndim %d out of range 1..%d", ndim, format::kMaxDims)));
+    if (ndim == 0) return c.Error(where("ndim is 0"));
+    if (ndim > format::kMaxDims) {
+      return absl::ResourceExhaustedError(absl::StrFormat(
+          "%s: %s", name_, where(absl::StrFormat("ndim %d exceeds the limit of %d", ndim,
+                                                 format::kMaxDims))));
     }
     if (reserved8 != 0) return c.Error(where("reserved byte is not zero"));
     if (t.layer < format::kNoLayer) {
@@ -384,8 +400,9 @@ absl::Status Reader::ParseIndex(const SectionInfo& s, const SectionInfo& data) {
       uint64_t v;
       TQM_RETURN_IF_ERROR(c.Read(&v, "dimension"));
       if (v == 0) return c.Error(where(absl::StrFormat("dimension %d is zero", d)));
-      if (v > (uint64_t{1} << 62) / elem / t.numel) {
-        return c.Error(where("element count overflows"));
+      if (v >= ((uint64_t{1} << 62) - 1) / elem / t.numel + 1) {
+        return absl::ResourceExhaustedError(absl::StrFormat(
+            "%s: %s", name_, where("tensor size reaches 2^62 bytes")));
       }
       t.numel *= v;
       t.dims.push_back(v);
@@ -445,10 +462,12 @@ absl::Status Reader::ParseIndex(const SectionInfo& s, const SectionInfo& data) {
             cwhere(absl::StrFormat("codec %d (%s) is not supported by this reader", ch.codec,
                                    CodecName(ch.codec)))));
       }
-      if (ch.decoded_size == 0 || ch.decoded_size > format::kMaxChunkDecodedSize) {
-        return c.Error(cwhere(absl::StrFormat("decoded size %d out of range 1..%d",
-                                              ch.decoded_size,
-                                              format::kMaxChunkDecodedSize)));
+      if (ch.decoded_size == 0) return c.Error(cwhere("decoded size is 0"));
+      if (ch.decoded_size > format::kMaxChunkDecodedSize) {
+        return absl::ResourceExhaustedError(absl::StrFormat(
+            "%s: %s", name_,
+            cwhere(absl::StrFormat("decoded size %d exceeds the limit of %d", ch.decoded_size,
+                                   format::kMaxChunkDecodedSize))));
       }
       if (ch.encoded_size == 0) return c.Error(cwhere("encoded size is zero"));
       if (ch.codec == format::kCodecStored && ch.encoded_size != ch.decoded_size) {

@@ -72,6 +72,10 @@ bool ShouldQuantize(const SourceTensor& t, const PackOptions& o) {
   return o.quantize_all || t.dims.size() >= 2;
 }
 
+bool PerRow(const SourceTensor& t, const PackOptions& o) {
+  return o.granularity == Granularity::kRow && t.dims.size() >= 2;
+}
+
 uint64_t Numel(const SourceTensor& t) {
   uint64_t n = 1;
   for (uint64_t d : t.dims) n *= d;
@@ -108,7 +112,7 @@ absl::Status Prepare(TensorSource& src, size_t i, const PackOptions& o,
     return absl::OkStatus();
   }
   q->resize(f->size());
-  const uint64_t rows = o.granularity == Granularity::kRow ? t.dims[0] : 1;
+  const uint64_t rows = PerRow(t, o) ? t.dims[0] : 1;
   const uint64_t row = f->size() / rows;
   for (uint64_t r = 0; r < rows; ++r) {
     auto in = absl::MakeConstSpan(*f).subspan(r * row, row);
@@ -272,6 +276,7 @@ absl::StatusOr<PackStats> PackTo(TensorSource& src, const PackOptions& o, Sink* 
     rank.reserve(ranked.size());
     for (uint32_t r = 0; r < ranked.size(); ++r) rank[ranked[r].second] = r;
     std::vector<uint64_t> total(cand.size(), 0);
+    std::vector<uint64_t> seq_only(cand.size(), 0);  // every chunk seqtable
     std::vector<uint64_t> hist(cand.size());
     prog.pass = 2;
     prog.bytes_done = 0;
@@ -295,6 +300,7 @@ absl::StatusOr<PackStats> PackTo(TensorSource& src, const PackOptions& o, Sink* 
             hits += hist[j];
             uint64_t seq = 2 * hits + 6 * (groups - hits) + tail;
             total[j] += std::min<uint64_t>(seq, e - b);
+            seq_only[j] += seq;
           }
         }
       }
@@ -307,6 +313,16 @@ absl::StatusOr<PackStats> PackTo(TensorSource& src, const PackOptions& o, Sink* 
       if (total[j] + 4ull * cand[j] < total[best] + 4ull * cand[best]) best = j;
     }
     const uint32_t n = cand.empty() ? 0 : cand[best];
+    size_t best_seq = 0;
+    for (size_t j = 1; j < cand.size(); ++j) {
+      if (seq_only[j] + 4ull * cand[j] < seq_only[best_seq] + 4ull * cand[best_seq]) {
+        best_seq = j;
+      }
+    }
+    if (cand.size() > 1) {
+      st.seqtable_only_bytes = seq_only[best_seq] + 4ull * cand[best_seq];
+      st.seqtable_only_table_entries = cand[best_seq];
+    }
     for (uint32_t r = 0; r < n; ++r) entries.push_back(ranked[r].second);
   }
   const SeqTable table(entries);
@@ -370,6 +386,7 @@ absl::StatusOr<PackStats> PackTo(TensorSource& src, const PackOptions& o, Sink* 
   AppendLE<uint32_t>(&index, tensors.size());
   AppendLE<uint32_t>(&index, 0);
   std::string enc;
+  uint64_t no_table_seq_bytes = 0;
   prog.pass = 3;
   prog.bytes_done = 0;
   for (size_t i = 0; i < tensors.size(); ++i) {
@@ -381,14 +398,17 @@ absl::StatusOr<PackStats> PackTo(TensorSource& src, const PackOptions& o, Sink* 
     st.source_bytes += f.size() * SourceElemSize(t.dtype);
     st.f32_bytes += f.size() * 4;
     st.int8_bytes += q.size();
-    if (quant) ++st.quantized_tensors;
+    if (quant) {
+      ++st.quantized_tensors;
+      st.quantized_int8_bytes += q.size();
+    }
 
     AppendLE<uint16_t>(&index, t.name.size());
     index += t.name;
     AppendLE<uint8_t>(&index, t.dtype);
     AppendLE<uint8_t>(&index,
                       !quant ? format::kStorageF32
-                             : (o.granularity == Granularity::kRow ? format::kStorageU8Row
+                             : (PerRow(t, o) ? format::kStorageU8Row
                                                                    : format::kStorageU8Tensor));
     AppendLE<uint8_t>(&index, t.dims.size());
     AppendLE<uint8_t>(&index, 0);
@@ -415,11 +435,9 @@ absl::StatusOr<PackStats> PackTo(TensorSource& src, const PackOptions& o, Sink* 
         st.groups += groups;
         if (table.size() > 0) {
           EncodeSeqTable(bytes, table, &enc);
-          st.seqtable_only_bytes += enc.size();
           if (enc.size() < bytes.size()) codec = format::kCodecSeqTable;
-        } else {
-          st.seqtable_only_bytes += groups * 6 + bytes.size() % 4;
         }
+        no_table_seq_bytes += groups * 6 + bytes.size() % 4;
       }
       if (codec == format::kCodecStored) {
         enc.assign(reinterpret_cast<const char*>(bytes.data()), bytes.size());
@@ -444,6 +462,7 @@ absl::StatusOr<PackStats> PackTo(TensorSource& src, const PackOptions& o, Sink* 
     prog.bytes_done += f.size() * 4;
     if (o.progress) o.progress(prog);
   }
+  if (st.seqtable_only_bytes == 0) st.seqtable_only_bytes = no_table_seq_bytes;
   data.length = sink->size() - data.offset;
   data.checksum = data_sum.Digest();
   sections.push_back(data);

@@ -66,8 +66,8 @@ enum Storage : uint8_t {
   kStorageU8Row = 3,        // uint8, one affine (scale, zero) per row (dims[0])
 };
 
-// Chunk codecs. 0..15 are "core": a reader that does not know one rejects the
-// file. Ids are never reused.
+// Chunk codecs. A reader rejects (UnimplementedError) a file or chunk that
+// uses a codec it does not implement. Ids are never reused.
 enum Codec : uint8_t {
   kCodecStored = 0,    // the decoded bytes, verbatim
   kCodecSeqTable = 1,  // uint16 codes into the file's sequence table

@@ -32,6 +32,8 @@ struct PackProgress {
 struct PackOptions {
   // Quantize 1-D tensors (norms, biases) too; by default they stay float32.
   bool quantize_all = false;
+  // Per-row applies to tensors of 2 or more dimensions; 1-D tensors that are
+  // quantized (quantize_all) always get one affine pair.
   Granularity granularity = Granularity::kTensor;
   // Decoded bytes per chunk (a multiple of 4, at most
   // format::kMaxChunkDecodedSize).
@@ -51,6 +53,7 @@ struct PackStats {
   uint64_t source_bytes = 0;       // tensor bytes in their source dtype
   uint64_t f32_bytes = 0;          // 4 * weights
   uint64_t int8_bytes = 0;         // u8 tensors at 1 byte + float32 ones at 4
+  uint64_t quantized_int8_bytes = 0;  // the u8 tensors alone
   uint64_t file_bytes = 0;         // size of the written file
   uint64_t index_bytes = 0;        // header + directory + metadata + index
   uint32_t table_entries = 0;
@@ -58,9 +61,11 @@ struct PackStats {
   uint64_t escaped_groups = 0;     // of those, not in the table
   uint64_t chunks_stored = 0;
   uint64_t chunks_seqtable = 0;
-  // Encoded bytes if every chunk of quantized tensors used seqtable
-  // (the paper's scheme with our escape), for comparison.
+  // Bytes of the quantized tensors' chunks plus table if every one of them
+  // used seqtable (the paper's scheme with our escape), with the table size
+  // best for that scheme; for comparison with what the writer chose.
   uint64_t seqtable_only_bytes = 0;
+  uint32_t seqtable_only_table_entries = 0;
   double seconds = 0;
 };
 
