@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdlib>
+#include <sstream>
 
 #include "test_util.h"
 #include "tqm/reader.h"
@@ -20,14 +21,15 @@ struct Vector {
   tqm::PackOptions (*options)();
 };
 
-// "tiny": two tensors; a 4x8 matrix with repeated groups (seqtable chunk)
-// and an 8-element norm kept float32.
+// "tiny" (spec/FORMAT.md Appendix A): two tensors; a 5x7 matrix whose 35
+// bytes are 8 groups (7 table hits, 1 escape) and a 3-byte tail, in one
+// seqtable chunk; and an 8-element norm kept float32 in a stored chunk.
 tqm::MemorySource Tiny() {
   tqm::MemorySource m;
-  std::vector<float> w(32);
+  std::vector<float> w(35);
   for (size_t i = 0; i < w.size(); ++i) w[i] = (i % 8 < 4) ? 0.5f : -0.25f;
-  w[31] = 1.0f;  // one group that is not in the table: an escape
-  m.Add("model.layers.0.mlp.up_proj.weight", {4, 8}, w);
+  w[30] = 1.0f;  // group 7 (bytes 28..31) is not in the table: an escape
+  m.Add("model.layers.0.mlp.up_proj.weight", {5, 7}, w);
   m.Add("model.norm.weight", {8}, {1, 1, 1, 1, 2, 2, 2, 2});
   m.AddMeta({"general.architecture", tqm::MetaValue::String("llama")});
   return m;
@@ -121,6 +123,29 @@ TEST(Vectors, TinyUsesEveryFeatureOfTheSeqtableCodec) {
   const tqm::TensorInfo& n = (*r)->tensors()[1];
   EXPECT_EQ(n.storage, tqm::format::kStorageF32);
   EXPECT_FALSE((*r)->InPlace(1).empty());
+}
+
+// Appendix A of spec/FORMAT.md is a hex dump of tiny.tqm: it must match.
+TEST(Vectors, SpecHexDumpMatchesTiny) {
+  const std::string doc = tqm_test::ReadFile(std::string(TQM_SOURCE_DIR) + "/spec/FORMAT.md");
+  const std::string begin = "<!-- HEXDUMP BEGIN tiny.tqm -->";
+  size_t b = doc.find(begin), e = doc.find("<!-- HEXDUMP END -->");
+  ASSERT_NE(b, std::string::npos);
+  ASSERT_NE(e, std::string::npos);
+  std::istringstream in(doc.substr(b + begin.size(), e - b - begin.size()));
+  std::string line, bytes;
+  while (std::getline(in, line)) {
+    if (line.size() < 10 || line[8] != ':') continue;
+    size_t offset = std::stoul(line.substr(0, 8), nullptr, 16);
+    ASSERT_EQ(offset, bytes.size()) << line;
+    for (size_t k = 0; k < 16; ++k) {
+      size_t pos = 10 + 3 * k;
+      if (pos + 2 > line.size() || line[pos] == ' ') break;
+      bytes.push_back(static_cast<char>(std::stoul(line.substr(pos, 2), nullptr, 16)));
+    }
+  }
+  EXPECT_EQ(bytes, tqm_test::ReadFile(Dir() + "tiny.tqm"))
+      << "run scripts/spec_hexdump.py after regenerating the vectors";
 }
 
 }  // namespace
