@@ -1,0 +1,122 @@
+// Internals shared by the importers (llama2c.cc, safetensors.cc, import.cc):
+// a read-only input file read with bounds-checked pread, overflow-checked
+// arithmetic, little-endian loads and half-precision conversions.
+
+#ifndef TQM_SRC_IMPORT_INTERNAL_H_
+#define TQM_SRC_IMPORT_INTERNAL_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <string>
+
+#include "absl/base/config.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+
+namespace tqm {
+namespace internal {
+
+// A regular file opened read-only. ReadAt is safe to call from several
+// threads at once (pread).
+class InputFile {
+ public:
+  // Fails with the errno mapping (NotFound, PermissionDenied, ...), or
+  // InvalidArgument when `path` is not a regular file.
+  static absl::StatusOr<std::unique_ptr<InputFile>> Open(const std::string& path);
+  ~InputFile();
+  InputFile(const InputFile&) = delete;
+  InputFile& operator=(const InputFile&) = delete;
+
+  const std::string& path() const { return path_; }
+  // Size at open time; reads are bounded by it.
+  uint64_t size() const { return size_; }
+
+  // Reads exactly `n` bytes at `offset` into `dst`. DataLoss when the range
+  // lies outside the file or the file shrank since it was opened.
+  absl::Status ReadAt(uint64_t offset, void* dst, size_t n) const;
+
+ private:
+  InputFile(std::string path, int fd, uint64_t size)
+      : path_(std::move(path)), fd_(fd), size_(size) {}
+  std::string path_;
+  int fd_;
+  uint64_t size_;
+};
+
+// The last component of `path`.
+std::string Basename(const std::string& path);
+
+// *out = a * b; false on overflow.
+inline bool CheckedMul(uint64_t a, uint64_t b, uint64_t* out) {
+  return !__builtin_mul_overflow(a, b, out);
+}
+// *out = a + b; false on overflow.
+inline bool CheckedAdd(uint64_t a, uint64_t b, uint64_t* out) {
+  return !__builtin_add_overflow(a, b, out);
+}
+
+inline uint16_t LoadLE16(const uint8_t* p) {
+  return static_cast<uint16_t>(p[0] | (p[1] << 8));
+}
+inline uint32_t LoadLE32(const uint8_t* p) {
+  return static_cast<uint32_t>(p[0]) | (static_cast<uint32_t>(p[1]) << 8) |
+         (static_cast<uint32_t>(p[2]) << 16) | (static_cast<uint32_t>(p[3]) << 24);
+}
+inline uint64_t LoadLE64(const uint8_t* p) {
+  return static_cast<uint64_t>(LoadLE32(p)) |
+         (static_cast<uint64_t>(LoadLE32(p + 4)) << 32);
+}
+inline void StoreLE64(uint64_t v, uint8_t* p) {
+  for (int i = 0; i < 8; ++i) p[i] = static_cast<uint8_t>(v >> (8 * i));
+}
+
+inline float BitsToFloat(uint32_t bits) {
+  float f;
+  std::memcpy(&f, &bits, sizeof(f));
+  return f;
+}
+
+// IEEE 754 binary16 -> binary32, exact: zeros, subnormals, infinities and
+// NaN payloads (quiet bit kept) all map to the same value in float32.
+inline float HalfToFloat(uint16_t h) {
+  const uint32_t sign = static_cast<uint32_t>(h & 0x8000) << 16;
+  const uint32_t exp = (h >> 10) & 0x1F;
+  uint32_t mant = h & 0x3FF;
+  if (exp == 0x1F) return BitsToFloat(sign | 0x7F800000u | (mant << 13));
+  if (exp != 0) return BitsToFloat(sign | ((exp + 112) << 23) | (mant << 13));
+  if (mant == 0) return BitsToFloat(sign);
+  // Subnormal: mant * 2^-24. Normalize so the leading 1 reaches bit 10.
+  int e = 113;  // biased float32 exponent of 2^-14
+  while ((mant & 0x400) == 0) {
+    mant <<= 1;
+    --e;
+  }
+  return BitsToFloat(sign | (static_cast<uint32_t>(e) << 23) | ((mant & 0x3FF) << 13));
+}
+
+// bfloat16 -> binary32: bfloat16 is the upper half of a float32.
+inline float BFloat16ToFloat(uint16_t b) {
+  return BitsToFloat(static_cast<uint32_t>(b) << 16);
+}
+
+// Converts little-endian float32 values already in place (a no-op on
+// little-endian hosts).
+inline void FixFloat32Endianness(float* values, size_t n) {
+#ifdef ABSL_IS_BIG_ENDIAN
+  for (size_t i = 0; i < n; ++i) {
+    uint8_t b[4];
+    std::memcpy(b, &values[i], 4);
+    values[i] = BitsToFloat(LoadLE32(b));
+  }
+#else
+  (void)values;
+  (void)n;
+#endif
+}
+
+}  // namespace internal
+}  // namespace tqm
+
+#endif  // TQM_SRC_IMPORT_INTERNAL_H_
