@@ -234,6 +234,36 @@ TEST(Writer, NeverLargerThanStoredPlusIndex) {
   EXPECT_LE(a->size(), b->size());
 }
 
+TEST(Writer, BoundedGroupCountingStillFindsFrequentGroups) {
+  // Mostly four repeated groups among many unique ones.
+  tqm::MemorySource src;
+  std::mt19937 rng(3);
+  std::vector<float> v(1 << 16);
+  for (size_t i = 0; i < v.size(); i += 4) {
+    bool common = rng() % 4 != 0;
+    float c = static_cast<float>(rng() % 4);
+    for (size_t k = 0; k < 4; ++k) v[i + k] = common ? c : static_cast<float>(rng() % 256);
+  }
+  v[0] = 0.0f;
+  v[1] = 255.0f;
+  src.Add("w", {256, 256}, v);
+  tqm::PackOptions exact, bounded;
+  bounded.max_counted_groups = 64;
+  tqm::PackStats se, sb;
+  auto a = tqm::PackToString(src, exact, &se);
+  auto b = tqm::PackToString(src, bounded, &sb);
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_EQ(se.group_count_prunes, 0u);
+  EXPECT_GT(sb.group_count_prunes, 0u);
+  EXPECT_GT(sb.table_entries, 0u);
+  EXPECT_GT(sb.chunks_seqtable, 0u);
+  // Pruning only loses rare groups: the file is within 1% of the exact one.
+  EXPECT_LE(b->size(), a->size() * 101 / 100);
+  auto r = tqm::Reader::FromBuffer(AsSpan(*b));
+  ASSERT_TRUE(r.ok());
+  EXPECT_TRUE((*r)->Verify().ok());
+}
+
 TEST(Writer, RejectsBadInput) {
   tqm::MemorySource nan;
   nan.Add("bad.weight", {2, 2}, {1.0f, NAN, 0.0f, 2.0f});

@@ -173,6 +173,37 @@ absl::Status CheckMetadata(const std::vector<MetaEntry>& meta) {
   return absl::OkStatus();
 }
 
+// Counts 4-byte groups in bounded memory. Exact while fewer than `cap`
+// distinct groups have been seen; past that it prunes (lossy counting): every
+// group whose count is at most the current threshold is dropped and the
+// threshold rises, so a group that survives is undercounted by at most the
+// threshold. Frequent groups, the only ones a table wants, survive. The exact
+// file size of the resulting ranking is measured in pass 2 regardless.
+class GroupCounter {
+ public:
+  explicit GroupCounter(size_t cap) : cap_(cap) {}
+  void Add(uint32_t g) {
+    ++counts_[g];
+    if (counts_.size() > cap_) Prune();
+  }
+  const absl::flat_hash_map<uint32_t, uint64_t>& counts() const { return counts_; }
+  uint64_t prunes() const { return prunes_; }
+
+ private:
+  void Prune() {
+    // Raise the threshold until at least half the entries go.
+    while (counts_.size() > cap_ / 2) {
+      ++threshold_;
+      absl::erase_if(counts_, [t = threshold_](const auto& kv) { return kv.second <= t; });
+    }
+    ++prunes_;
+  }
+  size_t cap_;
+  uint64_t threshold_ = 0;
+  uint64_t prunes_ = 0;
+  absl::flat_hash_map<uint32_t, uint64_t> counts_;
+};
+
 // Candidate table sizes: 0, then roughly x1.25 steps up to `limit`.
 std::vector<uint32_t> Candidates(uint32_t limit) {
   std::vector<uint32_t> c = {0};
@@ -242,7 +273,7 @@ absl::StatusOr<PackStats> PackTo(TensorSource& src, const PackOptions& o, Sink* 
   // Pass 1: count groups.
   std::vector<uint32_t> entries;
   if (o.max_table_entries > 0) {
-    absl::flat_hash_map<uint32_t, uint64_t> counts;
+    GroupCounter counts(o.max_counted_groups);
     prog.pass = 1;
     prog.bytes_done = 0;
     for (size_t i = 0; i < tensors.size(); ++i) {
@@ -251,7 +282,7 @@ absl::StatusOr<PackStats> PackTo(TensorSource& src, const PackOptions& o, Sink* 
         for (size_t g = 0; g + 4 <= q.size(); g += 4) {
           uint32_t v;
           std::memcpy(&v, &q[g], 4);
-          ++counts[v];
+          counts.Add(v);
         }
       }
       prog.tensor = i + 1;
@@ -261,10 +292,11 @@ absl::StatusOr<PackStats> PackTo(TensorSource& src, const PackOptions& o, Sink* 
     // Keep the groups that repeat, most frequent first (ties by value: the
     // table is a pure function of the input).
     std::vector<std::pair<uint64_t, uint32_t>> ranked;
-    for (const auto& [g, n] : counts) {
+    for (const auto& [g, n] : counts.counts()) {
       if (n >= 2) ranked.push_back({n, g});
     }
-    counts.clear();
+    st.group_count_prunes = counts.prunes();
+    counts = GroupCounter(0);
     std::sort(ranked.begin(), ranked.end(), [](const auto& a, const auto& b) {
       return a.first != b.first ? a.first > b.first : a.second < b.second;
     });

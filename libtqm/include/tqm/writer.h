@@ -40,6 +40,11 @@ struct PackOptions {
   uint32_t chunk_size = format::kDefaultChunkSize;
   // Upper bound on sequence-table entries (0 disables the seqtable codec).
   uint32_t max_table_entries = format::kMaxTableEntries;
+  // Memory bound for counting table groups: at most this many distinct
+  // groups are tracked (about 20 bytes each); past it, rare groups are pruned
+  // (lossy counting). The default, 2^22, keeps counting under ~100 MiB for
+  // any model size.
+  size_t max_counted_groups = size_t{1} << 22;
   // Extra metadata appended after the source's own (same key replaces).
   std::vector<MetaEntry> extra_metadata;
   // Called after each tensor of each pass; may be empty.
@@ -59,6 +64,7 @@ struct PackStats {
   uint32_t table_entries = 0;
   uint64_t groups = 0;             // 4-byte groups in quantized tensors
   uint64_t escaped_groups = 0;     // of those, not in the table
+  uint64_t group_count_prunes = 0; // times the bounded group counter pruned
   uint64_t chunks_stored = 0;
   uint64_t chunks_seqtable = 0;
   // Bytes of the quantized tensors' chunks plus table if every one of them
