@@ -146,6 +146,8 @@ struct Config {
   bool quantize_all;
   uint32_t chunk_size;
   uint32_t max_table;
+  bool entropy = false;
+  tqm::Profile profile = tqm::Profile::kBalanced;
 };
 
 class RoundTrip : public ::testing::TestWithParam<Config> {};
@@ -164,6 +166,8 @@ TEST_P(RoundTrip, DecodesToTheQuantizedSource) {
   o.quantize_all = c.quantize_all;
   o.chunk_size = c.chunk_size;
   o.max_table_entries = c.max_table;
+  o.entropy = c.entropy;
+  o.profile = c.profile;
   tqm::PackStats st;
   auto bytes = tqm::PackToString(src, o, &st);
   ASSERT_TRUE(bytes.ok()) << bytes.status();
@@ -172,7 +176,13 @@ TEST_P(RoundTrip, DecodesToTheQuantizedSource) {
   ASSERT_TRUE(r.ok()) << r.status();
   ASSERT_TRUE((*r)->Verify().ok());
   ASSERT_EQ((*r)->tensors().size(), src.tensors().size());
-  if (c.max_table > 0) EXPECT_GT(st.chunks_seqtable, 0u);
+  if (c.max_table > 0 && !c.entropy) EXPECT_GT(st.chunks_seqtable, 0u);
+  if (c.entropy && c.profile != tqm::Profile::kSpeed) {
+    EXPECT_GT(st.chunks_by_codec[tqm::format::kCodecRans] +
+                  st.chunks_by_codec[tqm::format::kCodecHuffman] +
+                  st.chunks_by_codec[tqm::format::kCodecZstd],
+              0u);
+  }
   for (size_t i = 0; i < src.tensors().size(); ++i) {
     const tqm::TensorInfo& t = (*r)->tensors()[i];
     std::vector<float> orig;
@@ -219,7 +229,13 @@ INSTANTIATE_TEST_SUITE_P(
                       Config{"small_chunks", tqm::Granularity::kTensor, false, 256, 65535},
                       Config{"odd_chunks", tqm::Granularity::kRow, true, 100, 65535},
                       Config{"tiny_table", tqm::Granularity::kTensor, false, 1024, 3},
-                      Config{"no_table", tqm::Granularity::kTensor, false, 65536, 0}),
+                      Config{"no_table", tqm::Granularity::kTensor, false, 65536, 0},
+                      Config{"size", tqm::Granularity::kTensor, false, 4096, 65535, true,
+                             tqm::Profile::kSize},
+                      Config{"balanced", tqm::Granularity::kRow, false, 4096, 65535, true,
+                             tqm::Profile::kBalanced},
+                      Config{"speed", tqm::Granularity::kTensor, true, 1000, 65535, true,
+                             tqm::Profile::kSpeed}),
     [](const auto& info) { return std::string(info.param.name); });
 
 TEST(Writer, NeverLargerThanStoredPlusIndex) {
@@ -248,6 +264,7 @@ TEST(Writer, BoundedGroupCountingStillFindsFrequentGroups) {
   v[1] = 255.0f;
   src.Add("w", {256, 256}, v);
   tqm::PackOptions exact, bounded;
+  exact.entropy = bounded.entropy = false;
   bounded.max_counted_groups = 64;
   tqm::PackStats se, sb;
   auto a = tqm::PackToString(src, exact, &se);

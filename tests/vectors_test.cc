@@ -34,7 +34,13 @@ tqm::MemorySource Tiny() {
   m.AddMeta({"general.architecture", tqm::MetaValue::String("llama")});
   return m;
 }
-tqm::PackOptions TinyOptions() { return {}; }
+// The 1.0 vectors use only the stored and seqtable codecs.
+tqm::PackOptions V10() {
+  tqm::PackOptions o;
+  o.entropy = false;
+  return o;
+}
+tqm::PackOptions TinyOptions() { return V10(); }
 
 // "rows": per-row parameters, a tensor of 15 bytes (3-byte tail), small chunks.
 tqm::MemorySource Rows() {
@@ -50,7 +56,7 @@ tqm::MemorySource Rows() {
   return m;
 }
 tqm::PackOptions RowsOptions() {
-  tqm::PackOptions o;
+  tqm::PackOptions o = V10();
   o.granularity = tqm::Granularity::kRow;
   o.chunk_size = 16;
   return o;
@@ -63,7 +69,7 @@ tqm::MemorySource Stored() {
   return m;
 }
 tqm::PackOptions StoredOptions() {
-  tqm::PackOptions o;
+  tqm::PackOptions o = V10();
   o.max_table_entries = 0;
   o.chunk_size = 64;
   return o;

@@ -7,6 +7,7 @@
 #include "CLI/CLI.hpp"
 #include "absl/strings/str_format.h"
 #include "tool_util.h"
+#include "tqm/codec.h"
 #include "tqm/import.h"
 #include "tqm/inspect.h"
 #include "tqm/writer.h"
@@ -46,7 +47,18 @@ int main(int argc, char** argv) {
                  "upper bound on sequence-table entries (0..65535; the writer picks the size "
                  "that minimises the file)")
       ->check(CLI::Range(0u, tqm::format::kMaxTableEntries));
-  app.add_flag("--no-table", no_table, "disable the seqtable codec (all chunks stored)");
+  app.add_flag("--no-table", no_table, "disable the seqtable codec");
+  std::string profile = "balanced";
+  app.add_option("--profile", profile,
+                 "codec choice per chunk: 'size' = smallest (tries zstd -19 too), "
+                 "'balanced' (default) = fastest decode within 2% of the smallest, "
+                 "'speed' = fastest decode that saves >= 3% over stored")
+      ->check(CLI::IsMember({"size", "balanced", "speed"}));
+  bool no_entropy = false;
+  app.add_flag("--no-entropy", no_entropy,
+               "only the stored and seqtable codecs (a format 1.0 file)");
+  unsigned threads = 0;
+  app.add_option("--threads", threads, "threads encoding chunks (default: all cores)");
   app.add_flag("-q,--quiet", quiet, "no progress bar or summary");
   app.add_flag("--json", json, "print the summary as JSON on stdout");
   CLI11_PARSE(app, argc, argv);
@@ -62,6 +74,11 @@ int main(int argc, char** argv) {
   opt.granularity = granularity == "row" ? tqm::Granularity::kRow : tqm::Granularity::kTensor;
   opt.chunk_size = chunk_size;
   opt.max_table_entries = no_table ? 0 : max_table;
+  opt.profile = profile == "size"    ? tqm::Profile::kSize
+                : profile == "speed" ? tqm::Profile::kSpeed
+                                     : tqm::Profile::kBalanced;
+  opt.entropy = !no_entropy;
+  opt.threads = threads;
   if (!tokenizer.empty()) {
     std::ifstream f(tokenizer, std::ios::binary);
     std::stringstream ss;
@@ -89,17 +106,25 @@ int main(int argc, char** argv) {
   }
   const tqm::PackStats& s = *stats;
   const double escape = s.groups ? 100.0 * s.escaped_groups / s.groups : 0.0;
+  std::string mix, mix_json;
+  for (int c = 0; c < 8; ++c) {
+    if (!s.chunks_by_codec[c]) continue;
+    mix += absl::StrFormat("%s%d %s", mix.empty() ? "" : ", ", s.chunks_by_codec[c],
+                           tqm::CodecName(c));
+    mix_json += absl::StrFormat("%s\"%s\":%d", mix_json.empty() ? "" : ",",
+                                tqm::CodecName(c), s.chunks_by_codec[c]);
+  }
   if (json) {
     std::cout << absl::StrFormat(
         "{\"input\":%s,\"output\":%s,\"tensors\":%d,\"quantized_tensors\":%d,"
         "\"weights\":%d,\"source_bytes\":%d,\"f32_bytes\":%d,\"int8_bytes\":%d,"
         "\"file_bytes\":%d,\"table_entries\":%d,\"groups\":%d,\"escaped_groups\":%d,"
-        "\"chunks_stored\":%d,\"chunks_seqtable\":%d,\"seqtable_only_bytes\":%d,\"seqtable_only_table_entries\":%d,"
+        "\"chunks\":{%s},\"profile\":\"%s\",\"seqtable_only_bytes\":%d,\"seqtable_only_table_entries\":%d,"
         "\"quantized_int8_bytes\":%d,"
         "\"seconds\":%.3f}\n",
         tqm::JsonQuote(input), tqm::JsonQuote(output), s.tensors, s.quantized_tensors, s.weights, s.source_bytes, s.f32_bytes,
         s.int8_bytes, s.file_bytes, s.table_entries, s.groups, s.escaped_groups,
-        s.chunks_stored, s.chunks_seqtable, s.seqtable_only_bytes, s.seqtable_only_table_entries,
+        mix_json, profile, s.seqtable_only_bytes, s.seqtable_only_table_entries,
         s.quantized_int8_bytes, s.seconds);
   } else if (!quiet) {
     std::cout << absl::StrFormat(
@@ -112,7 +137,7 @@ int main(int argc, char** argv) {
         "  ratio            %.2fx vs source, %.3fx vs int8\n"
         "  bits per weight  %.3f\n"
         "  table            %d entries; escape rate %.2f%% of %d groups\n"
-        "  chunks           %d seqtable, %d stored\n"
+        "  chunks           %s\n"
         "  seqtable only    %d bytes (table of %d entries included) if every quantized chunk\n"
         "                   used seqtable, vs %d bytes of int8 for those tensors\n"
         "  time             %.2f s (%.1f MB/s of float32 input)\n",
@@ -122,7 +147,7 @@ int main(int argc, char** argv) {
         tqm::HumanBytes(s.file_bytes), s.file_bytes,
         static_cast<double>(s.source_bytes) / s.file_bytes,
         static_cast<double>(s.file_bytes) / s.int8_bytes, 8.0 * s.file_bytes / s.weights,
-        s.table_entries, escape, s.groups, s.chunks_seqtable, s.chunks_stored,
+        s.table_entries, escape, s.groups, mix,
         s.seqtable_only_bytes, s.seqtable_only_table_entries, s.quantized_int8_bytes, s.seconds, s.f32_bytes / 1e6 / std::max(s.seconds, 1e-9));
   }
   return 0;

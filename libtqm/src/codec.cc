@@ -8,6 +8,8 @@
 
 #include "tqm/codec.h"
 
+#include "entropy.h"
+
 #include <cstring>
 
 #include "absl/strings/str_format.h"
@@ -21,8 +23,10 @@ inline uint16_t Load16(const uint8_t* p) {
   return v;  // little-endian host (checked in reader.cc)
 }
 
+// Spec R61 (invalid code) and R62 (payload too short or too long).
 absl::Status SeqError(const char* what, size_t pos) {
-  return absl::DataLossError(absl::StrFormat("seqtable: %s at payload byte %d", what, pos));
+  return absl::DataLossError(
+      absl::StrFormat("seqtable: %s at payload byte %d", what, pos));
 }
 
 }  // namespace
@@ -54,7 +58,8 @@ void EncodeSeqTable(absl::Span<const uint8_t> in, const SeqTable& table,
     uint16_t code = table.Lookup(v);
     char w[2] = {static_cast<char>(code & 0xFF), static_cast<char>(code >> 8)};
     out->append(w, 2);
-    if (code == format::kEscape) out->append(reinterpret_cast<const char*>(&in[4 * g]), 4);
+    if (code == format::kEscape)
+      out->append(reinterpret_cast<const char*>(&in[4 * g]), 4);
   }
   out->append(reinterpret_cast<const char*>(in.data() + 4 * groups), in.size() % 4);
 }
@@ -76,8 +81,10 @@ absl::Status DecodeSeqTableReference(absl::Span<const uint8_t> in,
       uint32_t v = table[code];
       for (int k = 0; k < 4; ++k) out[4 * g + k] = static_cast<uint8_t>(v >> (8 * k));
     } else {
-      return SeqError(absl::StrFormat("invalid code %d (table has %d entries)", code,
-                                      table.size()).c_str(), pos - 2);
+      return SeqError(
+          absl::StrFormat("invalid code %d (table has %d entries)", code, table.size())
+              .c_str(),
+          pos - 2);
     }
   }
   if (in.size() - pos != tail) return SeqError("payload length does not match", pos);
@@ -85,8 +92,8 @@ absl::Status DecodeSeqTableReference(absl::Span<const uint8_t> in,
   return absl::OkStatus();
 }
 
-absl::Status DecodeSeqTable(absl::Span<const uint8_t> in, absl::Span<const uint32_t> table,
-                            absl::Span<uint8_t> out) {
+absl::Status DecodeSeqTable(absl::Span<const uint8_t> in,
+                            absl::Span<const uint32_t> table, absl::Span<uint8_t> out) {
   const size_t groups = out.size() / 4, tail = out.size() % 4;
   const uint8_t* p = in.data();
   const uint8_t* const end = in.data() + in.size();
@@ -119,9 +126,9 @@ absl::Status DecodeSeqTable(absl::Span<const uint8_t> in, absl::Span<const uint3
       std::memcpy(o, p, 4);
       p += 4;
     } else {
-      return SeqError(absl::StrFormat("invalid code %d (table has %d entries)", code, n)
-                          .c_str(),
-                      p - 2 - in.data());
+      return SeqError(
+          absl::StrFormat("invalid code %d (table has %d entries)", code, n).c_str(),
+          p - 2 - in.data());
     }
     o += 4;
     ++g;
@@ -129,7 +136,7 @@ absl::Status DecodeSeqTable(absl::Span<const uint8_t> in, absl::Span<const uint3
   if (static_cast<size_t>(end - p) != tail) {
     return SeqError("payload length does not match the decoded size", p - in.data());
   }
-  std::memcpy(o, p, tail);
+  if (tail) std::memcpy(o, p, tail);  // (p may be null for an empty payload)
   return absl::OkStatus();
 }
 
@@ -151,7 +158,9 @@ const char* CodecName(uint8_t codec) {
 }
 
 bool IsKnownCodec(uint8_t codec) {
-  return codec == format::kCodecStored || codec == format::kCodecSeqTable;
+  return codec == format::kCodecStored || codec == format::kCodecSeqTable ||
+         codec == format::kCodecZstd || codec == format::kCodecRans ||
+         codec == format::kCodecHuffman;
 }
 
 absl::Status DecodeChunkBytes(uint8_t codec, absl::Span<const uint8_t> in,
@@ -166,10 +175,15 @@ absl::Status DecodeChunkBytes(uint8_t codec, absl::Span<const uint8_t> in,
       return absl::OkStatus();
     case format::kCodecSeqTable:
       return DecodeSeqTable(in, table, out);
+    case format::kCodecZstd:
+      return DecodeZstd(in, out);
+    case format::kCodecRans:
+      return DecodeRans(in, out);
+    case format::kCodecHuffman:
+      return DecodeHuffman(in, out);
     default:
-      return absl::UnimplementedError(
-          absl::StrFormat("codec %d (%s) is not supported by this reader", codec,
-                          CodecName(codec)));
+      return absl::UnimplementedError(absl::StrFormat(
+          "codec %d (%s) is not supported by this reader", codec, CodecName(codec)));
   }
 }
 

@@ -1,6 +1,8 @@
 // Reader: maps a .tqm file and validates its header, directory, metadata,
 // table and tensor index before handing out anything (spec/FORMAT.md,
-// "Reader validation"). Tensor data is checked when it is decoded.
+// "Validation", rules R1-R58); chunks are checked when decoded (R59-R62) and
+// the whole file by Verify() (R63-R66). Comments cite the rule each check
+// implements; tests/conformance_test.cc breaks each rule in turn.
 
 #include "tqm/reader.h"
 
@@ -13,6 +15,7 @@
 #include <cstring>
 
 #include "absl/container/flat_hash_set.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_format.h"
 #include "atomic_file.h"
 #include "checksum.h"
@@ -34,12 +37,23 @@ struct Reader::Mapping {
 
 namespace {
 
+// Upper bound on header.section_count (spec R8): a resource limit.
 constexpr uint32_t kMaxSections = 64;
+// The smallest metadata entry: key_len (2), a 1-byte key, type (1), and an
+// empty STRING or BYTES value (its 4-byte length).
+constexpr uint64_t kMinMetaEntry = 8;
+// The smallest tensor record: 18 fixed bytes, a 1-byte name, one dimension,
+// no parameters, one chunk record.
+constexpr uint64_t kMinTensorRecord = 18 + 1 + 8 + format::kChunkRecordSize;
+// Header field offsets (spec "Header").
+constexpr uint64_t kOffMajor = 8, kOffFlags = 12, kOffFileSize = 16,
+                   kOffDirectoryOffset = 24, kOffSectionCount = 32, kOffReserved0 = 36,
+                   kOffReserved1 = 48, kOffHeaderChecksum = 56;
 
 bool ValidKey(absl::Span<const uint8_t> k) {
   for (uint8_t c : k) {
-    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '.' || c == '_' || c == '-';
+    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+              (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-';
     if (!ok) return false;
   }
   return true;
@@ -47,6 +61,44 @@ bool ValidKey(absl::Span<const uint8_t> k) {
 
 std::string AsString(absl::Span<const uint8_t> b) {
   return std::string(reinterpret_cast<const char*>(b.data()), b.size());
+}
+
+// Every error names where it is ("<file>: <structure>[: <record>]"), the
+// field and the problem, and the absolute file offset, in the form Cursor
+// uses: "<where>: <what> at offset <off>".
+std::string At(const std::string& where, const std::string& what, uint64_t off) {
+  return absl::StrFormat("%s: %s at offset %d", where, what, off);
+}
+absl::Status Loss(const std::string& where, const std::string& what, uint64_t off) {
+  return absl::DataLossError(At(where, what, off));
+}
+absl::Status Unimplemented(const std::string& where, const std::string& what,
+                           uint64_t off) {
+  return absl::UnimplementedError(At(where, what, off));
+}
+absl::Status Exhausted(const std::string& where, const std::string& what, uint64_t off) {
+  return absl::ResourceExhaustedError(At(where, what, off));
+}
+
+// A cursor over the bytes [from, end) of the file.
+Cursor Sub(absl::Span<const uint8_t> file, uint64_t from, uint64_t end,
+           std::string where) {
+  return Cursor(file.subspan(from, end - from), from, std::move(where));
+}
+
+std::string SectionName(uint32_t id) {
+  switch (id) {
+    case format::kSectionMetadata:
+      return "METADATA (id 1)";
+    case format::kSectionTable:
+      return "TABLE (id 2)";
+    case format::kSectionTensorIndex:
+      return "TENSOR_INDEX (id 3)";
+    case format::kSectionData:
+      return "DATA (id 4)";
+    default:
+      return absl::StrFormat("id %d", id);
+  }
 }
 
 }  // namespace
@@ -68,8 +120,8 @@ absl::StatusOr<std::unique_ptr<Reader>> Reader::Open(const std::string& path) {
   }
   if (static_cast<uint64_t>(st.st_size) < format::kHeaderSize) {
     return absl::DataLossError(absl::StrFormat(
-        "%s: file is %d bytes, shorter than the %d-byte header", path, st.st_size,
-        format::kHeaderSize));
+        "%s: file is %d bytes, shorter than the %d-byte header (truncated?)", path,
+        st.st_size, format::kHeaderSize));
   }
   std::unique_ptr<Reader> r(new Reader());
   r->name_ = path;
@@ -87,8 +139,8 @@ absl::StatusOr<std::unique_ptr<Reader>> Reader::Open(const std::string& path) {
   return r;
 }
 
-absl::StatusOr<std::unique_ptr<Reader>> Reader::FromBuffer(absl::Span<const uint8_t> bytes,
-                                                           std::string name) {
+absl::StatusOr<std::unique_ptr<Reader>> Reader::FromBuffer(
+    absl::Span<const uint8_t> bytes, std::string name) {
   std::unique_ptr<Reader> r(new Reader());
   r->name_ = std::move(name);
   r->bytes_ = bytes;
@@ -96,250 +148,378 @@ absl::StatusOr<std::unique_ptr<Reader>> Reader::FromBuffer(absl::Span<const uint
   return r;
 }
 
+// Validation order (spec "Validation"): R1, R2, R3 first and in that order;
+// each structure's checksum before its contents; each field's own rules
+// before the field is used to locate or size anything.
 absl::Status Reader::Parse() {
   const uint64_t size = bytes_.size();
-  Cursor c(bytes_, 0, name_ + ": header");
+  const std::string hdr = name_ + ": header";
+  // R1.
   if (size < format::kHeaderSize) {
     return absl::DataLossError(absl::StrFormat(
-        "%s: file is %d bytes, shorter than the %d-byte header", name_, size,
+        "%s: file is %d bytes, shorter than the %d-byte header (truncated?)", name_, size,
         format::kHeaderSize));
   }
+  // R2.
   if (std::memcmp(bytes_.data(), format::kMagic, sizeof(format::kMagic)) != 0) {
-    return absl::DataLossError(absl::StrFormat("%s: not a .tqm file (bad magic)", name_));
+    return Loss(hdr, "magic is not 89 54 51 4D 0D 0A 1A 0A (not a .tqm file)", 0);
   }
-  // Version before checksum: a future major may lay the header out differently.
-  uint16_t major, minor;
-  std::memcpy(&major, &bytes_[8], 2);
-  std::memcpy(&minor, &bytes_[10], 2);
-  if (major != format::kMajorVersion) {
-    return absl::UnimplementedError(absl::StrFormat(
-        "%s: format version %d.%d is not supported (this reader reads %d.x)", name_, major,
-        minor, format::kMajorVersion));
-  }
-  uint64_t stored_sum;
-  std::memcpy(&stored_sum, &bytes_[format::kHeaderChecksummedSize], 8);
-  uint64_t sum = Checksum(bytes_.subspan(0, format::kHeaderChecksummedSize));
-  if (sum != stored_sum) {
-    return absl::DataLossError(absl::StrFormat(
-        "%s: header checksum mismatch (stored %016x, computed %016x)", name_, stored_sum, sum));
-  }
+  // R3, before the checksum: another major version may lay its header out
+  // differently, so only the magic and this field can be trusted.
+  Cursor c(bytes_.subspan(0, format::kHeaderSize), 0, hdr);
   absl::Span<const uint8_t> magic;
-  uint32_t reserved32;
-  uint64_t directory_sum, reserved64;
-  TQM_RETURN_IF_ERROR(c.Bytes(8, &magic, "magic"));
-  TQM_RETURN_IF_ERROR(c.Read(&header_.major, "major"));
-  TQM_RETURN_IF_ERROR(c.Read(&header_.minor, "minor"));
+  uint16_t major;
+  TQM_RETURN_IF_ERROR(c.Bytes(sizeof(format::kMagic), &magic, "magic"));
+  TQM_RETURN_IF_ERROR(c.Read(&major, "major_version"));
+  if (major != format::kMajorVersion) {
+    return Unimplemented(hdr,
+                         absl::StrFormat("major_version %d is not supported (this reader "
+                                         "reads version %d.x)",
+                                         major, format::kMajorVersion),
+                         kOffMajor);
+  }
+  // R4.
+  uint64_t stored_sum;
+  std::memcpy(&stored_sum, bytes_.data() + kOffHeaderChecksum, sizeof(stored_sum));
+  const uint64_t sum = Checksum(bytes_.subspan(0, format::kHeaderChecksummedSize));
+  if (sum != stored_sum) {
+    return Loss(
+        hdr,
+        absl::StrFormat("header_checksum %016x does not match the checksum of bytes "
+                        "0-55 (%016x)",
+                        stored_sum, sum),
+        kOffHeaderChecksum);
+  }
+  header_.major = major;
+  uint32_t reserved0;
+  uint64_t directory_sum, reserved1;
+  TQM_RETURN_IF_ERROR(c.Read(&header_.minor, "minor_version"));
   TQM_RETURN_IF_ERROR(c.Read(&header_.flags, "flags"));
   TQM_RETURN_IF_ERROR(c.Read(&header_.file_size, "file_size"));
   TQM_RETURN_IF_ERROR(c.Read(&header_.directory_offset, "directory_offset"));
   TQM_RETURN_IF_ERROR(c.Read(&header_.section_count, "section_count"));
-  TQM_RETURN_IF_ERROR(c.Read(&reserved32, "reserved"));
+  TQM_RETURN_IF_ERROR(c.Read(&reserved0, "reserved0"));
   TQM_RETURN_IF_ERROR(c.Read(&directory_sum, "directory_checksum"));
-  TQM_RETURN_IF_ERROR(c.Read(&reserved64, "reserved"));
+  TQM_RETURN_IF_ERROR(c.Read(&reserved1, "reserved1"));
+  // R5.
   if (header_.flags & ~format::kKnownHeaderFlags) {
-    return absl::UnimplementedError(absl::StrFormat(
-        "%s: header flags 0x%x name features this reader does not know", name_,
-        header_.flags));
+    return Unimplemented(
+        hdr,
+        absl::StrFormat("flags 0x%x has bits this reader does not know", header_.flags),
+        kOffFlags);
   }
-  if (reserved32 != 0 || reserved64 != 0) {
-    return absl::DataLossError(absl::StrFormat("%s: header reserved fields are not zero", name_));
+  // R6.
+  if (reserved0 != 0) {
+    return Loss(hdr, absl::StrFormat("reserved0 is %d, must be 0", reserved0),
+                kOffReserved0);
   }
+  if (reserved1 != 0) {
+    return Loss(hdr, absl::StrFormat("reserved1 is %d, must be 0", reserved1),
+                kOffReserved1);
+  }
+  // R7.
   if (header_.file_size != size) {
-    return absl::DataLossError(absl::StrFormat(
-        "%s: header says the file is %d bytes but it is %d bytes (truncated or extended)",
-        name_, header_.file_size, size));
+    return Loss(
+        hdr,
+        absl::StrFormat("file_size says %d bytes but the file is %d bytes (truncated "
+                        "or extended)",
+                        header_.file_size, size),
+        kOffFileSize);
   }
-  if (header_.section_count == 0) {
-    return absl::DataLossError(absl::StrFormat("%s: section_count is 0", name_));
-  }
+  // R8.
+  if (header_.section_count == 0)
+    return Loss(hdr, "section_count is 0", kOffSectionCount);
   if (header_.section_count > kMaxSections) {
-    return absl::ResourceExhaustedError(absl::StrFormat(
-        "%s: section_count %d exceeds the limit of %d", name_, header_.section_count,
-        kMaxSections));
+    return Exhausted(hdr,
+                     absl::StrFormat("section_count %d exceeds the limit of %d",
+                                     header_.section_count, kMaxSections),
+                     kOffSectionCount);
   }
+  // R9, R10.
+  const uint64_t dir_off = header_.directory_offset;
   const uint64_t dir_len = uint64_t{header_.section_count} * format::kSectionEntrySize;
-  if (header_.directory_offset < format::kHeaderSize ||
-      header_.directory_offset % format::kAlignment != 0 ||
-      header_.directory_offset > size || dir_len > size - header_.directory_offset) {
-    return absl::DataLossError(absl::StrFormat(
-        "%s: section directory (offset %d, %d bytes) is misaligned or outside the file",
-        name_, header_.directory_offset, dir_len));
+  if (dir_off < format::kHeaderSize || dir_off % format::kAlignment != 0) {
+    return Loss(
+        hdr,
+        absl::StrFormat("directory_offset %d is not a multiple of 64 of at least 64",
+                        dir_off),
+        kOffDirectoryOffset);
   }
-  auto dir = bytes_.subspan(header_.directory_offset, dir_len);
-  if (Checksum(dir) != directory_sum) {
-    return absl::DataLossError(absl::StrFormat(
-        "%s: section directory checksum mismatch at offset %d", name_,
-        header_.directory_offset));
+  if (dir_off > size || dir_len > size - dir_off) {
+    return Loss(
+        hdr,
+        absl::StrFormat("section directory (directory_offset %d, %d entries of 32 "
+                        "bytes) extends past the end of the %d-byte file",
+                        dir_off, header_.section_count, size),
+        kOffDirectoryOffset);
+  }
+  // R11.
+  const uint64_t dir_sum = Checksum(bytes_.subspan(dir_off, dir_len));
+  if (dir_sum != directory_sum) {
+    return Loss(
+        name_ + ": section directory",
+        absl::StrFormat("checksum %016x does not match directory_checksum %016x (header "
+                        "offset 40)",
+                        dir_sum, directory_sum),
+        dir_off);
   }
   TQM_RETURN_IF_ERROR(ParseDirectory());
 
-  const SectionInfo* meta = nullptr;
-  const SectionInfo* table = nullptr;
-  const SectionInfo* index = nullptr;
-  const SectionInfo* data = nullptr;
+  // R19 (presence).
+  const SectionInfo* found[5] = {};
   for (const SectionInfo& s : sections_) {
-    if (s.id == format::kSectionMetadata) meta = &s;
-    if (s.id == format::kSectionTable) table = &s;
-    if (s.id == format::kSectionTensorIndex) index = &s;
-    if (s.id == format::kSectionData) data = &s;
+    if (s.id >= format::kSectionMetadata && s.id <= format::kSectionData)
+      found[s.id] = &s;
   }
-  if (!meta || !table || !index || !data) {
-    return absl::DataLossError(absl::StrFormat(
-        "%s: a required section (METADATA, TABLE, TENSOR_INDEX, DATA) is missing", name_));
-  }
-  for (const SectionInfo* s : {meta, table, index}) {
-    if (Checksum(bytes_.subspan(s->offset, s->length)) != s->checksum) {
-      return absl::DataLossError(absl::StrFormat(
-          "%s: checksum mismatch in section %d at offset %d", name_, s->id, s->offset));
+  for (uint32_t id = format::kSectionMetadata; id <= format::kSectionData; ++id) {
+    if (found[id] == nullptr) {
+      return Loss(name_ + ": section directory",
+                  absl::StrFormat("required section %s is missing", SectionName(id)),
+                  dir_off);
     }
   }
-  TQM_RETURN_IF_ERROR(ParseMetadata(*meta));
-  TQM_RETURN_IF_ERROR(ParseTable(*table));
-  TQM_RETURN_IF_ERROR(ParseIndex(*index, *data));
+  const SectionInfo& meta = *found[format::kSectionMetadata];
+  const SectionInfo& table = *found[format::kSectionTable];
+  const SectionInfo& index = *found[format::kSectionTensorIndex];
+  const SectionInfo& data = *found[format::kSectionData];
+  // R20. DATA is checked by Verify() (R63) and chunk by chunk (R59).
+  for (const SectionInfo* s : {&meta, &table, &index}) {
+    const uint64_t got = Checksum(bytes_.subspan(s->offset, s->length));
+    if (got != s->checksum) {
+      return Loss(absl::StrFormat("%s: section %s", name_, SectionName(s->id)),
+                  absl::StrFormat("checksum %016x in the directory does not match its %d "
+                                  "bytes (%016x)",
+                                  s->checksum, s->length, got),
+                  s->offset);
+    }
+  }
+  TQM_RETURN_IF_ERROR(ParseMetadata(meta));
+  TQM_RETURN_IF_ERROR(ParseTable(table));
+  TQM_RETURN_IF_ERROR(ParseIndex(index, data));
   return absl::OkStatus();
 }
 
 absl::Status Reader::ParseDirectory() {
-  Cursor c(bytes_.subspan(header_.directory_offset,
-                          uint64_t{header_.section_count} * format::kSectionEntrySize),
-           header_.directory_offset, name_ + ": section directory");
   const uint64_t size = bytes_.size();
-  // Occupied ranges: header, directory, then each section.
-  std::vector<std::pair<uint64_t, uint64_t>> ranges;
-  ranges.push_back({0, format::kHeaderSize});
-  ranges.push_back({header_.directory_offset,
-                    uint64_t{header_.section_count} * format::kSectionEntrySize});
+  const uint64_t dir_off = header_.directory_offset;
+  const uint64_t dir_len = uint64_t{header_.section_count} * format::kSectionEntrySize;
+  struct Range {
+    uint64_t offset, length;
+    std::string what;
+  };
+  std::vector<Range> ranges;
+  ranges.push_back({dir_off, dir_len, "the section directory"});
   absl::flat_hash_set<uint32_t> seen;
   for (uint32_t i = 0; i < header_.section_count; ++i) {
+    const uint64_t e = dir_off + uint64_t{i} * format::kSectionEntrySize;
+    const std::string where = absl::StrFormat("%s: section directory entry %d", name_, i);
+    Cursor c(bytes_.subspan(e, format::kSectionEntrySize), e, where);
     SectionInfo s;
-    TQM_RETURN_IF_ERROR(c.Read(&s.id, "section id"));
-    TQM_RETURN_IF_ERROR(c.Read(&s.flags, "section flags"));
-    TQM_RETURN_IF_ERROR(c.Read(&s.offset, "section offset"));
-    TQM_RETURN_IF_ERROR(c.Read(&s.length, "section length"));
-    TQM_RETURN_IF_ERROR(c.Read(&s.checksum, "section checksum"));
-    if (s.flags & ~format::kKnownSectionFlags) {
-      return absl::UnimplementedError(absl::StrFormat(
-          "%s: section %d has flags 0x%x this reader does not know", name_, s.id, s.flags));
-    }
-    if (s.id == 0) return c.Error("section id 0 is never assigned");
+    TQM_RETURN_IF_ERROR(c.Read(&s.id, "id"));
+    TQM_RETURN_IF_ERROR(c.Read(&s.flags, "flags"));
+    TQM_RETURN_IF_ERROR(c.Read(&s.offset, "offset"));
+    TQM_RETURN_IF_ERROR(c.Read(&s.length, "length"));
+    TQM_RETURN_IF_ERROR(c.Read(&s.checksum, "checksum"));
+    const std::string sec = "section " + SectionName(s.id);
+    // R12.
+    if (s.id == 0) return Loss(where, "section id 0 is never assigned", e);
+    // R13.
     if (!seen.insert(s.id).second) {
-      return c.Error(absl::StrFormat("section id %d appears twice", s.id));
+      return Loss(where, absl::StrFormat("%s appears twice", sec), e);
     }
-    if (s.offset < format::kHeaderSize || s.offset % format::kAlignment != 0 ||
-        s.offset > size || s.length > size - s.offset) {
-      return c.Error(absl::StrFormat(
-          "section %d (offset %d, length %d) is misaligned or outside the file", s.id,
-          s.offset, s.length));
+    // R14.
+    if (s.flags & ~format::kKnownSectionFlags) {
+      return Unimplemented(
+          where,
+          absl::StrFormat("%s: flags 0x%x has bits this reader does not know", sec,
+                          s.flags),
+          e + 4);
     }
-    bool known = s.id >= format::kSectionMetadata && s.id <= format::kSectionData;
-    if (known && !(s.flags & format::kSectionFlagRequired)) {
-      return c.Error(absl::StrFormat("core section %d lacks the REQUIRED flag", s.id));
+    const bool known = s.id >= format::kSectionMetadata && s.id <= format::kSectionData;
+    const bool required = (s.flags & format::kSectionFlagRequired) != 0;
+    // R15.
+    if (!known && required) {
+      return Unimplemented(
+          where,
+          absl::StrFormat("%s is marked REQUIRED but this reader does not know it", sec),
+          e);
     }
-    if (!known && (s.flags & format::kSectionFlagRequired)) {
-      return absl::UnimplementedError(absl::StrFormat(
-          "%s: required section id %d is not supported by this reader", name_, s.id));
+    // R16.
+    if (s.offset < format::kHeaderSize || s.offset % format::kAlignment != 0) {
+      return Loss(where,
+                  absl::StrFormat("%s: offset %d is not a multiple of 64 of at least 64",
+                                  sec, s.offset),
+                  e + 8);
     }
-    ranges.push_back({s.offset, s.length});
+    // R17.
+    if (s.offset > size || s.length > size - s.offset) {
+      return Loss(where,
+                  absl::StrFormat("%s (offset %d, length %d) extends past the end of the "
+                                  "%d-byte file",
+                                  sec, s.offset, s.length, size),
+                  e + 16);
+    }
+    // R19 (flag).
+    if (known && !required) {
+      return Loss(where, absl::StrFormat("%s lacks the REQUIRED flag", sec), e + 4);
+    }
+    ranges.push_back({s.offset, s.length, sec});
     sections_.push_back(s);
   }
-  std::sort(ranges.begin(), ranges.end());
+  // R18. Empty ranges overlap nothing (spec "Offsets and ranges"); among
+  // non-empty ranges sorted by offset, any overlap shows between neighbours.
+  ranges.erase(std::remove_if(ranges.begin(), ranges.end(),
+                              [](const Range& r) { return r.length == 0; }),
+               ranges.end());
+  std::sort(ranges.begin(), ranges.end(),
+            [](const Range& a, const Range& b) { return a.offset < b.offset; });
   for (size_t i = 1; i < ranges.size(); ++i) {
-    if (ranges[i].first < ranges[i - 1].first + ranges[i - 1].second) {
-      return absl::DataLossError(absl::StrFormat(
-          "%s: section directory: ranges at offsets %d and %d overlap", name_,
-          ranges[i - 1].first, ranges[i].first));
+    const Range& p = ranges[i - 1];
+    const Range& q = ranges[i];
+    if (q.offset - p.offset < p.length) {
+      return Loss(
+          name_ + ": section directory",
+          absl::StrFormat("%s (offset %d, length %d) overlaps %s (offset %d, length %d)",
+                          q.what, q.offset, q.length, p.what, p.offset, p.length),
+          q.offset);
     }
   }
   return absl::OkStatus();
 }
 
 absl::Status Reader::ParseMetadata(const SectionInfo& s) {
-  Cursor c(bytes_.subspan(s.offset, s.length), s.offset, name_ + ": metadata");
+  const uint64_t end = s.offset + s.length;
+  const std::string sec = name_ + ": METADATA";
+  Cursor h = Sub(bytes_, s.offset, end, sec);
+  // R21.
   uint32_t count;
-  TQM_RETURN_IF_ERROR(c.Read(&count, "metadata count"));
-  TQM_RETURN_IF_ERROR(c.Reserved32("metadata reserved"));
-  // Each entry takes at least 2 + 1 + 1 + 8 bytes: cap the count before reserving.
-  if (count > c.remaining() / 12) {
-    return c.Error(absl::StrFormat("metadata count %d exceeds what the section can hold", count));
+  TQM_RETURN_IF_ERROR(h.Read(&count, "count"));
+  TQM_RETURN_IF_ERROR(h.Reserved32("reserved"));
+  // R22: every entry takes at least 8 bytes; cap the count before reserving.
+  if (count > h.remaining() / kMinMetaEntry) {
+    return Loss(
+        sec,
+        absl::StrFormat("count %d exceeds the %d entries of at least 8 bytes that the "
+                        "%d-byte section can hold",
+                        count, h.remaining() / kMinMetaEntry, s.length),
+        s.offset);
   }
   metadata_.reserve(count);
   absl::flat_hash_set<std::string> keys;
+  uint64_t pos = h.offset();
   for (uint32_t i = 0; i < count; ++i) {
+    const std::string where = absl::StrFormat("%s: entry %d", sec, i);
+    Cursor c = Sub(bytes_, pos, end, where);
+    // R23 (every read), R24.
     uint16_t key_len;
-    TQM_RETURN_IF_ERROR(c.Read(&key_len, "key length"));
-    if (key_len == 0) return c.Error("metadata key length is 0");
+    const uint64_t key_len_off = c.offset();
+    TQM_RETURN_IF_ERROR(c.Read(&key_len, "key_len"));
+    if (key_len == 0) return Loss(where, "key_len is 0", key_len_off);
     if (key_len > format::kMaxKeyLength) {
-      return absl::ResourceExhaustedError(
-          absl::StrFormat("%s: metadata key length %d exceeds the limit of %d at offset %d",
-                          name_, key_len, format::kMaxKeyLength, c.offset()));
+      return Exhausted(where,
+                       absl::StrFormat("key_len %d exceeds the limit of %d", key_len,
+                                       format::kMaxKeyLength),
+                       key_len_off);
     }
     absl::Span<const uint8_t> key;
+    const uint64_t key_off = c.offset();
     TQM_RETURN_IF_ERROR(c.Bytes(key_len, &key, "key"));
-    if (!ValidKey(key)) return c.Error("metadata key has characters outside [A-Za-z0-9._-]");
-    MetaEntry e;
-    e.key = AsString(key);
-    if (!keys.insert(e.key).second) {
-      return c.Error(absl::StrFormat("duplicate metadata key '%s'", e.key));
+    MetaEntry m;
+    m.key = AsString(key);
+    const std::string kwhere = absl::StrFormat("%s '%s'", where, absl::CHexEscape(m.key));
+    // R25.
+    if (!ValidKey(key)) {
+      return Loss(kwhere, "key has characters outside [A-Za-z0-9._-]", key_off);
     }
+    // R27.
+    if (!keys.insert(m.key).second) return Loss(kwhere, "key appears twice", key_off);
+    c = Sub(bytes_, c.offset(), end, kwhere);
     uint8_t type;
-    TQM_RETURN_IF_ERROR(c.Read(&type, "value type"));
+    const uint64_t type_off = c.offset();
+    TQM_RETURN_IF_ERROR(c.Read(&type, "type"));
     switch (type) {
       case format::kMetaInt64:
-        e.value.type = format::kMetaInt64;
-        TQM_RETURN_IF_ERROR(c.Read(&e.value.int64, "int64 value"));
+        m.value.type = format::kMetaInt64;
+        TQM_RETURN_IF_ERROR(c.Read(&m.value.int64, "INT64 value"));
         break;
       case format::kMetaFloat64:
-        e.value.type = format::kMetaFloat64;
-        TQM_RETURN_IF_ERROR(c.Read(&e.value.float64, "float64 value"));
+        m.value.type = format::kMetaFloat64;
+        TQM_RETURN_IF_ERROR(c.Read(&m.value.float64, "FLOAT64 value"));
         break;
       case format::kMetaString:
       case format::kMetaBytes: {
-        e.value.type = static_cast<format::MetaType>(type);
+        m.value.type = static_cast<format::MetaType>(type);
         uint32_t len;
         absl::Span<const uint8_t> b;
         TQM_RETURN_IF_ERROR(c.Read(&len, "value length"));
         TQM_RETURN_IF_ERROR(c.Bytes(len, &b, "value"));
-        e.value.bytes = AsString(b);
+        m.value.bytes = AsString(b);
         break;
       }
       default:
-        return c.Error(absl::StrFormat("unknown metadata type %d for key '%s'", type, e.key));
+        // R26.
+        return Loss(kwhere, absl::StrFormat("type %d is not 1, 2, 3 or 4", type),
+                    type_off);
     }
-    metadata_.push_back(std::move(e));
+    pos = c.offset();
+    metadata_.push_back(std::move(m));
   }
-  if (c.remaining() != 0) return c.Error("metadata section has trailing bytes");
+  // R28.
+  if (pos != end) {
+    return Loss(
+        sec,
+        absl::StrFormat("%d bytes remain after the last of %d entries", end - pos, count),
+        pos);
+  }
   return absl::OkStatus();
 }
 
 absl::Status Reader::ParseTable(const SectionInfo& s) {
-  Cursor c(bytes_.subspan(s.offset, s.length), s.offset, name_ + ": table");
+  const std::string sec = name_ + ": TABLE";
+  Cursor c = Sub(bytes_, s.offset, s.offset + s.length, sec);
+  // R30.
   uint32_t n;
-  TQM_RETURN_IF_ERROR(c.Read(&n, "table size"));
-  TQM_RETURN_IF_ERROR(c.Reserved32("table reserved"));
+  TQM_RETURN_IF_ERROR(c.Read(&n, "count"));
+  TQM_RETURN_IF_ERROR(c.Reserved32("reserved"));
+  // R31.
   if (n > format::kMaxTableEntries) {
-    return c.Error(absl::StrFormat("table has %d entries, more than %d", n,
-                                   format::kMaxTableEntries));
+    return Loss(sec,
+                absl::StrFormat("count %d exceeds the %d codes a table can have", n,
+                                format::kMaxTableEntries),
+                s.offset);
   }
+  // R32.
   if (c.remaining() != uint64_t{n} * 4) {
-    return c.Error(absl::StrFormat("table of %d entries needs %d bytes, section has %d", n,
-                                   uint64_t{n} * 4, c.remaining()));
+    return Loss(
+        sec,
+        absl::StrFormat("section length %d is not 8 + 4 * count (count %d)", s.length, n),
+        s.offset);
   }
   absl::Span<const uint8_t> entries;
-  TQM_RETURN_IF_ERROR(c.Bytes(uint64_t{n} * 4, &entries, "table entries"));
+  TQM_RETURN_IF_ERROR(c.Bytes(uint64_t{n} * 4, &entries, "entries"));
   table_.resize(n);
   if (n) std::memcpy(table_.data(), entries.data(), entries.size());
+  // R33 (duplicate entries) is optional and not checked: duplicates do not
+  // make decoding ambiguous.
   return absl::OkStatus();
 }
 
 absl::Status Reader::ParseIndex(const SectionInfo& s, const SectionInfo& data) {
-  Cursor c(bytes_.subspan(s.offset, s.length), s.offset, name_ + ": tensor index");
+  const uint64_t end = s.offset + s.length;
+  const std::string sec = name_ + ": TENSOR_INDEX";
+  Cursor h = Sub(bytes_, s.offset, end, sec);
+  // R34.
   uint32_t count;
-  TQM_RETURN_IF_ERROR(c.Read(&count, "tensor count"));
-  TQM_RETURN_IF_ERROR(c.Reserved32("index reserved"));
-  // A tensor record takes at least 2+1+1+1+1+1+4+8+4+4+32 bytes.
-  constexpr size_t kMinRecord = 59;
-  if (count > c.remaining() / kMinRecord) {
-    return c.Error(absl::StrFormat("tensor count %d exceeds what the index can hold", count));
+  TQM_RETURN_IF_ERROR(h.Read(&count, "tensor_count"));
+  TQM_RETURN_IF_ERROR(h.Reserved32("reserved"));
+  // R35.
+  if (count > h.remaining() / kMinTensorRecord) {
+    return Loss(sec,
+                absl::StrFormat(
+                    "tensor_count %d exceeds the %d records of at least %d bytes "
+                    "that the %d-byte section can hold",
+                    count, h.remaining() / kMinTensorRecord, kMinTensorRecord, s.length),
+                s.offset);
   }
   tensors_.reserve(count);
   by_name_.reserve(count);
@@ -348,172 +528,256 @@ absl::Status Reader::ParseIndex(const SectionInfo& s, const SectionInfo& data) {
     uint32_t tensor, chunk;
   };
   std::vector<Span64> chunk_ranges;
+  uint64_t pos = h.offset();
   for (uint32_t i = 0; i < count; ++i) {
     TensorInfo t;
-    const uint64_t record_offset = c.offset();
+    const uint64_t rec = pos;
+    // R36 (every read), R37, R38.
+    std::string where = absl::StrFormat("%s: tensor %d", sec, i);
+    Cursor c = Sub(bytes_, pos, end, where);
     uint16_t name_len;
-    TQM_RETURN_IF_ERROR(c.Read(&name_len, "name length"));
-    if (name_len == 0) return c.Error(absl::StrFormat("tensor %d: name length is 0", i));
+    TQM_RETURN_IF_ERROR(c.Read(&name_len, "name_len"));
+    if (name_len == 0) return Loss(where, "name_len is 0", rec);
     if (name_len > format::kMaxNameLength) {
-      return absl::ResourceExhaustedError(absl::StrFormat(
-          "%s: tensor %d: name length %d exceeds the limit of %d at offset %d", name_, i,
-          name_len, format::kMaxNameLength, c.offset()));
+      return Exhausted(where,
+                       absl::StrFormat("name_len %d exceeds the limit of %d", name_len,
+                                       format::kMaxNameLength),
+                       rec);
     }
     absl::Span<const uint8_t> name;
-    TQM_RETURN_IF_ERROR(c.Bytes(name_len, &name, "tensor name"));
-    if (std::find(name.begin(), name.end(), 0) != name.end()) {
-      return c.Error(absl::StrFormat("tensor %d: name contains a NUL byte", i));
-    }
+    TQM_RETURN_IF_ERROR(c.Bytes(name_len, &name, "name"));
     t.name = AsString(name);
-    auto where = [&](const std::string& what) {
-      return absl::StrFormat("tensor '%s' (record at offset %d): %s", t.name, record_offset,
-                             what);
-    };
+    where = absl::StrFormat("%s: tensor %d '%s'", sec, i, absl::CHexEscape(t.name));
+    auto nul = std::find(name.begin(), name.end(), 0);
+    if (nul != name.end()) {
+      return Loss(where, "name contains a 00 byte", rec + 2 + (nul - name.begin()));
+    }
+    // R40.
+    if (!by_name_.emplace(t.name, static_cast<int>(i)).second) {
+      return Loss(where, "name is the name of an earlier tensor", rec + 2);
+    }
+    c = Sub(bytes_, c.offset(), end, where);
+    const uint64_t f =
+        c.offset();  // source_dtype; storage, ndim, reserved0, layer follow
     uint8_t dtype, storage, ndim, reserved8;
-    TQM_RETURN_IF_ERROR(c.Read(&dtype, "source dtype"));
+    TQM_RETURN_IF_ERROR(c.Read(&dtype, "source_dtype"));
     TQM_RETURN_IF_ERROR(c.Read(&storage, "storage"));
     TQM_RETURN_IF_ERROR(c.Read(&ndim, "ndim"));
-    TQM_RETURN_IF_ERROR(c.Read(&reserved8, "reserved"));
+    TQM_RETURN_IF_ERROR(c.Read(&reserved8, "reserved0"));
     TQM_RETURN_IF_ERROR(c.Read(&t.layer, "layer"));
+    // R41. source_dtype and storage are closed sets in major version 1: an
+    // unknown value is corruption, not a newer feature.
     if (dtype < format::kDTypeF32 || dtype > format::kDTypeQ8_0) {
-      return c.Error(where(absl::StrFormat("unknown source dtype %d", dtype)));
+      return Loss(where, absl::StrFormat("source_dtype %d is not 1, 2, 3 or 4", dtype),
+                  f);
     }
+    // R42.
     if (storage < format::kStorageF32 || storage > format::kStorageU8Row) {
-      return absl::UnimplementedError(
-          absl::StrFormat("%s: %s", name_, where(absl::StrFormat("unknown storage %d", storage))));
+      return Loss(where, absl::StrFormat("storage %d is not 1, 2 or 3", storage), f + 1);
     }
-    if (ndim == 0) return c.Error(where("ndim is 0"));
+    // R43.
+    if (ndim == 0) return Loss(where, "ndim is 0", f + 2);
     if (ndim > format::kMaxDims) {
-      return absl::ResourceExhaustedError(absl::StrFormat(
-          "%s: %s", name_, where(absl::StrFormat("ndim %d exceeds the limit of %d", ndim,
-                                                 format::kMaxDims))));
+      return Exhausted(
+          where,
+          absl::StrFormat("ndim %d exceeds the limit of %d", ndim, format::kMaxDims),
+          f + 2);
     }
-    if (reserved8 != 0) return c.Error(where("reserved byte is not zero"));
+    // R44 (reserved0).
+    if (reserved8 != 0) {
+      return Loss(where, absl::StrFormat("reserved0 is %d, must be 0", reserved8), f + 3);
+    }
+    // R45.
     if (t.layer < format::kNoLayer) {
-      return c.Error(where(absl::StrFormat("layer %d is negative", t.layer)));
+      return Loss(where, absl::StrFormat("layer %d is less than -1", t.layer), f + 4);
     }
     t.source_dtype = static_cast<format::SourceDType>(dtype);
     t.storage = static_cast<format::Storage>(storage);
     const uint64_t elem = t.storage == format::kStorageF32 ? 4 : 1;
+    // R46, R47: B = numel * E < 2^62, i.e. B <= kMaxBytes, without overflow.
+    constexpr uint64_t kMaxBytes = (uint64_t{1} << 62) - 1;
     t.numel = 1;
     for (uint8_t d = 0; d < ndim; ++d) {
       uint64_t v;
-      TQM_RETURN_IF_ERROR(c.Read(&v, "dimension"));
-      if (v == 0) return c.Error(where(absl::StrFormat("dimension %d is zero", d)));
-      if (v >= ((uint64_t{1} << 62) - 1) / elem / t.numel + 1) {
-        return absl::ResourceExhaustedError(absl::StrFormat(
-            "%s: %s", name_, where("tensor size reaches 2^62 bytes")));
+      const uint64_t dim_off = c.offset();
+      TQM_RETURN_IF_ERROR(c.Read(&v, "dims"));
+      if (v == 0) return Loss(where, absl::StrFormat("dims[%d] is 0", d), dim_off);
+      if (v > kMaxBytes / elem / t.numel) {
+        return Exhausted(
+            where,
+            absl::StrFormat("dims[%d] = %d makes the tensor's byte size reach "
+                            "2^62 (the limit)",
+                            d, v),
+            dim_off);
       }
       t.numel *= v;
       t.dims.push_back(v);
     }
     t.byte_size = t.numel * elem;
-    uint64_t n_affine = t.storage == format::kStorageF32     ? 0
-                        : t.storage == format::kStorageU8Tensor ? 1
-                                                                : t.dims[0];
+    // R36 (parameters backed by bytes before allocating), R48.
+    const uint64_t n_affine = t.storage == format::kStorageF32        ? 0
+                              : t.storage == format::kStorageU8Tensor ? 1
+                                                                      : t.dims[0];
     if (n_affine > c.remaining() / 8) {
-      return c.Error(where(absl::StrFormat("%d quantization parameters exceed the index",
-                                           n_affine)));
+      return Loss(
+          where,
+          absl::StrFormat("%d (scale, zero) pairs of 8 bytes run past the end of the "
+                          "section (%d bytes remain)",
+                          n_affine, c.remaining()),
+          c.offset());
     }
     t.affine.resize(n_affine);
     for (uint64_t k = 0; k < n_affine; ++k) {
+      const uint64_t p_off = c.offset();
       TQM_RETURN_IF_ERROR(c.Read(&t.affine[k].scale, "scale"));
       TQM_RETURN_IF_ERROR(c.Read(&t.affine[k].zero, "zero"));
       const Affine& a = t.affine[k];
-      if (!std::isfinite(a.scale) || !(a.scale > 0) || !std::isfinite(a.zero) ||
-          std::nearbyint(a.zero) != a.zero) {
-        return c.Error(where(absl::StrFormat(
-            "quantization parameters %d (scale %g, zero %g) are invalid", k, a.scale, a.zero)));
+      if (!std::isfinite(a.scale) || !(a.scale > 0)) {
+        return Loss(
+            where,
+            absl::StrFormat("params[%d]: scale %g is not finite and greater than 0", k,
+                            a.scale),
+            p_off);
+      }
+      if (!std::isfinite(a.zero) || std::nearbyint(a.zero) != a.zero) {
+        return Loss(
+            where,
+            absl::StrFormat("params[%d]: zero %g is not finite and integral", k, a.zero),
+            p_off + 4);
       }
     }
+    // R36 (chunk records backed by bytes before allocating), R44 (reserved1).
     uint32_t chunk_count;
-    TQM_RETURN_IF_ERROR(c.Read(&chunk_count, "chunk count"));
-    TQM_RETURN_IF_ERROR(c.Reserved32("chunk list reserved"));
+    const uint64_t cc_off = c.offset();
+    TQM_RETURN_IF_ERROR(c.Read(&chunk_count, "chunk_count"));
+    TQM_RETURN_IF_ERROR(c.Reserved32("reserved1"));
     if (chunk_count > c.remaining() / format::kChunkRecordSize) {
-      return c.Error(where(absl::StrFormat("chunk count %d exceeds the index", chunk_count)));
-    }
-    // Each chunk decodes to at most 4 MiB: the tensor must fit in its chunks.
-    if (t.byte_size > uint64_t{chunk_count} * format::kMaxChunkDecodedSize) {
-      return c.Error(where(absl::StrFormat("%d bytes cannot fit in %d chunks", t.byte_size,
-                                           chunk_count)));
+      return Loss(
+          where,
+          absl::StrFormat("chunk_count %d: its 32-byte records run past the end of the "
+                          "section (%d bytes remain)",
+                          chunk_count, c.remaining()),
+          cc_off);
     }
     t.chunks.resize(chunk_count);
     uint64_t decoded = 0;
     for (uint32_t k = 0; k < chunk_count; ++k) {
       ChunkInfo& ch = t.chunks[k];
-      uint8_t r1;
-      uint16_t r2;
-      uint32_t r3;
+      const uint64_t r = c.offset();
+      const std::string cw = absl::StrFormat("%s: chunk %d", where, k);
+      uint8_t r0a;
+      uint16_t r0b;
+      uint32_t r1;
       TQM_RETURN_IF_ERROR(c.Read(&ch.codec, "codec"));
-      TQM_RETURN_IF_ERROR(c.Read(&r1, "reserved"));
-      TQM_RETURN_IF_ERROR(c.Read(&r2, "reserved"));
-      TQM_RETURN_IF_ERROR(c.Read(&ch.decoded_size, "decoded size"));
-      TQM_RETURN_IF_ERROR(c.Read(&ch.offset, "chunk offset"));
-      TQM_RETURN_IF_ERROR(c.Read(&ch.encoded_size, "encoded size"));
-      TQM_RETURN_IF_ERROR(c.Read(&r3, "reserved"));
-      TQM_RETURN_IF_ERROR(c.Read(&ch.checksum, "chunk checksum"));
-      auto cwhere = [&](const std::string& what) {
-        return where(absl::StrFormat("chunk %d: %s", k, what));
-      };
-      if (r1 != 0 || r2 != 0 || r3 != 0) return c.Error(cwhere("reserved field is not zero"));
+      TQM_RETURN_IF_ERROR(c.Read(&r0a, "reserved0"));
+      TQM_RETURN_IF_ERROR(c.Read(&r0b, "reserved0"));
+      TQM_RETURN_IF_ERROR(c.Read(&ch.decoded_size, "decoded_size"));
+      TQM_RETURN_IF_ERROR(c.Read(&ch.offset, "offset"));
+      TQM_RETURN_IF_ERROR(c.Read(&ch.encoded_size, "encoded_size"));
+      TQM_RETURN_IF_ERROR(c.Read(&r1, "reserved1"));
+      TQM_RETURN_IF_ERROR(c.Read(&ch.checksum, "checksum"));
+      // R50, at open (the spec allows deferring it to decode).
       if (!IsKnownCodec(ch.codec)) {
-        return absl::UnimplementedError(absl::StrFormat(
-            "%s: %s", name_,
-            cwhere(absl::StrFormat("codec %d (%s) is not supported by this reader", ch.codec,
-                                   CodecName(ch.codec)))));
+        return Unimplemented(
+            cw,
+            absl::StrFormat("codec %d (%s) is not supported by this reader", ch.codec,
+                            CodecName(ch.codec)),
+            r);
       }
-      if (ch.decoded_size == 0) return c.Error(cwhere("decoded size is 0"));
+      // R51.
+      if (r0a != 0 || r0b != 0) return Loss(cw, "reserved0 is not zero", r + 1);
+      if (r1 != 0)
+        return Loss(cw, absl::StrFormat("reserved1 is %d, must be 0", r1), r + 20);
+      // R52.
+      if (ch.decoded_size == 0) return Loss(cw, "decoded_size is 0", r + 4);
       if (ch.decoded_size > format::kMaxChunkDecodedSize) {
-        return absl::ResourceExhaustedError(absl::StrFormat(
-            "%s: %s", name_,
-            cwhere(absl::StrFormat("decoded size %d exceeds the limit of %d", ch.decoded_size,
-                                   format::kMaxChunkDecodedSize))));
+        return Exhausted(cw,
+                         absl::StrFormat("decoded_size %d exceeds the limit of %d",
+                                         ch.decoded_size, format::kMaxChunkDecodedSize),
+                         r + 4);
       }
-      if (ch.encoded_size == 0) return c.Error(cwhere("encoded size is zero"));
-      if (ch.codec == format::kCodecStored && ch.encoded_size != ch.decoded_size) {
-        return c.Error(cwhere("stored chunk's encoded and decoded sizes differ"));
+      // R53.
+      if (ch.encoded_size == 0) return Loss(cw, "encoded_size is 0", r + 16);
+      // R54, R55.
+      if (ch.offset % format::kAlignment != 0) {
+        return Loss(cw, absl::StrFormat("offset %d is not a multiple of 64", ch.offset),
+                    r + 8);
       }
-      if (ch.codec == format::kCodecSeqTable &&
-          (ch.encoded_size < ch.decoded_size / 4 * 2 + ch.decoded_size % 4 ||
-           ch.encoded_size > ch.decoded_size / 4 * 6 + ch.decoded_size % 4)) {
-        return c.Error(cwhere(absl::StrFormat(
-            "seqtable encoded size %d impossible for decoded size %d", ch.encoded_size,
-            ch.decoded_size)));
-      }
-      if (ch.offset % format::kAlignment != 0 || ch.offset < data.offset ||
-          ch.offset - data.offset > data.length ||
+      if (ch.offset < data.offset || ch.offset - data.offset > data.length ||
           ch.encoded_size > data.length - (ch.offset - data.offset)) {
-        return c.Error(cwhere(absl::StrFormat(
-            "bytes (offset %d, %d bytes) are misaligned or outside the DATA section",
-            ch.offset, ch.encoded_size)));
+        return Loss(
+            cw,
+            absl::StrFormat("encoded bytes (offset %d, %d bytes) lie outside the DATA "
+                            "section (offset %d, length %d)",
+                            ch.offset, ch.encoded_size, data.offset, data.length),
+            r + 8);
       }
+      // R56.
+      if (ch.codec == format::kCodecStored && ch.encoded_size != ch.decoded_size) {
+        return Loss(
+            cw,
+            absl::StrFormat("stored chunk has encoded_size %d but decoded_size %d",
+                            ch.encoded_size, ch.decoded_size),
+            r + 16);
+      }
+      // The optional seqtable size bounds: encoded = 2G + 4X + t.
+      if (ch.codec == format::kCodecSeqTable) {
+        const uint32_t g = ch.decoded_size / 4, tail = ch.decoded_size % 4;
+        if (ch.encoded_size < 2 * g + tail || ch.encoded_size > 6 * g + tail ||
+            (ch.encoded_size - tail) % 2 != 0) {
+          return Loss(
+              cw,
+              absl::StrFormat("seqtable encoded_size %d is impossible for decoded_size "
+                              "%d (must be 2*%d + 4*escapes + %d)",
+                              ch.encoded_size, ch.decoded_size, g, tail),
+              r + 16);
+        }
+      }
+      // R57 (a running check: no sum can exceed the byte size).
       if (ch.decoded_size > t.byte_size - decoded) {
-        return c.Error(cwhere("chunks decode to more bytes than the tensor holds"));
+        return Loss(
+            cw,
+            absl::StrFormat("chunks 0-%d decode to more than the tensor's %d bytes", k,
+                            t.byte_size),
+            r + 4);
       }
       ch.decoded_offset = decoded;
       decoded += ch.decoded_size;
       t.encoded_size += ch.encoded_size;
       chunk_ranges.push_back({ch.offset, ch.encoded_size, i, k});
     }
+    // R57.
     if (decoded != t.byte_size) {
-      return c.Error(where(absl::StrFormat("chunks decode to %d bytes, tensor needs %d",
-                                           decoded, t.byte_size)));
+      return Loss(where,
+                  absl::StrFormat("%d chunks decode to %d bytes but the tensor has %d",
+                                  chunk_count, decoded, t.byte_size),
+                  cc_off);
     }
-    if (!by_name_.emplace(t.name, static_cast<int>(i)).second) {
-      return c.Error(where("duplicate tensor name"));
-    }
+    pos = c.offset();
     tensors_.push_back(std::move(t));
   }
-  if (c.remaining() != 0) return c.Error("tensor index has trailing bytes");
+  // R49.
+  if (pos != end) {
+    return Loss(sec,
+                absl::StrFormat("%d bytes remain after the last of %d tensor records",
+                                end - pos, count),
+                pos);
+  }
+  // R58. Chunks are never empty (R53), so neighbours in offset order suffice.
   std::sort(chunk_ranges.begin(), chunk_ranges.end(),
             [](const Span64& a, const Span64& b) { return a.offset < b.offset; });
   for (size_t i = 1; i < chunk_ranges.size(); ++i) {
     const Span64& p = chunk_ranges[i - 1];
     const Span64& q = chunk_ranges[i];
-    if (q.offset < p.offset + p.length) {
-      return absl::DataLossError(absl::StrFormat(
-          "%s: chunk %d of tensor '%s' (offset %d) overlaps chunk %d of tensor '%s'", name_,
-          q.chunk, tensors_[q.tensor].name, q.offset, p.chunk, tensors_[p.tensor].name));
+    if (q.offset - p.offset < p.length) {
+      return Loss(
+          sec,
+          absl::StrFormat("chunk %d of tensor '%s' (offset %d, %d bytes) overlaps chunk "
+                          "%d of tensor '%s' (offset %d, %d bytes)",
+                          q.chunk, absl::CHexEscape(tensors_[q.tensor].name), q.offset,
+                          q.length, p.chunk, absl::CHexEscape(tensors_[p.tensor].name),
+                          p.offset, p.length),
+          q.offset);
     }
   }
   return absl::OkStatus();
@@ -535,30 +799,38 @@ absl::Span<const uint8_t> Reader::ChunkBytes(size_t t, size_t c) const {
 
 absl::Status Reader::ChunkError(size_t t, size_t c, const absl::Status& s) const {
   const ChunkInfo& ch = tensors_[t].chunks[c];
-  return absl::Status(s.code(), absl::StrFormat("%s: tensor '%s' chunk %d (offset %d): %s",
-                                                name_, tensors_[t].name, c, ch.offset,
-                                                s.message()));
+  return absl::Status(
+      s.code(),
+      absl::StrFormat("%s: DATA: tensor '%s' chunk %d (offset %d, %d bytes): %s", name_,
+                      absl::CHexEscape(tensors_[t].name), c, ch.offset, ch.encoded_size,
+                      s.message()));
 }
 
 absl::Status Reader::DecodeChunk(size_t t, size_t c, absl::Span<uint8_t> out,
                                  bool verify_checksum) const {
   if (t >= tensors_.size() || c >= tensors_[t].chunks.size()) {
-    return absl::OutOfRangeError(absl::StrFormat("%s: no chunk %d of tensor %d", name_, c, t));
+    return absl::OutOfRangeError(
+        absl::StrFormat("%s: no chunk %d of tensor %d", name_, c, t));
   }
   const ChunkInfo& ch = tensors_[t].chunks[c];
   if (out.size() != ch.decoded_size) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "%s: output buffer of %d bytes for a chunk of %d", name_, out.size(), ch.decoded_size));
+    return absl::InvalidArgumentError(
+        absl::StrFormat("%s: output buffer of %d bytes for a chunk of %d", name_,
+                        out.size(), ch.decoded_size));
   }
   auto in = ChunkBytes(t, c);
   if (verify_checksum) {
     uint64_t sum = Checksum(in);
     if (sum != ch.checksum) {
-      return ChunkError(t, c, absl::DataLossError(absl::StrFormat(
-                                  "checksum mismatch (stored %016x, computed %016x)",
-                                  ch.checksum, sum)));
+      // R59.
+      return ChunkError(t, c,
+                        absl::DataLossError(absl::StrFormat(
+                            "chunk checksum %016x does not match its encoded bytes "
+                            "(%016x)",
+                            ch.checksum, sum)));
     }
   }
+  // R60-R62.
   absl::Status s = DecodeChunkBytes(ch.codec, in, table_, out);
   if (!s.ok()) return ChunkError(t, c, s);
   return absl::OkStatus();
@@ -571,31 +843,33 @@ absl::Status Reader::DecodeTensor(size_t t, absl::Span<uint8_t> out,
   }
   const TensorInfo& ti = tensors_[t];
   if (out.size() != ti.byte_size) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "%s: tensor '%s' needs %d bytes, buffer has %d", name_, ti.name, ti.byte_size,
-        out.size()));
+    return absl::InvalidArgumentError(
+        absl::StrFormat("%s: tensor '%s' needs %d bytes, buffer has %d", name_, ti.name,
+                        ti.byte_size, out.size()));
   }
   for (size_t c = 0; c < ti.chunks.size(); ++c) {
     const ChunkInfo& ch = ti.chunks[c];
-    TQM_RETURN_IF_ERROR(
-        DecodeChunk(t, c, out.subspan(ch.decoded_offset, ch.decoded_size), verify_checksum));
+    TQM_RETURN_IF_ERROR(DecodeChunk(t, c, out.subspan(ch.decoded_offset, ch.decoded_size),
+                                    verify_checksum));
   }
   return absl::OkStatus();
 }
 
-absl::Status Reader::ReadFloat(size_t t, absl::Span<float> out, bool verify_checksum) const {
+absl::Status Reader::ReadFloat(size_t t, absl::Span<float> out,
+                               bool verify_checksum) const {
   if (t >= tensors_.size()) {
     return absl::OutOfRangeError(absl::StrFormat("%s: no tensor %d", name_, t));
   }
   const TensorInfo& ti = tensors_[t];
   if (out.size() != ti.numel) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "%s: tensor '%s' has %d values, buffer has %d", name_, ti.name, ti.numel, out.size()));
+    return absl::InvalidArgumentError(
+        absl::StrFormat("%s: tensor '%s' has %d values, buffer has %d", name_, ti.name,
+                        ti.numel, out.size()));
   }
   if (!ti.quantized()) {
-    return DecodeTensor(t, absl::Span<uint8_t>(reinterpret_cast<uint8_t*>(out.data()),
-                                               out.size() * 4),
-                        verify_checksum);
+    return DecodeTensor(
+        t, absl::Span<uint8_t>(reinterpret_cast<uint8_t*>(out.data()), out.size() * 4),
+        verify_checksum);
   }
   std::vector<uint8_t> q(ti.numel);
   TQM_RETURN_IF_ERROR(DecodeTensor(t, absl::MakeSpan(q), verify_checksum));
@@ -620,44 +894,67 @@ absl::Span<const uint8_t> Reader::InPlace(size_t t) const {
 }
 
 absl::Status Reader::Verify() const {
+  // R63, R64: every section's checksum, including DATA and the optional
+  // sections Open() skipped.
   for (const SectionInfo& s : sections_) {
-    uint64_t sum = Checksum(bytes_.subspan(s.offset, s.length));
+    const uint64_t sum = Checksum(bytes_.subspan(s.offset, s.length));
     if (sum != s.checksum) {
-      return absl::DataLossError(absl::StrFormat(
-          "%s: checksum mismatch in section %d (offset %d, %d bytes)", name_, s.id, s.offset,
-          s.length));
+      return Loss(absl::StrFormat("%s: section %s", name_, SectionName(s.id)),
+                  absl::StrFormat("checksum %016x in the directory does not match its %d "
+                                  "bytes (%016x)",
+                                  s.checksum, s.length, sum),
+                  s.offset);
     }
   }
-  // Every byte outside the header, directory, sections and (inside DATA)
-  // chunks must be zero padding.
-  std::vector<std::pair<uint64_t, uint64_t>> used;
-  used.push_back({0, format::kHeaderSize});
+  // R65: every byte outside the header, the directory, the sections and
+  // (inside DATA) the chunks is zero padding.
+  struct Used {
+    uint64_t offset, length;
+    std::string what;
+  };
+  std::vector<Used> used;
+  used.push_back({0, format::kHeaderSize, "the header"});
   used.push_back({header_.directory_offset,
-                  uint64_t{header_.section_count} * format::kSectionEntrySize});
+                  uint64_t{header_.section_count} * format::kSectionEntrySize,
+                  "the section directory"});
   for (const SectionInfo& s : sections_) {
     // DATA is covered by its chunks; the gaps between them are padding.
-    if (s.id != format::kSectionData) used.push_back({s.offset, s.length});
+    if (s.id != format::kSectionData) {
+      used.push_back({s.offset, s.length, "section " + SectionName(s.id)});
+    }
   }
   for (const TensorInfo& t : tensors_) {
-    for (const ChunkInfo& ch : t.chunks) used.push_back({ch.offset, ch.encoded_size});
+    for (size_t c = 0; c < t.chunks.size(); ++c) {
+      used.push_back(
+          {t.chunks[c].offset, t.chunks[c].encoded_size,
+           absl::StrFormat("chunk %d of tensor '%s'", c, absl::CHexEscape(t.name))});
+    }
   }
-  std::sort(used.begin(), used.end());
+  std::sort(used.begin(), used.end(),
+            [](const Used& a, const Used& b) { return a.offset < b.offset; });
   uint64_t pos = 0;
-  for (const auto& r : used) {
-    for (uint64_t p = pos; p < r.first; ++p) {
+  const std::string* after = nullptr;
+  auto check_gap = [&](uint64_t from, uint64_t to) -> absl::Status {
+    for (uint64_t p = from; p < to; ++p) {
       if (bytes_[p] != 0) {
-        return absl::DataLossError(absl::StrFormat(
-            "%s: padding byte at offset %d is 0x%02x, must be 0", name_, p, bytes_[p]));
+        return Loss(
+            name_ + ": padding",
+            absl::StrFormat("byte after %s is 0x%02x, must be 0",
+                            after ? *after : std::string("the header"), bytes_[p]),
+            p);
       }
     }
-    pos = std::max(pos, r.first + r.second);
-  }
-  for (uint64_t p = pos; p < bytes_.size(); ++p) {
-    if (bytes_[p] != 0) {
-      return absl::DataLossError(absl::StrFormat(
-          "%s: padding byte at offset %d is 0x%02x, must be 0", name_, p, bytes_[p]));
+    return absl::OkStatus();
+  };
+  for (const Used& u : used) {
+    if (u.offset > pos) TQM_RETURN_IF_ERROR(check_gap(pos, u.offset));
+    if (u.offset + u.length >= pos) {
+      pos = u.offset + u.length;
+      after = &u.what;
     }
   }
+  TQM_RETURN_IF_ERROR(check_gap(pos, bytes_.size()));
+  // R66: every chunk's checksum (R59) and decode (R60-R62).
   std::vector<uint8_t> buf;
   for (size_t t = 0; t < tensors_.size(); ++t) {
     for (size_t c = 0; c < tensors_[t].chunks.size(); ++c) {

@@ -11,6 +11,8 @@
 #include "tqm/writer.h"
 
 #include <algorithm>
+#include <atomic>
+#include <thread>
 #include <chrono>
 #include <cstring>
 
@@ -18,6 +20,7 @@
 #include "absl/strings/str_format.h"
 #include "atomic_file.h"
 #include "checksum.h"
+#include "entropy.h"
 #include "cursor.h"
 #include "tqm/codec.h"
 #include "tqm/quantize.h"
@@ -26,6 +29,11 @@
 
 namespace tqm {
 namespace {
+
+// Balanced: the fastest codec within 2 % of the smallest encoding.
+constexpr double kBalancedSlack = 0.02;
+// Speed: the fastest codec that saves at least 3 % over stored, else stored.
+constexpr double kSpeedMinSaving = 0.03;
 
 // Where the bytes of a file go: a temporary file or a string.
 class Sink {
@@ -204,6 +212,127 @@ class GroupCounter {
   absl::flat_hash_map<uint32_t, uint64_t> counts_;
 };
 
+// Decode speed rank of each codec, fastest first (measured by tqm-bench:
+// stored is memcpy or in place, seqtable a table lookup per 4 bytes, Huffman
+// a table lookup per byte over 8 streams, rANS a division-free state update
+// per byte, zstd its own decoder).
+int SpeedRank(uint8_t codec) {
+  switch (codec) {
+    case format::kCodecStored:
+      return 0;
+    case format::kCodecSeqTable:
+      return 1;
+    case format::kCodecHuffman:
+      return 2;
+    case format::kCodecRans:
+      return 3;
+    default:
+      return 4;
+  }
+}
+
+struct EncodedChunk {
+  absl::Status status;
+  uint8_t codec = format::kCodecStored;
+  std::string bytes;
+  uint64_t groups = 0;
+  uint64_t escaped_groups = 0;
+};
+
+// Encodes one chunk with every codec the profile allows and keeps the one the
+// profile prefers (writer.h, Profile).
+EncodedChunk EncodeChunk(absl::Span<const uint8_t> in, bool quantized, const SeqTable& table,
+                         const PackOptions& o) {
+  EncodedChunk best;
+  best.bytes.assign(reinterpret_cast<const char*>(in.data()), in.size());
+  if (!quantized) return best;  // float32 stays stored: used in place
+  best.groups = in.size() / 4;
+  for (size_t g = 0; g < best.groups; ++g) {
+    uint32_t v;
+    std::memcpy(&v, &in[4 * g], 4);
+    best.escaped_groups += table.Lookup(v) == format::kEscape;
+  }
+  struct Candidate {
+    uint8_t codec;
+    std::string bytes;
+  };
+  std::vector<Candidate> cands;
+  cands.push_back({format::kCodecStored, best.bytes});
+  if (table.size() > 0) {
+    Candidate c{format::kCodecSeqTable, {}};
+    EncodeSeqTable(in, table, &c.bytes);
+    cands.push_back(std::move(c));
+  }
+  if (o.entropy) {
+    Candidate h{format::kCodecHuffman, {}}, r{format::kCodecRans, {}};
+    absl::Status s = EncodeHuffman(in, &h.bytes);
+    if (s.ok()) s = EncodeRans(in, &r.bytes);
+    if (!s.ok()) {
+      best.status = s;
+      return best;
+    }
+    cands.push_back(std::move(h));
+    cands.push_back(std::move(r));
+    if (o.profile == Profile::kSize && o.zstd_level > 0) {
+      Candidate z{format::kCodecZstd, {}};
+      s = EncodeZstd(in, o.zstd_level, &z.bytes);
+      if (!s.ok()) {
+        best.status = s;
+        return best;
+      }
+      cands.push_back(std::move(z));
+    }
+  }
+  size_t smallest = 0;
+  for (size_t i = 1; i < cands.size(); ++i) {
+    if (cands[i].bytes.size() < cands[smallest].bytes.size()) smallest = i;
+  }
+  const double s_min = static_cast<double>(cands[smallest].bytes.size());
+  const double stored = static_cast<double>(in.size());
+  auto eligible = [&](size_t i) {
+    const double size = static_cast<double>(cands[i].bytes.size());
+    switch (o.profile) {
+      case Profile::kSize:
+        return size == s_min;
+      case Profile::kBalanced:
+        return size <= s_min * (1.0 + kBalancedSlack);
+      case Profile::kSpeed:
+        if (s_min > stored * (1.0 - kSpeedMinSaving)) {
+          return cands[i].codec == format::kCodecStored;
+        }
+        return size <= stored * (1.0 - kSpeedMinSaving);
+    }
+    return false;
+  };
+  size_t pick = eligible(smallest) ? smallest : 0;  // candidate 0 is stored
+  for (size_t i = 0; i < cands.size(); ++i) {
+    if (!eligible(i)) continue;
+    const int ri = SpeedRank(cands[i].codec), rp = SpeedRank(cands[pick].codec);
+    if (ri < rp || (ri == rp && cands[i].bytes.size() < cands[pick].bytes.size())) pick = i;
+  }
+  best.codec = cands[pick].codec;
+  best.bytes = std::move(cands[pick].bytes);
+  return best;
+}
+
+// Runs fn(0..n-1) on up to `threads` threads (0 = all cores).
+void ParallelFor(size_t n, unsigned threads, const std::function<void(size_t)>& fn) {
+  if (threads == 0) threads = std::max(1u, std::thread::hardware_concurrency());
+  threads = static_cast<unsigned>(std::min<size_t>(threads, n));
+  if (threads <= 1) {
+    for (size_t i = 0; i < n; ++i) fn(i);
+    return;
+  }
+  std::atomic<size_t> next{0};
+  std::vector<std::thread> pool;
+  for (unsigned t = 0; t < threads; ++t) {
+    pool.emplace_back([&] {
+      for (size_t i; (i = next.fetch_add(1)) < n;) fn(i);
+    });
+  }
+  for (std::thread& th : pool) th.join();
+}
+
 // Candidate table sizes: 0, then roughly x1.25 steps up to `limit`.
 std::vector<uint32_t> Candidates(uint32_t limit) {
   std::vector<uint32_t> c = {0};
@@ -327,11 +456,18 @@ absl::StatusOr<PackStats> PackTo(TensorSource& src, const PackOptions& o, Sink* 
             size_t j = std::upper_bound(cand.begin(), cand.end(), it->second) - cand.begin();
             ++hist[j];
           }
+          // Without the table a chunk costs min(stored, entropy-coded); the
+          // order-0 bound plus a small header estimates the latter.
+          uint64_t alt = e - b;
+          if (o.entropy) {
+            const double bits = Order0EntropyBits(absl::MakeConstSpan(q).subspan(b, e - b));
+            alt = std::min<uint64_t>(alt, static_cast<uint64_t>(bits / 8) + 64);
+          }
           uint64_t hits = 0;
           for (size_t j = 0; j < cand.size(); ++j) {
             hits += hist[j];
             uint64_t seq = 2 * hits + 6 * (groups - hits) + tail;
-            total[j] += std::min<uint64_t>(seq, e - b);
+            total[j] += std::min<uint64_t>(seq, alt);
             seq_only[j] += seq;
           }
         }
@@ -417,7 +553,6 @@ absl::StatusOr<PackStats> PackTo(TensorSource& src, const PackOptions& o, Sink* 
   std::string index;
   AppendLE<uint32_t>(&index, tensors.size());
   AppendLE<uint32_t>(&index, 0);
-  std::string enc;
   uint64_t no_table_seq_bytes = 0;
   prog.pass = 3;
   prog.bytes_done = 0;
@@ -453,42 +588,37 @@ absl::StatusOr<PackStats> PackTo(TensorSource& src, const PackOptions& o, Sink* 
     const auto chunks = SplitChunks(q.size(), o.chunk_size);
     AppendLE<uint32_t>(&index, chunks.size());
     AppendLE<uint32_t>(&index, 0);
-    for (auto [b, e] : chunks) {
-      auto bytes = absl::MakeConstSpan(q).subspan(b, e - b);
-      uint8_t codec = format::kCodecStored;
-      enc.clear();
-      if (quant) {
-        const uint64_t groups = bytes.size() / 4;
-        for (size_t g = 0; g < groups; ++g) {
-          uint32_t v;
-          std::memcpy(&v, &bytes[4 * g], 4);
-          st.escaped_groups += table.Lookup(v) == format::kEscape;
-        }
-        st.groups += groups;
-        if (table.size() > 0) {
-          EncodeSeqTable(bytes, table, &enc);
-          if (enc.size() < bytes.size()) codec = format::kCodecSeqTable;
-        }
-        no_table_seq_bytes += groups * 6 + bytes.size() % 4;
+    std::vector<EncodedChunk> encoded(chunks.size());
+    ParallelFor(chunks.size(), o.threads, [&](size_t k) {
+      auto [b, e] = chunks[k];
+      encoded[k] = EncodeChunk(absl::MakeConstSpan(q).subspan(b, e - b), quant, table, o);
+    });
+    for (size_t k = 0; k < chunks.size(); ++k) {
+      const EncodedChunk& ec = encoded[k];
+      const auto [b, e] = chunks[k];
+      if (!ec.status.ok()) {
+        return absl::Status(ec.status.code(),
+                            absl::StrFormat("tensor '%s' chunk %d: %s", t.name, k,
+                                            ec.status.message()));
       }
-      if (codec == format::kCodecStored) {
-        enc.assign(reinterpret_cast<const char*>(bytes.data()), bytes.size());
-        ++st.chunks_stored;
-      } else {
-        ++st.chunks_seqtable;
-      }
+      st.groups += ec.groups;
+      st.escaped_groups += ec.escaped_groups;
+      no_table_seq_bytes += ec.groups * 6 + (e - b) % 4;
+      ++st.chunks_by_codec[ec.codec];
+      if (ec.codec == format::kCodecStored) ++st.chunks_stored;
+      if (ec.codec == format::kCodecSeqTable) ++st.chunks_seqtable;
       TQM_RETURN_IF_ERROR(pad(&data_sum));
       const uint64_t off = sink->size();
-      data_sum.Update(AsBytes(enc));
-      TQM_RETURN_IF_ERROR(sink->Append(enc));
-      AppendLE<uint8_t>(&index, codec);
+      data_sum.Update(AsBytes(ec.bytes));
+      TQM_RETURN_IF_ERROR(sink->Append(ec.bytes));
+      AppendLE<uint8_t>(&index, ec.codec);
       AppendLE<uint8_t>(&index, 0);
       AppendLE<uint16_t>(&index, 0);
       AppendLE<uint32_t>(&index, e - b);
       AppendLE<uint64_t>(&index, off);
-      AppendLE<uint32_t>(&index, enc.size());
+      AppendLE<uint32_t>(&index, ec.bytes.size());
       AppendLE<uint32_t>(&index, 0);
-      AppendLE<uint64_t>(&index, Checksum(AsBytes(enc)));
+      AppendLE<uint64_t>(&index, Checksum(AsBytes(ec.bytes)));
     }
     prog.tensor = i + 1;
     prog.bytes_done += f.size() * 4;
@@ -515,7 +645,11 @@ absl::StatusOr<PackStats> PackTo(TensorSource& src, const PackOptions& o, Sink* 
   TQM_RETURN_IF_ERROR(sink->Append(dir));
   std::string header(format::kMagic, format::kMagic + sizeof(format::kMagic));
   AppendLE<uint16_t>(&header, format::kMajorVersion);
-  AppendLE<uint16_t>(&header, format::kMinorVersion);
+  // 1.0 when only the stored and seqtable codecs are used (readable by every
+  // v1 reader), 1.1 when any entropy codec is.
+  bool v11 = false;
+  for (int c = format::kCodecZstd; c < 8; ++c) v11 |= st.chunks_by_codec[c] > 0;
+  AppendLE<uint16_t>(&header, v11 ? 1 : 0);
   AppendLE<uint32_t>(&header, 0);  // flags
   AppendLE<uint64_t>(&header, sink->size());
   AppendLE<uint64_t>(&header, dir_offset);

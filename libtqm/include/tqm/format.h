@@ -18,7 +18,10 @@ namespace format {
 inline constexpr uint8_t kMagic[8] = {0x89, 'T', 'Q', 'M', 0x0D, 0x0A, 0x1A, 0x0A};
 
 inline constexpr uint16_t kMajorVersion = 1;
-inline constexpr uint16_t kMinorVersion = 0;
+// 1.0: stored and seqtable codecs. 1.1: adds the zstd, rANS and Huffman
+// codecs (ids 2, 3, 4). Writers record the lowest minor version whose
+// features the file uses.
+inline constexpr uint16_t kMinorVersion = 1;
 
 // Fixed header at offset 0.
 inline constexpr size_t kHeaderSize = 64;
@@ -71,9 +74,9 @@ enum Storage : uint8_t {
 enum Codec : uint8_t {
   kCodecStored = 0,    // the decoded bytes, verbatim
   kCodecSeqTable = 1,  // uint16 codes into the file's sequence table
-  kCodecZstd = 2,      // reserved for v1.1: a zstd frame
-  kCodecRans = 3,      // reserved for v1.1: interleaved order-0 rANS
-  kCodecHuffman = 4,   // reserved for v1.1: multi-stream Huffman
+  kCodecZstd = 2,      // 1.1: one zstd frame
+  kCodecRans = 3,      // 1.1: interleaved order-0 rANS
+  kCodecHuffman = 4,   // 1.1: multi-stream canonical Huffman
 };
 
 // Sequence table: codes 0..N-1 index it; kEscape is never a table code;

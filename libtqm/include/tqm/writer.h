@@ -21,6 +21,17 @@ namespace tqm {
 
 enum class Granularity { kTensor, kRow };
 
+// How the writer picks each chunk's codec among those it tries (stored,
+// seqtable when the table is non-empty, Huffman, rANS, and zstd for kSize):
+//  kSize:     the smallest encoding (ties: the faster codec).
+//  kBalanced: the fastest-decoding codec whose size is within 2 % of the
+//             smallest (decode speed order: stored, seqtable, Huffman, rANS,
+//             zstd).
+//  kSpeed:    the fastest codec that saves at least 3 % over stored; stored
+//             when none does.
+// Float32 tensors are always stored (used in place from the mapping).
+enum class Profile { kSize, kBalanced, kSpeed };
+
 struct PackProgress {
   int pass = 0;            // 1: counting table groups, 2: encoding
   size_t tensor = 0;       // tensors done in this pass
@@ -38,6 +49,14 @@ struct PackOptions {
   // Decoded bytes per chunk (a multiple of 4, at most
   // format::kMaxChunkDecodedSize).
   uint32_t chunk_size = format::kDefaultChunkSize;
+  Profile profile = Profile::kBalanced;
+  // Try the entropy codecs (Huffman, rANS; zstd in kSize). Off: stored and
+  // seqtable only, as in format 1.0 files.
+  bool entropy = true;
+  // zstd level tried by Profile::kSize (0 disables zstd).
+  int zstd_level = 19;
+  // Threads encoding chunks in parallel (0 = all cores).
+  unsigned threads = 0;
   // Upper bound on sequence-table entries (0 disables the seqtable codec).
   uint32_t max_table_entries = format::kMaxTableEntries;
   // Memory bound for counting table groups: at most this many distinct
@@ -65,6 +84,7 @@ struct PackStats {
   uint64_t groups = 0;             // 4-byte groups in quantized tensors
   uint64_t escaped_groups = 0;     // of those, not in the table
   uint64_t group_count_prunes = 0; // times the bounded group counter pruned
+  uint64_t chunks_by_codec[8] = {};  // indexed by format::Codec
   uint64_t chunks_stored = 0;
   uint64_t chunks_seqtable = 0;
   // Bytes of the quantized tensors' chunks plus table if every one of them

@@ -1,0 +1,142 @@
+// Order-0 entropy codecs for the bytes of one chunk (format.h: kCodecRans,
+// kCodecHuffman, kCodecZstd): interleaved rANS, multi-stream canonical
+// Huffman, and thin wrappers over libzstd. All are pure functions over spans.
+//
+// The decoders take untrusted bytes. They never read or write outside the
+// spans they are given, always terminate, validate the symbol tables they
+// read (frequencies sum to the precision, code lengths form a complete prefix
+// code) and return DataLossError for anything that does not decode to exactly
+// out.size() bytes with every input byte consumed. `out` may be partly
+// written when they fail. None of them records the decoded size: the caller
+// knows it (the chunk record) and passes it as out.size().
+//
+// The encoded forms are described in spec/FORMAT.md ("Entropy codecs"); the
+// constants below are part of that format and frozen with it.
+
+#ifndef TQM_SRC_ENTROPY_H_
+#define TQM_SRC_ENTROPY_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/types/span.h"
+
+namespace tqm {
+
+// ---- rANS ----------------------------------------------------------------
+
+// Appends the rANS encoding of `in` to *out. Returns InvalidArgumentError
+// when in.size() > kEntropyMaxInput (the format's limit; chunks are far
+// smaller). The output is never more than in.size() + 1 bytes.
+absl::Status EncodeRans(absl::Span<const uint8_t> in, std::string* out);
+
+// Decodes a rANS encoding `in` into exactly out.size() bytes.
+absl::Status DecodeRans(absl::Span<const uint8_t> in, absl::Span<uint8_t> out);
+
+// ---- Huffman -------------------------------------------------------------
+
+// Appends the Huffman encoding of `in` to *out; same limits as EncodeRans.
+// Faster to decode than rANS, but its integer code lengths cost more than
+// rANS on peaked distributions: compare sizes before choosing it.
+absl::Status EncodeHuffman(absl::Span<const uint8_t> in, std::string* out);
+
+// Decodes a Huffman encoding `in` into exactly out.size() bytes.
+absl::Status DecodeHuffman(absl::Span<const uint8_t> in, absl::Span<uint8_t> out);
+
+// ---- zstd ----------------------------------------------------------------
+
+// Appends one zstd frame holding `in` (with its content size) to *out,
+// compressed at `level` (libzstd's range, e.g. 1..19; 3 is its default).
+absl::Status EncodeZstd(absl::Span<const uint8_t> in, int level, std::string* out);
+
+// Decodes a single zstd frame `in` into exactly out.size() bytes. Rejects
+// frames that do not declare their content size, declare another size, hold
+// trailing bytes, or are not exactly one valid frame.
+absl::Status DecodeZstd(absl::Span<const uint8_t> in, absl::Span<uint8_t> out);
+
+// ---- Helpers -------------------------------------------------------------
+
+// Total order-0 (empirical) entropy of `data` in bits:
+// sum over byte values b of count(b) * log2(size / count(b)). Zero when
+// `data` has at most one distinct byte value.
+double Order0EntropyBits(absl::Span<const uint8_t> data);
+
+// Largest input the rANS and Huffman encoders accept (2^30 bytes).
+inline constexpr size_t kEntropyMaxInput = size_t{1} << 30;
+
+namespace entropy_internal {
+
+// First byte of a rANS or Huffman encoding.
+enum EntropyMode : uint8_t {
+  kModeRaw = 0,       // the bytes verbatim (empty input; incompressible data)
+  kModeConstant = 1,  // one byte: every output byte has this value
+  kModeCoded = 2,     // a symbol table, then the codec's payload
+};
+
+// rANS: 32-bit words, 64-bit states held in 7 bytes, 8 interleaved states,
+// frequencies summing to 2^kRansPrecision, renormalized once per two symbols
+// of a state.
+inline constexpr int kRansPrecision = 12;
+inline constexpr int kRansLanes = 8;
+inline constexpr int kRansStateBytes = 7;
+inline constexpr uint64_t kRansLow = uint64_t{1} << 24;  // states lie in [L, 2^32 L)
+
+// Huffman: code lengths 1..kHuffmanMaxLength, kHuffmanStreams independent
+// bit streams, each coding a contiguous slice of the output.
+inline constexpr int kHuffmanMaxLength = 12;
+inline constexpr int kHuffmanStreams = 8;
+
+// Counts of each byte value in `in`.
+void Histogram(absl::Span<const uint8_t> in, uint32_t counts[256]);
+
+// The symbol table block shared by rANS (frequencies) and Huffman (code
+// lengths): the lowest and highest symbol with a nonzero value, one byte
+// each, then the values of the symbols between them as adaptively
+// Rice-coded zigzag differences from the previous value, LSB-first, padded
+// to a byte. Every value must be <= max_value (< 2^15).
+void WriteSymbolValues(const uint32_t values[256], uint32_t max_value, std::string* out);
+
+// Reads a block written by WriteSymbolValues from in[*pos...], sets
+// values[0..255] and advances *pos past it. Returns DataLossError when the
+// block is cut off, lo > hi, or a value is out of [0, max_value]. `what`
+// names the block in messages.
+absl::Status ReadSymbolValues(absl::Span<const uint8_t> in, size_t* pos,
+                              uint32_t max_value, const char* what,
+                              uint32_t values[256]);
+
+// Rescales `counts` (of `total` symbols, >= 2 distinct) to frequencies that
+// sum to 2^precision, every present symbol >= 1, minimizing the coded size
+// sum(count * log2(2^precision / freq)).
+void NormalizeFrequencies(const uint32_t counts[256], uint64_t total, int precision,
+                          uint32_t freqs[256]);
+
+// Optimal code lengths of at most `max_length` bits for `counts`
+// (>= 2 distinct symbols; 2^max_length >= their number), by package-merge.
+void LimitedHuffmanLengths(const uint32_t counts[256], int max_length,
+                           uint8_t lengths[256]);
+
+// Which implementation of a decoder's inner loop to use; tests pin each one.
+// kAuto picks the best this CPU supports; kPortable is plain C++ (the
+// baseline x86-64 or any other target); kBmi2 uses BMI2 shifts where the CPU
+// has them and is kPortable elsewhere.
+enum class Isa { kAuto, kPortable, kBmi2 };
+
+absl::Status DecodeRansWith(Isa isa, absl::Span<const uint8_t> in,
+                            absl::Span<uint8_t> out);
+absl::Status DecodeHuffmanWith(Isa isa, absl::Span<const uint8_t> in,
+                               absl::Span<uint8_t> out);
+
+// Huffman encoding with another length limit (<= kHuffmanMaxLength), for
+// benchmarks that compare limits.
+absl::Status EncodeHuffmanWithLimit(absl::Span<const uint8_t> in, int max_length,
+                                    std::string* out);
+
+// Whether this CPU has BMI2 (and this build can use it).
+bool HaveBmi2();
+
+}  // namespace entropy_internal
+}  // namespace tqm
+
+#endif  // TQM_SRC_ENTROPY_H_
