@@ -287,6 +287,13 @@ TEST(Writer, RejectsBadInput) {
   auto r = tqm::PackToString(nan, {});
   ASSERT_FALSE(r.ok());
   EXPECT_NE(r.status().message().find("bad.weight"), std::string::npos) << r.status();
+  tqm::MemorySource bad_name;
+  bad_name.Add(std::string("w\xff\xfe"), {2}, {1, 2});
+  EXPECT_FALSE(tqm::PackToString(bad_name, {}).ok());
+  tqm::MemorySource bad_meta;
+  bad_meta.Add("w", {2}, {1, 2});
+  bad_meta.AddMeta({"k", tqm::MetaValue::String("\xc3")});
+  EXPECT_FALSE(tqm::PackToString(bad_meta, {}).ok());
   tqm::MemorySource dup;
   dup.Add("a", {2}, {1, 2});
   dup.Add("a", {2}, {1, 2});

@@ -21,6 +21,7 @@
 #include "atomic_file.h"
 #include "checksum.h"
 #include "entropy.h"
+#include "json.h"
 #include "cursor.h"
 #include "tqm/codec.h"
 #include "tqm/quantize.h"
@@ -170,6 +171,10 @@ absl::Status CheckMetadata(const std::vector<MetaEntry>& meta) {
         return absl::InvalidArgumentError(
             absl::StrFormat("metadata key '%s' has characters outside [A-Za-z0-9._-]", e.key));
       }
+    }
+    if (e.value.type == format::kMetaString && !json::IsValidUtf8(e.value.bytes)) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("metadata '%s': STRING value is not valid UTF-8", e.key));
     }
     if (e.value.bytes.size() > 0xFFFFFFFFu) {
       return absl::InvalidArgumentError(absl::StrFormat("metadata '%s' too large", e.key));
@@ -373,7 +378,7 @@ absl::StatusOr<PackStats> PackTo(TensorSource& src, const PackOptions& o, Sink* 
   absl::flat_hash_map<std::string, int> names;
   for (const SourceTensor& t : tensors) {
     if (t.name.empty() || t.name.size() > format::kMaxNameLength ||
-        t.name.find('\0') != std::string::npos) {
+        t.name.find('\0') != std::string::npos || !json::IsValidUtf8(t.name)) {
       return absl::InvalidArgumentError(absl::StrFormat("tensor name '%s' is invalid", t.name));
     }
     if (!names.emplace(t.name, 0).second) {
