@@ -143,25 +143,31 @@ struct EncodedTensor {
 };
 
 struct ModelStats {
-  uint64_t layer_requests = 0;   // Layer() calls that succeeded
-  uint64_t hits = 0;             // found decoded
-  uint64_t waits = 0;            // waited for another thread's decode
-  uint64_t decodes = 0;          // layer decodes completed (any thread)
+  uint64_t layer_requests = 0;  // Layer() calls that succeeded
+  uint64_t hits = 0;            // found decoded
+  uint64_t waits = 0;           // waited for another thread's decode
+  uint64_t decodes = 0;         // layer decodes completed (any thread)
   uint64_t decode_failures = 0;
-  uint64_t prefetches = 0;       // background decodes started
-  uint64_t prefetch_hits = 0;    // Layer() found a prefetched layer
-  uint64_t prefetch_skipped = 0; // no room in the budget
+  uint64_t prefetches = 0;        // background decodes started
+  uint64_t prefetch_hits = 0;     // Layer() found a prefetched layer
+  uint64_t prefetch_skipped = 0;  // no room in the budget
   uint64_t evictions = 0;
-  uint64_t over_budget = 0;      // decodes that went over the budget
-  uint64_t resident_bytes = 0;   // decoded bytes held now (incl. decoding)
-  uint64_t peak_resident_bytes = 0;
-  uint64_t decoded_bytes = 0;    // total bytes produced by decodes
-  double decode_seconds = 0;     // summed wall time of layer decodes
+  uint64_t over_budget = 0;     // decodes that went over the budget
+  uint64_t resident_bytes = 0;  // decoded bytes held now (incl. decoding)
+  // Buffers of evicted layers kept for reuse by the next decode of the same
+  // size (budgeted models only); resident + cached stays within the budget.
+  uint64_t cached_bytes = 0;
+  uint64_t peak_resident_bytes = 0;  // of resident + cached
+  uint64_t decoded_bytes = 0;        // total bytes produced by decodes
+  double decode_seconds = 0;         // summed wall time of layer decodes
 };
 
 class Model;
 namespace internal {
-struct LayerState;  // loader.cc
+// loader.cc
+struct LayerState;
+class Buffer;
+struct SpareBuffers;
 }  // namespace internal
 
 // Pins one decoded layer. Move-only; the pin is dropped by the destructor or
@@ -266,6 +272,21 @@ class Model {
   // With mu_ held: marks `st` absent and clears its decoded views (the
   // caller takes its buffer).
   void FreeLayer(LayerState* st);
+  // With mu_ held: bytes counted against the budget (resident + cached).
+  uint64_t Held() const;
+  // With mu_ held: the least recently used evictable layer, or nullptr.
+  LayerState* LruVictim(bool for_prefetch) const;
+  // With mu_ held: evicts `st`; its buffer becomes spare (budgeted models)
+  // or goes to `freed`, to be released after the lock is dropped.
+  void EvictLocked(LayerState* st, std::vector<internal::Buffer>* freed);
+  // With mu_ held: counts `bytes` more as resident, taking a spare buffer of
+  // that size into *reuse if there is one, else dropping spare buffers and
+  // evicting LRU unpinned layers until they fit. False (nothing counted)
+  // when they cannot fit.
+  bool Reserve(uint64_t bytes, bool for_prefetch, internal::Buffer* reuse,
+               std::vector<internal::Buffer>* freed);
+  // With mu_ held: back within the budget as far as pins allow.
+  void TrimLocked(std::vector<internal::Buffer>* freed);
   // Decodes into st (mu_ not held; st->state is kDecoding).
   absl::Status Decode(LayerState* st);
   void Unpin(LayerState* st);
@@ -277,12 +298,13 @@ class Model {
   bool mapped_ = false;
   int num_layers_ = 0;
   std::vector<std::unique_ptr<LayerState>> layers_;
-  absl::flat_hash_map<int, int> slot_;   // layer number -> index in layers_
-  std::vector<int> numbered_;            // layer numbers >= 0, ascending
-  std::vector<int> tensor_layer_;        // reader tensor -> layer number
-  std::vector<int> tensor_view_;         // reader tensor -> index in its layer
+  absl::flat_hash_map<int, int> slot_;  // layer number -> index in layers_
+  std::vector<int> numbered_;           // layer numbers >= 0, ascending
+  std::vector<int> tensor_layer_;       // reader tensor -> layer number
+  std::vector<int> tensor_view_;        // reader tensor -> index in its layer
   std::unique_ptr<std::atomic<uint8_t>[]> verified_;  // per tensor (Encoded)
   std::unique_ptr<ThreadPool> pool_;
+  std::unique_ptr<internal::SpareBuffers> spare_;  // guarded by mu_
 
   mutable std::mutex mu_;
   std::condition_variable cv_;
