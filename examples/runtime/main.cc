@@ -115,6 +115,7 @@ int main(int argc, char** argv) {
   if (emitted > 1) {
     const double s =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    std::fflush(stdout);
     std::fprintf(stderr, "achieved tok/s: %.1f (mode %s, open %.1f ms)\n",
                  (emitted - 1) / s, rt::ModeName(*mode), open_s * 1e3);
   }
