@@ -162,7 +162,8 @@ absl::Status ReadSymbolValues(absl::Span<const uint8_t> in, size_t* pos,
   std::fill(values, values + 256, 0u);
   if (*pos > in.size() || in.size() - *pos < 2) return error("cut off", *pos);
   int lo = in[*pos], hi = in[*pos + 1];
-  if (lo > hi) return error(absl::StrFormat("lowest symbol %d > highest %d", lo, hi).c_str(), *pos);
+  if (lo > hi)
+    return error(absl::StrFormat("lowest symbol %d > highest %d", lo, hi).c_str(), *pos);
   BitReader br(in, *pos + 2);
   RiceModel model;
   int32_t prev = 0;
@@ -184,9 +185,10 @@ absl::Status ReadSymbolValues(absl::Span<const uint8_t> in, size_t* pos,
     }
     int64_t v = static_cast<int64_t>(prev) + UnZigZag(u);
     if (v < 0 || v > static_cast<int64_t>(max_value)) {
-      return error(absl::StrFormat("symbol %d has value %d, outside [0, %d]", s, v, max_value)
-                       .c_str(),
-                   br.pos());
+      return error(
+          absl::StrFormat("symbol %d has value %d, outside [0, %d]", s, v, max_value)
+              .c_str(),
+          br.pos());
     }
     values[s] = static_cast<uint32_t>(v);
     prev = static_cast<int32_t>(v);
@@ -218,7 +220,8 @@ void NormalizeFrequencies(const uint32_t counts[256], uint64_t total, int precis
   double gain[256], loss[256];
   auto update = [&](int s) {
     gain[s] = counts[s] * std::log2((freqs[s] + 1.0) / freqs[s]);
-    loss[s] = freqs[s] <= 1 ? HUGE_VAL : counts[s] * std::log2(freqs[s] / (freqs[s] - 1.0));
+    loss[s] =
+        freqs[s] <= 1 ? HUGE_VAL : counts[s] * std::log2(freqs[s] / (freqs[s] - 1.0));
   };
   for (int s = 0; s < 256; ++s) {
     if (counts[s] != 0) {
@@ -228,8 +231,12 @@ void NormalizeFrequencies(const uint32_t counts[256], uint64_t total, int precis
       loss[s] = HUGE_VAL;
     }
   }
-  auto best_gain = [&]() { return static_cast<int>(std::max_element(gain, gain + 256) - gain); };
-  auto least_loss = [&]() { return static_cast<int>(std::min_element(loss, loss + 256) - loss); };
+  auto best_gain = [&]() {
+    return static_cast<int>(std::max_element(gain, gain + 256) - gain);
+  };
+  auto least_loss = [&]() {
+    return static_cast<int>(std::min_element(loss, loss + 256) - loss);
+  };
   while (sum < target) {
     int s = best_gain();
     ++freqs[s];

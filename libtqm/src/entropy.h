@@ -38,8 +38,11 @@ absl::Status DecodeRans(absl::Span<const uint8_t> in, absl::Span<uint8_t> out);
 // ---- Huffman -------------------------------------------------------------
 
 // Appends the Huffman encoding of `in` to *out; same limits as EncodeRans.
-// Faster to decode than rANS, but its integer code lengths cost more than
-// rANS on peaked distributions: compare sizes before choosing it.
+// Faster to decode than rANS, but its whole-bit code lengths cost more:
+// ~0.5-0.8% over the order-0 bound on quantized Gaussian weights against
+// rANS's ~0.3%, and more on peaked (heavy-tailed, low-entropy) data, so
+// compare sizes before choosing it. Uses codes of at most 11 bits (faster)
+// unless they cost more than kHuffmanShortCodeSlack over 12-bit ones.
 absl::Status EncodeHuffman(absl::Span<const uint8_t> in, std::string* out);
 
 // Decodes a Huffman encoding `in` into exactly out.size() bytes.
@@ -84,9 +87,12 @@ inline constexpr int kRansStateBytes = 7;
 inline constexpr uint64_t kRansLow = uint64_t{1} << 24;  // states lie in [L, 2^32 L)
 
 // Huffman: code lengths 1..kHuffmanMaxLength, kHuffmanStreams independent
-// bit streams, each coding a contiguous slice of the output.
+// bit streams; stream k codes output bytes k, k + 8, k + 16, ...
 inline constexpr int kHuffmanMaxLength = 12;
 inline constexpr int kHuffmanStreams = 8;
+// Relative size EncodeHuffman gives up for 11-bit instead of 12-bit codes.
+// (An encoder choice, not part of the format.)
+inline constexpr double kHuffmanShortCodeSlack = 0.0025;
 
 // Counts of each byte value in `in`.
 void Histogram(absl::Span<const uint8_t> in, uint32_t counts[256]);
@@ -103,8 +109,7 @@ void WriteSymbolValues(const uint32_t values[256], uint32_t max_value, std::stri
 // block is cut off, lo > hi, or a value is out of [0, max_value]. `what`
 // names the block in messages.
 absl::Status ReadSymbolValues(absl::Span<const uint8_t> in, size_t* pos,
-                              uint32_t max_value, const char* what,
-                              uint32_t values[256]);
+                              uint32_t max_value, const char* what, uint32_t values[256]);
 
 // Rescales `counts` (of `total` symbols, >= 2 distinct) to frequencies that
 // sum to 2^precision, every present symbol >= 1, minimizing the coded size
@@ -118,9 +123,10 @@ void LimitedHuffmanLengths(const uint32_t counts[256], int max_length,
                            uint8_t lengths[256]);
 
 // Which implementation of a decoder's inner loop to use; tests pin each one.
-// kAuto picks the best this CPU supports; kPortable is plain C++ (the
-// baseline x86-64 or any other target); kBmi2 uses BMI2 shifts where the CPU
-// has them and is kPortable elsewhere.
+// kAuto picks the best this CPU supports; kPortable is plain C++ for the
+// build's baseline target; kBmi2 uses BMI2/LZCNT (bzhi, shrx, lzcnt) where
+// the CPU has them and is kPortable elsewhere. Only Huffman has a BMI2 loop;
+// rANS has one loop for all (BMI2 did not make it faster).
 enum class Isa { kAuto, kPortable, kBmi2 };
 
 absl::Status DecodeRansWith(Isa isa, absl::Span<const uint8_t> in,
@@ -128,8 +134,8 @@ absl::Status DecodeRansWith(Isa isa, absl::Span<const uint8_t> in,
 absl::Status DecodeHuffmanWith(Isa isa, absl::Span<const uint8_t> in,
                                absl::Span<uint8_t> out);
 
-// Huffman encoding with another length limit (<= kHuffmanMaxLength), for
-// benchmarks that compare limits.
+// Huffman encoding with codes of at most `max_length` bits (8..12), or 0
+// for EncodeHuffman's choice between 11 and 12.
 absl::Status EncodeHuffmanWithLimit(absl::Span<const uint8_t> in, int max_length,
                                     std::string* out);
 

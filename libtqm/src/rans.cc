@@ -40,8 +40,9 @@ using entropy_internal::kRansStateBytes;
 constexpr uint32_t kM = 1u << kRansPrecision;
 constexpr uint32_t kMask = kM - 1;
 constexpr uint64_t kL = kRansLow;
-constexpr int kGroup = 2;                       // symbols per lane per renormalization
-constexpr size_t kGroupBytes = kRansLanes * kGroup;  // output bytes per group of all lanes
+constexpr int kGroup = 2;  // symbols per lane per renormalization
+constexpr size_t kGroupBytes =
+    kRansLanes * kGroup;  // output bytes per group of all lanes
 static_assert(kGroup * kRansPrecision <= 24, "a group must fit one 32-bit read");
 static_assert(kRansLow == uint64_t{1} << (kGroup * kRansPrecision), "");
 
@@ -212,8 +213,8 @@ absl::Status DecodeLanes(const DecodeTable& t, const uint64_t st[kRansLanes],
 absl::Status EncodeRans(absl::Span<const uint8_t> in, std::string* out) {
   const size_t n = in.size();
   if (n > kEntropyMaxInput) {
-    return absl::InvalidArgumentError(
-        absl::StrFormat("rans: input of %d bytes exceeds the limit of %d", n, kEntropyMaxInput));
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "rans: input of %d bytes exceeds the limit of %d", n, kEntropyMaxInput));
   }
   auto raw = [&]() {
     out->push_back(static_cast<char>(kModeRaw));
@@ -285,7 +286,8 @@ absl::Status EncodeRans(absl::Span<const uint8_t> in, std::string* out) {
   out->resize(start + header + 4 * words.size());
   uint8_t* o = reinterpret_cast<uint8_t*>(&(*out)[start + coded.size()]);
   for (int j = 0; j < kRansLanes; ++j) {
-    for (int b = 0; b < kRansStateBytes; ++b) *o++ = static_cast<uint8_t>(x[j] >> (8 * b));
+    for (int b = 0; b < kRansStateBytes; ++b)
+      *o++ = static_cast<uint8_t>(x[j] >> (8 * b));
   }
   for (size_t k = words.size(); k-- > 0; o += 4) Put32(o, words[k]);
   return absl::OkStatus();
@@ -300,7 +302,8 @@ absl::Status DecodeRansWith(Isa isa, absl::Span<const uint8_t> in,
   const uint8_t mode = in[0];
   if (mode == kModeRaw) {
     if (in.size() - 1 != n) {
-      return Corrupt(absl::StrFormat("raw chunk holds %d bytes, expected %d", in.size() - 1, n));
+      return Corrupt(
+          absl::StrFormat("raw chunk holds %d bytes, expected %d", in.size() - 1, n));
     }
     if (n != 0) std::memcpy(out.data(), in.data() + 1, n);
     return absl::OkStatus();
@@ -320,7 +323,8 @@ absl::Status DecodeRansWith(Isa isa, absl::Span<const uint8_t> in,
   DecodeTable table;
   s = BuildDecodeTable(freqs, &table);
   if (!s.ok()) return s;
-  if (in.size() - pos < kRansLanes * kRansStateBytes) return Corrupt("lane states cut off");
+  if (in.size() - pos < kRansLanes * kRansStateBytes)
+    return Corrupt("lane states cut off");
   uint64_t st[kRansLanes];
   for (int j = 0; j < kRansLanes; ++j) {
     uint64_t v = 0;

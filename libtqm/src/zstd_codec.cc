@@ -52,7 +52,8 @@ absl::Status DecodeZstd(absl::Span<const uint8_t> in, absl::Span<uint8_t> out) {
   // input (ZSTD_findFrameCompressedSize), which rules out trailing bytes and
   // concatenated frames that ZSTD_decompress would otherwise accept.
   const unsigned long long declared = ZSTD_getFrameContentSize(in.data(), in.size());
-  if (declared == ZSTD_CONTENTSIZE_ERROR) return absl::DataLossError("zstd: not a zstd frame");
+  if (declared == ZSTD_CONTENTSIZE_ERROR)
+    return absl::DataLossError("zstd: not a zstd frame");
   if (declared == ZSTD_CONTENTSIZE_UNKNOWN) {
     return absl::DataLossError("zstd: frame does not declare its content size");
   }
@@ -62,12 +63,13 @@ absl::Status DecodeZstd(absl::Span<const uint8_t> in, absl::Span<uint8_t> out) {
   }
   const size_t frame = ZSTD_findFrameCompressedSize(in.data(), in.size());
   if (ZSTD_isError(frame) || frame != in.size()) {
-    return absl::DataLossError(
-        absl::StrFormat("zstd: input is not exactly one frame (%s)",
-                        ZSTD_isError(frame) ? ZSTD_getErrorName(frame) : "trailing bytes"));
+    return absl::DataLossError(absl::StrFormat(
+        "zstd: input is not exactly one frame (%s)",
+        ZSTD_isError(frame) ? ZSTD_getErrorName(frame) : "trailing bytes"));
   }
   ZSTD_DCtx* ctx = ThreadDCtx();
-  if (ctx == nullptr) return absl::ResourceExhaustedError("zstd: cannot allocate a context");
+  if (ctx == nullptr)
+    return absl::ResourceExhaustedError("zstd: cannot allocate a context");
   const size_t n = ZSTD_decompressDCtx(ctx, out.data(), out.size(), in.data(), in.size());
   if (ZSTD_isError(n)) {
     return absl::DataLossError(absl::StrFormat("zstd: %s", ZSTD_getErrorName(n)));
