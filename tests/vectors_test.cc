@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdlib>
+#include <random>
 #include <sstream>
 
 #include "test_util.h"
@@ -75,7 +76,32 @@ tqm::PackOptions StoredOptions() {
   return o;
 }
 
+// "entropy" (format 1.1): Gaussian weights in 4 KiB chunks plus a skewed
+// low-entropy tensor; the size profile picks Huffman for some chunks and rANS
+// for others. zstd is left out: its output may differ between libzstd
+// versions, and the vectors must be reproducible byte for byte.
+tqm::MemorySource Entropy() {
+  tqm::MemorySource m;
+  m.Add("model.layers.0.self_attn.q_proj.weight", {64, 128},
+        tqm_test::Gaussian(64 * 128, 9, 0.02f));
+  std::vector<float> skew(4096);
+  std::mt19937 rng(5);
+  for (float& x : skew) x = (rng() % 16 == 0) ? static_cast<float>(rng() % 64) : 0.0f;
+  skew[0] = 255.0f;
+  m.Add("model.layers.0.mlp.down_proj.weight", {32, 128}, skew);
+  m.Add("model.norm.weight", {16}, tqm_test::Gaussian(16, 2, 1.0f));
+  return m;
+}
+tqm::PackOptions EntropySizeOptions() {
+  tqm::PackOptions o;
+  o.profile = tqm::Profile::kSize;
+  o.zstd_level = 0;
+  o.chunk_size = 4096;
+  return o;
+}
+
 const Vector kVectors[] = {
+    {"entropy", Entropy, EntropySizeOptions},
     {"tiny", Tiny, TinyOptions},
     {"rows", Rows, RowsOptions},
     {"stored", Stored, StoredOptions},
@@ -118,6 +144,18 @@ TEST(Vectors, DecodeToTheirGoldenBytes) {
     EXPECT_EQ(DecodedBytes(**r), decoded);
     EXPECT_EQ(*packed, golden) << "the writer no longer reproduces " << path;
   }
+}
+
+TEST(Vectors, EntropyVectorsUseTheEntropyCodecs) {
+  auto r = tqm::Reader::Open(Dir() + "entropy.tqm");
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ((*r)->header().minor, 1);
+  int codecs[8] = {};
+  for (const auto& t : (*r)->tensors()) {
+    for (const auto& c : t.chunks) ++codecs[c.codec];
+  }
+  EXPECT_GT(codecs[tqm::format::kCodecRans], 0);
+  EXPECT_GT(codecs[tqm::format::kCodecHuffman], 0);
 }
 
 TEST(Vectors, TinyUsesEveryFeatureOfTheSeqtableCodec) {
