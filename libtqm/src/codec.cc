@@ -102,12 +102,14 @@ absl::Status DecodeSeqTable(absl::Span<const uint8_t> in,
   const uint32_t n = static_cast<uint32_t>(table.size());
   size_t g = 0;
   while (g < groups) {
-    // Fast path: eight table codes in a row.
+    // Fast path: up to eight table codes in a row. The codes before the first
+    // escape or invalid code are expanded without further branches; that
+    // code then takes the careful path below.
     if (groups - g >= 8 && end - p >= 16) {
       uint16_t c[8];
       std::memcpy(c, p, 16);
       uint32_t bad = 0;
-      for (int k = 0; k < 8; ++k) bad |= static_cast<uint32_t>(c[k] >= n);
+      for (int k = 0; k < 8; ++k) bad |= static_cast<uint32_t>(c[k] >= n) << k;
       if (!bad) {
         for (int k = 0; k < 8; ++k) std::memcpy(o + 4 * k, &t[c[k]], 4);
         p += 16;
@@ -115,6 +117,18 @@ absl::Status DecodeSeqTable(absl::Span<const uint8_t> in,
         g += 8;
         continue;
       }
+      // Expand all eight with clamped indices (branch-free, in bounds since
+      // n >= 1 here), then keep only the valid prefix.
+      const int valid = __builtin_ctz(bad);
+      if (n > 0) {
+        for (int k = 0; k < 8; ++k) {
+          const uint32_t idx = c[k] < n ? c[k] : n - 1;
+          std::memcpy(o + 4 * k, &t[idx], 4);
+        }
+      }
+      p += 2 * valid;
+      o += 4 * valid;
+      g += valid;
     }
     if (end - p < 2) return SeqError("payload ends inside the codes", p - in.data());
     uint16_t code = Load16(p);
