@@ -1,103 +1,100 @@
-// tqm-unpack: take everything a .tqm file holds back out as safetensors.
+// tqm-unpack: take everything a .tqm file holds back out as safetensors, a
+// GGUF file for llama.cpp, or a llama2.c checkpoint for run.c. A thin main
+// over tqm/export.h.
 
 #include <iostream>
+#include <string>
 
 #include "CLI/CLI.hpp"
-#include "absl/strings/str_cat.h"
 #include "tool_util.h"
+#include "tqm/export.h"
 #include "tqm/inspect.h"
 #include "tqm/reader.h"
-#include "tqm/safetensors.h"
-#include "tqm/status.h"
-
-namespace {
-
-absl::Status Unpack(const tqm::Reader& r, const std::string& out, bool u8) {
-  std::vector<tqm::SafetensorsEntry> entries;
-  for (const tqm::TensorInfo& t : r.tensors()) {
-    if (u8 && t.quantized()) {
-      entries.push_back({t.name, "U8", t.dims});
-      entries.push_back({t.name + ".scale", "F32", {t.affine.size()}});
-      entries.push_back({t.name + ".zero", "F32", {t.affine.size()}});
-    } else {
-      entries.push_back({t.name, "F32", t.dims});
-    }
-  }
-  std::vector<std::pair<std::string, std::string>> meta;
-  for (const tqm::MetaEntry& e : r.metadata()) {
-    switch (e.value.type) {
-      case tqm::format::kMetaInt64:
-        meta.push_back({e.key, absl::StrCat(e.value.int64)});
-        break;
-      case tqm::format::kMetaFloat64:
-        meta.push_back({e.key, absl::StrCat(e.value.float64)});
-        break;
-      case tqm::format::kMetaString:
-        meta.push_back({e.key, e.value.bytes});
-        break;
-      default:
-        break;  // opaque bytes (tokenizer) do not fit safetensors' string map
-    }
-  }
-  meta.push_back({"tqm.unpacked_as", u8 ? "u8" : "f32"});
-  auto w = tqm::SafetensorsWriter::Create(out, entries, meta);
-  if (!w.ok()) return w.status();
-  std::vector<uint8_t> q;
-  std::vector<float> f;
-  for (size_t i = 0; i < r.tensors().size(); ++i) {
-    const tqm::TensorInfo& t = r.tensors()[i];
-    if (u8 && t.quantized()) {
-      q.resize(t.byte_size);
-      TQM_RETURN_IF_ERROR(r.DecodeTensor(i, absl::MakeSpan(q)));
-      TQM_RETURN_IF_ERROR((*w)->Write(q));
-      std::vector<float> scale, zero;
-      for (const tqm::Affine& a : t.affine) {
-        scale.push_back(a.scale);
-        zero.push_back(a.zero);
-      }
-      for (auto* v : {&scale, &zero}) {
-        TQM_RETURN_IF_ERROR((*w)->Write(absl::Span<const uint8_t>(
-            reinterpret_cast<const uint8_t*>(v->data()), v->size() * 4)));
-      }
-    } else {
-      f.resize(t.numel);
-      TQM_RETURN_IF_ERROR(r.ReadFloat(i, absl::MakeSpan(f)));
-      TQM_RETURN_IF_ERROR((*w)->Write(absl::Span<const uint8_t>(
-          reinterpret_cast<const uint8_t*>(f.data()), f.size() * 4)));
-    }
-  }
-  return (*w)->Finish();
-}
-
-}  // namespace
 
 int main(int argc, char** argv) {
   CLI::App app{
-      "tqm-unpack: write every tensor of a .tqm file to a safetensors file.\n\n"
-      "--dtype f32 (default): float32 values, dequantized as scale * (q - zero).\n"
-      "--dtype u8: quantized tensors as U8 with companion F32 tensors NAME.scale and\n"
-      "NAME.zero (one value per tensor, or one per row); float32 tensors stay F32.\n"
-      "String and number metadata go to the safetensors __metadata__ map.\n"
-      "Every chunk is checksum-verified while decoding; the output is written atomically.\n\n"
-      "Example:\n"
-      "  tqm-unpack stories260K.tqm -o stories260K.safetensors\n"};
-  std::string file, output, dtype = "f32";
+      "tqm-unpack: write every tensor of a .tqm file to another format.\n\n"
+      "--format safetensors (default):\n"
+      "  --dtype f32 (default) | f16 | bf16: values dequantized as scale * (q - zero);\n"
+      "  --dtype u8: quantized tensors as U8 with companion F32 tensors NAME.scale and\n"
+      "  NAME.zero (one value per tensor, or one per row); float32 tensors stay F32.\n"
+      "  String and number metadata go to the safetensors __metadata__ map.\n"
+      "--format gguf: GGUF v3 with llama.cpp's tensor names and metadata keys, loadable\n"
+      "  by llama.cpp; --dtype f32 (default) | f16 | q8_0 for the matrices (norms stay\n"
+      "  F32; q8_0 falls back to f16 for rows not a multiple of 32). The vocabulary "
+      "comes\n"
+      "  from the embedded llama2.c tokenizer (tqm-pack --tokenizer).\n"
+      "--format llama2c: a llama2.c v0 checkpoint that karpathy's run.c runs (float32).\n"
+      "GGUF and llama2.c need a complete Llama model; q/k rows are written in the Meta\n"
+      "rotary layout. --n-heads/--n-kv-heads/--seq-len supply hyperparameters the "
+      "file's\n"
+      "metadata lacks (e.g. after packing a bare safetensors file).\n"
+      "Every chunk is checksum-verified while decoding; the output is written "
+      "atomically.\n\n"
+      "Examples:\n"
+      "  tqm-unpack stories260K.tqm -o stories260K.safetensors\n"
+      "  tqm-unpack --format gguf --dtype q8_0 stories260K.tqm -o stories260K-q8_0.gguf\n"
+      "  tqm-unpack --format llama2c stories260K.tqm -o out.bin --tokenizer-out "
+      "tok.bin\n"};
+  std::string file, output, dtype = "f32", fmt = "safetensors", tokenizer_out;
+  int64_t n_heads = 0, n_kv_heads = 0, seq_len = 0;
   app.add_option("FILE", file, ".tqm file to unpack")->required();
-  app.add_option("-o,--output", output, "output .safetensors file")->required();
-  app.add_option("--dtype", dtype, "f32 (dequantized) or u8 (raw codes + scale/zero)")
-      ->check(CLI::IsMember({"f32", "u8"}));
+  app.add_option("-o,--output", output, "output file")->required();
+  app.add_option("--format", fmt, "safetensors (default), gguf or llama2c")
+      ->check(CLI::IsMember({"safetensors", "gguf", "llama2c"}));
+  app.add_option(
+         "--dtype", dtype,
+         "safetensors: f32, f16, bf16 or u8; gguf: f32, f16 or q8_0; llama2c: f32")
+      ->check(CLI::IsMember({"f32", "f16", "bf16", "u8", "q8_0"}));
+  app.add_option("--n-heads", n_heads, "attention heads (gguf, llama2c)")
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 30));
+  app.add_option("--n-kv-heads", n_kv_heads, "key/value heads (gguf, llama2c)")
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 30));
+  app.add_option("--seq-len", seq_len, "context length (gguf, llama2c; default 2048)")
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 30));
+  app.add_option(
+      "--tokenizer-out", tokenizer_out,
+      "also write the embedded llama2.c tokenizer (for run.c -z) to this file");
   CLI11_PARSE(app, argc, argv);
+
+  auto fail = [](const std::string& message) {
+    std::cerr << "tqm-unpack: " << tqm::EscapeForTerminal(message) << "\n";
+    return 1;
+  };
+  const bool ok_dtype = fmt == "safetensors" ? dtype != "q8_0"
+                        : fmt == "gguf"
+                            ? (dtype == "f32" || dtype == "f16" || dtype == "q8_0")
+                            : dtype == "f32";
+  if (!ok_dtype) {
+    return fail("--dtype " + dtype + " is not available with --format " + fmt);
+  }
   tqm::InstallCleanupHandlers();
   auto reader = tqm::Reader::Open(file);
-  if (!reader.ok()) {
-    std::cerr << "tqm-unpack: " << tqm::EscapeForTerminal(std::string(reader.status().message()))
-              << "\n";
-    return 1;
+  if (!reader.ok()) return fail(std::string(reader.status().message()));
+  tqm::ExportOverrides ov;
+  ov.n_heads = n_heads;
+  ov.n_kv_heads = n_kv_heads;
+  ov.seq_len = seq_len;
+  absl::Status s;
+  if (fmt == "safetensors") {
+    tqm::SafetensorsExportOptions opt;
+    opt.type = dtype == "u8"     ? tqm::SafetensorsExportType::kU8
+               : dtype == "f16"  ? tqm::SafetensorsExportType::kF16
+               : dtype == "bf16" ? tqm::SafetensorsExportType::kBF16
+                                 : tqm::SafetensorsExportType::kF32;
+    s = tqm::ExportSafetensors(**reader, output, opt);
+  } else if (fmt == "gguf") {
+    tqm::GgufExportOptions opt;
+    opt.type = dtype == "q8_0"  ? tqm::GgufExportType::kQ8_0
+               : dtype == "f16" ? tqm::GgufExportType::kF16
+                                : tqm::GgufExportType::kF32;
+    opt.overrides = ov;
+    s = tqm::ExportGguf(**reader, output, opt);
+  } else {
+    s = tqm::ExportLlama2c(**reader, output, ov);
   }
-  absl::Status s = Unpack(**reader, output, dtype == "u8");
-  if (!s.ok()) {
-    std::cerr << "tqm-unpack: " << tqm::EscapeForTerminal(std::string(s.message())) << "\n";
-    return 1;
-  }
+  if (s.ok() && !tokenizer_out.empty())
+    s = tqm::ExportLlama2cTokenizer(**reader, tokenizer_out);
+  if (!s.ok()) return fail(std::string(s.message()));
   return 0;
 }

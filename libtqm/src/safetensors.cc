@@ -28,6 +28,7 @@
 #include "atomic_file.h"
 #include "import_internal.h"
 #include "json.h"
+#include "safetensors_internal.h"
 #include "tqm/format.h"
 #include "tqm/import.h"
 #include "tqm/metadata.h"
@@ -78,6 +79,7 @@ class SafetensorsSource : public TensorSource {
 
   const std::vector<SourceTensor>& tensors() const override { return tensors_; }
   const std::vector<MetaEntry>& metadata() const override { return metadata_; }
+  void set_metadata(std::vector<MetaEntry> m) { metadata_ = std::move(m); }
 
   absl::Status Read(size_t i, std::vector<float>* out) override {
     if (i >= entries_.size()) {
@@ -261,13 +263,13 @@ struct Candidates {
 
 // Derives llama hyperparameters from Hugging Face Llama tensor names and
 // shapes. Only quantities every relevant tensor agrees on are returned.
-std::map<std::string, MetaValue> DeriveLlama(const std::vector<Entry>& entries) {
+std::map<std::string, MetaValue> DeriveLlama(const std::vector<SourceTensor>& tensors) {
   Candidates dim, vocab, hidden;
   std::set<int64_t> layers;
   bool embed = false, lm_head = false;
-  for (const Entry& e : entries) {
-    const std::string& n = e.tensor.name;
-    const std::vector<uint64_t>& d = e.tensor.dims;
+  for (const SourceTensor& e : tensors) {
+    const std::string& n = e.name;
+    const std::vector<uint64_t>& d = e.dims;
     const int32_t layer = LayerFromName(n);
     if (layer >= 0) layers.insert(layer);
     auto ends_with = [&](const char* suffix) {
@@ -353,15 +355,15 @@ std::string ValueText(const MetaValue& v) {
 // kKnownKeys order), then source.format, source.file and the raw
 // "__metadata__" strings.
 absl::StatusOr<std::vector<MetaEntry>> BuildMetadata(
-    const std::string& path, const std::vector<Entry>& entries,
+    const std::string& path, const std::vector<SourceTensor>& tensors,
     const std::vector<std::pair<std::string, std::string>>& raw) {
   std::map<std::string, MetaValue> typed;
   bool hf_llama = false;
-  for (const Entry& e : entries) {
-    if (LayerFromName(e.tensor.name) >= 0) hf_llama = true;
+  for (const SourceTensor& e : tensors) {
+    if (LayerFromName(e.name) >= 0) hf_llama = true;
   }
   if (hf_llama) {
-    typed = DeriveLlama(entries);
+    typed = DeriveLlama(tensors);
     typed[meta_keys::kArchitecture] = MetaValue::String("llama");
     typed[meta_keys::kRopeLayout] = MetaValue::String("hf");
   }
@@ -433,7 +435,13 @@ size_t SafetensorsDTypeSize(const std::string& dtype) {
   return 0;
 }
 
-absl::StatusOr<std::unique_ptr<TensorSource>> OpenSafetensors(const std::string& path) {
+namespace {
+
+// Opens and validates `path`; the source's metadata is left empty and the
+// raw "__metadata__" pairs are returned in *raw_meta_out.
+absl::StatusOr<std::unique_ptr<SafetensorsSource>> OpenFile(
+    const std::string& path,
+    std::vector<std::pair<std::string, std::string>>* raw_meta_out) {
   absl::StatusOr<std::unique_ptr<internal::InputFile>> opened =
       internal::InputFile::Open(path);
   if (!opened.ok()) return opened.status();
@@ -536,10 +544,41 @@ absl::StatusOr<std::unique_ptr<TensorSource>> OpenSafetensors(const std::string&
                         expected, data_size, data_start + expected));
   }
 
-  absl::StatusOr<std::vector<MetaEntry>> meta = BuildMetadata(path, entries, raw_meta);
+  *raw_meta_out = std::move(raw_meta);
+  return std::make_unique<SafetensorsSource>(std::move(file), data_start,
+                                             std::move(entries), std::vector<MetaEntry>());
+}
+
+}  // namespace
+
+namespace internal {
+
+absl::StatusOr<SafetensorsShard> OpenSafetensorsShard(const std::string& path) {
+  SafetensorsShard shard;
+  absl::StatusOr<std::unique_ptr<SafetensorsSource>> src =
+      OpenFile(path, &shard.raw_metadata);
+  if (!src.ok()) return src.status();
+  shard.source = std::move(src).value();
+  return shard;
+}
+
+absl::StatusOr<std::vector<MetaEntry>> SafetensorsMetadata(
+    const std::string& path, const std::vector<SourceTensor>& tensors,
+    const std::vector<std::pair<std::string, std::string>>& raw) {
+  return BuildMetadata(path, tensors, raw);
+}
+
+}  // namespace internal
+
+absl::StatusOr<std::unique_ptr<TensorSource>> OpenSafetensors(const std::string& path) {
+  std::vector<std::pair<std::string, std::string>> raw_meta;
+  absl::StatusOr<std::unique_ptr<SafetensorsSource>> src = OpenFile(path, &raw_meta);
+  if (!src.ok()) return src.status();
+  absl::StatusOr<std::vector<MetaEntry>> meta =
+      BuildMetadata(path, (*src)->tensors(), raw_meta);
   if (!meta.ok()) return meta.status();
-  return std::unique_ptr<TensorSource>(new SafetensorsSource(
-      std::move(file), data_start, std::move(entries), std::move(meta).value()));
+  (*src)->set_metadata(std::move(meta).value());
+  return std::unique_ptr<TensorSource>(std::move(src).value());
 }
 
 // ---- writer ----

@@ -1,0 +1,39 @@
+// Internals of the safetensors importer shared with the sharded-model
+// importer (import.cc): one file opened without deriving metadata, and the
+// metadata derivation run over the tensors of every shard at once.
+
+#ifndef TQM_SRC_SAFETENSORS_INTERNAL_H_
+#define TQM_SRC_SAFETENSORS_INTERNAL_H_
+
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "tqm/metadata.h"
+#include "tqm/source.h"
+
+namespace tqm {
+namespace internal {
+
+struct SafetensorsShard {
+  // Validated exactly as OpenSafetensors does; its metadata() is empty.
+  std::unique_ptr<TensorSource> source;
+  // The file's "__metadata__" string pairs, in file order.
+  std::vector<std::pair<std::string, std::string>> raw_metadata;
+};
+
+absl::StatusOr<SafetensorsShard> OpenSafetensorsShard(const std::string& path);
+
+// The metadata OpenSafetensors gives a file holding `tensors` with the
+// "__metadata__" pairs `raw`; `path` names the model in messages and in
+// source.file.
+absl::StatusOr<std::vector<MetaEntry>> SafetensorsMetadata(
+    const std::string& path, const std::vector<SourceTensor>& tensors,
+    const std::vector<std::pair<std::string, std::string>>& raw);
+
+}  // namespace internal
+}  // namespace tqm
+
+#endif  // TQM_SRC_SAFETENSORS_INTERNAL_H_
