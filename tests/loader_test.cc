@@ -500,3 +500,27 @@ TEST(ThreadPool, ParallelForRunsEveryIndexOnce) {
 
 }  // namespace
 }  // namespace tqm
+
+namespace {
+
+// A layer larger than ModelOptions::max_layer_bytes is refused before any
+// allocation: the guard against decompression bombs in entropy-coded files.
+TEST(LoaderLimits, RefusesLayersAboveMaxLayerBytes) {
+  tqm::MemorySource src;
+  src.Add("model.layers.0.mlp.up_proj.weight", {256, 256}, std::vector<float>(65536, 0.5f));
+  auto bytes = tqm::PackToString(src, {});
+  ASSERT_TRUE(bytes.ok());
+  auto reader = tqm::Reader::FromBuffer(absl::Span<const uint8_t>(
+      reinterpret_cast<const uint8_t*>(bytes->data()), bytes->size()));
+  ASSERT_TRUE(reader.ok());
+  // The constant tensor is one tiny entropy-coded chunk per 64 KiB.
+  EXPECT_LT((*reader)->tensors()[0].encoded_size, 1024u);
+  tqm::ModelOptions o;
+  o.max_layer_bytes = 1000;
+  auto model = tqm::Model::FromReader(std::move(*reader), o);
+  ASSERT_TRUE(model.ok()) << model.status();
+  auto layer = (*model)->Layer(0);
+  EXPECT_EQ(layer.status().code(), absl::StatusCode::kResourceExhausted) << layer.status();
+}
+
+}  // namespace

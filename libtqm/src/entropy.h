@@ -10,7 +10,8 @@
 // written when they fail. None of them records the decoded size: the caller
 // knows it (the chunk record) and passes it as out.size().
 //
-// The encoded forms are described in spec/FORMAT.md ("Entropy codecs"); the
+// The encoded forms are described in spec/FORMAT.md ("Codec 2: zstd", "Codecs 3 and 4: common structure",
+// "Codec 3: rans", "Codec 4: huffman"; reader rules R67-R81); the
 // constants below are part of that format and frozen with it.
 
 #ifndef TQM_SRC_ENTROPY_H_

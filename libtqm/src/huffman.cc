@@ -376,13 +376,13 @@ absl::Status DecodeHuffmanWith(Isa isa, absl::Span<const uint8_t> in,
   s = BuildDecodeTable(lengths, &table);
   if (!s.ok()) return s;
   Streams st;
-  size_t sizes_total = 0;
+  uint64_t sizes_total = 0;  // 64-bit: no overflow on any platform
   for (int k = 0; k + 1 < kHuffmanStreams; ++k) {
     uint32_t v;
     if (!GetVarint(in, &pos, &v))
       return Corrupt(absl::StrFormat("size of stream %d cut off", k));
     st.size[k] = v;
-    sizes_total += v;  // < 8 * 2^32: no overflow
+    sizes_total += v;  // < 8 * 2^32
   }
   if (sizes_total > in.size() - pos) return Corrupt("stream sizes exceed the input");
   st.size[kHuffmanStreams - 1] = in.size() - pos - sizes_total;

@@ -560,6 +560,17 @@ void Model::Unpin(LayerState* st) {
 
 absl::Status Model::Decode(LayerState* st) {
   const auto start = std::chrono::steady_clock::now();
+  uint64_t cap = options_.max_layer_bytes;
+  if (cap == 0) {
+    const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    cap = pages > 0 && page > 0 ? static_cast<uint64_t>(pages) * page : UINT64_MAX;
+  }
+  if (st->owned_bytes > cap) {
+    return absl::ResourceExhaustedError(absl::StrFormat(
+        "%s: layer %d decodes to %d bytes, more than the limit of %d bytes "
+        "(ModelOptions::max_layer_bytes)",
+        name(), st->layer, st->owned_bytes, cap));
+  }
   // st->buffer may hold a spare buffer of the right size (Reserve).
   if (st->buffer.size() != st->owned_bytes && !st->buffer.Allocate(st->owned_bytes)) {
     return absl::ResourceExhaustedError(absl::StrFormat(

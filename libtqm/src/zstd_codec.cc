@@ -3,6 +3,8 @@
 
 #include <zstd.h>
 
+#include <cstring>
+
 #include <memory>
 
 #include "absl/strings/str_format.h"
@@ -51,6 +53,12 @@ absl::Status DecodeZstd(absl::Span<const uint8_t> in, absl::Span<uint8_t> out) {
   // another size is rejected without work; the frame must also be the whole
   // input (ZSTD_findFrameCompressedSize), which rules out trailing bytes and
   // concatenated frames that ZSTD_decompress would otherwise accept.
+  // Only RFC 8878 frames (spec R67): libzstd would also decode legacy 0.x
+  // frames and skippable frames, older code that untrusted files must not reach.
+  static constexpr uint8_t kFrameMagic[4] = {0x28, 0xB5, 0x2F, 0xFD};
+  if (in.size() < 4 || std::memcmp(in.data(), kFrameMagic, 4) != 0) {
+    return absl::DataLossError("zstd: payload does not start with the frame magic 28 B5 2F FD");
+  }
   const unsigned long long declared = ZSTD_getFrameContentSize(in.data(), in.size());
   if (declared == ZSTD_CONTENTSIZE_ERROR)
     return absl::DataLossError("zstd: not a zstd frame");

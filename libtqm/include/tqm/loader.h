@@ -77,6 +77,12 @@ struct ModelOptions {
   // after evicting every unpinned layer is still decoded when asked for by
   // Layer() (never by Prefetch()) and reported through on_warning.
   uint64_t budget_bytes = 0;
+  // Refuse (ResourceExhaustedError) to decode a layer whose decoded bytes
+  // exceed this, whatever the budget. Entropy-coded chunks can decode to far
+  // more bytes than they occupy (a 2-byte constant chunk to 4 MiB), so this
+  // is the guard against decompression bombs in untrusted files. 0: the
+  // machine's physical memory.
+  uint64_t max_layer_bytes = 0;
   // Verify each chunk's XXH3 checksum before decoding it.
   bool verify_checksums = true;
   // Hold quantized tensors as dequantized float32 (TensorView::f32) instead
