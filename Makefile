@@ -4,7 +4,7 @@ BUILD_DIR ?= build
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE_FLAGS ?=
 
-.PHONY: all deps configure build test demo clean sanitize
+.PHONY: all deps configure build test test-fast sanitize tsan demo clean
 
 all: build
 
@@ -17,8 +17,20 @@ configure: deps
 build: configure
 	cmake --build $(BUILD_DIR) -j $(JOBS)
 
-test: build
+# The whole suite: ASan+UBSan (clang) over every test plus each fuzzer for
+# TQM_FUZZ_SECONDS (default 60), ThreadSanitizer over the concurrent readers,
+# then the Release suite (its ctest summary is the last thing printed).
+test: build sanitize tsan test-fast
+
+# Only the Release suite.
+test-fast: build
 	cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS)
+
+sanitize: deps
+	scripts/sanitize.sh
+
+tsan: deps
+	scripts/tsan.sh loader_test
 
 demo: build
 	@scripts/demo.sh $(BUILD_DIR)

@@ -3,7 +3,8 @@
 # Uses sudo when not root. Safe to run repeatedly.
 set -euo pipefail
 pkgs=(cmake make g++ pkg-config libboost-dev libzstd-dev libxxhash-dev libcli11-dev
-      libabsl-dev libgtest-dev libgmock-dev libbenchmark-dev python3 python3-numpy)
+      libabsl-dev libgtest-dev libgmock-dev libbenchmark-dev python3 python3-numpy
+      clang libclang-rt-14-dev)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -298,6 +298,26 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Open(const std::string& path,
   return m;
 }
 
+namespace {
+
+// Checks every chunk checksum of tensor `t` (for views used in place).
+absl::Status VerifyTensorChunks(const Reader& r, int t, const std::string& file) {
+  const TensorInfo& ti = r.tensors()[t];
+  for (size_t c = 0; c < ti.chunks.size(); ++c) {
+    const ChunkInfo& ch = ti.chunks[c];
+    const uint64_t sum = Checksum(r.ChunkBytes(t, c));
+    if (sum != ch.checksum) {
+      return absl::DataLossError(absl::StrFormat(
+          "%s: tensor '%s' chunk %d (offset %d): checksum mismatch (stored %016x, "
+          "computed %016x)",
+          file, ti.name, c, ch.offset, ch.checksum, sum));
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::StatusOr<std::unique_ptr<Model>> Model::FromReader(std::unique_ptr<Reader> reader,
                                                          ModelOptions options) {
   if (reader == nullptr)
@@ -648,6 +668,15 @@ absl::StatusOr<LayerHandle> Model::Layer(int layer) {
     return absl::NotFoundError(
         absl::StrFormat("%s: no tensors in layer %d", name(), layer));
   }
+  // Views into the mapping are never decoded, so their checksums are checked
+  // here, once per tensor (decoded tensors are checked chunk by chunk).
+  if (options_.verify_checksums) {
+    for (const TensorView& v : st->views) {
+      if (!v.in_place || verified_[v.tensor].load(std::memory_order_acquire) != 0) continue;
+      TQM_RETURN_IF_ERROR(VerifyTensorChunks(*reader_, v.tensor, name()));
+      verified_[v.tensor].store(1, std::memory_order_release);
+    }
+  }
   std::vector<Buffer> freed;
   std::string warning;
   std::unique_lock<std::mutex> lock(mu_);
@@ -803,16 +832,7 @@ absl::StatusOr<EncodedTensor> Model::Encoded(int tensor) {
   const TensorInfo& ti = tensors[tensor];
   if (options_.verify_checksums &&
       verified_[tensor].load(std::memory_order_acquire) == 0) {
-    for (size_t c = 0; c < ti.chunks.size(); ++c) {
-      const ChunkInfo& ch = ti.chunks[c];
-      const uint64_t sum = Checksum(reader_->ChunkBytes(tensor, c));
-      if (sum != ch.checksum) {
-        return absl::DataLossError(absl::StrFormat(
-            "%s: tensor '%s' chunk %d (offset %d): checksum mismatch (stored %016x, "
-            "computed %016x)",
-            name(), ti.name, c, ch.offset, ch.checksum, sum));
-      }
-    }
+    TQM_RETURN_IF_ERROR(VerifyTensorChunks(*reader_, tensor, name()));
     verified_[tensor].store(1, std::memory_order_release);
   }
   EncodedTensor e;

@@ -1,0 +1,247 @@
+// Writes the seed corpora of the fuzz targets: small valid inputs (and a few
+// near-misses) from which libFuzzer mutates. Output is deterministic; the
+// committed fuzz/corpus/ was made with
+//   build/bin/tqm_make_fuzz_corpus fuzz/corpus
+// Files libFuzzer later found interesting may be merged in beside these.
+
+#include <sys/stat.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "file_editor.h"
+#include "inputs.h"
+#include "tqm/codec.h"
+#include "tqm/writer.h"
+
+namespace {
+
+void Write(const std::string& dir, const std::string& name, const std::string& bytes) {
+  mkdir(dir.c_str(), 0755);
+  const std::string path = dir + "/" + name;
+  std::ofstream f(path, std::ios::binary | std::ios::trunc);
+  f.write(bytes.data(), bytes.size());
+  if (!f) {
+    fprintf(stderr, "cannot write %s\n", path.c_str());
+    exit(1);
+  }
+  printf("%6zu %s\n", bytes.size(), path.c_str());
+}
+
+// Values whose quantized 4-byte groups repeat (so a table pays off), with a
+// few outliers that become escapes.
+std::vector<float> Pattern(size_t n, uint32_t seed) {
+  std::vector<float> v(n);
+  uint32_t s = seed;
+  for (size_t i = 0; i < n; ++i) {
+    s = s * 1103515245u + 12345u;
+    v[i] = (i % 4) * 0.25f - 0.5f;
+    if ((s >> 16) % 13 == 0) v[i] = static_cast<float>((s >> 8) % 255) / 255.0f - 0.5f;
+  }
+  return v;
+}
+
+std::string Pack(tqm::MemorySource& m, tqm::PackOptions o, bool entropy = false) {
+  o.entropy = entropy;
+  o.threads = 1;
+  absl::StatusOr<std::string> s = tqm::PackToString(m, o);
+  if (!s.ok()) {
+    fprintf(stderr, "pack failed: %s\n", s.status().ToString().c_str());
+    exit(1);
+  }
+  return *s;
+}
+
+// Values with a skewed byte distribution: what the entropy codecs are for.
+std::vector<float> Skewed(size_t n, uint32_t seed) {
+  std::vector<float> v(n);
+  uint32_t s = seed;
+  for (size_t i = 0; i < n; ++i) {
+    s = s * 1103515245u + 12345u;
+    const int k = static_cast<int>((s >> 16) % 64);
+    v[i] = (k < 40 ? 0.0f : k < 52 ? 0.01f : k < 60 ? -0.01f : 0.05f * (k - 59)) - 0.1f;
+  }
+  return v;
+}
+
+void OpenCorpus(const std::string& dir) {
+  {
+    tqm::MemorySource m;
+    m.AddMeta({"general.architecture", tqm::MetaValue::String("llama")});
+    m.AddMeta({"llama.dim", tqm::MetaValue::Int(8)});
+    m.AddMeta({"llama.norm_eps", tqm::MetaValue::Float(1e-5)});
+    m.AddMeta({"tokenizer.llama2c", tqm::MetaValue::Bytes(std::string("\0\1\2", 3))});
+    m.Add("model.layers.0.self_attn.q_proj.weight", {8, 16}, Pattern(128, 1));
+    m.Add("model.norm.weight", {8}, Pattern(8, 2));
+    tqm::PackOptions o;
+    o.chunk_size = 64;
+    Write(dir, "tensor_seqtable.tqm", Pack(m, o));
+    o.granularity = tqm::Granularity::kRow;
+    Write(dir, "row_seqtable.tqm", Pack(m, o));
+    o.max_table_entries = 0;
+    o.quantize_all = true;
+    Write(dir, "row_stored_all.tqm", Pack(m, o));
+  }
+  {
+    tqm::MemorySource m;
+    m.Add("a", {3}, {1.0f, -2.0f, 3.5f});
+    m.Add("b", {1, 1}, {7.0f});
+    tqm::PackOptions o;
+    o.chunk_size = 4;
+    Write(dir, "tiny_chunks.tqm", Pack(m, o));
+  }
+  {
+    tqm::MemorySource m;
+    m.Add("model.layers.1.mlp.up_proj.weight", {4, 4, 4}, Pattern(64, 3));
+    m.Add("model.layers.1.mlp.down_proj.weight", {2, 30}, Pattern(60, 4));
+    tqm::PackOptions o;
+    o.chunk_size = 12;
+    o.max_table_entries = 3;
+    Write(dir, "three_d_small_table.tqm", Pack(m, o));
+  }
+  {
+    // The entropy codecs (format 1.1): Huffman/rANS, and zstd under kSize.
+    tqm::MemorySource m;
+    m.Add("model.layers.0.mlp.gate_proj.weight", {16, 64}, Skewed(1024, 5));
+    tqm::PackOptions o;
+    o.chunk_size = 256;
+    o.profile = tqm::Profile::kSize;
+    Write(dir, "entropy_size.tqm", Pack(m, o, /*entropy=*/true));
+    o.profile = tqm::Profile::kBalanced;
+    o.max_table_entries = 0;
+    Write(dir, "entropy_balanced_no_table.tqm", Pack(m, o, /*entropy=*/true));
+  }
+}
+
+// The chunks of a packed file whose codec is not stored or seqtable, as
+// fuzz_chunk inputs (one per codec).
+void EntropyChunks(const std::string& dir) {
+  tqm::MemorySource m;
+  m.Add("model.layers.0.mlp.gate_proj.weight", {16, 64}, Skewed(1024, 7));
+  tqm::PackOptions o;
+  o.chunk_size = 512;
+  o.max_table_entries = 0;
+  bool seen[256] = {};
+  for (tqm::Profile p : {tqm::Profile::kSize, tqm::Profile::kBalanced, tqm::Profile::kSpeed}) {
+    o.profile = p;
+    const std::string f = Pack(m, o, /*entropy=*/true);
+    const tqm_fuzz::Layout l = tqm_fuzz::Scan(f);
+    for (const tqm_fuzz::TensorLoc& t : l.tensors) {
+      for (const tqm_fuzz::ChunkLoc& c : t.chunks) {
+        if (c.codec <= 1 || seen[c.codec]) continue;
+        seen[c.codec] = true;
+        Write(dir, "codec" + std::to_string(c.codec) + "_from_writer.bin",
+              tqm_fuzz::MakeChunkInput(c.codec, false, 0, c.decoded_size, 0, {},
+                                       f.substr(c.offset, c.encoded_size)));
+      }
+    }
+  }
+}
+
+std::string EncodeWith(const std::vector<uint32_t>& table, const std::string& raw) {
+  std::string enc;
+  tqm::EncodeSeqTable(
+      absl::Span<const uint8_t>(reinterpret_cast<const uint8_t*>(raw.data()), raw.size()),
+      tqm::SeqTable(table), &enc);
+  return enc;
+}
+
+void ChunkCorpus(const std::string& dir) {
+  using tqm_fuzz::MakeChunkInput;
+  const uint32_t seed = 0x5eed;
+  std::vector<uint32_t> gen;
+  for (uint32_t i = 0; i < 16; ++i) gen.push_back(tqm_fuzz::GeneratedEntry(i, seed));
+  // 70 bytes: table groups, two escapes, a 2-byte tail.
+  std::string raw;
+  for (int g = 0; g < 17; ++g) {
+    uint32_t v = g % 5 == 4 ? 0x01020304u + g : gen[(g * 7) % 16];
+    raw.append(reinterpret_cast<const char*>(&v), 4);
+  }
+  raw += "xy";
+  const std::string enc = EncodeWith(gen, raw);
+  Write(dir, "seqtable_generated.bin", MakeChunkInput(1, false, 16, raw.size(), seed, {}, enc));
+  Write(dir, "stored.bin", MakeChunkInput(0, false, 0, raw.size(), 0, {}, raw));
+  Write(dir, "stored_short.bin", MakeChunkInput(0, false, 0, raw.size() + 1, 0, {}, raw));
+  // Explicit table, 64 groups: the eight-codes-at-once path.
+  std::vector<uint32_t> t4 = {0, 0xFFFFFFFFu, 0x80808080u, 0x7F7F7F7Fu};
+  std::string raw2;
+  for (int g = 0; g < 64; ++g) {
+    uint32_t v = g == 37 ? 0x12345678u : t4[(g * 3) % 4];
+    raw2.append(reinterpret_cast<const char*>(&v), 4);
+  }
+  Write(dir, "seqtable_explicit.bin",
+        MakeChunkInput(1, true, 4, raw2.size(), 0, t4, EncodeWith(t4, raw2)));
+  // Near misses: an invalid code (== N), an escape cut off, a leftover byte.
+  std::string bad = EncodeWith(t4, raw2);
+  bad[16] = 4;
+  bad[17] = 0;
+  Write(dir, "seqtable_code_n.bin", MakeChunkInput(1, true, 4, raw2.size(), 0, t4, bad));
+  std::string cut = std::string("\x00\x00\xff\xff\x01\x02", 6);
+  Write(dir, "seqtable_escape_cut.bin", MakeChunkInput(1, true, 4, 8, 0, t4, cut));
+  Write(dir, "seqtable_leftover.bin",
+        MakeChunkInput(1, true, 4, raw2.size(), 0, t4, EncodeWith(t4, raw2) + "z"));
+  Write(dir, "codec_zstd.bin", MakeChunkInput(2, false, 0, 4, 0, {}, "abcd"));
+  Write(dir, "codec_255.bin", MakeChunkInput(255, false, 0, 4, 0, {}, "abcd"));
+}
+
+std::string B(std::initializer_list<int> bytes) {
+  std::string s;
+  for (int b : bytes) s += static_cast<char>(b);
+  return s;
+}
+
+void RoundtripCorpus(const std::string& dir) {
+  // Option byte: bit 0 row, bit 1 quantize_all, bits 2-4 chunk size index,
+  // bits 5-7 table limit index (inputs.h).
+  auto opt = [](bool row, bool all, int chunk, int limit) {
+    return (row ? 1 : 0) | (all ? 2 : 0) | (chunk << 2) | (limit << 5);
+  };
+  std::string values;
+  for (int i = 0; i < 64; ++i) values += static_cast<char>((i * 37) ^ (i >> 3));
+  // options, value mode, tensors, metadata, shapes..., metadata..., values
+  Write(dir, "palette4_tensor.bin",
+        B({opt(false, false, 3, 7), 0, 0 | (24 << 2), 1, 0, 1, 7, 15, 0}) + values);
+  Write(dir, "palette16_row.bin",
+        B({opt(true, false, 0, 4), 8, 1 | (20 << 2), 2, 1, 1, 3, 3, 0, 9, 3, 9}) + values);
+  Write(dir, "int8_all_small_table.bin",
+        B({opt(false, true, 2, 2), 0, 2 | (30 << 2), 3, 2, 0, 1, 5, 2, 1, 2, 1, 1, 1,
+                    2, 200}) +
+            values);
+  Write(dir, "raw_floats_stored.bin",
+        B({opt(false, false, 5, 0), 0, 3, 1, 0, 1, 3, 3}) + values);
+  // Eleven one-letter metadata keys with empty values: 8 bytes per entry.
+  std::string meta = B({opt(false, false, 3, 5), 0, 0 | (24 << 2), 0, 11, 0, 3});
+  for (int i = 0; i < 11; ++i) meta += B({2, 0});
+  Write(dir, "tiny_metadata.bin", meta + values);
+  // Entropy codecs: each profile, threaded second pack.
+  std::string skew;
+  for (int i = 0; i < 256; ++i) skew += static_cast<char>(i % 7 == 0 ? i : 3);
+  Write(dir, "entropy_size_zstd19.bin",
+        B({opt(false, false, 5, 5), 1 | (0 << 1) | 8 | 16, 2 | (24 << 2), 0, 0, 1, 15, 15}) +
+            skew);
+  Write(dir, "entropy_balanced.bin",
+        B({opt(true, false, 3, 0), 1 | (1 << 1) | 8, 2 | (24 << 2), 1, 0, 1, 15, 15, 0, 9}) +
+            skew);
+  Write(dir, "entropy_speed.bin",
+        B({opt(false, true, 6, 7), 1 | (2 << 1), 0 | (24 << 2), 0, 0, 2, 15, 15, 15}) + skew);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc != 2) {
+    fprintf(stderr, "usage: %s CORPUS_DIR   (writes CORPUS_DIR/fuzz_*/)\n", argv[0]);
+    return 2;
+  }
+  const std::string root = argv[1];
+  mkdir(root.c_str(), 0755);
+  OpenCorpus(root + "/fuzz_open");
+  ChunkCorpus(root + "/fuzz_chunk");
+  EntropyChunks(root + "/fuzz_chunk");
+  RoundtripCorpus(root + "/fuzz_roundtrip");
+  return 0;
+}
