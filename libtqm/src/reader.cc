@@ -404,7 +404,9 @@ absl::Status Reader::ParseMetadata(const SectionInfo& s) {
                         count, h.remaining() / kMinMetaEntry, s.length),
         s.offset);
   }
-  metadata_.reserve(count);
+  // Reserve only what a small file needs: the count is not yet backed by
+  // parsed entries, and an entry struct is larger than its smallest encoding.
+  metadata_.reserve(std::min<uint32_t>(count, 256));
   absl::flat_hash_set<std::string> keys;
   uint64_t pos = h.offset();
   for (uint32_t i = 0; i < count; ++i) {
@@ -521,8 +523,9 @@ absl::Status Reader::ParseIndex(const SectionInfo& s, const SectionInfo& data) {
                     count, h.remaining() / kMinTensorRecord, kMinTensorRecord, s.length),
                 s.offset);
   }
-  tensors_.reserve(count);
-  by_name_.reserve(count);
+  // As for metadata: grow with the records actually parsed.
+  tensors_.reserve(std::min<uint32_t>(count, 1024));
+  by_name_.reserve(std::min<uint32_t>(count, 1024));
   struct Span64 {
     uint64_t offset, length;
     uint32_t tensor, chunk;
