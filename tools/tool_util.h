@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <fstream>
 #include <string>
 
 #include "absl/strings/str_format.h"
@@ -28,6 +29,16 @@ inline void InstallCleanupHandlers() {
   signal(SIGINT, OnFatalSignal);
   signal(SIGTERM, OnFatalSignal);
   signal(SIGHUP, OnFatalSignal);
+}
+
+// The CPU model from /proc/cpuinfo ("unknown" when not found), for benchmarks.
+inline std::string CpuModel() {
+  std::ifstream f("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(f, line)) {
+    if (line.rfind("model name", 0) == 0) return line.substr(line.find(':') + 2);
+  }
+  return "unknown";
 }
 
 inline std::string HumanBytes(double b) {

@@ -25,6 +25,7 @@
 #include <thread>
 
 #include "CLI/CLI.hpp"
+#include "tool_util.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_format.h"
 #include "entropy.h"
@@ -174,15 +175,6 @@ uint64_t PaperSize(const std::vector<std::string>& quantized) {
     size += 2 * (q.size() % 4);  // widened tail
   }
   return size;
-}
-
-std::string CpuModel() {
-  std::ifstream f("/proc/cpuinfo");
-  std::string line;
-  while (std::getline(f, line)) {
-    if (line.rfind("model name", 0) == 0) return line.substr(line.find(':') + 2);
-  }
-  return "unknown";
 }
 
 struct DataSet {
@@ -465,7 +457,7 @@ int main(int argc, char** argv) {
     results.push_back(Measure(dist, src, threads, zstd19));
   }
 
-  const std::string cpu = CpuModel();
+  const std::string cpu = tqm::CpuModel();
   if (json) {
     std::string o = absl::StrFormat("{\"cpu\":%s,\"cores\":%d,\"threads\":%d,\"datasets\":[",
                                     tqm::JsonQuote(cpu), std::thread::hardware_concurrency(),

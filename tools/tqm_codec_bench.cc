@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "CLI/CLI.hpp"
+#include "tool_util.h"
 #include "absl/strings/str_format.h"
 #include "entropy.h"
 
@@ -59,15 +60,6 @@ struct Row {
   double decode_s = 0;
   bool ok = true;
 };
-
-std::string CpuModel() {
-  std::ifstream f("/proc/cpuinfo");
-  std::string line;
-  while (std::getline(f, line)) {
-    if (line.rfind("model name", 0) == 0) return line.substr(line.find(':') + 2);
-  }
-  return "unknown";
-}
 
 }  // namespace
 
@@ -225,7 +217,7 @@ int main(int argc, char** argv) {
   std::vector<Row> rows;
   for (const Codec& c : codecs) rows.push_back(c.row);
 
-  std::printf("cpu: %s (bmi2: %s)\n", CpuModel().c_str(), ei::HaveBmi2() ? "yes" : "no");
+  std::printf("cpu: %s (bmi2: %s)\n", tqm::CpuModel().c_str(), ei::HaveBmi2() ? "yes" : "no");
   std::printf("data: %s, %.0f MiB in %zu chunks of %zu KiB, seed %llu\n", dist.c_str(),
               total / 1048576.0, nchunks, chunk_kib,
               static_cast<unsigned long long>(seed));

@@ -316,6 +316,33 @@ bool HaveBmi2() {
 #endif
 }
 
+absl::Status DecodeSimpleModes(const char* codec, absl::Span<const uint8_t> in,
+                               absl::Span<uint8_t> out, bool* done) {
+  const size_t n = out.size();
+  auto corrupt = [codec](const std::string& what) {
+    return absl::DataLossError(absl::StrFormat("%s: %s", codec, what));
+  };
+  *done = true;
+  const uint8_t mode = in[0];
+  if (mode == kModeRaw) {
+    if (in.size() - 1 != n) {
+      return corrupt(
+          absl::StrFormat("raw chunk holds %d bytes, expected %d", in.size() - 1, n));
+    }
+    if (n != 0) std::memcpy(out.data(), in.data() + 1, n);
+    return absl::OkStatus();
+  }
+  if (mode == kModeConstant) {
+    if (in.size() != 2 || n == 0) return corrupt("malformed constant chunk");
+    std::memset(out.data(), in[1], n);
+    return absl::OkStatus();
+  }
+  if (mode != kModeCoded) return corrupt(absl::StrFormat("unknown mode %d", mode));
+  if (n == 0) return corrupt("coded chunk for empty output");
+  *done = false;
+  return absl::OkStatus();
+}
+
 }  // namespace entropy_internal
 
 double Order0EntropyBits(absl::Span<const uint8_t> data) {

@@ -123,6 +123,12 @@ void NormalizeFrequencies(const uint32_t counts[256], uint64_t total, int precis
 void LimitedHuffmanLengths(const uint32_t counts[256], int max_length,
                            uint8_t lengths[256]);
 
+// The raw and constant modes shared by rANS and Huffman, and the coded
+// mode's preconditions. `in` is non-empty. Sets *done when the chunk was
+// fully decoded here (raw or constant); errors name `codec`.
+absl::Status DecodeSimpleModes(const char* codec, absl::Span<const uint8_t> in,
+                               absl::Span<uint8_t> out, bool* done);
+
 // Which implementation of a decoder's inner loop to use; tests pin each one.
 // kAuto picks the best this CPU supports; kPortable is plain C++ for the
 // build's baseline target; kBmi2 uses BMI2/LZCNT (bzhi, shrx, lzcnt) where

@@ -350,22 +350,9 @@ absl::Status DecodeHuffmanWith(Isa isa, absl::Span<const uint8_t> in,
                                absl::Span<uint8_t> out) {
   const size_t n = out.size();
   if (in.empty()) return Corrupt("empty input");
-  const uint8_t mode = in[0];
-  if (mode == kModeRaw) {
-    if (in.size() - 1 != n) {
-      return Corrupt(
-          absl::StrFormat("raw chunk holds %d bytes, expected %d", in.size() - 1, n));
-    }
-    if (n != 0) std::memcpy(out.data(), in.data() + 1, n);
-    return absl::OkStatus();
-  }
-  if (mode == kModeConstant) {
-    if (in.size() != 2 || n == 0) return Corrupt("malformed constant chunk");
-    std::memset(out.data(), in[1], n);
-    return absl::OkStatus();
-  }
-  if (mode != kModeCoded) return Corrupt(absl::StrFormat("unknown mode %d", mode));
-  if (n == 0) return Corrupt("coded chunk for empty output");
+  bool done = false;
+  absl::Status simple = DecodeSimpleModes("huffman", in, out, &done);
+  if (!simple.ok() || done) return simple;
   if (n > kEntropyMaxInput)
     return absl::ResourceExhaustedError("huffman: output too large");
   size_t pos = 1;
