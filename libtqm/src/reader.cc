@@ -796,6 +796,8 @@ int Reader::FindTensor(const std::string& name) const {
 }
 
 absl::Span<const uint8_t> Reader::ChunkBytes(size_t t, size_t c) const {
+  // Public: an index out of range is a caller error, not undefined behaviour.
+  if (t >= tensors_.size() || c >= tensors_[t].chunks.size()) return {};
   const ChunkInfo& ch = tensors_[t].chunks[c];
   return bytes_.subspan(ch.offset, ch.encoded_size);
 }

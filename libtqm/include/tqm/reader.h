@@ -97,7 +97,8 @@ class Reader {
   // Index of the tensor called `name`, or -1.
   int FindTensor(const std::string& name) const;
 
-  // The encoded bytes of chunk `c` of tensor `t` (a view into the file).
+  // The encoded bytes of chunk `c` of tensor `t` (a view into the file), or
+  // an empty span when either index is out of range.
   absl::Span<const uint8_t> ChunkBytes(size_t t, size_t c) const;
 
   // Decodes chunk `c` of tensor `t` into `out` (exactly its decoded_size
