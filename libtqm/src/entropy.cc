@@ -316,6 +316,21 @@ bool HaveBmi2() {
 #endif
 }
 
+bool EncodeSimpleModes(absl::Span<const uint8_t> in, uint32_t counts[256],
+                       std::string* out) {
+  if (in.empty()) {
+    out->push_back(static_cast<char>(kModeRaw));
+    return true;
+  }
+  Histogram(in, counts);
+  int distinct = 0;
+  for (int s = 0; s < 256; ++s) distinct += counts[s] != 0;
+  if (distinct != 1) return false;
+  out->push_back(static_cast<char>(kModeConstant));
+  out->push_back(static_cast<char>(in[0]));
+  return true;
+}
+
 absl::Status DecodeSimpleModes(const char* codec, absl::Span<const uint8_t> in,
                                absl::Span<uint8_t> out, bool* done) {
   const size_t n = out.size();

@@ -123,6 +123,12 @@ void NormalizeFrequencies(const uint32_t counts[256], uint64_t total, int precis
 void LimitedHuffmanLengths(const uint32_t counts[256], int max_length,
                            uint8_t lengths[256]);
 
+// Appends the raw encoding of an empty input or the constant encoding of a
+// single-valued one and returns true; otherwise fills `counts` with the
+// histogram of `in` and returns false (the caller codes it).
+bool EncodeSimpleModes(absl::Span<const uint8_t> in, uint32_t counts[256],
+                       std::string* out);
+
 // The raw and constant modes shared by rANS and Huffman, and the coded
 // mode's preconditions. `in` is non-empty. Sets *done when the chunk was
 // fully decoded here (raw or constant); errors name `codec`.

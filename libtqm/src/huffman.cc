@@ -274,21 +274,13 @@ absl::Status EncodeHuffmanWithLimit(absl::Span<const uint8_t> in, int max_length
     return absl::InvalidArgumentError(absl::StrFormat(
         "huffman: length limit %d outside [8, %d]", max_length, kHuffmanMaxLength));
   }
-  auto raw = [&]() {
+  uint32_t counts[256];
+  if (EncodeSimpleModes(in, counts, out)) return absl::OkStatus();
+  auto raw = [&]() {  // incompressible: the bytes verbatim
     out->push_back(static_cast<char>(kModeRaw));
     out->append(reinterpret_cast<const char*>(in.data()), n);
     return absl::OkStatus();
   };
-  if (n == 0) return raw();
-  uint32_t counts[256];
-  Histogram(in, counts);
-  int distinct = 0;
-  for (int s = 0; s < 256; ++s) distinct += counts[s] != 0;
-  if (distinct == 1) {
-    out->push_back(static_cast<char>(kModeConstant));
-    out->push_back(static_cast<char>(in[0]));
-    return absl::OkStatus();
-  }
   uint8_t lengths[256];
   if (max_length != 0) {
     LimitedHuffmanLengths(counts, max_length, lengths);

@@ -216,21 +216,13 @@ absl::Status EncodeRans(absl::Span<const uint8_t> in, std::string* out) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "rans: input of %d bytes exceeds the limit of %d", n, kEntropyMaxInput));
   }
-  auto raw = [&]() {
+  uint32_t counts[256];
+  if (entropy_internal::EncodeSimpleModes(in, counts, out)) return absl::OkStatus();
+  auto raw = [&]() {  // incompressible: the bytes verbatim
     out->push_back(static_cast<char>(kModeRaw));
     out->append(reinterpret_cast<const char*>(in.data()), n);
     return absl::OkStatus();
   };
-  if (n == 0) return raw();
-  uint32_t counts[256];
-  entropy_internal::Histogram(in, counts);
-  int distinct = 0;
-  for (int s = 0; s < 256; ++s) distinct += counts[s] != 0;
-  if (distinct == 1) {
-    out->push_back(static_cast<char>(kModeConstant));
-    out->push_back(static_cast<char>(in[0]));
-    return absl::OkStatus();
-  }
   uint32_t freqs[256];
   entropy_internal::NormalizeFrequencies(counts, n, kRansPrecision, freqs);
   EncSymbol syms[256];
