@@ -103,6 +103,8 @@ size_t SourceElemSize(format::SourceDType d) {
   }
 }
 
+void ParallelFor(size_t n, unsigned threads, const std::function<void(size_t)>& fn);
+
 // Reads tensor `i`, checks its size and quantizes it. `q` gets the bytes the
 // file stores (uint8 or float32 bytes); `affine` the parameters.
 absl::Status Prepare(TensorSource& src, size_t i, const PackOptions& o,
@@ -123,16 +125,40 @@ absl::Status Prepare(TensorSource& src, size_t i, const PackOptions& o,
   q->resize(f->size());
   const uint64_t rows = PerRow(t, o) ? t.dims[0] : 1;
   const uint64_t row = f->size() / rows;
-  for (uint64_t r = 0; r < rows; ++r) {
+  affine->resize(rows);
+  if (rows == 1) {
+    absl::StatusOr<Affine> a = ChooseAffine(*f);
+    if (!a.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("tensor '%s': %s", t.name, a.status().message()));
+    }
+    (*affine)[0] = *a;
+    // Quantize in blocks on the pack threads (element-wise: same bytes).
+    constexpr size_t kBlock = size_t{1} << 20;
+    const size_t blocks = (f->size() + kBlock - 1) / kBlock;
+    ParallelFor(blocks, o.threads, [&](size_t k) {
+      const size_t b = k * kBlock, n = std::min(kBlock, f->size() - b);
+      QuantizeAffine(absl::MakeConstSpan(*f).subspan(b, n), *a,
+                     absl::MakeSpan(*q).subspan(b, n));
+    });
+    return absl::OkStatus();
+  }
+  std::vector<absl::Status> errors(rows);
+  ParallelFor(rows, o.threads, [&](size_t r) {
     auto in = absl::MakeConstSpan(*f).subspan(r * row, row);
     absl::StatusOr<Affine> a = ChooseAffine(in);
     if (!a.ok()) {
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "tensor '%s'%s: %s", t.name,
-          rows > 1 ? absl::StrFormat(" row %d", r) : std::string(), a.status().message()));
+      errors[r] = a.status();
+      return;
     }
     QuantizeAffine(in, *a, absl::MakeSpan(*q).subspan(r * row, row));
-    affine->push_back(*a);
+    (*affine)[r] = *a;
+  });
+  for (uint64_t r = 0; r < rows; ++r) {
+    if (!errors[r].ok()) {
+      return absl::InvalidArgumentError(absl::StrFormat("tensor '%s' row %d: %s", t.name, r,
+                                                        errors[r].message()));
+    }
   }
   return absl::OkStatus();
 }
@@ -443,14 +469,17 @@ absl::StatusOr<PackStats> PackTo(TensorSource& src, const PackOptions& o, Sink* 
     for (uint32_t r = 0; r < ranked.size(); ++r) rank[ranked[r].second] = r;
     std::vector<uint64_t> total(cand.size(), 0);
     std::vector<uint64_t> seq_only(cand.size(), 0);  // every chunk seqtable
-    std::vector<uint64_t> hist(cand.size());
     prog.pass = 2;
     prog.bytes_done = 0;
     for (size_t i = 0; i < tensors.size() && cand.size() > 1; ++i) {
       if (ShouldQuantize(tensors[i], o)) {
         TQM_RETURN_IF_ERROR(Prepare(src, i, o, &f, &q, &affine));
-        for (auto [b, e] : SplitChunks(q.size(), o.chunk_size)) {
-          std::fill(hist.begin(), hist.end(), 0);
+        // Per chunk on the pack threads, then summed (order-independent).
+        const auto chunks = SplitChunks(q.size(), o.chunk_size);
+        std::vector<uint64_t> part(2 * cand.size() * chunks.size(), 0);
+        ParallelFor(chunks.size(), o.threads, [&](size_t k) {
+          const auto [b, e] = chunks[k];
+          std::vector<uint64_t> hist(cand.size(), 0);
           const uint64_t groups = (e - b) / 4, tail = (e - b) % 4;
           for (size_t g = b; g + 4 <= e; g += 4) {
             uint32_t v;
@@ -469,11 +498,19 @@ absl::StatusOr<PackStats> PackTo(TensorSource& src, const PackOptions& o, Sink* 
             alt = std::min<uint64_t>(alt, static_cast<uint64_t>(bits / 8) + 64);
           }
           uint64_t hits = 0;
+          uint64_t* out = &part[2 * cand.size() * k];
           for (size_t j = 0; j < cand.size(); ++j) {
             hits += hist[j];
             uint64_t seq = 2 * hits + 6 * (groups - hits) + tail;
-            total[j] += std::min<uint64_t>(seq, alt);
-            seq_only[j] += seq;
+            out[j] = std::min<uint64_t>(seq, alt);
+            out[cand.size() + j] = seq;
+          }
+        });
+        for (size_t k = 0; k < chunks.size(); ++k) {
+          const uint64_t* in = &part[2 * cand.size() * k];
+          for (size_t j = 0; j < cand.size(); ++j) {
+            total[j] += in[j];
+            seq_only[j] += in[cand.size() + j];
           }
         }
       }
