@@ -31,23 +31,14 @@
 
 #include "absl/status/status.h"
 #include "gtest/gtest.h"
+#include "test_util.h"
 #include "tqm/reader.h"
 #include "tqm/writer.h"
 
 namespace {
 
-std::string ReadFile(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
-
-void WriteFile(const std::string& path, const std::string& bytes) {
-  std::ofstream f(path, std::ios::binary | std::ios::trunc);
-  f.write(bytes.data(), bytes.size());
-  ASSERT_TRUE(f.good());
-}
+using tqm_test::ReadFile;
+using tqm_test::WriteFile;
 
 tqm::MemorySource Model(int layers, uint64_t dim, uint32_t seed) {
   tqm::MemorySource m;

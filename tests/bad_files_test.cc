@@ -33,6 +33,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_format.h"
 #include "gtest/gtest.h"
+#include "test_util.h"
 #include "tqm/format.h"
 #include "tqm/reader.h"
 #include "tqm/writer.h"
@@ -51,18 +52,8 @@ namespace format = tqm::format;
 
 const char kBadDir[] = TQM_SOURCE_DIR "/spec/vectors/bad";
 
-std::string ReadFile(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
-
-void WriteFile(const std::string& path, const std::string& bytes) {
-  std::ofstream f(path, std::ios::binary | std::ios::trunc);
-  f.write(bytes.data(), bytes.size());
-  ASSERT_TRUE(f.good()) << path;
-}
+using tqm_test::ReadFile;
+using tqm_test::WriteFile;
 
 // Quantized values whose 4-byte groups repeat, with outliers that become
 // escapes: a base file with seqtable chunks that hold escapes.

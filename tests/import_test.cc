@@ -3,6 +3,7 @@
 // table of dtypes, every truncated prefix, and a named catalogue of corrupt
 // files with the error each must produce.
 
+#include "test_util.h"
 #include "tqm/import.h"
 
 #include <dirent.h>
@@ -76,21 +77,9 @@ class TempDir {
   std::string path_;
 };
 
-void WriteFile(const std::string& path, const std::string& bytes) {
-  std::ofstream f(path, std::ios::binary | std::ios::trunc);
-  f.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-  ASSERT_TRUE(f.good()) << path;
-}
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>());
-}
-
-bool Exists(const std::string& path) {
-  struct stat st;
-  return stat(path.c_str(), &st) == 0;
-}
+using tqm_test::Exists;
+using tqm_test::ReadFile;
+using tqm_test::WriteFile;
 
 void AppendI32(std::string* s, int32_t v) {
   for (int i = 0; i < 4; ++i)

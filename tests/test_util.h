@@ -4,6 +4,7 @@
 #ifndef TQM_TESTS_TEST_UTIL_H_
 #define TQM_TESTS_TEST_UTIL_H_
 
+#include <gtest/gtest.h>
 #include <sys/stat.h>
 
 #include <cmath>
@@ -47,6 +48,7 @@ inline std::string ReadFile(const std::string& path) {
 inline void WriteFile(const std::string& path, const std::string& bytes) {
   std::ofstream f(path, std::ios::binary | std::ios::trunc);
   f.write(bytes.data(), bytes.size());
+  if (!f.good()) ADD_FAILURE() << "cannot write " << path;
 }
 
 inline absl::Span<const uint8_t> AsSpan(const std::string& s) {
