@@ -278,10 +278,14 @@ EncodedChunk EncodeChunk(absl::Span<const uint8_t> in, bool quantized, const Seq
   best.bytes.assign(reinterpret_cast<const char*>(in.data()), in.size());
   if (!quantized) return best;  // float32 stays stored: used in place
   best.groups = in.size() / 4;
-  for (size_t g = 0; g < best.groups; ++g) {
-    uint32_t v;
-    std::memcpy(&v, &in[4 * g], 4);
-    best.escaped_groups += table.Lookup(v) == format::kEscape;
+  best.escaped_groups = best.groups;  // an empty table escapes every group
+  if (table.size() > 0) {
+    best.escaped_groups = 0;
+    for (size_t g = 0; g < best.groups; ++g) {
+      uint32_t v;
+      std::memcpy(&v, &in[4 * g], 4);
+      best.escaped_groups += table.Lookup(v) == format::kEscape;
+    }
   }
   struct Candidate {
     uint8_t codec;
