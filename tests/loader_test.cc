@@ -216,6 +216,54 @@ TEST(Loader, BudgetAndLruEviction) {
   ExpectMatchesReader(*m, *h, false);
 }
 
+// Layers of different sizes streamed through a budget that holds one: each
+// decode takes the evicted layer's buffer (already faulted in) when it is
+// large enough and at most twice the size needed, instead of a fresh one,
+// and the accounting charges the buffer's whole size.
+TEST(Loader, SpareBuffersAreReusedAcrossLayerSizes) {
+  MemorySource src;
+  for (int l = 0; l < 2; ++l) {
+    const std::string p = absl::StrFormat("model.layers.%d.", l);
+    for (int m = 0; m < 3 - l; ++m) {  // layer 0: three matrices, layer 1: two
+      src.Add(p + absl::StrFormat("mlp.w%d.weight", m), {kRows, kCols},
+              Values(kRows * kCols, 10 * l + m, false));
+    }
+  }
+  PackOptions po;
+  po.chunk_size = 4096;
+  po.entropy = false;
+  auto bytes = PackToString(src, po);
+  ASSERT_TRUE(bytes.ok()) << bytes.status();
+  ModelOptions o;
+  o.zero_copy = false;
+  o.prefetch = 0;
+  auto probe = OpenModel(*bytes, o);
+  const uint64_t big = probe->LayerBytes(0), small = probe->LayerBytes(1);
+  ASSERT_GT(big, small);
+  ASSERT_LE(big, 2 * small);
+  o.budget_bytes = big + small / 2;  // one layer at a time
+  auto m = OpenModel(*bytes, o);
+  for (int round = 0; round < 3; ++round) {
+    for (int l : {0, 1}) {
+      auto h = m->Layer(l);
+      ASSERT_TRUE(h.ok()) << h.status();
+      ExpectMatchesReader(*m, *h, false);
+      const ModelStats st = m->stats();
+      EXPECT_LE(st.resident_bytes + st.cached_bytes, o.budget_bytes);
+      // Layer 1 runs in layer 0's larger buffer and is charged for all of it.
+      EXPECT_EQ(st.resident_bytes, big) << "round " << round << " layer " << l;
+    }
+  }
+  ModelStats st = m->stats();
+  EXPECT_EQ(st.decodes, 6u);
+  EXPECT_EQ(st.fresh_buffers, 1u);
+  EXPECT_EQ(st.over_budget, 0u);
+  m->EvictUnpinned();
+  st = m->stats();
+  EXPECT_EQ(st.resident_bytes, 0u);
+  EXPECT_EQ(st.cached_bytes, 0u);
+}
+
 TEST(Loader, PinnedLayersAreNeverEvicted) {
   const std::string bytes = MakeFile();
   ModelOptions o;

@@ -338,11 +338,12 @@ std::string RunMode(const std::string& path, Mode mode, int threads, double budg
   return absl::StrFormat(
       "%-12s %8.1f tok/s  open+decode %7.1f ms  first token %7.1f ms  peak RSS %7.1f MiB "
       " "
-      "peak anon %7.1f MiB  loader peak %6.1f MiB  decodes %d  evictions %d  prefetch "
-      "%d/%d used  over-budget %d",
+      "peak anon %7.1f MiB  loader peak %6.1f MiB  decodes %d (%d into fresh buffers)  "
+      "evictions %d  prefetch %d/%d used  over-budget %d",
       tqm::rt::ModeName(mode), tokens / Seconds(t2, t3), Seconds(t0, t1) * 1e3,
       Seconds(t1, t2) * 1e3, StatusKb("VmHWM") / 1024.0, anon_kb / 1024.0,
-      st.peak_resident_bytes / 1048576.0, (int)st.decodes, (int)st.evictions,
+      st.peak_resident_bytes / 1048576.0, (int)st.decodes, (int)st.fresh_buffers,
+      (int)st.evictions,
       (int)st.prefetch_hits, (int)st.prefetches, (int)st.over_budget);
 }
 
@@ -453,10 +454,12 @@ class SynthSource : public tqm::TensorSource {
 };
 
 int CmdSynth(const std::string& out, int dim, int hidden, int layers, int heads,
-             int kv_heads, int vocab, int seq, float outlier, bool entropy) {
+             int kv_heads, int vocab, int seq, float outlier, bool entropy,
+             bool no_table) {
   SynthSource src(dim, hidden, layers, heads, kv_heads, vocab, seq, outlier);
   tqm::PackOptions po;
   po.entropy = entropy;
+  if (no_table) po.max_table_entries = 0;
   const auto t0 = Clock::now();
   auto stats = tqm::Pack(src, out, po);
   if (!stats.ok()) return Fail(stats.status());
@@ -639,7 +642,7 @@ int main(int argc, char** argv) {
   int s_dim = 2048, s_hidden = 5632, s_layers = 24, s_heads = 32, s_kv = 4,
       s_vocab = 8192, s_seq = 256;
   float s_outlier = 40;
-  bool s_entropy = false;
+  bool s_entropy = false, s_no_table = false;
   auto* synth = app.add_subcommand("synth", "write a Llama-shaped random model");
   synth->add_option("out", s_out)->required();
   synth->add_option("--dim", s_dim);
@@ -651,6 +654,9 @@ int main(int argc, char** argv) {
   synth->add_option("--seq-len", s_seq);
   synth->add_option("--outlier", s_outlier, "outlier magnitude in standard deviations");
   synth->add_flag("--entropy", s_entropy, "allow the entropy codecs");
+  synth->add_flag("--no-table", s_no_table,
+                  "no sequence table: with --entropy off, every chunk is stored "
+                  "(read in place by the loader)");
 
   std::string v_path;
   int v_reps = 5, v_threads = 0;
@@ -670,7 +676,7 @@ int main(int argc, char** argv) {
   }
   if (*synth) {
     return CmdSynth(s_out, s_dim, s_hidden, s_layers, s_heads, s_kv, s_vocab, s_seq,
-                    s_outlier, s_entropy);
+                    s_outlier, s_entropy, s_no_table);
   }
   if (*matvec) return CmdMatvec(v_path, v_reps, v_threads > 0 ? v_threads : hw);
   return 0;

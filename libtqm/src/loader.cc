@@ -205,6 +205,10 @@ struct LayerState {
   // (view, chunk) pairs to decode.
   std::vector<std::pair<uint32_t, uint32_t>> tasks;
   uint64_t owned_bytes = 0;
+  // Bytes counted in ModelStats::resident_bytes for this layer while it is
+  // decoding or ready: its buffer's size, which may exceed owned_bytes when
+  // the buffer was a larger spare one.
+  uint64_t charged = 0;
   // Compressed byte ranges (absolute, merged) for madvise.
   std::vector<std::pair<uint64_t, uint64_t>> ranges;
 
@@ -428,7 +432,8 @@ Model::~Model() {
     for (LayerState* st : prefetch_queue_) {
       st->state = Residency::kAbsent;
       st->prefetched = false;
-      stats_.resident_bytes -= st->owned_bytes;
+      stats_.resident_bytes -= st->charged;
+      st->charged = 0;
     }
     prefetch_queue_.clear();
   }
@@ -500,7 +505,8 @@ uint64_t Model::Held() const { return stats_.resident_bytes + stats_.cached_byte
 void Model::EvictLocked(LayerState* st, std::vector<Buffer>* freed) {
   Buffer b = std::move(st->buffer);
   FreeLayer(st);
-  stats_.resident_bytes -= st->owned_bytes;
+  stats_.resident_bytes -= st->charged;
+  st->charged = 0;
   ++stats_.evictions;
   if (options_.budget_bytes != 0 && b.size() != 0) {
     stats_.cached_bytes += b.size();
@@ -525,14 +531,22 @@ bool Model::Reserve(uint64_t bytes, bool for_prefetch, Buffer* reuse,
                     std::vector<Buffer>* freed) {
   const uint64_t budget = options_.budget_bytes;
   for (;;) {
-    // A spare buffer of the right size is taken as it is.
+    // The smallest spare buffer that is large enough is taken as it is (its
+    // pages are already faulted in; a fresh buffer would be zeroed by the
+    // kernel page by page), and counted at its size. Buffers more than
+    // twice too large are left for layers they fit better.
     auto& spare = spare_->buffers;
+    size_t best = spare.size();
     for (size_t i = 0; i < spare.size(); ++i) {
-      if (spare[i].size() != bytes) continue;
-      *reuse = std::move(spare[i]);
-      spare.erase(spare.begin() + i);
-      stats_.cached_bytes -= bytes;
-      stats_.resident_bytes += bytes;
+      const uint64_t size = spare[i].size();
+      if (size < bytes || size / 2 > bytes) continue;
+      if (best == spare.size() || size < spare[best].size()) best = i;
+    }
+    if (best != spare.size()) {
+      *reuse = std::move(spare[best]);
+      spare.erase(spare.begin() + best);
+      stats_.cached_bytes -= reuse->size();
+      stats_.resident_bytes += reuse->size();
       return true;
     }
     if (budget == 0 || Held() + bytes <= budget) {
@@ -591,8 +605,9 @@ absl::Status Model::Decode(LayerState* st) {
         "(ModelOptions::max_layer_bytes)",
         name(), st->layer, st->owned_bytes, cap));
   }
-  // st->buffer may hold a spare buffer of the right size (Reserve).
-  if (st->buffer.size() != st->owned_bytes && !st->buffer.Allocate(st->owned_bytes)) {
+  // st->buffer may hold a spare buffer large enough (Reserve).
+  const bool fresh = st->buffer.size() < st->owned_bytes;
+  if (fresh && !st->buffer.Allocate(st->owned_bytes)) {
     return absl::ResourceExhaustedError(absl::StrFormat(
         "%s: cannot allocate %d bytes for layer %d", name(), st->owned_bytes, st->layer));
   }
@@ -659,6 +674,7 @@ absl::Status Model::Decode(LayerState* st) {
   std::lock_guard<std::mutex> lock(mu_);
   stats_.decode_seconds += seconds;
   if (err.ok()) stats_.decoded_bytes += st->owned_bytes;
+  if (fresh) ++stats_.fresh_buffers;
   return err;
 }
 
@@ -697,10 +713,13 @@ absl::StatusOr<LayerHandle> Model::Layer(int layer) {
       continue;
     }
     // Absent: decode it here.
-    if (!Reserve(st->owned_bytes, false, &st->buffer, &freed)) {
+    if (Reserve(st->owned_bytes, false, &st->buffer, &freed)) {
+      st->charged = std::max(st->buffer.size(), st->owned_bytes);
+    } else {
       ++stats_.over_budget;
       const uint64_t held = Held();
       stats_.resident_bytes += st->owned_bytes;
+      st->charged = st->owned_bytes;
       warning = absl::StrFormat(
           "%s: layer %d needs %d decoded bytes but the budget is %d bytes (%d held by "
           "pinned or decoding layers); decoding it over budget",
@@ -716,7 +735,8 @@ absl::StatusOr<LayerHandle> Model::Layer(int layer) {
     if (!s.ok()) {
       freed.push_back(std::move(st->buffer));
       FreeLayer(st);
-      stats_.resident_bytes -= st->owned_bytes;
+      stats_.resident_bytes -= st->charged;
+      st->charged = 0;
       ++stats_.decode_failures;
       cv_.notify_all();
       lock.unlock();
@@ -758,6 +778,7 @@ void Model::Prefetch(int layer) {
       ++stats_.prefetch_skipped;
       return;
     }
+    st->charged = std::max(st->buffer.size(), st->owned_bytes);
     st->state = Residency::kDecoding;
     st->prefetched = true;
     stats_.peak_resident_bytes = std::max(stats_.peak_resident_bytes, Held());
@@ -786,7 +807,8 @@ void Model::PrefetchLoop() {
       // Layer() will decode again and report the error.
       failed_buffer = std::move(st->buffer);
       FreeLayer(st);
-      stats_.resident_bytes -= st->owned_bytes;
+      stats_.resident_bytes -= st->charged;
+      st->charged = 0;
       ++stats_.decode_failures;
     }
     cv_.notify_all();
@@ -816,7 +838,8 @@ void Model::EvictUnpinned() {
     if (st->state != Residency::kReady || st->pins > 0 || st->owned_bytes == 0) continue;
     freed.push_back(std::move(st->buffer));
     FreeLayer(st.get());
-    stats_.resident_bytes -= st->owned_bytes;
+    stats_.resident_bytes -= st->charged;
+    st->charged = 0;
     ++stats_.evictions;
   }
   for (Buffer& b : spare_->buffers) freed.push_back(std::move(b));

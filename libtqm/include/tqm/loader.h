@@ -158,10 +158,12 @@ struct ModelStats {
   uint64_t prefetch_hits = 0;     // Layer() found a prefetched layer
   uint64_t prefetch_skipped = 0;  // no room in the budget
   uint64_t evictions = 0;
+  // Decodes into a newly allocated buffer (the others reuse a spare one).
+  uint64_t fresh_buffers = 0;
   uint64_t over_budget = 0;     // decodes that went over the budget
   uint64_t resident_bytes = 0;  // decoded bytes held now (incl. decoding)
-  // Buffers of evicted layers kept for reuse by the next decode of the same
-  // size (budgeted models only); resident + cached stays within the budget.
+  // Buffers of evicted layers kept for reuse by later decodes that fit in
+  // them (budgeted models only); resident + cached stays within the budget.
   uint64_t cached_bytes = 0;
   uint64_t peak_resident_bytes = 0;  // of resident + cached
   uint64_t decoded_bytes = 0;        // total bytes produced by decodes
