@@ -181,10 +181,21 @@ TEST(ExportLlama2c, Stories260KRoundTrip) {
     ASSERT_EQ(have.size(), want.size());
     EXPECT_EQ(std::memcmp(have.data(), want.data(), 4 * want.size()), 0);
   }
-  // The RoPE tables (seq_len * head_size / 2 floats each) are zeros, just
-  // before the end of the file (tied: no classifier follows them).
-  const size_t rope = 2 * 512 * 8 / 2 * 4;
-  EXPECT_EQ(got.substr(got.size() - rope), std::string(rope, '\0'));
+  // The RoPE tables (seq_len * head_size / 2 floats each, cos then sin) end
+  // the file (tied: no classifier follows them) and match the ones llama2.c's
+  // PyTorch export wrote into the original to within float32 rounding.
+  const size_t floats = 2 * 512 * 8 / 2, rope = floats * 4;
+  std::vector<float> a(floats), b(floats);
+  std::memcpy(a.data(), got.data() + got.size() - rope, rope);
+  std::memcpy(b.data(), orig.data() + orig.size() - rope, rope);
+  size_t exact = 0;
+  for (size_t i = 0; i < floats; ++i) {
+    ASSERT_NEAR(a[i], b[i], 2e-6) << "RoPE float " << i;
+    exact += a[i] == b[i];
+  }
+  EXPECT_GT(exact, floats * 9 / 10);
+  EXPECT_EQ(a[0], 1.0f);           // cos(0)
+  EXPECT_EQ(a[floats / 2], 0.0f);  // sin(0)
 }
 
 TEST(ExportLlama2c, SeparateClassifierAndHfLayout) {

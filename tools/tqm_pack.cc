@@ -16,11 +16,14 @@ int main(int argc, char** argv) {
   CLI::App app{
       "tqm-pack: quantize a model to 8 bits (affine scale/zero per tensor or per row) and\n"
       "write it as one compressed, memory-mappable .tqm file.\n\n"
-      "Inputs: a llama2.c checkpoint (e.g. stories260K.bin) or a safetensors file\n"
-      "(F32/F16/BF16). Tensors are named in the Hugging Face Llama convention.\n"
+      "Inputs: a llama2.c checkpoint (e.g. stories260K.bin), a safetensors file or\n"
+      "sharded model directory (F32/F16/BF16), or a GGUF file (F32/F16/BF16/Q8_0).\n"
+      "Tensors are named in the Hugging Face Llama convention.\n"
       "1-D tensors (norms, biases) stay float32 unless --quantize-all.\n"
-      "Each 64 KiB chunk is stored raw or coded with the file's sequence table,\n"
-      "whichever is smaller, so the file is never larger than raw int8 plus a small index.\n\n"
+      "Each 64 KiB chunk gets the codec --profile picks among stored, seqtable\n"
+      "(the file's sequence table), Huffman, rANS and (size profile) zstd; a chunk is\n"
+      "stored raw when nothing is smaller, so the file is never larger than raw int8\n"
+      "plus a small index.\n\n"
       "Example:\n"
       "  tqm-pack ../shared/models/stories260K/stories260K.bin -o stories260K.tqm \\\n"
       "           --tokenizer ../shared/models/stories260K/tok512.bin\n"};
@@ -28,7 +31,7 @@ int main(int argc, char** argv) {
   bool quantize_all = false, quiet = false, json = false, no_table = false;
   uint32_t chunk_size = tqm::format::kDefaultChunkSize;
   uint32_t max_table = tqm::format::kMaxTableEntries;
-  app.add_option("INPUT", input, "model to pack (llama2.c .bin or .safetensors)")
+  app.add_option("INPUT", input, "model to pack (llama2.c .bin, .safetensors, a directory with model.safetensors.index.json, or .gguf)")
       ->required()
       ->check(CLI::ExistingFile);
   app.add_option("-o,--output", output, "output .tqm file (written atomically)")->required();

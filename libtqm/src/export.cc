@@ -482,12 +482,26 @@ absl::Status ExportLlama2c(const Reader& r, const std::string& out_path,
     }
   }
   TQM_RETURN_IF_ERROR(put("model.norm.weight"));
-  // freq_cis_real and freq_cis_imag: unused by run.c, written as zeros.
-  const std::vector<uint8_t> zeros(1 << 16, 0);
-  for (uint64_t left = 2 * rope_floats * 4; left > 0;) {
-    const size_t n = left < zeros.size() ? static_cast<size_t>(left) : zeros.size();
-    TQM_RETURN_IF_ERROR(file->Append(absl::MakeConstSpan(zeros.data(), n)));
-    left -= n;
+  // freq_cis_real then freq_cis_imag, [seq_len][head_size / 2] each, as
+  // llama2.c's legacy export computes them (float32: freq_i = 1 /
+  // theta^(2i / head_size), angle = pos * freq_i). Current run.c skips them;
+  // versions before August 2023 read them.
+  const int64_t half = d.head_size() / 2;
+  std::vector<float> freq(half);
+  for (int64_t i = 0; i < half; ++i) {
+    const float e = static_cast<float>(2 * i) / static_cast<float>(d.head_size());
+    freq[i] = 1.0f / std::pow(static_cast<float>(d.rope_theta), e);
+  }
+  for (int part = 0; part < 2; ++part) {
+    std::vector<float> row(half);
+    for (int64_t pos = 0; pos < d.seq_len; ++pos) {
+      for (int64_t i = 0; i < half; ++i) {
+        const float angle = static_cast<float>(pos) * freq[i];
+        row[i] = part == 0 ? std::cos(angle) : std::sin(angle);
+      }
+      TQM_RETURN_IF_ERROR(file->Append(absl::Span<const uint8_t>(
+          reinterpret_cast<const uint8_t*>(row.data()), row.size() * 4)));
+    }
   }
   if (!d.tied) TQM_RETURN_IF_ERROR(put("lm_head.weight"));
   return file->Commit();
