@@ -1,7 +1,7 @@
 // Dot-product and fused-decode kernels (kernels.h). The dot products have a
 // portable version and, compiled with a target attribute so that the rest of
 // the build needs no -mavx2, an AVX2+FMA one chosen once at run time. The
-// fused seqtable kernel is one portable decoder feeding either.
+// fused seqtable kernel is libtqm's block decoder feeding either.
 
 #include "kernels.h"
 
@@ -9,6 +9,7 @@
 #include <immintrin.h>
 #endif
 
+#include <algorithm>
 #include <atomic>
 #include <cstring>
 #include <vector>
@@ -30,11 +31,6 @@ bool CpuHasAvx2() {
 #else
   return false;
 #endif
-}
-
-absl::Status FusedError(const char* what, size_t pos) {
-  return absl::DataLossError(
-      absl::StrFormat("seqtable (fused): %s at payload byte %d", what, pos));
 }
 
 // ---- portable ----
@@ -81,111 +77,31 @@ absl::Status FusedStored(absl::Span<const uint8_t> in, uint64_t begin, uint32_t 
 }
 
 // Seqtable: decodes a block of groups at a time into a buffer that stays in
-// L1 (eight table codes at once when none is an escape, as DecodeSeqTable
-// does) and runs the dot product over it, one row segment at a time. Table
-// lookups with scalar loads beat vpgatherdd on the CPUs we measured, and a
-// block keeps the dot product's loop long.
+// L1 (tqm::SeqTableBlockDecoder, the fast loop of DecodeSeqTable with the
+// same validation) and runs the dot product over it, one row segment at a
+// time; a block keeps the dot product's loop long.
 constexpr size_t kBlockGroups = 512;  // 2 KiB of weights
 
-#if defined(__GNUC__) && !defined(__clang__)
-// GCC's SLP vectorizer turns the 4-byte table copies into slow shuffles.
-#define TQM_SCALAR_LOOPS __attribute__((optimize("no-tree-vectorize")))
-#else
-#define TQM_SCALAR_LOOPS
-#endif
-
-TQM_SCALAR_LOOPS absl::Status FusedSeqTable(
-    absl::Span<const uint8_t> in, absl::Span<const uint32_t> table, uint64_t begin,
-    uint32_t size, uint64_t cols, const float* x, float* acc, uint64_t row0,
-    float (*dot)(const uint8_t*, const float*, size_t)) {
-  const size_t groups = size / 4, tail = size % 4;
-  const uint8_t* p = in.data();
-  const uint8_t* const end = p + in.size();
-  const uint32_t* const t = table.data();
-  const uint32_t n = static_cast<uint32_t>(table.size());
+absl::Status FusedSeqTable(absl::Span<const uint8_t> in, absl::Span<const uint32_t> table,
+                           uint64_t begin, uint32_t size, uint64_t cols, const float* x,
+                           float* acc, uint64_t row0,
+                           float (*dot)(const uint8_t*, const float*, size_t)) {
   alignas(64) uint8_t buf[kBlockGroups * 4];
-#ifdef __SSE2__
-  // Codes above n - 1 (unsigned, saturating) are escapes or invalid.
-  const __m128i limit = _mm_set1_epi16(static_cast<short>(n == 0 ? 0 : n - 1));
-#endif
   uint64_t e = begin;  // matrix element of buf[0]
-  // Adds the dot products of buf[0, len) to the rows they belong to.
-  auto emit = [&](size_t len) {
+  SeqTableBlockDecoder decoder(in, table, size);
+  while (!decoder.done()) {
+    const absl::StatusOr<size_t> len = decoder.Next(absl::MakeSpan(buf));
+    if (!len.ok()) return len.status();
+    // Adds the dot products of buf[0, len) to the rows they belong to.
     size_t k = 0;
-    while (k < len) {
+    while (k < *len) {
       const uint64_t row = e / cols, col = e % cols;
-      const uint64_t m = std::min<uint64_t>(cols - col, len - k);
+      const uint64_t m = std::min<uint64_t>(cols - col, *len - k);
       acc[row - row0] += dot(buf + k, x + col, m);
       e += m;
       k += m;
     }
-  };
-  size_t g = 0;
-  while (g < groups) {
-    const size_t nb = std::min(kBlockGroups, groups - g);
-    uint8_t* o = buf;
-    size_t k = 0;
-    while (k < nb) {
-      if (nb - k >= 8 && end - p >= 16) {
-        uint64_t w0, w1;
-        std::memcpy(&w0, p, 8);
-        std::memcpy(&w1, p + 8, 8);
-        // How many of the eight codes, from the first, are table codes.
-#ifdef __SSE2__
-        const __m128i codes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
-        const int ok = _mm_movemask_epi8(
-            _mm_cmpeq_epi16(_mm_subs_epu16(codes, limit), _mm_setzero_si128()));
-        const int good = n == 0 ? 0 : ok == 0xFFFF ? 8 : __builtin_ctz(~ok) / 2;
-#else
-        int good = 0;
-        while (good < 8 &&
-               ((good < 4 ? w0 >> (16 * good) : w1 >> (16 * (good - 4))) & 0xFFFF) < n) {
-          ++good;
-        }
-#endif
-        if (good == 8) {
-          std::memcpy(o, &t[w0 & 0xFFFF], 4);
-          std::memcpy(o + 4, &t[(w0 >> 16) & 0xFFFF], 4);
-          std::memcpy(o + 8, &t[(w0 >> 32) & 0xFFFF], 4);
-          std::memcpy(o + 12, &t[w0 >> 48], 4);
-          std::memcpy(o + 16, &t[w1 & 0xFFFF], 4);
-          std::memcpy(o + 20, &t[(w1 >> 16) & 0xFFFF], 4);
-          std::memcpy(o + 24, &t[(w1 >> 32) & 0xFFFF], 4);
-          std::memcpy(o + 28, &t[w1 >> 48], 4);
-        } else {
-          for (int j = 0; j < good; ++j) {
-            std::memcpy(o + 4 * j, &t[((j < 4 ? w0 : w1) >> (16 * (j & 3))) & 0xFFFF], 4);
-          }
-        }
-        p += 2 * good;
-        o += 4 * good;
-        k += good;
-        if (good == 8) continue;
-      }
-      // One group the careful way: an escape, an invalid code, or the end.
-      if (end - p < 2) return FusedError("payload ends inside the codes", p - in.data());
-      const uint16_t code = static_cast<uint16_t>(p[0] | (p[1] << 8));
-      p += 2;
-      if (code < n) {
-        std::memcpy(o, &t[code], 4);
-      } else if (code == format::kEscape) {
-        if (end - p < 4) return FusedError("escape cut off", p - in.data());
-        std::memcpy(o, p, 4);
-        p += 4;
-      } else {
-        return FusedError("invalid code", p - 2 - in.data());
-      }
-      o += 4;
-      ++k;
-    }
-    emit(4 * nb);
-    g += nb;
   }
-  if (static_cast<size_t>(end - p) != tail) {
-    return FusedError("payload length does not match the decoded size", p - in.data());
-  }
-  std::memcpy(buf, p, tail);
-  emit(tail);
   return absl::OkStatus();
 }
 

@@ -30,8 +30,9 @@ float Sum(const float* x, size_t n);
 // Decodes one chunk of a row-major uint8
 // matrix with `cols` columns, whose decoded bytes are elements
 // [begin, begin + size) of the matrix, and adds each row's DotU8 partial sum
-// to acc[row - row0]. The decoded bytes never leave registers (seqtable) or
-// are read in place (stored); other codecs decode into a per-thread buffer
+// to acc[row - row0]. The decoded bytes go through a 2 KiB buffer that stays
+// in L1 (seqtable, tqm::SeqTableBlockDecoder) or are read in place (stored);
+// other codecs decode into a per-thread buffer
 // of one chunk first. Validates like tqm::DecodeSeqTable:
 // DataLossError on an invalid code, a cut-off escape, or a payload whose
 // length does not match `size`.

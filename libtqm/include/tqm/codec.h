@@ -8,11 +8,14 @@
 #ifndef TQM_CODEC_H_
 #define TQM_CODEC_H_
 
+#include <cstddef>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "tqm/format.h"
 
@@ -55,11 +58,68 @@ absl::Status DecodeSeqTable(absl::Span<const uint8_t> in,
                             absl::Span<const uint32_t> table,
                             absl::Span<uint8_t> out);
 
+// Decodes a seqtable chunk a piece at a time, for callers that consume the
+// decoded bytes from a small buffer (the runtime's fused dot products):
+// the same fast loop and the same validation and messages as
+// DecodeSeqTable, with payload offsets counted from the start of `in`.
+//
+//   SeqTableBlockDecoder dec(payload, table, decoded_size);
+//   while (!dec.done()) {
+//     TQM_ASSIGN_OR_RETURN(size_t k, dec.Next(absl::MakeSpan(buf)));
+//     Use(buf, k);
+//   }
+//
+// The decoder keeps pointers to `in` and `table`: both must stay valid and
+// unchanged until the last call to Next().
+class SeqTableBlockDecoder {
+ public:
+  SeqTableBlockDecoder(absl::Span<const uint8_t> in, absl::Span<const uint32_t> table,
+                       size_t decoded_size);
+
+  // Decoded bytes not yet returned by Next().
+  size_t remaining() const { return 4 * groups_left_ + tail_; }
+
+  // True once Next() has returned the last byte and checked that the
+  // payload ends exactly there. A chunk of 0 bytes still needs one Next().
+  bool done() const { return done_; }
+
+  // Decodes the next k bytes of the chunk into out[0, k) and returns k:
+  // remaining() when they fit in `out`, else out.size() rounded down to a
+  // multiple of 4 (whole 4-byte groups). Writes nothing past out[k). The
+  // call that decodes the last byte also checks that no payload bytes are
+  // left over. Returns 0 once done(). Returns DataLossError (R61/R62) as
+  // DecodeSeqTable would, after which every call returns that error and
+  // `out` may be partially written; InvalidArgumentError when `out` is
+  // smaller than 4 bytes and than remaining().
+  absl::StatusOr<size_t> Next(absl::Span<uint8_t> out);
+
+ private:
+  absl::Span<const uint8_t> in_;
+  absl::Span<const uint32_t> table_;
+  size_t pos_ = 0;  // payload bytes consumed
+  size_t groups_left_;
+  size_t tail_;  // tail bytes not yet returned
+  bool done_ = false;
+  absl::Status status_;
+};
+
 // Straightforward reference decoder with the same contract as
 // DecodeSeqTable; kept for tests and benchmarks.
 absl::Status DecodeSeqTableReference(absl::Span<const uint8_t> in,
                                      absl::Span<const uint32_t> table,
                                      absl::Span<uint8_t> out);
+
+namespace codec_internal {
+
+// Which loop DecodeSeqTable and SeqTableBlockDecoder use, process-wide:
+// kAuto (the default) picks AVX2 when the CPU has it. For tests and
+// benchmarks, which compare the two on one machine.
+enum class SeqIsa { kAuto, kPortable };
+void SetSeqTableIsa(SeqIsa isa);
+// True when kAuto uses the AVX2 loop on this CPU.
+bool SeqTableAvx2Available();
+
+}  // namespace codec_internal
 
 // Decodes one chunk of any codec this build knows. Returns
 // UnimplementedError for a codec id it does not know.
