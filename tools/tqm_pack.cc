@@ -51,6 +51,10 @@ int main(int argc, char** argv) {
                  "that minimises the file)")
       ->check(CLI::Range(0u, tqm::format::kMaxTableEntries));
   app.add_flag("--no-table", no_table, "disable the seqtable codec");
+  bool full_table_search = false;
+  app.add_flag("--full-table-search", full_table_search,
+               "count every 4-byte group for the sequence table even when a sample of the "
+               "weights shows that no table can pay (slower; same file in that case)");
   std::string profile = "balanced";
   app.add_option("--profile", profile,
                  "codec choice per chunk: 'size' = smallest (tries zstd -19 too), "
@@ -82,6 +86,7 @@ int main(int argc, char** argv) {
                                      : tqm::Profile::kBalanced;
   opt.entropy = !no_entropy;
   opt.threads = threads;
+  if (full_table_search) opt.table_sample_min_groups = UINT64_MAX;
   if (!tokenizer.empty()) {
     std::ifstream f(tokenizer, std::ios::binary);
     std::stringstream ss;
@@ -121,12 +126,14 @@ int main(int argc, char** argv) {
     std::cout << absl::StrFormat(
         "{\"input\":%s,\"output\":%s,\"tensors\":%d,\"quantized_tensors\":%d,"
         "\"weights\":%d,\"source_bytes\":%d,\"f32_bytes\":%d,\"int8_bytes\":%d,"
-        "\"file_bytes\":%d,\"table_entries\":%d,\"groups\":%d,\"escaped_groups\":%d,"
+        "\"file_bytes\":%d,\"table_entries\":%d,\"table_search_skipped\":%s,"
+        "\"groups\":%d,\"escaped_groups\":%d,"
         "\"chunks\":{%s},\"profile\":\"%s\",\"seqtable_only_bytes\":%d,\"seqtable_only_table_entries\":%d,"
         "\"quantized_int8_bytes\":%d,"
         "\"seconds\":%.3f}\n",
         tqm::JsonQuote(input), tqm::JsonQuote(output), s.tensors, s.quantized_tensors, s.weights, s.source_bytes, s.f32_bytes,
-        s.int8_bytes, s.file_bytes, s.table_entries, s.groups, s.escaped_groups,
+        s.int8_bytes, s.file_bytes, s.table_entries,
+        s.table_search_skipped ? "true" : "false", s.groups, s.escaped_groups,
         mix_json, profile, s.seqtable_only_bytes, s.seqtable_only_table_entries,
         s.quantized_int8_bytes, s.seconds);
   } else if (!quiet) {
@@ -139,7 +146,7 @@ int main(int argc, char** argv) {
         "  tqm size         %s (%d bytes, table and index included)\n"
         "  ratio            %.2fx vs source, %.3fx vs int8\n"
         "  bits per weight  %.3f\n"
-        "  table            %d entries; escape rate %.2f%% of %d groups\n"
+        "  table            %d entries%s; escape rate %.2f%% of %d groups\n"
         "  chunks           %s\n"
         "  seqtable only    %d bytes (table of %d entries included) if every quantized chunk\n"
         "                   used seqtable, vs %d bytes of int8 for those tensors\n"
@@ -150,7 +157,8 @@ int main(int argc, char** argv) {
         tqm::HumanBytes(s.file_bytes), s.file_bytes,
         static_cast<double>(s.source_bytes) / s.file_bytes,
         static_cast<double>(s.file_bytes) / s.int8_bytes, 8.0 * s.file_bytes / s.weights,
-        s.table_entries, escape, s.groups, mix,
+        s.table_entries, s.table_search_skipped ? " (a sample showed no table can pay)" : "",
+        escape, s.groups, mix,
         s.seqtable_only_bytes, s.seqtable_only_table_entries, s.quantized_int8_bytes, s.seconds, s.f32_bytes / 1e6 / std::max(s.seconds, 1e-9));
   }
   return 0;

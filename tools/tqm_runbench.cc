@@ -455,11 +455,11 @@ class SynthSource : public tqm::TensorSource {
 
 int CmdSynth(const std::string& out, int dim, int hidden, int layers, int heads,
              int kv_heads, int vocab, int seq, float outlier, bool entropy,
-             bool no_table) {
+             bool no_table, uint32_t max_table) {
   SynthSource src(dim, hidden, layers, heads, kv_heads, vocab, seq, outlier);
   tqm::PackOptions po;
   po.entropy = entropy;
-  if (no_table) po.max_table_entries = 0;
+  po.max_table_entries = no_table ? 0 : max_table;
   const auto t0 = Clock::now();
   auto stats = tqm::Pack(src, out, po);
   if (!stats.ok()) return Fail(stats.status());
@@ -643,6 +643,7 @@ int main(int argc, char** argv) {
       s_vocab = 8192, s_seq = 256;
   float s_outlier = 40;
   bool s_entropy = false, s_no_table = false;
+  uint32_t s_max_table = tqm::format::kMaxTableEntries;
   auto* synth = app.add_subcommand("synth", "write a Llama-shaped random model");
   synth->add_option("out", s_out)->required();
   synth->add_option("--dim", s_dim);
@@ -657,6 +658,9 @@ int main(int argc, char** argv) {
   synth->add_flag("--no-table", s_no_table,
                   "no sequence table: with --entropy off, every chunk is stored "
                   "(read in place by the loader)");
+  synth->add_option("--max-table", s_max_table,
+                    "upper bound on sequence-table entries (a smaller table stays in "
+                    "a faster cache level)");
 
   std::string v_path;
   int v_reps = 5, v_threads = 0;
@@ -676,7 +680,7 @@ int main(int argc, char** argv) {
   }
   if (*synth) {
     return CmdSynth(s_out, s_dim, s_hidden, s_layers, s_heads, s_kv, s_vocab, s_seq,
-                    s_outlier, s_entropy, s_no_table);
+                    s_outlier, s_entropy, s_no_table, s_max_table);
   }
   if (*matvec) return CmdMatvec(v_path, v_reps, v_threads > 0 ? v_threads : hw);
   return 0;

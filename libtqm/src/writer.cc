@@ -1,28 +1,34 @@
 // Writer: quantize -> choose the sequence table -> encode chunks -> file.
 //
-// Three passes over the source, each holding one tensor at a time:
-//   1. count the aligned 4-byte groups of every quantized tensor;
+// Passes over the source, each holding one tensor at a time:
+//   0. (inputs of at least PackOptions::table_sample_min_groups groups) size
+//      the best table on a sample of the chunks; when even an optimistic
+//      extrapolation cannot pay for the table, keep none and go to pass 3;
+//   1. count the aligned 4-byte groups of every quantized tensor (on the
+//      pack threads, in fixed hash partitions);
 //   2. for each candidate table size, the exact encoded size of every chunk
-//      (chunk = min(stored, seqtable)); the table size with the smallest file
-//      wins (each entry costs 4 bytes);
+//      (chunk = min(seqtable, no-table cost)); the table size with the
+//      smallest file wins (each entry costs 4 bytes);
 //   3. encode and write.
-// Pass 2 and the table are skipped when the seqtable codec is disabled.
+// Passes 0-2 and the table are skipped when the seqtable codec is disabled.
+// Every pass gives the same result whatever the thread count.
 
 #include "tqm/writer.h"
 
 #include <algorithm>
 #include <atomic>
-#include <thread>
 #include <chrono>
+#include <cmath>
 #include <cstring>
+#include <thread>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_format.h"
 #include "atomic_file.h"
 #include "checksum.h"
+#include "cursor.h"
 #include "entropy.h"
 #include "json.h"
-#include "cursor.h"
 #include "tqm/codec.h"
 #include "tqm/quantize.h"
 #include "tqm/reader.h"
@@ -163,6 +169,51 @@ absl::Status Prepare(TensorSource& src, size_t i, const PackOptions& o,
   return absl::OkStatus();
 }
 
+// Reads tensor `i` (quantized) and quantizes only the byte ranges `ranges`
+// (ascending, disjoint) of what Prepare would store, appending them to `out`:
+// the same bytes, as quantization is element-wise and the affine pairs come
+// from the whole tensor or row as there, without quantizing the rest.
+absl::Status PrepareSlices(TensorSource& src, size_t i, const PackOptions& o,
+                           std::vector<float>* f,
+                           const std::vector<std::pair<size_t, size_t>>& ranges,
+                           std::vector<uint8_t>* out) {
+  const SourceTensor& t = src.tensors()[i];
+  TQM_RETURN_IF_ERROR(src.Read(i, f));
+  if (f->size() != Numel(t)) {
+    return absl::InternalError(
+        absl::StrFormat("tensor '%s': source returned %d values, shape says %d", t.name,
+                        f->size(), Numel(t)));
+  }
+  const uint64_t rows = PerRow(t, o) ? t.dims[0] : 1;
+  const uint64_t row = f->size() / rows;
+  uint64_t have = rows;  // the row whose pair `a` is
+  Affine a;
+  for (const auto& [b, e] : ranges) {
+    for (size_t p = b; p < e;) {
+      const uint64_t r = p / row;
+      if (r != have) {
+        absl::StatusOr<Affine> x =
+            ChooseAffine(absl::MakeConstSpan(*f).subspan(r * row, row));
+        if (!x.ok()) {
+          return absl::InvalidArgumentError(
+              rows == 1 ? absl::StrFormat("tensor '%s': %s", t.name, x.status().message())
+                        : absl::StrFormat("tensor '%s' row %d: %s", t.name, r,
+                                          x.status().message()));
+        }
+        a = *x;
+        have = r;
+      }
+      const size_t end = std::min<size_t>(e, (r + 1) * row);
+      const size_t at = out->size();
+      out->resize(at + (end - p));
+      QuantizeAffine(absl::MakeConstSpan(*f).subspan(p, end - p), a,
+                     absl::MakeSpan(*out).subspan(at, end - p));
+      p = end;
+    }
+  }
+  return absl::OkStatus();
+}
+
 std::string EncodeMetadata(const std::vector<MetaEntry>& meta) {
   std::string out;
   AppendLE<uint32_t>(&out, meta.size());
@@ -241,6 +292,87 @@ class GroupCounter {
   uint64_t threshold_ = 0;
   uint64_t prunes_ = 0;
   absl::flat_hash_map<uint32_t, uint64_t> counts_;
+};
+
+// GroupCounters over fixed hash partitions of the group values, so that pass
+// 1 runs on the pack threads: a window of groups is scattered by partition
+// (in parallel over blocks), then each partition counts its groups in input
+// order (in parallel over partitions). What each partition sees, and so every
+// count and prune, depends only on the input, never on the thread count.
+// Without pruning the counts are exact, as with one counter. The partition
+// count is fixed by `cap` (64 partitions of cap/64 groups for the default
+// cap; one partition for caps under 2^17, as small caps are for tests).
+class PartitionedGroupCounter {
+ public:
+  explicit PartitionedGroupCounter(size_t cap) {
+    while (shift_ < kMaxPartitionBits && (cap >> (shift_ + 1)) >= kMinPartitionCap)
+      ++shift_;
+    const size_t parts = size_t{1} << shift_;
+    parts_.assign(parts, GroupCounter(std::max<size_t>(1, cap / parts)));
+  }
+
+  // Counts the aligned groups of `q` (a trailing partial group is ignored).
+  void Add(absl::Span<const uint8_t> q, unsigned threads) {
+    const size_t groups = q.size() / 4;
+    if (parts_.size() == 1) {
+      for (size_t g = 0; g < groups; ++g) parts_[0].Add(Load(q, g));
+      return;
+    }
+    const size_t parts = parts_.size();
+    for (size_t w = 0; w < groups; w += kWindowGroups) {
+      const size_t n = std::min(kWindowGroups, groups - w);
+      const size_t blocks = (n + kBlockGroups - 1) / kBlockGroups;
+      bins_.resize(std::max(bins_.size(), blocks * parts));
+      ParallelFor(blocks, threads, [&](size_t b) {
+        std::vector<uint32_t>* bin = &bins_[b * parts];
+        for (size_t p = 0; p < parts; ++p) bin[p].clear();
+        const size_t end = w + std::min(n, (b + 1) * kBlockGroups);
+        for (size_t g = w + b * kBlockGroups; g < end; ++g) {
+          const uint32_t v = Load(q, g);
+          bin[Partition(v)].push_back(v);
+        }
+      });
+      ParallelFor(parts, threads, [&](size_t p) {
+        for (size_t b = 0; b < blocks; ++b) {
+          for (uint32_t v : bins_[b * parts + p]) parts_[p].Add(v);
+        }
+      });
+    }
+  }
+
+  uint64_t prunes() const {
+    uint64_t n = 0;
+    for (const GroupCounter& c : parts_) n += c.prunes();
+    return n;
+  }
+
+  // The groups counted at least `min_count` times, as (count, group).
+  std::vector<std::pair<uint64_t, uint32_t>> Groups(uint64_t min_count) const {
+    std::vector<std::pair<uint64_t, uint32_t>> out;
+    for (const GroupCounter& c : parts_) {
+      for (const auto& [g, n] : c.counts()) {
+        if (n >= min_count) out.push_back({n, g});
+      }
+    }
+    return out;
+  }
+
+ private:
+  static constexpr int kMaxPartitionBits = 6;
+  static constexpr size_t kMinPartitionCap = size_t{1} << 16;
+  static constexpr size_t kWindowGroups = size_t{1} << 22;  // 16 MiB of groups
+  static constexpr size_t kBlockGroups = size_t{1} << 16;
+
+  static uint32_t Load(absl::Span<const uint8_t> q, size_t g) {
+    uint32_t v;
+    std::memcpy(&v, &q[4 * g], 4);
+    return v;
+  }
+  size_t Partition(uint32_t v) const { return (v * 0x9E3779B1u) >> (32 - shift_); }
+
+  int shift_ = 0;
+  std::vector<GroupCounter> parts_;
+  std::vector<std::vector<uint32_t>> bins_;  // [block][partition], reused
 };
 
 // Decode speed rank of each codec, fastest first (measured by tqm-bench:
@@ -390,6 +522,369 @@ absl::Span<const uint8_t> AsBytes(const std::string& s) {
   return absl::Span<const uint8_t>(reinterpret_cast<const uint8_t*>(s.data()), s.size());
 }
 
+// The tensor being worked on: source floats, stored bytes, affine pairs.
+struct Scratch {
+  std::vector<float> f;
+  std::vector<uint8_t> q;
+  std::vector<Affine> affine;
+};
+
+uint64_t ChunkCount(const SourceTensor& t, const PackOptions& o) {
+  return (Numel(t) + o.chunk_size - 1) / o.chunk_size;  // u8: one byte a weight
+}
+
+void Progress(const PackOptions& o, PackProgress* prog, size_t i, uint64_t bytes) {
+  prog->tensor = i + 1;
+  prog->bytes_done += bytes;
+  if (o.progress) o.progress(*prog);
+}
+
+// What a chunk costs without the table: min(stored, entropy-coded), the
+// latter estimated by the order-0 bound plus a small header.
+uint64_t NoTableCost(absl::Span<const uint8_t> chunk, const PackOptions& o) {
+  uint64_t alt = chunk.size();
+  if (o.entropy) {
+    const double bits = Order0EntropyBits(chunk);
+    alt = std::min<uint64_t>(alt, static_cast<uint64_t>(bits / 8) + 64);
+  }
+  return alt;
+}
+
+// What a chunk costs in seqtable: 2 bytes a hit, 6 an escape, the tail raw.
+uint64_t SeqTableCost(uint64_t groups, uint64_t hits, uint64_t tail) {
+  return 2 * hits + 6 * (groups - hits) + tail;
+}
+
+// NoTableCost of a chunk of `chunk_bytes` estimated from a slice of it: the
+// slice's order-0 bound with the Miller-Madow correction (the plug-in entropy
+// of a sample is biased low; the correction errs towards a dearer chunk,
+// which favours the table), scaled to the chunk.
+uint64_t NoTableCostFromSlice(absl::Span<const uint8_t> slice, uint64_t chunk_bytes,
+                              const PackOptions& o) {
+  if (!o.entropy || slice.empty()) return chunk_bytes;
+  uint32_t counts[256];
+  entropy_internal::Histogram(slice, counts);
+  const double n = static_cast<double>(slice.size());
+  double bits = 0;
+  int used = 0;
+  for (uint32_t c : counts) {
+    if (c == 0) continue;
+    bits += c * std::log2(n / c);
+    ++used;
+  }
+  bits += (used - 1) / (2 * std::log(2.0));
+  return std::min<uint64_t>(chunk_bytes,
+                            static_cast<uint64_t>(bits * (chunk_bytes / n) / 8) + 64);
+}
+
+// hist[j] += the groups of `chunk` that a table of the cand[j] best-ranked
+// groups holds and one of cand[j - 1] does not (cand[0] is 0, cand ascends),
+// so the hits of table cand[j] are hist[1] + ... + hist[j].
+void CountHits(absl::Span<const uint8_t> chunk,
+               const absl::flat_hash_map<uint32_t, uint32_t>& rank,
+               const std::vector<uint32_t>& cand, std::vector<uint64_t>* hist) {
+  for (size_t g = 0; g + 4 <= chunk.size(); g += 4) {
+    uint32_t v;
+    std::memcpy(&v, &chunk[g], 4);
+    auto it = rank.find(v);
+    if (it == rank.end()) continue;
+    // First candidate whose table includes rank r: cand[j] > r.
+    ++(*hist)[std::upper_bound(cand.begin(), cand.end(), it->second) - cand.begin()];
+  }
+}
+
+// Groups most frequent first, ties by value (the table is a pure function of
+// the input), at most `limit`.
+void RankGroups(std::vector<std::pair<uint64_t, uint32_t>>* ranked, uint32_t limit) {
+  std::sort(ranked->begin(), ranked->end(), [](const auto& a, const auto& b) {
+    return a.first != b.first ? a.first > b.first : a.second < b.second;
+  });
+  if (ranked->size() > limit) ranked->resize(limit);
+}
+
+absl::flat_hash_map<uint32_t, uint32_t> RankIndex(
+    const std::vector<std::pair<uint64_t, uint32_t>>& ranked) {
+  absl::flat_hash_map<uint32_t, uint32_t> rank;
+  rank.reserve(ranked.size());
+  for (uint32_t r = 0; r < ranked.size(); ++r) rank[ranked[r].second] = r;
+  return rank;
+}
+
+// The sampled table search (pass 0) looks at a slice of each chunk: 1/16 of
+// it (kSampleEvery), more when that would make a sample under
+// kMinSampleBytes (small samples overfit), at least kMinSliceGroups groups.
+// Past kMaxSampleBytes (which keeps its group counts within the default bound
+// of the full count) or kMaxSampledChunks it takes evenly spaced chunks
+// instead of all of them.
+constexpr uint64_t kSampleEvery = 16;
+constexpr uint64_t kMinSampleBytes = uint64_t{1} << 20;
+constexpr uint64_t kMaxSampleBytes = uint64_t{16} << 20;
+constexpr uint64_t kMinSliceGroups = 64;
+constexpr uint64_t kMaxSampledChunks = uint64_t{1} << 16;
+// The sample is first judged when it reaches this size, then each time it
+// has doubled (SampledTableMayPay stops at the first "may pay").
+constexpr uint64_t kFirstCheckpointBytes = uint64_t{1} << 20;
+// Optimism of the estimate: of the hits h and escapes g - h that a chunk's
+// slice suggests, whichever is fewer is taken to be off by kHitError of
+// itself, in the table's favour, plus kHitSlack of the groups. (Sampling
+// error is symmetric in hits and escapes; a plain factor on the hits would
+// call a chunk with 80 % hits all hits, and tables that cannot pay, such as
+// the one for Gaussian weights with 30-sigma outliers next to Huffman and
+// rANS, would be searched in full.)
+constexpr double kHitError = 0.25;
+constexpr double kHitSlack = 0.02;
+
+// One chunk of the sample: its slice, in the sample's pool, and the size of
+// the whole chunk.
+struct SampledChunk {
+  size_t begin = 0, end = 0;
+  uint64_t groups = 0, tail = 0;
+};
+
+// Whether some table of the sample's repeating groups saves more than it
+// costs, by the optimistic estimate described at SampledTableMayPay; `scale`
+// is all groups / groups of the sampled chunks.
+bool SampleSaysTableMayPay(const std::vector<uint8_t>& pool,
+                           const std::vector<SampledChunk>& chunks, double scale,
+                           const PackOptions& o) {
+  // The sample's own best tables: its groups seen twice or more.
+  std::vector<std::pair<uint64_t, uint32_t>> ranked;
+  {
+    absl::flat_hash_map<uint32_t, uint32_t> counts;
+    for (size_t g = 0; g + 4 <= pool.size(); g += 4) {
+      uint32_t v;
+      std::memcpy(&v, &pool[g], 4);
+      ++counts[v];
+    }
+    for (const auto& [g, n] : counts) {
+      if (n >= 2) ranked.push_back({n, g});
+    }
+  }
+  RankGroups(&ranked, o.max_table_entries);
+  const std::vector<uint32_t> cand = Candidates(static_cast<uint32_t>(ranked.size()));
+  const absl::flat_hash_map<uint32_t, uint32_t> rank = RankIndex(ranked);
+
+  // What each candidate table saves (optimistically) over none, summed per
+  // block of chunks on the pack threads (integers: order-independent).
+  constexpr size_t kBlock = 64;
+  const size_t blocks = (chunks.size() + kBlock - 1) / kBlock;
+  std::vector<uint64_t> part(cand.size() * blocks, 0);
+  ParallelFor(blocks, o.threads, [&](size_t blk) {
+    uint64_t* saved = &part[cand.size() * blk];
+    std::vector<uint64_t> hist(cand.size());
+    for (size_t k = blk * kBlock; k < std::min(chunks.size(), (blk + 1) * kBlock); ++k) {
+      const SampledChunk& c = chunks[k];
+      const auto piece = absl::MakeConstSpan(pool).subspan(c.begin, c.end - c.begin);
+      std::fill(hist.begin(), hist.end(), 0);
+      CountHits(piece, rank, cand, &hist);
+      const uint64_t alt = NoTableCostFromSlice(piece, 4 * c.groups + c.tail, o);
+      const double per_hit = static_cast<double>(c.groups) / (piece.size() / 4);
+      const double g = static_cast<double>(c.groups);
+      const uint64_t none = std::min(SeqTableCost(c.groups, 0, c.tail), alt);
+      uint64_t hits = 0;
+      for (size_t j = 1; j < cand.size(); ++j) {
+        hits += hist[j];
+        if (hits == 0) continue;
+        const double est = per_hit * hits;
+        const double opt = est + kHitError * std::min(est, g - est) + kHitSlack * g;
+        const uint64_t h =
+            std::min<uint64_t>(c.groups, static_cast<uint64_t>(std::ceil(opt)));
+        saved[j] += none - std::min(SeqTableCost(c.groups, h, c.tail), alt);
+      }
+    }
+  });
+  std::vector<uint64_t> saved(cand.size(), 0);
+  for (size_t blk = 0; blk < blocks; ++blk) {
+    for (size_t j = 0; j < cand.size(); ++j) saved[j] += part[cand.size() * blk + j];
+  }
+  for (size_t j = 1; j < cand.size(); ++j) {
+    if (scale * static_cast<double>(saved[j]) > 4.0 * cand[j]) return true;
+  }
+  return false;
+}
+
+// Pass 0: whether a table may pay, judged on a sample. Every chunk of the
+// quantized tensors (or, past the caps above, chunk floor((2i + 1) C / 2S)
+// for i < S of the C, in tensor order) contributes one contiguous slice of
+// its groups, at an offset that rotates from chunk to chunk; only the slices
+// are quantized, and a tensor without a sampled chunk is not read. The best
+// tables for the sample (the groups seen at least twice in it, most frequent
+// first, every candidate size of pass 2) are then sized chunk by chunk as
+// pass 2 does, a chunk's hits and cost without a table estimated from its
+// slice and both leaning towards the table (kHitError, kHitSlack,
+// NoTableCostFromSlice); the saving over no table, scaled by all groups /
+// groups of the sampled chunks, is compared with the table's 4 bytes an
+// entry. Optimistic on purpose: the table is fitted to the very slices it is
+// judged on and the hits are inflated, so a table that pays on the whole
+// input should look better still here; "no" means even this estimate cannot
+// pay for a table. When the sample is the whole input (every chunk, whole
+// slices: inputs of about 1 MiB) the estimate of each candidate is at least
+// its exact saving in pass 2 (same ranking unless pass 1 prunes; up to the
+// few bytes of a tensor's last partial group), so "no" is then exact. A "may pay" from the sample so far (judged at tensor ends
+// each time it has doubled) ends the pass early: the full search decides
+// then, and the file does not depend on this pass. Deterministic: the sample
+// and the points where it is judged depend only on the input and the
+// options, never on `threads`.
+absl::StatusOr<bool> SampledTableMayPay(TensorSource& src, const PackOptions& o,
+                                        Scratch* s, PackProgress* prog) {
+  const auto& tensors = src.tensors();
+  uint64_t total_chunks = 0, total_groups = 0;
+  for (const SourceTensor& t : tensors) {
+    if (!ShouldQuantize(t, o)) continue;
+    total_chunks += ChunkCount(t, o);
+    total_groups += Numel(t) / 4;
+  }
+  if (total_groups == 0) return false;  // nothing a table could hold
+  const uint64_t chunk_groups = o.chunk_size / 4;
+  const uint64_t slice = std::clamp<uint64_t>(
+      std::max(chunk_groups / kSampleEvery, kMinSampleBytes / 4 / total_chunks),
+      std::min(kMinSliceGroups, chunk_groups), chunk_groups);
+  const uint64_t slots = chunk_groups / slice;  // slice offsets rotate over these
+  const uint64_t samples = std::clamp<uint64_t>(
+      std::min(kMaxSampleBytes / (4 * slice), kMaxSampledChunks), 1, total_chunks);
+  // The i-th sampled chunk, floor((2i + 1) C / 2S), without overflow: with
+  // C = 2S q + r, it is (2i + 1) q + floor((2i + 1) r / 2S), r < 2S <= 2^17.
+  const uint64_t per = total_chunks / (2 * samples), rest = total_chunks % (2 * samples);
+  auto sample_chunk = [&](uint64_t i) {
+    return (2 * i + 1) * per + (2 * i + 1) * rest / (2 * samples);
+  };
+
+  // Quantize each sampled chunk's slice (only the slices) into `pool`. Once
+  // the sample so far says a table may pay, stop: the full search decides
+  // then, and its file does not depend on this pass. (Checked at tensor ends
+  // each time the sample has doubled, so at most twice the final work.)
+  std::vector<uint8_t> pool;
+  std::vector<SampledChunk> chunks;
+  size_t checkpoint = kFirstCheckpointBytes, judged = 0;  // pool sizes
+  std::vector<std::pair<size_t, size_t>> ranges;          // slices of one tensor
+  uint64_t chunk_groups_sampled = 0;
+  auto scale = [&] { return static_cast<double>(total_groups) / chunk_groups_sampled; };
+  uint64_t next = 0, first = 0;  // next sample; global index of tensor's chunk 0
+  prog->pass = 1;
+  prog->bytes_done = 0;
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    const SourceTensor& t = tensors[i];
+    if (ShouldQuantize(t, o)) {
+      const uint64_t n = ChunkCount(t, o), bytes = Numel(t);
+      ranges.clear();
+      size_t end = pool.size();
+      for (; next < samples && sample_chunk(next) < first + n; ++next) {
+        const uint64_t j = sample_chunk(next);
+        const uint64_t b = (j - first) * o.chunk_size;
+        const uint64_t e = std::min<uint64_t>(bytes, b + o.chunk_size);
+        SampledChunk c;
+        c.groups = (e - b) / 4;
+        c.tail = (e - b) % 4;
+        if (c.groups == 0) continue;
+        const uint64_t off =
+            std::min((j % slots) * slice, c.groups > slice ? c.groups - slice : 0);
+        const uint64_t len = std::min(slice, c.groups - off);
+        ranges.push_back({b + 4 * off, b + 4 * (off + len)});
+        c.begin = end;
+        c.end = end += 4 * len;
+        chunks.push_back(c);
+        chunk_groups_sampled += c.groups;
+      }
+      if (!ranges.empty()) {
+        TQM_RETURN_IF_ERROR(PrepareSlices(src, i, o, &s->f, ranges, &pool));
+      }
+      first += n;
+    }
+    Progress(o, prog, i, Numel(t) * 4);
+    if (pool.size() >= checkpoint) {
+      judged = pool.size();
+      if (SampleSaysTableMayPay(pool, chunks, scale(), o)) return true;
+      while (checkpoint <= pool.size()) checkpoint *= 2;
+    }
+  }
+  if (chunks.empty()) return true;  // nothing to judge by: search in full
+  return judged != pool.size() && SampleSaysTableMayPay(pool, chunks, scale(), o);
+}
+
+// Passes 1 and 2: the table that minimises the file. Fills the table fields
+// of `st`.
+absl::StatusOr<std::vector<uint32_t>> SearchTable(TensorSource& src, const PackOptions& o,
+                                                  Scratch* s, PackProgress* prog,
+                                                  PackStats* st) {
+  const auto& tensors = src.tensors();
+  // Pass 1: count groups; keep those that repeat.
+  std::vector<std::pair<uint64_t, uint32_t>> ranked;
+  {
+    PartitionedGroupCounter counts(o.max_counted_groups);
+    prog->pass = 1;
+    prog->bytes_done = 0;
+    for (size_t i = 0; i < tensors.size(); ++i) {
+      if (ShouldQuantize(tensors[i], o)) {
+        TQM_RETURN_IF_ERROR(Prepare(src, i, o, &s->f, &s->q, &s->affine));
+        counts.Add(s->q, o.threads);
+      }
+      Progress(o, prog, i, Numel(tensors[i]) * 4);
+    }
+    ranked = counts.Groups(2);
+    st->group_count_prunes = counts.prunes();
+  }
+  RankGroups(&ranked, o.max_table_entries);
+
+  // Pass 2: exact file-size cost of each candidate table size.
+  const std::vector<uint32_t> cand = Candidates(static_cast<uint32_t>(ranked.size()));
+  const absl::flat_hash_map<uint32_t, uint32_t> rank = RankIndex(ranked);
+  std::vector<uint64_t> total(cand.size(), 0);
+  std::vector<uint64_t> seq_only(cand.size(), 0);  // every chunk seqtable
+  prog->pass = 2;
+  prog->bytes_done = 0;
+  for (size_t i = 0; i < tensors.size() && cand.size() > 1; ++i) {
+    if (ShouldQuantize(tensors[i], o)) {
+      TQM_RETURN_IF_ERROR(Prepare(src, i, o, &s->f, &s->q, &s->affine));
+      const std::vector<uint8_t>& q = s->q;
+      // Per chunk on the pack threads, then summed (order-independent).
+      const auto chunks = SplitChunks(q.size(), o.chunk_size);
+      std::vector<uint64_t> part(2 * cand.size() * chunks.size(), 0);
+      ParallelFor(chunks.size(), o.threads, [&](size_t k) {
+        const auto [b, e] = chunks[k];
+        const auto chunk = absl::MakeConstSpan(q).subspan(b, e - b);
+        std::vector<uint64_t> hist(cand.size(), 0);
+        CountHits(chunk, rank, cand, &hist);
+        const uint64_t groups = (e - b) / 4, tail = (e - b) % 4;
+        const uint64_t alt = NoTableCost(chunk, o);
+        uint64_t hits = 0;
+        uint64_t* out = &part[2 * cand.size() * k];
+        for (size_t j = 0; j < cand.size(); ++j) {
+          hits += hist[j];
+          const uint64_t seq = SeqTableCost(groups, hits, tail);
+          out[j] = std::min<uint64_t>(seq, alt);
+          out[cand.size() + j] = seq;
+        }
+      });
+      for (size_t k = 0; k < chunks.size(); ++k) {
+        const uint64_t* in = &part[2 * cand.size() * k];
+        for (size_t j = 0; j < cand.size(); ++j) {
+          total[j] += in[j];
+          seq_only[j] += in[cand.size() + j];
+        }
+      }
+    }
+    Progress(o, prog, i, Numel(tensors[i]) * 4);
+  }
+  size_t best = 0;
+  for (size_t j = 1; j < cand.size(); ++j) {
+    if (total[j] + 4ull * cand[j] < total[best] + 4ull * cand[best]) best = j;
+  }
+  const uint32_t n = cand.empty() ? 0 : cand[best];
+  size_t best_seq = 0;
+  for (size_t j = 1; j < cand.size(); ++j) {
+    if (seq_only[j] + 4ull * cand[j] < seq_only[best_seq] + 4ull * cand[best_seq]) {
+      best_seq = j;
+    }
+  }
+  if (cand.size() > 1) {
+    st->seqtable_only_bytes = seq_only[best_seq] + 4ull * cand[best_seq];
+    st->seqtable_only_table_entries = cand[best_seq];
+  }
+  std::vector<uint32_t> entries;
+  for (uint32_t r = 0; r < n; ++r) entries.push_back(ranked[r].second);
+  return entries;
+}
+
 absl::StatusOr<PackStats> PackTo(TensorSource& src, const PackOptions& o, Sink* sink) {
   const auto t0 = std::chrono::steady_clock::now();
   const auto& tensors = src.tensors();
@@ -430,114 +925,26 @@ absl::StatusOr<PackStats> PackTo(TensorSource& src, const PackOptions& o, Sink* 
     prog.bytes_total += n * 4;
   }
 
-  std::vector<float> f;
-  std::vector<uint8_t> q;
-  std::vector<Affine> affine;
+  Scratch scratch;
+  std::vector<float>& f = scratch.f;
+  std::vector<uint8_t>& q = scratch.q;
+  std::vector<Affine>& affine = scratch.affine;
 
-  // Pass 1: count groups.
+  // Passes 0-2: the sequence table.
   std::vector<uint32_t> entries;
   if (o.max_table_entries > 0) {
-    GroupCounter counts(o.max_counted_groups);
-    prog.pass = 1;
-    prog.bytes_done = 0;
-    for (size_t i = 0; i < tensors.size(); ++i) {
-      if (ShouldQuantize(tensors[i], o)) {
-        TQM_RETURN_IF_ERROR(Prepare(src, i, o, &f, &q, &affine));
-        for (size_t g = 0; g + 4 <= q.size(); g += 4) {
-          uint32_t v;
-          std::memcpy(&v, &q[g], 4);
-          counts.Add(v);
-        }
-      }
-      prog.tensor = i + 1;
-      prog.bytes_done += Numel(tensors[i]) * 4;
-      if (o.progress) o.progress(prog);
+    uint64_t groups = 0;
+    for (const SourceTensor& t : tensors) {
+      if (ShouldQuantize(t, o)) groups += Numel(t) / 4;
     }
-    // Keep the groups that repeat, most frequent first (ties by value: the
-    // table is a pure function of the input).
-    std::vector<std::pair<uint64_t, uint32_t>> ranked;
-    for (const auto& [g, n] : counts.counts()) {
-      if (n >= 2) ranked.push_back({n, g});
+    bool search = true;
+    if (groups >= o.table_sample_min_groups) {
+      TQM_ASSIGN_OR_RETURN(search, SampledTableMayPay(src, o, &scratch, &prog));
+      st.table_search_skipped = !search;
     }
-    st.group_count_prunes = counts.prunes();
-    counts = GroupCounter(0);
-    std::sort(ranked.begin(), ranked.end(), [](const auto& a, const auto& b) {
-      return a.first != b.first ? a.first > b.first : a.second < b.second;
-    });
-    if (ranked.size() > o.max_table_entries) ranked.resize(o.max_table_entries);
-
-    // Pass 2: exact file-size cost of each candidate table size.
-    const std::vector<uint32_t> cand = Candidates(static_cast<uint32_t>(ranked.size()));
-    absl::flat_hash_map<uint32_t, uint32_t> rank;
-    rank.reserve(ranked.size());
-    for (uint32_t r = 0; r < ranked.size(); ++r) rank[ranked[r].second] = r;
-    std::vector<uint64_t> total(cand.size(), 0);
-    std::vector<uint64_t> seq_only(cand.size(), 0);  // every chunk seqtable
-    prog.pass = 2;
-    prog.bytes_done = 0;
-    for (size_t i = 0; i < tensors.size() && cand.size() > 1; ++i) {
-      if (ShouldQuantize(tensors[i], o)) {
-        TQM_RETURN_IF_ERROR(Prepare(src, i, o, &f, &q, &affine));
-        // Per chunk on the pack threads, then summed (order-independent).
-        const auto chunks = SplitChunks(q.size(), o.chunk_size);
-        std::vector<uint64_t> part(2 * cand.size() * chunks.size(), 0);
-        ParallelFor(chunks.size(), o.threads, [&](size_t k) {
-          const auto [b, e] = chunks[k];
-          std::vector<uint64_t> hist(cand.size(), 0);
-          const uint64_t groups = (e - b) / 4, tail = (e - b) % 4;
-          for (size_t g = b; g + 4 <= e; g += 4) {
-            uint32_t v;
-            std::memcpy(&v, &q[g], 4);
-            auto it = rank.find(v);
-            if (it == rank.end()) continue;
-            // First candidate whose table includes rank r: cand[j] > r.
-            size_t j = std::upper_bound(cand.begin(), cand.end(), it->second) - cand.begin();
-            ++hist[j];
-          }
-          // Without the table a chunk costs min(stored, entropy-coded); the
-          // order-0 bound plus a small header estimates the latter.
-          uint64_t alt = e - b;
-          if (o.entropy) {
-            const double bits = Order0EntropyBits(absl::MakeConstSpan(q).subspan(b, e - b));
-            alt = std::min<uint64_t>(alt, static_cast<uint64_t>(bits / 8) + 64);
-          }
-          uint64_t hits = 0;
-          uint64_t* out = &part[2 * cand.size() * k];
-          for (size_t j = 0; j < cand.size(); ++j) {
-            hits += hist[j];
-            uint64_t seq = 2 * hits + 6 * (groups - hits) + tail;
-            out[j] = std::min<uint64_t>(seq, alt);
-            out[cand.size() + j] = seq;
-          }
-        });
-        for (size_t k = 0; k < chunks.size(); ++k) {
-          const uint64_t* in = &part[2 * cand.size() * k];
-          for (size_t j = 0; j < cand.size(); ++j) {
-            total[j] += in[j];
-            seq_only[j] += in[cand.size() + j];
-          }
-        }
-      }
-      prog.tensor = i + 1;
-      prog.bytes_done += Numel(tensors[i]) * 4;
-      if (o.progress) o.progress(prog);
+    if (search) {
+      TQM_ASSIGN_OR_RETURN(entries, SearchTable(src, o, &scratch, &prog, &st));
     }
-    size_t best = 0;
-    for (size_t j = 1; j < cand.size(); ++j) {
-      if (total[j] + 4ull * cand[j] < total[best] + 4ull * cand[best]) best = j;
-    }
-    const uint32_t n = cand.empty() ? 0 : cand[best];
-    size_t best_seq = 0;
-    for (size_t j = 1; j < cand.size(); ++j) {
-      if (seq_only[j] + 4ull * cand[j] < seq_only[best_seq] + 4ull * cand[best_seq]) {
-        best_seq = j;
-      }
-    }
-    if (cand.size() > 1) {
-      st.seqtable_only_bytes = seq_only[best_seq] + 4ull * cand[best_seq];
-      st.seqtable_only_table_entries = cand[best_seq];
-    }
-    for (uint32_t r = 0; r < n; ++r) entries.push_back(ranked[r].second);
   }
   const SeqTable table(entries);
   st.table_entries = static_cast<uint32_t>(entries.size());

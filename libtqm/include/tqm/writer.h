@@ -3,7 +3,9 @@
 // smallest codec, and write the file atomically.
 //
 // Memory: the writer holds one tensor at a time (plus the group counts of
-// the table pass); it reads each tensor twice from the source.
+// the table search, or its sample of at most 16 MiB); it reads each tensor
+// from the source twice when the sampled table search stops early (the usual
+// case for real weights), up to four times when it counts every group.
 
 #ifndef TQM_WRITER_H_
 #define TQM_WRITER_H_
@@ -62,8 +64,19 @@ struct PackOptions {
   // Memory bound for counting table groups: at most this many distinct
   // groups are tracked (about 20 bytes each); past it, rare groups are pruned
   // (lossy counting). The default, 2^22, keeps counting under ~100 MiB for
-  // any model size.
+  // any model size. From 2^17 up the groups are counted (on the pack threads)
+  // in 2 to 64 fixed hash partitions sharing the bound, 64 for the default;
+  // the result never depends on `threads`.
   size_t max_counted_groups = size_t{1} << 22;
+  // Sampled table search. When the quantized tensors hold at least this many
+  // 4-byte groups, the writer first sizes the best table on a deterministic
+  // sample (a slice of 1/16 of every chunk, at most 16 MiB; past that, of
+  // evenly spaced chunks) with the table's hits estimated optimistically, and
+  // keeps no table, without counting every group, when even that estimate
+  // saves less than the table costs (as on Gaussian-like weights). Smaller
+  // inputs always get the full search. 0: always sample first; UINT64_MAX:
+  // never (always the full search). The file does not depend on `threads`.
+  uint64_t table_sample_min_groups = uint64_t{1} << 20;
   // Extra metadata appended after the source's own (same key replaces).
   std::vector<MetaEntry> extra_metadata;
   // Called after each tensor of each pass; may be empty.
@@ -84,6 +97,10 @@ struct PackStats {
   uint64_t groups = 0;             // 4-byte groups in quantized tensors
   uint64_t escaped_groups = 0;     // of those, not in the table
   uint64_t group_count_prunes = 0; // times the bounded group counter pruned
+  // The sampled table search stopped early (PackOptions::
+  // table_sample_min_groups): no table; seqtable_only_bytes is then the
+  // no-table figure (every group escaped), not the best-table one.
+  bool table_search_skipped = false;
   uint64_t chunks_by_codec[8] = {};  // indexed by format::Codec
   uint64_t chunks_stored = 0;
   uint64_t chunks_seqtable = 0;
