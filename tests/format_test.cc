@@ -37,6 +37,37 @@ TEST(Quantize, MatchesFormula) {
   for (size_t i = 0; i < x.size(); ++i) EXPECT_LE(std::fabs(back[i] - x[i]), a->scale / 2 * 1.0001f);
 }
 
+// The vector loop and the scalar tail against the spec's formula with
+// std::nearbyint, on random tensors of every length up to 100 and on ranges
+// far from zero (large zero points), and on exact half-way values.
+TEST(Quantize, VectorLoopMatchesTheFormula) {
+  std::mt19937 rng(7);
+  for (int trial = 0; trial < 400; ++trial) {
+    const size_t n = 1 + trial % 100;
+    const float center = trial % 4 == 0 ? 0.0f : (trial % 4 == 1 ? 1e3f : -3e5f);
+    std::normal_distribution<float> d(center, trial % 3 == 0 ? 1e-3f : 1.0f);
+    std::vector<float> x(n);
+    for (float& v : x) v = d(rng);
+    if (trial % 5 == 0) {
+      for (size_t i = 0; i < n; ++i) x[i] = 0.5f * static_cast<float>(i % 511) - 127.5f;
+    }
+    auto a = tqm::ChooseAffine(x);
+    ASSERT_TRUE(a.ok()) << a.status();
+    // Arbitrary affine pairs too, including ones that clamp.
+    for (tqm::Affine aff : {*a, tqm::Affine{a->scale * 0.5f, a->zero + 3.0f},
+                            tqm::Affine{1.0f, 0.0f}}) {
+      std::vector<uint8_t> q(n);
+      tqm::QuantizeAffine(x, aff, absl::MakeSpan(q));
+      for (size_t i = 0; i < n; ++i) {
+        float want = std::nearbyint(x[i] / aff.scale) + aff.zero;
+        want = want < 0.0f ? 0.0f : (want > 255.0f ? 255.0f : want);
+        ASSERT_EQ(q[i], static_cast<uint8_t>(want))
+            << "trial " << trial << " element " << i << " of " << n << " x " << x[i];
+      }
+    }
+  }
+}
+
 TEST(Quantize, RoundsHalfToEven) {
   // scale = 1 exactly: x/scale lands on .5 boundaries.
   std::vector<float> x = {0.0f, 255.0f, 0.5f, 1.5f, 2.5f};
@@ -48,6 +79,49 @@ TEST(Quantize, RoundsHalfToEven) {
   EXPECT_EQ(q[2], 0);
   EXPECT_EQ(q[3], 2);
   EXPECT_EQ(q[4], 2);
+}
+
+// QuantizeAffine's inline rounding against std::nearbyint, bit for bit: a
+// stride through every float32 bit pattern, plus every float near the
+// thresholds where the method changes (2^22, 2^23) and near half-integers.
+TEST(Quantize, RoundingMatchesNearbyintBitForBit) {
+  auto check = [](uint32_t bits) {
+    float v;
+    std::memcpy(&v, &bits, 4);
+    const float want = std::nearbyint(v), got = tqm::quantize_internal::RoundHalfEven(v);
+    uint32_t wb, gb;
+    std::memcpy(&wb, &want, 4);
+    std::memcpy(&gb, &got, 4);
+    if (std::isnan(v)) return std::isnan(got);
+    return wb == gb;
+  };
+  int bad = 0;
+  for (uint32_t bits : {0x00000000u, 0x80000000u, 0x00000001u, 0x80000001u, 0x7F7FFFFFu,
+                        0xFF7FFFFFu, 0x7F800000u, 0xFF800000u, 0x7FC00000u, 0x3F000000u,
+                        0xBF000000u, 0x3EFFFFFFu, 0xBEFFFFFFu}) {
+    EXPECT_TRUE(check(bits)) << "bits 0x" << std::hex << bits;
+  }
+  for (uint64_t b = 0; b <= 0xFFFFFFFFull && bad < 10; b += 997) {
+    if (!check(static_cast<uint32_t>(b))) {
+      ADD_FAILURE() << "bits 0x" << std::hex << b;
+      ++bad;
+    }
+  }
+  for (float center : {4194304.0f, 8388608.0f, 0.5f, 1.5f, 2.5f, 254.5f, 1e6f + 0.5f}) {
+    for (float sign : {1.0f, -1.0f}) {
+      uint32_t c;
+      const float v = sign * center;
+      std::memcpy(&c, &v, 4);
+      for (uint32_t d = 0; d < 4096 && bad < 10; ++d) {
+        for (uint32_t bits : {c + d, c - d}) {
+          if (!check(bits)) {
+            ADD_FAILURE() << "bits 0x" << std::hex << bits;
+            ++bad;
+          }
+        }
+      }
+    }
+  }
 }
 
 TEST(Quantize, ConstantTensorIsExact) {
