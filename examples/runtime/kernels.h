@@ -30,7 +30,7 @@ float Sum(const float* x, size_t n);
 // Decodes one chunk of a row-major uint8
 // matrix with `cols` columns, whose decoded bytes are elements
 // [begin, begin + size) of the matrix, and adds each row's DotU8 partial sum
-// to acc[row - row0]. The decoded bytes go through a 2 KiB buffer that stays
+// to acc[row - row0]. The decoded bytes go through an 8 KiB buffer that stays
 // in L1 (seqtable, tqm::SeqTableBlockDecoder) or are read in place (stored);
 // other codecs decode into a per-thread buffer
 // of one chunk first. Validates like tqm::DecodeSeqTable:
