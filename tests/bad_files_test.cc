@@ -55,19 +55,6 @@ const char kBadDir[] = TQM_SOURCE_DIR "/spec/vectors/bad";
 using tqm_test::ReadFile;
 using tqm_test::WriteFile;
 
-// Quantized values whose 4-byte groups repeat, with outliers that become
-// escapes: a base file with seqtable chunks that hold escapes.
-std::vector<float> Pattern(size_t n, uint32_t seed) {
-  std::vector<float> v(n);
-  uint32_t s = seed;
-  for (size_t i = 0; i < n; ++i) {
-    s = s * 1103515245u + 12345u;
-    v[i] = (i % 4) * 0.25f - 0.5f;
-    if ((s >> 16) % 7 == 0) v[i] = static_cast<float>((s >> 8) % 255) / 255.0f - 0.5f;
-  }
-  return v;
-}
-
 // The base: METADATA with all four value types, a table, an unquantized
 // tensor first (one stored chunk, 48 bytes, padding after it), then two
 // quantized tensors in 64-byte chunks (seqtable with escapes).
@@ -77,9 +64,9 @@ std::string BaseFile(tqm::Granularity g) {
   m.AddMeta({"test.ab", tqm::MetaValue::Float(0.5)});
   m.AddMeta({"test.s", tqm::MetaValue::String("hello")});
   m.AddMeta({"test.b", tqm::MetaValue::Bytes(std::string("\0\1", 2))});
-  m.Add("model.norm.weight", {12}, Pattern(12, 3));
-  m.Add("model.layers.0.wa", {8, 32}, Pattern(256, 1));
-  m.Add("model.layers.0.wb", {4, 16}, Pattern(64, 2));
+  m.Add("model.norm.weight", {12}, tqm_test::RepeatingPattern(12, 3));
+  m.Add("model.layers.0.wa", {8, 32}, tqm_test::RepeatingPattern(256, 1));
+  m.Add("model.layers.0.wb", {4, 16}, tqm_test::RepeatingPattern(64, 2));
   tqm::PackOptions o;
   o.chunk_size = 64;
   o.granularity = g;

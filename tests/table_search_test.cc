@@ -79,19 +79,6 @@ std::vector<float> Dictionary(size_t n, int words, double noise, uint32_t seed) 
   return v;
 }
 
-// Values on four levels in 4-byte patterns, some scattered ones: groups that
-// repeat, with escapes (as in bad_files_test's base file).
-std::vector<float> Pattern(size_t n, uint32_t seed) {
-  std::vector<float> v(n);
-  uint32_t s = seed;
-  for (size_t i = 0; i < n; ++i) {
-    s = s * 1103515245u + 12345u;
-    v[i] = (i % 4) * 0.25f - 0.5f;
-    if ((s >> 16) % 7 == 0) v[i] = static_cast<float>((s >> 8) % 255) / 255.0f - 0.5f;
-  }
-  return v;
-}
-
 struct Packed {
   std::string bytes;
   tqm::PackStats stats;
@@ -215,7 +202,7 @@ TEST(TableSearch, FindsATableThatPaysInOneChunkAmongGaussianTensors) {
   // table pays on that one chunk only (format 1.0 codecs: stored vs
   // seqtable). The sample takes a slice of every chunk, so it sees it.
   tqm::MemorySource src = Model("gaussian");
-  src.Add("model.layers.9.w", {64, 1024}, Pattern(64 * 1024, 9));
+  src.Add("model.layers.9.w", {64, 1024}, tqm_test::RepeatingPattern(64 * 1024, 9));
   const Packed full = Pack(src, Options(false), kFullSearch);
   ASSERT_GT(full.stats.table_entries, 0u);
   EXPECT_EQ(full.stats.chunks_seqtable, 1u);

@@ -63,6 +63,20 @@ inline std::vector<float> Gaussian(size_t n, uint32_t seed, float sigma = 0.02f)
   return v;
 }
 
+// Values on four levels in 4-byte patterns with scattered other values:
+// quantized, their 4-byte groups repeat (seqtable chunks) and the scattered
+// ones become escapes. Deterministic by seed.
+inline std::vector<float> RepeatingPattern(size_t n, uint32_t seed) {
+  std::vector<float> v(n);
+  uint32_t s = seed;
+  for (size_t i = 0; i < n; ++i) {
+    s = s * 1103515245u + 12345u;
+    v[i] = (i % 4) * 0.25f - 0.5f;
+    if ((s >> 16) % 7 == 0) v[i] = static_cast<float>((s >> 8) % 255) / 255.0f - 0.5f;
+  }
+  return v;
+}
+
 // A small Llama-shaped model: embedding, `layers` x (norm, q, k, v, o, norm,
 // gate, down, up), final norm. Gaussian weights, deterministic by seed.
 inline tqm::MemorySource SmallModel(int layers = 2, int dim = 32, int hidden = 64,
