@@ -186,7 +186,7 @@ TEST(Entropy, EdgeCaseEncodingsAreMinimal) {
 }
 
 // The size target: within 1% of the order-0 entropy, every table and header
-// byte included, on 64 KiB chunks of quantized Gaussian weights.
+// byte included, on default-size chunks of quantized Gaussian weights.
 TEST(Entropy, SizeWithinOnePercentOfOrder0OnGaussianChunks) {
   const size_t kChunk = format::kDefaultChunkSize;
   Bytes data = Distributions()[1].make(64 * kChunk, 7);
@@ -207,7 +207,7 @@ TEST(Entropy, SizeWithinOnePercentOfOrder0OnGaussianChunks) {
   const double huffman_pct = 100 * (huffman / bound_bytes - 1);
   RecordProperty("rans_over_bound_pct", std::to_string(rans_pct));
   RecordProperty("huffman_over_bound_pct", std::to_string(huffman_pct));
-  std::printf("gaussian 64 KiB chunks: rans +%.3f%%, huffman +%.3f%% over order-0\n",
+  std::printf("gaussian default-size chunks: rans +%.3f%%, huffman +%.3f%% over order-0\n",
               rans_pct, huffman_pct);
   EXPECT_LT(rans_pct, 0.6);  // measured ~0.4%; the target is 1%
   EXPECT_LT(huffman_pct, 1.0);
@@ -238,7 +238,9 @@ TEST(Entropy, RansSizeWithinOnePercentOnStudentT) {
 // dominates, like very_skewed, pays more: each rare symbol takes at least
 // 1/4096 of the probability.)
 TEST(Entropy, RansOverheadIsSmallAndFixedPerChunk) {
-  const size_t kChunk = format::kDefaultChunkSize;
+  // 64 KiB chunks (the bound's 110-byte fixed part was measured there; on
+  // larger chunks the 12-bit frequencies' ~0.5 % on heavy tails dominates).
+  const size_t kChunk = size_t{1} << 16;
   for (int d : {1, 2, 3}) {  // gaussian, student_t3, student_t5
     Bytes data = Distributions()[d].make(4 * kChunk, 21);
     for (size_t off = 0; off < data.size(); off += kChunk) {

@@ -561,7 +561,7 @@ TEST(LoaderLimits, RefusesLayersAboveMaxLayerBytes) {
   auto reader = tqm::Reader::FromBuffer(absl::Span<const uint8_t>(
       reinterpret_cast<const uint8_t*>(bytes->data()), bytes->size()));
   ASSERT_TRUE(reader.ok());
-  // The constant tensor is one tiny entropy-coded chunk per 64 KiB.
+  // The constant tensor is one tiny entropy-coded chunk.
   EXPECT_LT((*reader)->tensors()[0].encoded_size, 1024u);
   tqm::ModelOptions o;
   o.max_layer_bytes = 1000;

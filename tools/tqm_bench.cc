@@ -374,7 +374,9 @@ DataSet Measure(const std::string& name, tqm::TensorSource& src, unsigned thread
     if (codec == tqm::format::kCodecSeqTable) {
       label += absl::StrFormat(" (%.1f%% table hits)", groups ? 100.0 * hits / groups : 0.0);
     }
-    if (codec == tqm::format::kCodecZstd) label += " -3, 64 KiB frames";
+    if (codec == tqm::format::kCodecZstd) {
+      label += absl::StrFormat(" -3, %d KiB frames", tqm::format::kDefaultChunkSize / 1024);
+    }
     Speed s{label, bytes};
     s.gbps1 = bytes / run(1) / 1e9;
     s.gbpsN = bytes / run(threads) / 1e9;

@@ -20,7 +20,7 @@ int main(int argc, char** argv) {
       "sharded model directory (F32/F16/BF16), or a GGUF file (F32/F16/BF16/Q8_0).\n"
       "Tensors are named in the Hugging Face Llama convention.\n"
       "1-D tensors (norms, biases) stay float32 unless --quantize-all.\n"
-      "Each 64 KiB chunk gets the codec --profile picks among stored, seqtable\n"
+      "Each 256 KiB chunk gets the codec --profile picks among stored, seqtable\n"
       "(the file's sequence table), Huffman, rANS and (size profile) zstd; a chunk is\n"
       "stored raw when nothing is smaller, so the file is never larger than raw int8\n"
       "plus a small index.\n\n"
@@ -44,7 +44,7 @@ int main(int argc, char** argv) {
                  "affine parameters per 'tensor' (default) or per 'row' (output channel)")
       ->check(CLI::IsMember({"tensor", "row"}));
   app.add_option("--chunk-size", chunk_size,
-                 "decoded bytes per chunk (multiple of 4, default 65536)")
+                 "decoded bytes per chunk (multiple of 4, default 262144)")
       ->check(CLI::Range(4u, tqm::format::kMaxChunkDecodedSize));
   app.add_option("--max-table", max_table,
                  "upper bound on sequence-table entries (0..65535; the writer picks the size "

@@ -94,8 +94,13 @@ inline constexpr int32_t kNoLayer = -1;
 // A chunk decodes to at most this many bytes: this bounds any allocation a
 // reader makes for one chunk, whatever the file says.
 inline constexpr uint32_t kMaxChunkDecodedSize = 1u << 22;  // 4 MiB
-// Default chunk size used by writers: 64 Ki weights of int8.
-inline constexpr uint32_t kDefaultChunkSize = 1u << 16;
+// Default chunk size used by writers: 256 Ki weights of int8. (Any size up to
+// kMaxChunkDecodedSize is valid; this is a writer default, not a format
+// constant.) Measured on quantized Gaussian weights: the Huffman decoder runs
+// 16 % faster on 256 KiB chunks than on 64 KiB ones (2.70 vs 2.32 GB/s per
+// core; per-chunk table and stream set-up), 1 MiB adds 1 %; a layer still
+// splits into dozens of chunks for parallel decode.
+inline constexpr uint32_t kDefaultChunkSize = 1u << 18;
 
 // Metadata.
 inline constexpr size_t kMetaHeaderSize = 8;
