@@ -17,21 +17,10 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "fuzz_check.h"
 #include "inputs.h"
 #include "tqm/codec.h"
 #include "tqm/format.h"
-
-namespace {
-
-#define FUZZ_CHECK(cond)                                                       \
-  do {                                                                         \
-    if (!(cond)) {                                                             \
-      fprintf(stderr, "%s:%d: FUZZ_CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
-      abort();                                                                 \
-    }                                                                          \
-  } while (0)
-
-}  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   tqm_fuzz::ChunkInput in = tqm_fuzz::ParseChunkInput(data, size);

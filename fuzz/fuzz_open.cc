@@ -20,18 +20,11 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 #include "file_editor.h"
+#include "fuzz_check.h"
 #include "tqm/format.h"
 #include "tqm/reader.h"
 
 namespace {
-
-#define FUZZ_CHECK(cond)                                                       \
-  do {                                                                         \
-    if (!(cond)) {                                                             \
-      fprintf(stderr, "%s:%d: FUZZ_CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
-      abort();                                                                 \
-    }                                                                          \
-  } while (0)
 
 // Codes a rejected file may produce (STYLE.md, "Errors").
 void CheckRejection(const absl::Status& s) {

@@ -19,30 +19,13 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "fuzz_check.h"
 #include "inputs.h"
 #include "tqm/quantize.h"
 #include "tqm/reader.h"
 #include "tqm/writer.h"
 
 namespace {
-
-#define FUZZ_CHECK(cond)                                                       \
-  do {                                                                         \
-    if (!(cond)) {                                                             \
-      fprintf(stderr, "%s:%d: FUZZ_CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
-      abort();                                                                 \
-    }                                                                          \
-  } while (0)
-
-#define FUZZ_CHECK_OK(expr)                                                     \
-  do {                                                                          \
-    absl::Status s_ = (expr);                                                   \
-    if (!s_.ok()) {                                                             \
-      fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #expr,             \
-              s_.ToString().c_str());                                           \
-      abort();                                                                  \
-    }                                                                           \
-  } while (0)
 
 bool SameBits(float a, float b) { return std::memcmp(&a, &b, 4) == 0; }
 
