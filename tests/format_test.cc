@@ -5,10 +5,12 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <random>
 
+#include "entropy.h"
 #include "test_util.h"
 #include "tqm/codec.h"
 #include "tqm/import.h"
@@ -311,6 +313,57 @@ INSTANTIATE_TEST_SUITE_P(
                       Config{"speed", tqm::Granularity::kTensor, true, 1000, 65535, true,
                              tqm::Profile::kSpeed}),
     [](const auto& info) { return std::string(info.param.name); });
+
+// The longest Huffman code length in a coded huffman chunk, or 0.
+int MaxHuffmanCodeLength(absl::Span<const uint8_t> payload) {
+  if (payload.empty() || payload[0] != tqm::entropy_internal::kModeCoded) return 0;
+  size_t pos = 1;
+  uint32_t lengths[256];
+  if (!tqm::entropy_internal::ReadSymbolValues(payload, &pos, 12, "huffman", lengths).ok())
+    return -1;
+  return static_cast<int>(*std::max_element(lengths, lengths + 256));
+}
+
+TEST(Writer, BalancedTakesElevenBitHuffmanCodesWithinItsSlack) {
+  // Quantized Gaussian weights: EncodeHuffman picks 12-bit codes (they save
+  // more than 0.25 %); balanced and speed take 11-bit ones (faster to
+  // decode, within their size rules); size keeps the smallest encoding.
+  tqm::MemorySource src;
+  src.Add("model.layers.0.mlp.up_proj.weight", {512, 512},
+          tqm_test::Gaussian(512 * 512, 5));
+  tqm::PackOptions o;
+  o.chunk_size = 65536;
+  o.max_table_entries = 0;
+  std::string files[3];
+  const tqm::Profile profiles[3] = {tqm::Profile::kSize, tqm::Profile::kBalanced,
+                                    tqm::Profile::kSpeed};
+  for (int p = 0; p < 3; ++p) {
+    o.profile = profiles[p];
+    auto bytes = tqm::PackToString(src, o);
+    ASSERT_TRUE(bytes.ok()) << bytes.status();
+    files[p] = *bytes;
+  }
+  int auto_twelve = 0;
+  for (int p = 1; p < 3; ++p) {
+    auto r = tqm::Reader::FromBuffer(AsSpan(files[p]), "gaussian.tqm");
+    ASSERT_TRUE(r.ok()) << r.status();
+    ASSERT_TRUE((*r)->Verify().ok());
+    const tqm::TensorInfo& t = (*r)->tensors()[0];
+    ASSERT_EQ(t.chunks.size(), 4u);
+    for (size_t c = 0; c < t.chunks.size(); ++c) {
+      ASSERT_EQ(t.chunks[c].codec, tqm::format::kCodecHuffman) << "profile " << p;
+      EXPECT_EQ(MaxHuffmanCodeLength((*r)->ChunkBytes(0, c)), 11) << "chunk " << c;
+      std::vector<uint8_t> decoded(t.chunks[c].decoded_size);
+      ASSERT_TRUE((*r)->DecodeChunk(0, c, absl::MakeSpan(decoded)).ok());
+      std::string h;
+      ASSERT_TRUE(tqm::EncodeHuffman(decoded, &h).ok());
+      auto_twelve += MaxHuffmanCodeLength(AsSpan(h)) == 12;
+    }
+  }
+  EXPECT_GT(auto_twelve, 0);  // the profiles chose differently from the default
+  EXPECT_LT(files[0].size(), files[1].size());
+  EXPECT_LE(files[1].size(), files[0].size() * 1.02);
+}
 
 TEST(Writer, NeverLargerThanStoredPlusIndex) {
   tqm::MemorySource src = tqm_test::SmallModel(3, 64, 128, 256, 11);

@@ -27,10 +27,11 @@ enum class Granularity { kTensor, kRow };
 // seqtable when the table is non-empty, Huffman, rANS, and zstd for kSize):
 //  kSize:     the smallest encoding (ties: the faster codec).
 //  kBalanced: the fastest-decoding codec whose size is within 2 % of the
-//             smallest (decode speed order: stored, seqtable, Huffman, rANS,
-//             zstd).
+//             smallest (decode speed order: stored, seqtable, Huffman with
+//             codes of at most 11 bits, Huffman with EncodeHuffman's choice
+//             of 11 or 12 bits, rANS, zstd).
 //  kSpeed:    the fastest codec that saves at least 3 % over stored; stored
-//             when none does.
+//             when none does (same order).
 // Float32 tensors are always stored (used in place from the mapping).
 enum class Profile { kSize, kBalanced, kSpeed };
 
