@@ -152,6 +152,12 @@ absl::Status DecodeHuffmanWith(Isa isa, absl::Span<const uint8_t> in,
 absl::Status EncodeHuffmanWithLimit(absl::Span<const uint8_t> in, int max_length,
                                     std::string* out);
 
+// EncodeHuffman's encoding of `in` into *out and, when it takes 12-bit codes
+// and `short_out` is not null, the encoding with codes of at most 11 bits
+// into *short_out (left untouched otherwise). One histogram serves both.
+absl::Status EncodeHuffmanAndShortCodes(absl::Span<const uint8_t> in, std::string* out,
+                                        std::string* short_out);
+
 // Whether this CPU has BMI2 (and this build can use it).
 bool HaveBmi2();
 

@@ -20,6 +20,7 @@
 
 #include "absl/strings/str_format.h"
 #include "entropy.h"
+#include "tqm/status.h"
 
 namespace tqm {
 namespace {
@@ -263,49 +264,19 @@ __attribute__((target("bmi2,lzcnt"))) absl::Status DecodeBmi2(
 
 namespace entropy_internal {
 
-absl::Status EncodeHuffmanWithLimit(absl::Span<const uint8_t> in, int max_length,
-                                    std::string* out) {
+namespace {
+
+// Appends the coded form of `in` with code `lengths` (complete, non-zero for
+// every byte value of `in`), or its raw form when that is not smaller.
+void EncodeWithLengths(absl::Span<const uint8_t> in, const uint8_t lengths[256],
+                       std::string* out) {
   const size_t n = in.size();
-  if (n > kEntropyMaxInput) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "huffman: input of %d bytes exceeds the limit of %d", n, kEntropyMaxInput));
-  }
-  if (max_length != 0 && (max_length < 8 || max_length > kHuffmanMaxLength)) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "huffman: length limit %d outside [8, %d]", max_length, kHuffmanMaxLength));
-  }
-  uint32_t counts[256];
-  if (EncodeSimpleModes(in, counts, out)) return absl::OkStatus();
-  auto raw = [&]() {  // incompressible: the bytes verbatim
-    out->push_back(static_cast<char>(kModeRaw));
-    out->append(reinterpret_cast<const char*>(in.data()), n);
-    return absl::OkStatus();
-  };
-  uint8_t lengths[256];
-  if (max_length != 0) {
-    LimitedHuffmanLengths(counts, max_length, lengths);
-  } else {
-    // 11-bit codes decode five to a load instead of four (~15% faster);
-    // take them unless they cost noticeably more than 12-bit ones.
-    uint8_t len12[256];
-    LimitedHuffmanLengths(counts, 12, len12);
-    LimitedHuffmanLengths(counts, 11, lengths);
-    uint64_t bits11 = 0, bits12 = 0;
-    for (int s = 0; s < 256; ++s) {
-      bits11 += uint64_t{counts[s]} * lengths[s];
-      bits12 += uint64_t{counts[s]} * len12[s];
-    }
-    if (static_cast<double>(bits11) > bits12 * (1 + kHuffmanShortCodeSlack)) {
-      std::copy(len12, len12 + 256, lengths);
-    }
-  }
   uint32_t codes[256];
   CanonicalCodes(lengths, codes);
-
   std::string streams[kHuffmanStreams];
   for (int k = 0; k < kHuffmanStreams; ++k) {
     std::string& s = streams[k];
-    s.reserve(n / kHuffmanStreams * max_length / 8 + 8);
+    s.reserve(n / kHuffmanStreams * kHuffmanMaxLength / 8 + 8);
     uint64_t acc = 0;
     int fill = 0;
     for (size_t i = k; i < n; i += kHuffmanStreams) {
@@ -332,9 +303,63 @@ absl::Status EncodeHuffmanWithLimit(absl::Span<const uint8_t> in, int max_length
       PutVarint(static_cast<uint32_t>(streams[k].size()), &coded);
     total += streams[k].size();
   }
-  if (coded.size() + total >= n + 1) return raw();
+  if (coded.size() + total >= n + 1) {  // incompressible: the bytes verbatim
+    out->push_back(static_cast<char>(kModeRaw));
+    out->append(reinterpret_cast<const char*>(in.data()), n);
+    return;
+  }
   out->append(coded);
   for (int k = 0; k < kHuffmanStreams; ++k) out->append(streams[k]);
+}
+
+absl::Status CheckInputSize(absl::Span<const uint8_t> in) {
+  if (in.size() <= kEntropyMaxInput) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrFormat(
+      "huffman: input of %d bytes exceeds the limit of %d", in.size(), kEntropyMaxInput));
+}
+
+// Bits of coding `counts` with `lengths`.
+uint64_t CodedBits(const uint32_t counts[256], const uint8_t lengths[256]) {
+  uint64_t bits = 0;
+  for (int s = 0; s < 256; ++s) bits += uint64_t{counts[s]} * lengths[s];
+  return bits;
+}
+
+}  // namespace
+
+absl::Status EncodeHuffmanWithLimit(absl::Span<const uint8_t> in, int max_length,
+                                    std::string* out) {
+  if (max_length == 0) return EncodeHuffmanAndShortCodes(in, out, nullptr);
+  TQM_RETURN_IF_ERROR(CheckInputSize(in));
+  if (max_length < 8 || max_length > kHuffmanMaxLength) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "huffman: length limit %d outside [8, %d]", max_length, kHuffmanMaxLength));
+  }
+  uint32_t counts[256];
+  if (EncodeSimpleModes(in, counts, out)) return absl::OkStatus();
+  uint8_t lengths[256];
+  LimitedHuffmanLengths(counts, max_length, lengths);
+  EncodeWithLengths(in, lengths, out);
+  return absl::OkStatus();
+}
+
+absl::Status EncodeHuffmanAndShortCodes(absl::Span<const uint8_t> in, std::string* out,
+                                        std::string* short_out) {
+  TQM_RETURN_IF_ERROR(CheckInputSize(in));
+  uint32_t counts[256];
+  if (EncodeSimpleModes(in, counts, out)) return absl::OkStatus();
+  // 11-bit codes decode five to a load instead of four (~15% faster);
+  // take them unless they cost noticeably more than 12-bit ones.
+  uint8_t len11[256], len12[256];
+  LimitedHuffmanLengths(counts, 11, len11);
+  LimitedHuffmanLengths(counts, 12, len12);
+  const uint64_t bits11 = CodedBits(counts, len11), bits12 = CodedBits(counts, len12);
+  if (static_cast<double>(bits11) <= bits12 * (1 + kHuffmanShortCodeSlack)) {
+    EncodeWithLengths(in, len11, out);
+    return absl::OkStatus();
+  }
+  EncodeWithLengths(in, len12, out);
+  if (short_out != nullptr) EncodeWithLengths(in, len11, short_out);
   return absl::OkStatus();
 }
 
@@ -379,7 +404,7 @@ absl::Status DecodeHuffmanWith(Isa isa, absl::Span<const uint8_t> in,
 }  // namespace entropy_internal
 
 absl::Status EncodeHuffman(absl::Span<const uint8_t> in, std::string* out) {
-  return entropy_internal::EncodeHuffmanWithLimit(in, 0, out);
+  return entropy_internal::EncodeHuffmanAndShortCodes(in, out, nullptr);
 }
 
 absl::Status DecodeHuffman(absl::Span<const uint8_t> in, absl::Span<uint8_t> out) {
