@@ -15,6 +15,7 @@
 
 #include "file_editor.h"
 #include "inputs.h"
+#include "repeating_pattern.h"
 #include "tqm/codec.h"
 #include "tqm/writer.h"
 
@@ -35,14 +36,7 @@ void Write(const std::string& dir, const std::string& name, const std::string& b
 // Values whose quantized 4-byte groups repeat (so a table pays off), with a
 // few outliers that become escapes.
 std::vector<float> Pattern(size_t n, uint32_t seed) {
-  std::vector<float> v(n);
-  uint32_t s = seed;
-  for (size_t i = 0; i < n; ++i) {
-    s = s * 1103515245u + 12345u;
-    v[i] = (i % 4) * 0.25f - 0.5f;
-    if ((s >> 16) % 13 == 0) v[i] = static_cast<float>((s >> 8) % 255) / 255.0f - 0.5f;
-  }
-  return v;
+  return tqm_test::RepeatingPattern(n, seed, 13);
 }
 
 std::string Pack(tqm::MemorySource& m, tqm::PackOptions o, bool entropy = false) {

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "absl/types/span.h"
+#include "repeating_pattern.h"
 #include "tqm/writer.h"
 
 namespace tqm_test {
@@ -60,20 +61,6 @@ inline std::vector<float> Gaussian(size_t n, uint32_t seed, float sigma = 0.02f)
   std::normal_distribution<float> d(0.0f, sigma);
   std::vector<float> v(n);
   for (float& x : v) x = d(rng);
-  return v;
-}
-
-// Values on four levels in 4-byte patterns with scattered other values:
-// quantized, their 4-byte groups repeat (seqtable chunks) and the scattered
-// ones become escapes. Deterministic by seed.
-inline std::vector<float> RepeatingPattern(size_t n, uint32_t seed) {
-  std::vector<float> v(n);
-  uint32_t s = seed;
-  for (size_t i = 0; i < n; ++i) {
-    s = s * 1103515245u + 12345u;
-    v[i] = (i % 4) * 0.25f - 0.5f;
-    if ((s >> 16) % 7 == 0) v[i] = static_cast<float>((s >> 8) % 255) / 255.0f - 0.5f;
-  }
   return v;
 }
 
