@@ -70,12 +70,44 @@ class BitReader {
     fill_ -= n;
     return true;
   }
+  // Reads ones up to the first zero (consumed too) and sets *q to their
+  // number, or reads `max` ones and sets *q = max; false when the input ends
+  // first. Same bits consumed as Get(1) in a loop, a byte at a time.
+  bool GetOnes(uint32_t max, uint32_t* q) {
+    uint32_t ones = 0;
+    for (;;) {
+      if (fill_ == 0) {
+        if (pos_ >= in_.size()) return false;
+        acc_ = in_[pos_++];
+        fill_ = 8;
+      }
+      const uint64_t zeros = ~acc_ & ((uint64_t{1} << fill_) - 1);
+      const uint32_t run = zeros != 0 ? static_cast<uint32_t>(__builtin_ctzll(zeros))
+                                      : static_cast<uint32_t>(fill_);
+      if (ones + run >= max) {
+        Skip(static_cast<int>(max - ones));
+        *q = max;
+        return true;
+      }
+      if (zeros != 0) {
+        Skip(static_cast<int>(run) + 1);
+        *q = ones + run;
+        return true;
+      }
+      ones += run;
+      Skip(fill_);
+    }
+  }
   // Byte position after the last byte any bit was read from.
   size_t pos() const { return pos_; }
   // Whether the unread bits of the last byte read are all zero.
   bool PaddingIsZero() const { return acc_ == 0; }
 
  private:
+  void Skip(int n) {  // n <= fill_
+    acc_ = n < 64 ? acc_ >> n : 0;
+    fill_ -= n;
+  }
   absl::Span<const uint8_t> in_;
   size_t pos_;
   uint64_t acc_ = 0;
@@ -169,12 +201,8 @@ absl::Status ReadSymbolValues(absl::Span<const uint8_t> in, size_t* pos,
   int32_t prev = 0;
   for (int s = lo; s <= hi; ++s) {
     int k = model.K();
-    uint32_t q = 0, bit = 1;
-    while (q < kRiceEscape) {
-      if (!br.Get(1, &bit)) return error("cut off", br.pos());
-      if (bit == 0) break;
-      ++q;
-    }
+    uint32_t q;
+    if (!br.GetOnes(kRiceEscape, &q)) return error("cut off", br.pos());
     uint32_t u, low = 0;
     if (q < kRiceEscape) {
       if (!br.Get(k, &low)) return error("cut off", br.pos());
