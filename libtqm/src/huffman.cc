@@ -122,16 +122,35 @@ absl::Status BuildDecodeTable(const uint32_t lengths[256], DecodeTable* t) {
     return Corrupt(absl::StrFormat(
         "code lengths of %d symbols do not form a complete prefix code", distinct));
   }
-  uint8_t len8[256];
-  for (int s = 0; s < 256; ++s) len8[s] = static_cast<uint8_t>(lengths[s]);
-  uint32_t codes[256];
-  CanonicalCodes(len8, codes);
-  t->log = max_len;
+  // Symbols by code length, each length in increasing symbol order: the
+  // order canonical codes are handed out in.
+  int count[kHuffmanMaxLength + 1] = {};
+  for (int s = 0; s < 256; ++s) count[lengths[s]]++;
+  count[0] = 0;
+  int start[kHuffmanMaxLength + 2] = {};
+  for (int l = 1; l <= kHuffmanMaxLength; ++l) start[l + 1] = start[l] + count[l];
+  uint8_t sorted[256];
+  int at[kHuffmanMaxLength + 2];
+  std::copy(start, start + kHuffmanMaxLength + 2, at);
   for (int s = 0; s < 256; ++s) {
-    int l = len8[s];
-    if (l == 0) continue;
-    const uint16_t e = static_cast<uint16_t>(l | s << 8);
-    for (uint32_t i = codes[s]; i < (1u << max_len); i += 1u << l) t->entry[i] = e;
+    if (lengths[s] != 0) sorted[at[lengths[s]]++] = static_cast<uint8_t>(s);
+  }
+  // Codes are read first bit first, so the entries of the codes of length
+  // <= L repeat with period 2^L: the table for L + 1 bits is the one for L
+  // bits twice over, plus one entry per code of length L + 1. Doubling
+  // writes 2^log entries with memcpy instead of one loop per symbol (which
+  // cost more than decoding a 4 KiB chunk).
+  t->log = max_len;
+  t->entry[0] = 0;  // overwritten: the code is complete
+  uint32_t first = 0;  // the first canonical code of length L
+  for (int l = 1; l <= max_len; ++l) {
+    const size_t half = size_t{1} << (l - 1);
+    std::memcpy(t->entry + half, t->entry, half * sizeof(t->entry[0]));
+    first = (first + count[l - 1]) << 1;
+    for (int i = start[l]; i < start[l + 1]; ++i) {
+      const uint32_t code = first + static_cast<uint32_t>(i - start[l]);
+      t->entry[Reverse(code, l)] = static_cast<uint16_t>(l | sorted[i] << 8);
+    }
   }
   return absl::OkStatus();
 }
