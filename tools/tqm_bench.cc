@@ -60,6 +60,35 @@ double TimeIt(const std::function<void()>& fn, double min_s = 0.3) {
   return best;
 }
 
+// Runs work(buf, next) on `threads` threads (the calling one among them),
+// each with its own output buffer of `buf_bytes`, allocated and zeroed once
+// outside the timed region (zeroing a buffer per pass once cost more than
+// decoding stories260K); `next` is the shared work counter, reset before each
+// pass. Returns seconds per pass as TimeIt does. Thread start-up is inside
+// the timed region.
+double TimeWorkers(unsigned threads, size_t buf_bytes,
+                   const std::function<void(absl::Span<uint8_t>, std::atomic<size_t>&)>& work) {
+  threads = std::max(1u, threads);
+  std::vector<std::vector<uint8_t>> bufs(threads, std::vector<uint8_t>(buf_bytes));
+  std::atomic<size_t> next{0};
+  return TimeIt([&] {
+    next = 0;
+    std::vector<std::thread> pool;
+    for (unsigned k = 1; k < threads; ++k) {
+      pool.emplace_back([&, k] { work(absl::MakeSpan(bufs[k]), next); });
+    }
+    work(absl::MakeSpan(bufs[0]), next);
+    for (auto& t : pool) t.join();
+  });
+}
+
+// Orders (count, value) pairs by count, most frequent first, ties by value:
+// hash map iteration order differs between runs, so ties must not decide.
+bool MoreFrequent(const std::pair<uint64_t, uint32_t>& a,
+                  const std::pair<uint64_t, uint32_t>& b) {
+  return a.first != b.first ? a.first > b.first : a.second < b.second;
+}
+
 // Generated tensors, produced on demand (bounded memory, deterministic).
 class GeneratedSource : public tqm::TensorSource {
  public:
@@ -141,28 +170,18 @@ struct Speed {
 // Decodes the given chunks of `r` on `threads` threads; returns seconds.
 double DecodeChunks(const tqm::Reader& r, const std::vector<std::pair<size_t, size_t>>& list,
                     unsigned threads, bool verify) {
-  std::atomic<size_t> next{0};
-  auto work = [&] {
-    std::vector<uint8_t> buf(tqm::format::kMaxChunkDecodedSize);
+  size_t largest = 0;
+  for (auto [t, c] : list) largest = std::max<size_t>(largest, r.tensors()[t].chunks[c].decoded_size);
+  return TimeWorkers(threads, largest, [&](absl::Span<uint8_t> buf, std::atomic<size_t>& next) {
     for (size_t i; (i = next.fetch_add(1)) < list.size();) {
       auto [t, c] = list[i];
-      absl::Status s = r.DecodeChunk(
-          t, c, absl::MakeSpan(buf.data(), r.tensors()[t].chunks[c].decoded_size), verify);
+      absl::Status s =
+          r.DecodeChunk(t, c, buf.first(r.tensors()[t].chunks[c].decoded_size), verify);
       if (!s.ok()) {
         std::cerr << "tqm-bench: " << s.message() << "\n";
         std::exit(1);
       }
     }
-  };
-  return TimeIt([&] {
-    next = 0;
-    if (threads <= 1) {
-      work();
-      return;
-    }
-    std::vector<std::thread> pool;
-    for (unsigned k = 0; k < threads; ++k) pool.emplace_back(work);
-    for (auto& th : pool) th.join();
   });
 }
 
@@ -182,8 +201,7 @@ uint64_t PaperSize(const std::vector<std::string>& quantized) {
   ranked.reserve(counts.size());
   for (auto& [g, n] : counts) ranked.push_back({n, g});
   const size_t n = std::min<size_t>(65535, ranked.size());
-  std::partial_sort(ranked.begin(), ranked.begin() + n, ranked.end(),
-                    [](auto& a, auto& b) { return a.first > b.first; });
+  std::partial_sort(ranked.begin(), ranked.begin() + n, ranked.end(), MoreFrequent);
   absl::flat_hash_map<uint32_t, bool> table;
   for (size_t i = 0; i < n; ++i) table[ranked[i].second] = true;
   uint64_t size = 4 * n;
@@ -320,7 +338,7 @@ DataSet Measure(const std::string& name, tqm::TensorSource& src, unsigned thread
       }
       std::vector<std::pair<uint64_t, uint32_t>> byc;
       for (auto& [g, n] : counts) byc.push_back({n, g});
-      std::sort(byc.begin(), byc.end(), [](auto& a, auto& b) { return a.first > b.first; });
+      std::sort(byc.begin(), byc.end(), MoreFrequent);
       for (size_t i = 0; i < std::min<size_t>(65535, byc.size()); ++i) {
         table.push_back(byc[i].second);
       }
@@ -352,22 +370,13 @@ DataSet Measure(const std::string& name, tqm::TensorSource& src, unsigned thread
         bytes += in.size();
       }
     }
+    const size_t largest = dec.empty() ? 0 : *std::max_element(dec.begin(), dec.end());
     auto run = [&](unsigned th) {
-      std::atomic<size_t> next{0};
-      auto work = [&] {
-        std::vector<uint8_t> buf(tqm::format::kMaxChunkDecodedSize);
+      return TimeWorkers(th, largest, [&](absl::Span<uint8_t> buf, std::atomic<size_t>& next) {
         for (size_t i; (i = next.fetch_add(1)) < enc.size();) {
-          absl::Status s = tqm::DecodeChunkBytes(codec, span(enc[i]), table,
-                                                 absl::MakeSpan(buf.data(), dec[i]));
+          absl::Status s = tqm::DecodeChunkBytes(codec, span(enc[i]), table, buf.first(dec[i]));
           if (!s.ok()) std::exit(1);
         }
-      };
-      return TimeIt([&] {
-        next = 0;
-        std::vector<std::thread> pool;
-        for (unsigned k = 1; k < th; ++k) pool.emplace_back(work);
-        work();
-        for (auto& t : pool) t.join();
       });
     };
     std::string label = absl::StrFormat("every chunk %s", tqm::CodecName(codec));
@@ -384,26 +393,18 @@ DataSet Measure(const std::string& name, tqm::TensorSource& src, unsigned thread
   }
   // Baselines: ZSTD_decompress of whole-tensor -3 frames, and memcpy.
   {
+    size_t largest = 0;
+    for (const auto& q : stored) largest = std::max(largest, q.size());
     auto run = [&](unsigned th, bool copy) {
-      std::atomic<size_t> next{0};
-      auto work = [&] {
-        std::string buf;
+      return TimeWorkers(th, largest, [&](absl::Span<uint8_t> buf, std::atomic<size_t>& next) {
         for (size_t i; (i = next.fetch_add(1)) < stored.size();) {
-          buf.resize(stored[i].size());
           if (copy) {
             std::memcpy(buf.data(), stored[i].data(), stored[i].size());
           } else {
-            size_t n = ZSTD_decompress(buf.data(), buf.size(), z3[i].data(), z3[i].size());
+            size_t n = ZSTD_decompress(buf.data(), stored[i].size(), z3[i].data(), z3[i].size());
             if (ZSTD_isError(n)) std::exit(1);
           }
         }
-      };
-      return TimeIt([&] {
-        next = 0;
-        std::vector<std::thread> pool;
-        for (unsigned k = 1; k < th; ++k) pool.emplace_back(work);
-        work();
-        for (auto& t : pool) t.join();
       });
     };
     Speed z{"ZSTD_decompress (zstd -3, one frame per tensor)", ds.sizes.int8};
