@@ -104,8 +104,8 @@ class BitReader {
   bool PaddingIsZero() const { return acc_ == 0; }
 
  private:
-  void Skip(int n) {  // n <= fill_
-    acc_ = n < 64 ? acc_ >> n : 0;
+  void Skip(int n) {  // n <= fill_ < 40
+    acc_ >>= n;
     fill_ -= n;
   }
   absl::Span<const uint8_t> in_;
