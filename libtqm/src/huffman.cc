@@ -22,6 +22,10 @@
 #include <cstring>
 #include <vector>
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 #include "absl/strings/str_format.h"
 #include "entropy.h"
 #include "tqm/status.h"
@@ -108,47 +112,94 @@ struct DecodeTable {
   }
 };
 
-absl::Status BuildDecodeTable(const uint32_t lengths[256], DecodeTable* t) {
+// masks[l][w] has bit i set when symbol 64 * w + i has code length l, and
+// count[l] is the number of such symbols, for l = 1 .. kHuffmanMaxLength.
+// Sets of symbols rather than counters: counting `count[len[s]]++` over 256
+// symbols is a chain of loads and stores through the same few counters,
+// which cost more than the rest of the table build.
+using LengthMasks = uint64_t[kHuffmanMaxLength + 1][4];
+
+#if defined(__SSE2__)
+// Sixteen 16-byte compares per length; a count per byte lane, summed by psadbw.
+void MaskByLengthSse2(const uint8_t len[256], LengthMasks masks,
+                      int count[kHuffmanMaxLength + 1]) {
+  __m128i v[16];
+  for (int b = 0; b < 16; ++b) {
+    v[b] = _mm_loadu_si128(reinterpret_cast<const __m128i*>(len + 16 * b));
+  }
+  for (int l = 1; l <= kHuffmanMaxLength; ++l) {
+    const __m128i want = _mm_set1_epi8(static_cast<char>(l));
+    __m128i hits = _mm_setzero_si128();  // per byte lane, at most 16
+    for (int w = 0; w < 4; ++w) {
+      uint64_t m = 0;
+      for (int b = 0; b < 4; ++b) {
+        const __m128i eq = _mm_cmpeq_epi8(v[4 * w + b], want);
+        hits = _mm_sub_epi8(hits, eq);
+        m |= uint64_t{static_cast<uint32_t>(_mm_movemask_epi8(eq))} << (16 * b);
+      }
+      masks[l][w] = m;
+    }
+    const __m128i sums = _mm_sad_epu8(hits, _mm_setzero_si128());
+    count[l] = _mm_cvtsi128_si32(sums) + _mm_cvtsi128_si32(_mm_srli_si128(sums, 8));
+  }
+}
+#endif
+
+// `portable` takes the plain C++ loop on every CPU (the decoders' Isa::kPortable,
+// so that the tests cover it).
+void MaskByLength(const uint8_t len[256], bool portable, LengthMasks masks,
+                  int count[kHuffmanMaxLength + 1]) {
+#if defined(__SSE2__)
+  if (!portable) {
+    MaskByLengthSse2(len, masks, count);
+    return;
+  }
+#endif
+  std::memset(masks, 0, sizeof(LengthMasks));
+  int c[4][kHuffmanMaxLength + 1] = {};  // four counter sets: shorter chains
+  for (int s = 0; s < 256; ++s) {
+    masks[len[s]][s >> 6] |= uint64_t{1} << (s & 63);
+    ++c[s & 3][len[s]];
+  }
+  for (int l = 1; l <= kHuffmanMaxLength; ++l) count[l] = c[0][l] + c[1][l] + c[2][l] + c[3][l];
+}
+
+absl::Status BuildDecodeTable(const uint32_t lengths[256], bool portable, DecodeTable* t) {
+  uint8_t len[256];
+  for (int s = 0; s < 256; ++s) len[s] = static_cast<uint8_t>(lengths[s]);  // <= 12
+  LengthMasks masks;
+  int count[kHuffmanMaxLength + 1] = {};
+  MaskByLength(len, portable, masks, count);
   uint32_t kraft = 0;
   int distinct = 0, max_len = 0;
-  for (int s = 0; s < 256; ++s) {
-    if (lengths[s] == 0) continue;
-    kraft += 1u << (kHuffmanMaxLength - lengths[s]);
-    ++distinct;
-    max_len = std::max<int>(max_len, lengths[s]);
+  for (int l = 1; l <= kHuffmanMaxLength; ++l) {
+    kraft += static_cast<uint32_t>(count[l]) << (kHuffmanMaxLength - l);
+    distinct += count[l];
+    if (count[l] != 0) max_len = l;
   }
   if (distinct < 2 || kraft != (1u << kHuffmanMaxLength)) {
     return Corrupt(absl::StrFormat(
         "code lengths of %d symbols do not form a complete prefix code", distinct));
   }
-  // Symbols by code length, each length in increasing symbol order: the
-  // order canonical codes are handed out in.
-  int count[kHuffmanMaxLength + 1] = {};
-  for (int s = 0; s < 256; ++s) count[lengths[s]]++;
-  count[0] = 0;
-  int start[kHuffmanMaxLength + 2] = {};
-  for (int l = 1; l <= kHuffmanMaxLength; ++l) start[l + 1] = start[l] + count[l];
-  uint8_t sorted[256];
-  int at[kHuffmanMaxLength + 2];
-  std::copy(start, start + kHuffmanMaxLength + 2, at);
-  for (int s = 0; s < 256; ++s) {
-    if (lengths[s] != 0) sorted[at[lengths[s]]++] = static_cast<uint8_t>(s);
-  }
   // Codes are read first bit first, so the entries of the codes of length
   // <= L repeat with period 2^L: the table for L + 1 bits is the one for L
   // bits twice over, plus one entry per code of length L + 1. Doubling
   // writes 2^log entries with memcpy instead of one loop per symbol (which
-  // cost more than decoding a 4 KiB chunk).
+  // cost more than decoding a 4 KiB chunk). Canonical codes of one length go
+  // to its symbols in increasing order: the mask's bits, lowest first.
   t->log = max_len;
   t->entry[0] = 0;  // overwritten: the code is complete
-  uint32_t first = 0;  // the first canonical code of length L
+  uint32_t code = 0;  // the next canonical code of length l
   for (int l = 1; l <= max_len; ++l) {
     const size_t half = size_t{1} << (l - 1);
     std::memcpy(t->entry + half, t->entry, half * sizeof(t->entry[0]));
-    first = (first + count[l - 1]) << 1;
-    for (int i = start[l]; i < start[l + 1]; ++i) {
-      const uint32_t code = first + static_cast<uint32_t>(i - start[l]);
-      t->entry[Reverse(code, l)] = static_cast<uint16_t>(l | sorted[i] << 8);
+    code = (code + count[l - 1]) << 1;
+    uint32_t c = code;
+    for (int w = 0; w < 4; ++w) {
+      for (uint64_t m = masks[l][w]; m != 0; m &= m - 1) {
+        const int s = 64 * w + __builtin_ctzll(m);
+        t->entry[Reverse(c++, l)] = static_cast<uint16_t>(l | s << 8);
+      }
     }
   }
   return absl::OkStatus();
@@ -414,7 +465,7 @@ absl::Status DecodeHuffmanWith(Isa isa, absl::Span<const uint8_t> in,
   absl::Status s = ReadSymbolValues(in, &pos, kHuffmanMaxLength, "huffman", lengths);
   if (!s.ok()) return s;
   DecodeTable table;
-  s = BuildDecodeTable(lengths, &table);
+  s = BuildDecodeTable(lengths, isa == Isa::kPortable, &table);
   if (!s.ok()) return s;
   Streams st;
   uint64_t sizes_total = 0;  // 64-bit: no overflow on any platform
