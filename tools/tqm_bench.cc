@@ -32,6 +32,7 @@
 #include "tqm/codec.h"
 #include "tqm/import.h"
 #include "tqm/inspect.h"
+#include "tqm/loader.h"
 #include "tqm/reader.h"
 #include "tqm/writer.h"
 
@@ -60,25 +61,24 @@ double TimeIt(const std::function<void()>& fn, double min_s = 0.3) {
   return best;
 }
 
-// Runs work(buf, next) on `threads` threads (the calling one among them),
-// each with its own output buffer of `buf_bytes`, allocated and zeroed once
-// outside the timed region (zeroing a buffer per pass once cost more than
-// decoding stories260K); `next` is the shared work counter, reset before each
-// pass. Returns seconds per pass as TimeIt does. Thread start-up is inside
-// the timed region.
+// Runs work(buf, next) on `threads` threads (the calling one among them) of
+// a tqm::ThreadPool started outside the timed region, the pool the loader
+// decodes layers on; each worker slot has its own output buffer of
+// `buf_bytes`, allocated and zeroed once outside the timed region (zeroing a
+// buffer per pass once cost more than decoding stories260K); `next` is the
+// shared work counter, reset before each pass. Returns seconds per pass as
+// TimeIt does. Waking the pool's workers is inside the timed region.
 double TimeWorkers(unsigned threads, size_t buf_bytes,
                    const std::function<void(absl::Span<uint8_t>, std::atomic<size_t>&)>& work) {
   threads = std::max(1u, threads);
   std::vector<std::vector<uint8_t>> bufs(threads, std::vector<uint8_t>(buf_bytes));
   std::atomic<size_t> next{0};
+  tqm::ThreadPool pool(static_cast<int>(threads));
   return TimeIt([&] {
     next = 0;
-    std::vector<std::thread> pool;
-    for (unsigned k = 1; k < threads; ++k) {
-      pool.emplace_back([&, k] { work(absl::MakeSpan(bufs[k]), next); });
-    }
-    work(absl::MakeSpan(bufs[0]), next);
-    for (auto& t : pool) t.join();
+    // One index per slot; a thread that takes two slots runs them in turn
+    // (the second finds no work left), so no buffer is ever shared.
+    pool.ParallelFor(threads, [&](size_t k) { work(absl::MakeSpan(bufs[k]), next); });
   });
 }
 
