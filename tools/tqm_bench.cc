@@ -406,6 +406,10 @@ DataSet Measure(const std::string& name, tqm::TensorSource& src, unsigned thread
         // Created in the warm-up pass on the threads that take part in it.
         thread_local std::unique_ptr<ZSTD_DCtx, size_t (*)(ZSTD_DCtx*)> ctx(ZSTD_createDCtx(),
                                                                          ZSTD_freeDCtx);
+        if (kind == kZstdDCtx && ctx == nullptr) {
+          std::cerr << "tqm-bench: cannot allocate a zstd decompression context\n";
+          std::exit(1);
+        }
         for (size_t i; (i = next.fetch_add(1)) < stored.size();) {
           size_t n = 0;
           if (kind == kMemcpy) {
