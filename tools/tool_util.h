@@ -1,5 +1,6 @@
 // Small helpers shared by the tqm command-line tools: progress bar, signal
-// cleanup of temporary files, human-readable sizes. Header-only.
+// cleanup of temporary files, human-readable sizes, the CPU model and clock
+// for benchmarks. Header-only.
 
 #ifndef TQM_TOOLS_TOOL_UTIL_H_
 #define TQM_TOOLS_TOOL_UTIL_H_
@@ -7,6 +8,9 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
 #include <cstdio>
 #include <fstream>
 #include <string>
@@ -39,6 +43,31 @@ inline std::string CpuModel() {
     if (line.rfind("model name", 0) == 0) return line.substr(line.find(':') + 2);
   }
   return "unknown";
+}
+
+// The core clock in GHz while this runs, from a chain of dependent adds (one
+// per cycle on every x86-64 core): the fastest of five runs of ~3 ms each;
+// 0 where that is not available. A VM's clock is not fixed: this project's
+// 2-core machine ran at 4.0-4.2 GHz in earlier sessions and at 3.2-3.7 on
+// 2026-12-07, and per-core GB/s follow it, so benchmarks print it.
+inline double MeasureGhz() {
+#if defined(__x86_64__) && defined(__GNUC__)
+  using Clock = std::chrono::steady_clock;
+  double best = 0;
+  for (int r = 0; r < 5; ++r) {
+    uint64_t x = 0;
+    const uint64_t n = 2500000;  // 4 adds each: 10 M cycles, ~3 ms at 3 GHz
+    const auto t0 = Clock::now();
+    for (uint64_t i = 0; i < n; ++i) {
+      asm volatile("add $1, %0\n\tadd $1, %0\n\tadd $1, %0\n\tadd $1, %0" : "+r"(x));
+    }
+    const double s = std::chrono::duration<double>(Clock::now() - t0).count();
+    if (s > 0) best = std::max(best, 4.0 * n / s / 1e9);
+  }
+  return best;
+#else
+  return 0;
+#endif
 }
 
 inline std::string HumanBytes(double b) {

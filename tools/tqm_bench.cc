@@ -488,6 +488,7 @@ int main(int argc, char** argv) {
     return only.empty() || std::find(only.begin(), only.end(), n) != only.end();
   };
 
+  const double ghz_start = tqm::MeasureGhz();
   std::vector<DataSet> results;
   if (want("stories260K")) {
     auto src = tqm::OpenLlama2c(model);
@@ -506,10 +507,12 @@ int main(int argc, char** argv) {
   }
 
   const std::string cpu = tqm::CpuModel();
+  const double ghz_end = tqm::MeasureGhz();
   if (json) {
-    std::string o = absl::StrFormat("{\"cpu\":%s,\"cores\":%d,\"threads\":%d,\"datasets\":[",
-                                    tqm::JsonQuote(cpu), std::thread::hardware_concurrency(),
-                                    threads);
+    std::string o = absl::StrFormat(
+        "{\"cpu\":%s,\"cores\":%d,\"threads\":%d,\"ghz_start\":%.2f,\"ghz_end\":%.2f,"
+        "\"datasets\":[",
+        tqm::JsonQuote(cpu), std::thread::hardware_concurrency(), threads, ghz_start, ghz_end);
     for (size_t i = 0; i < results.size(); ++i) {
       const DataSet& d = results[i];
       const Sizes& s = d.sizes;
@@ -530,8 +533,10 @@ int main(int argc, char** argv) {
     std::cout << o << "]}\n";
     return 0;
   }
-  std::cout << absl::StrFormat("machine: %s, %d cores; multi-threaded columns use %d threads\n",
-                               cpu, std::thread::hardware_concurrency(), threads);
+  std::cout << absl::StrFormat(
+      "machine: %s, %d cores, clock %.2f GHz at the start and %.2f at the end (dependent "
+      "adds); multi-threaded columns use %d threads\n",
+      cpu, std::thread::hardware_concurrency(), ghz_start, ghz_end, threads);
   for (const DataSet& d : results) {
     const Sizes& s = d.sizes;
     auto row = [&](const char* what, double bytes) {
