@@ -70,6 +70,16 @@ inline double MeasureGhz() {
 #endif
 }
 
+// "3.52 GHz", or "unknown" where MeasureGhz() could not measure.
+inline std::string GhzText(double ghz) {
+  return ghz > 0 ? absl::StrFormat("%.2f GHz", ghz) : std::string("unknown");
+}
+
+// The same as a JSON number, or null.
+inline std::string GhzJson(double ghz) {
+  return ghz > 0 ? absl::StrFormat("%.2f", ghz) : std::string("null");
+}
+
 inline std::string HumanBytes(double b) {
   const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
   int u = 0;

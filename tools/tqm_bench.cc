@@ -510,9 +510,10 @@ int main(int argc, char** argv) {
   const double ghz_end = tqm::MeasureGhz();
   if (json) {
     std::string o = absl::StrFormat(
-        "{\"cpu\":%s,\"cores\":%d,\"threads\":%d,\"ghz_start\":%.2f,\"ghz_end\":%.2f,"
+        "{\"cpu\":%s,\"cores\":%d,\"threads\":%d,\"ghz_start\":%s,\"ghz_end\":%s,"
         "\"datasets\":[",
-        tqm::JsonQuote(cpu), std::thread::hardware_concurrency(), threads, ghz_start, ghz_end);
+        tqm::JsonQuote(cpu), std::thread::hardware_concurrency(), threads,
+        tqm::GhzJson(ghz_start), tqm::GhzJson(ghz_end));
     for (size_t i = 0; i < results.size(); ++i) {
       const DataSet& d = results[i];
       const Sizes& s = d.sizes;
@@ -534,9 +535,10 @@ int main(int argc, char** argv) {
     return 0;
   }
   std::cout << absl::StrFormat(
-      "machine: %s, %d cores, clock %.2f GHz at the start and %.2f at the end (dependent "
-      "adds); multi-threaded columns use %d threads\n",
-      cpu, std::thread::hardware_concurrency(), ghz_start, ghz_end, threads);
+      "machine: %s, %d cores, clock %s at the start and %s at the end (dependent adds); "
+      "multi-threaded columns use %d threads\n",
+      cpu, std::thread::hardware_concurrency(), tqm::GhzText(ghz_start),
+      tqm::GhzText(ghz_end), threads);
   for (const DataSet& d : results) {
     const Sizes& s = d.sizes;
     auto row = [&](const char* what, double bytes) {

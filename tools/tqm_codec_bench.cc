@@ -270,8 +270,8 @@ int RunSeqTableBench(size_t mib, size_t chunk_kib, size_t table_entries, int rep
       }
     }
   }
-  std::printf("cpu: %s, clock %.2f GHz (dependent adds)\n", tqm::CpuModel().c_str(),
-              tqm::MeasureGhz());
+  std::printf("cpu: %s, clock %s (dependent adds)\n", tqm::CpuModel().c_str(),
+              tqm::GhzText(tqm::MeasureGhz()).c_str());
   std::printf(
       "seqtable: %.0f MiB per hit rate in chunks of %zu KiB, table of %zu entries "
       "(uniform hits), seed %llu\n",
@@ -467,8 +467,8 @@ int main(int argc, char** argv) {
   std::vector<Row> rows;
   for (const Codec& c : codecs) rows.push_back(c.row);
 
-  std::printf("cpu: %s, clock %.2f GHz (dependent adds; bmi2: %s)\n", tqm::CpuModel().c_str(),
-              tqm::MeasureGhz(), ei::HaveBmi2() ? "yes" : "no");
+  std::printf("cpu: %s, clock %s (dependent adds; bmi2: %s)\n", tqm::CpuModel().c_str(),
+              tqm::GhzText(tqm::MeasureGhz()).c_str(), ei::HaveBmi2() ? "yes" : "no");
   std::printf("data: %s, %.0f MiB in %zu chunks of %zu KiB, seed %llu\n", dist.c_str(),
               total / 1048576.0, nchunks, chunk_kib,
               static_cast<unsigned long long>(seed));
