@@ -312,6 +312,75 @@ TEST(Entropy, LimitedHuffmanLengthsAreCompleteAndLimited) {
   }
 }
 
+// Package-merge as first written: one vector of items per list, a branch
+// per merged item. The library's version must give the same lengths (the
+// golden vectors depend on them), not just equally good ones.
+void ReferenceLimitedLengths(const uint32_t counts[256], int max_length,
+                             uint8_t lengths[256]) {
+  int syms[256];
+  int n = 0;
+  for (int s = 0; s < 256; ++s) {
+    lengths[s] = 0;
+    if (counts[s] != 0) syms[n++] = s;
+  }
+  if (n < 2) return;
+  std::stable_sort(syms, syms + n, [&](int a, int b) { return counts[a] < counts[b]; });
+  struct Item {
+    uint64_t weight;
+    bool leaf;
+  };
+  std::vector<std::vector<Item>> lists(max_length);
+  for (int i = 0; i < n; ++i) lists[max_length - 1].push_back({counts[syms[i]], true});
+  for (int l = max_length - 2; l >= 0; --l) {
+    const std::vector<Item>& below = lists[l + 1];
+    std::vector<Item>& cur = lists[l];
+    size_t a = 0, b = 0, packages = below.size() / 2;
+    while (a < static_cast<size_t>(n) || b < packages) {
+      uint64_t pw = b < packages ? below[2 * b].weight + below[2 * b + 1].weight : 0;
+      if (b >= packages || (a < static_cast<size_t>(n) && counts[syms[a]] <= pw)) {
+        cur.push_back({counts[syms[a++]], true});
+      } else {
+        cur.push_back({pw, false});
+        ++b;
+      }
+    }
+  }
+  size_t take = 2 * static_cast<size_t>(n) - 2;
+  for (int l = 0; l < max_length && take > 0; ++l) {
+    size_t leaves = 0, packages = 0;
+    for (size_t i = 0; i < take; ++i) (lists[l][i].leaf ? leaves : packages)++;
+    for (size_t i = 0; i < leaves; ++i) ++lengths[syms[i]];
+    take = 2 * packages;
+  }
+}
+
+TEST(Entropy, LimitedHuffmanLengthsMatchTheReferencePackageMerge) {
+  std::mt19937_64 rng(7);
+  for (int trial = 0; trial < 3000; ++trial) {
+    uint32_t counts[256] = {};
+    // Histograms of every shape: few or many symbols, many ties (small
+    // counts), geometric tails that hit the length limit.
+    const int used = 2 + static_cast<int>(rng() % 255);
+    const int shape = trial % 3;
+    for (int k = 0; k < used; ++k) {
+      const int s = static_cast<int>(rng() % 256);
+      if (shape == 0) counts[s] = 1 + static_cast<uint32_t>(rng() % 4);
+      if (shape == 1) counts[s] = 1 + static_cast<uint32_t>(rng() % 100000);
+      if (shape == 2) counts[s] = 1u << (rng() % 24);
+    }
+    int distinct = 0;
+    for (uint32_t c : counts) distinct += c != 0;
+    if (distinct < 2) continue;
+    for (int limit : {8, 11, 12}) {
+      if ((1 << limit) < distinct) continue;
+      uint8_t got[256], want[256];
+      entropy_internal::LimitedHuffmanLengths(counts, limit, got);
+      ReferenceLimitedLengths(counts, limit, want);
+      ASSERT_EQ(0, std::memcmp(got, want, 256)) << "trial " << trial << " limit " << limit;
+    }
+  }
+}
+
 TEST(Entropy, SymbolValuesRoundTrip) {
   std::mt19937_64 rng(9);
   for (uint32_t max_value : {12u, 4096u}) {

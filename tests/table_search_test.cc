@@ -295,8 +295,10 @@ TEST(TableSearch, SameFileWhateverTheThreadCount) {
 }
 
 TEST(TableSearch, PartitionedCountingIsExactWhenNothingIsPruned) {
-  // The default bound counts in 64 hash partitions, a bound under 2^17 in
-  // one: without pruning both count exactly, so the table and file agree.
+  // Inputs of at most 2^22 groups are counted by sorting under the default
+  // bound; a bound under their group count sends them to the hash counter,
+  // in one partition for bounds under 2^17. Without pruning both count
+  // exactly, so the table and file agree.
   tqm::MemorySource src;
   src.Add("w", {512, 1024}, Dictionary(512 * 1024, 4096, 0.01, 5));
   tqm::PackOptions one_part = Options(false);

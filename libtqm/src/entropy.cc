@@ -289,44 +289,76 @@ void NormalizeFrequencies(const uint32_t counts[256], uint64_t total, int precis
 
 void LimitedHuffmanLengths(const uint32_t counts[256], int max_length,
                            uint8_t lengths[256]) {
-  // Package-merge (Larmore & Hirschberg). Leaves sorted by weight; level l
-  // (from the deepest) is the merge of the leaves with the pairwise packages
-  // of level l+1. Taking the first 2n-2 items of the top list, a leaf's code
-  // length is the number of lists in which it is among the items taken.
-  int syms[256];
+  // Package-merge (Larmore & Hirschberg). Leaves sorted by weight (ties by
+  // symbol); level l (from the deepest) is the merge of the leaves with the
+  // pairwise packages of level l+1, a leaf first when weights tie. Taking the
+  // first 2n-2 items of the top list, a leaf's code length is the number of
+  // lists in which it is among the items taken. The lists live in one
+  // allocation and the merge picks with conditional moves: the writer runs
+  // this twice per chunk, and the branchy version with a vector per list was
+  // a sixth of packing small tensors.
+  uint64_t keys[256];
   int n = 0;
   for (int s = 0; s < 256; ++s) {
     lengths[s] = 0;
-    if (counts[s] != 0) syms[n++] = s;
+    if (counts[s] != 0) keys[n++] = uint64_t{counts[s]} << 8 | static_cast<uint64_t>(s);
   }
-  std::stable_sort(syms, syms + n, [&](int a, int b) { return counts[a] < counts[b]; });
-  struct Item {
-    uint64_t weight;
-    bool leaf;
-  };
-  std::vector<std::vector<Item>> lists(max_length);
-  std::vector<Item>& deepest = lists[max_length - 1];
-  for (int i = 0; i < n; ++i) deepest.push_back({counts[syms[i]], true});
-  for (int l = max_length - 2; l >= 0; --l) {
-    const std::vector<Item>& below = lists[l + 1];
-    std::vector<Item>& cur = lists[l];
-    size_t a = 0, b = 0, packages = below.size() / 2;
-    while (a < static_cast<size_t>(n) || b < packages) {
-      uint64_t pw = b < packages ? below[2 * b].weight + below[2 * b + 1].weight : 0;
-      if (b >= packages || (a < static_cast<size_t>(n) && counts[syms[a]] <= pw)) {
-        cur.push_back({counts[syms[a++]], true});
-      } else {
-        cur.push_back({pw, false});
-        ++b;
-      }
+  if (n < 2) return;
+  std::sort(keys, keys + n);
+  int syms[256];
+  uint64_t leaf[256];
+  for (int i = 0; i < n; ++i) {
+    syms[i] = static_cast<int>(keys[i] & 0xff);
+    leaf[i] = keys[i] >> 8;
+  }
+  // A list holds at most n leaves and n packages.
+  const size_t cap = 2 * static_cast<size_t>(n);
+  std::vector<uint64_t> weight(static_cast<size_t>(max_length) * cap);
+  std::vector<uint8_t> is_leaf(static_cast<size_t>(max_length) * cap);
+  std::vector<size_t> size(max_length);
+  const size_t un = static_cast<size_t>(n);
+  {
+    uint64_t* w = &weight[(max_length - 1) * cap];
+    uint8_t* f = &is_leaf[(max_length - 1) * cap];
+    for (size_t i = 0; i < un; ++i) {
+      w[i] = leaf[i];
+      f[i] = 1;
     }
+    size[max_length - 1] = un;
   }
-  size_t take = 2 * static_cast<size_t>(n) - 2;
+  for (int l = max_length - 2; l >= 0; --l) {
+    const uint64_t* below = &weight[(l + 1) * cap];
+    const size_t packages = size[l + 1] / 2;
+    uint64_t* w = &weight[l * cap];
+    uint8_t* f = &is_leaf[l * cap];
+    size_t a = 0, b = 0, k = 0;
+    while (a < un && b < packages) {
+      const uint64_t pw = below[2 * b] + below[2 * b + 1];
+      const uint64_t lw = leaf[a];
+      const bool take_leaf = lw <= pw;
+      w[k] = take_leaf ? lw : pw;
+      f[k] = take_leaf;
+      a += take_leaf;
+      b += !take_leaf;
+      ++k;
+    }
+    for (; a < un; ++a, ++k) {
+      w[k] = leaf[a];
+      f[k] = 1;
+    }
+    for (; b < packages; ++b, ++k) {
+      w[k] = below[2 * b] + below[2 * b + 1];
+      f[k] = 0;
+    }
+    size[l] = k;
+  }
+  size_t take = 2 * un - 2;
   for (int l = 0; l < max_length && take > 0; ++l) {
-    size_t leaves = 0, packages = 0;
-    for (size_t i = 0; i < take; ++i) (lists[l][i].leaf ? leaves : packages)++;
+    const uint8_t* f = &is_leaf[l * cap];
+    size_t leaves = 0;
+    for (size_t i = 0; i < take; ++i) leaves += f[i];
     for (size_t i = 0; i < leaves; ++i) ++lengths[syms[i]];
-    take = 2 * packages;
+    take = 2 * (take - leaves);
   }
 }
 

@@ -67,7 +67,9 @@ struct PackOptions {
   // (lossy counting). The default, 2^22, keeps counting under ~100 MiB for
   // any model size. From 2^17 up the groups are counted (on the pack threads)
   // in 2 to 64 fixed hash partitions sharing the bound, 64 for the default;
-  // the result never depends on `threads`.
+  // the result never depends on `threads`. When the quantized tensors hold
+  // no more groups than the bound and at most 2^22, they are all held (4
+  // bytes each, twice while sorting) and counted exactly by sorting.
   size_t max_counted_groups = size_t{1} << 22;
   // Sampled table search. When the quantized tensors hold at least this many
   // 4-byte groups, the writer first sizes the best table on a deterministic
