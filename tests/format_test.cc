@@ -377,6 +377,41 @@ TEST(Writer, NeverLargerThanStoredPlusIndex) {
   EXPECT_LE(a->size(), b->size());
 }
 
+TEST(Writer, SameBytesWhateverTheThreadsAndBatches) {
+  // Small tensors are encoded in batches of several tensors, one chunk a
+  // thread or more; a large tensor is a batch of its own. Neither may change
+  // a byte of the file, nor may the thread count.
+  tqm::MemorySource src = tqm_test::SmallModel(4, 64, 128, 256, 5);
+  src.Add("model.layers.9.big.weight", {512, 256}, tqm_test::Gaussian(512 * 256, 77));
+  src.Add("model.layers.9.tail.weight", {8, 64}, tqm_test::Gaussian(8 * 64, 78));
+  for (uint32_t chunk : {4096u, 65536u}) {
+    for (tqm::Granularity g : {tqm::Granularity::kTensor, tqm::Granularity::kRow}) {
+      SCOPED_TRACE(testing::Message() << "chunk " << chunk << " granularity "
+                                      << static_cast<int>(g));
+      tqm::PackOptions o;
+      o.chunk_size = chunk;
+      o.granularity = g;
+      o.threads = 1;
+      tqm::PackStats one_stats;
+      auto one = tqm::PackToString(src, o, &one_stats);
+      ASSERT_TRUE(one.ok()) << one.status();
+      for (unsigned threads : {2u, 3u, 8u}) {
+        o.threads = threads;
+        tqm::PackStats st;
+        auto n = tqm::PackToString(src, o, &st);
+        ASSERT_TRUE(n.ok()) << n.status();
+        EXPECT_TRUE(*n == *one) << threads << " threads";
+        EXPECT_EQ(st.tensors, one_stats.tensors);
+        EXPECT_EQ(st.int8_bytes, one_stats.int8_bytes);
+      }
+      auto r = tqm::Reader::FromBuffer(AsSpan(*one));
+      ASSERT_TRUE(r.ok()) << r.status();
+      EXPECT_TRUE((*r)->Verify().ok());
+      EXPECT_EQ((*r)->tensors().size(), src.tensors().size());
+    }
+  }
+}
+
 TEST(Writer, BoundedGroupCountingStillFindsFrequentGroups) {
   // Mostly four repeated groups among many unique ones.
   tqm::MemorySource src;

@@ -1087,73 +1087,117 @@ absl::StatusOr<PackStats> PackTo(TensorSource& src, const PackOptions& o, Sink* 
   uint64_t no_table_seq_bytes = 0;
   prog.pass = 3;
   prog.bytes_done = 0;
-  for (size_t i = 0; i < tensors.size(); ++i) {
-    const SourceTensor& t = tensors[i];
-    TQM_RETURN_IF_ERROR(Prepare(src, i, o, &f, &q, &affine));
-    const bool quant = ShouldQuantize(t, o);
-    ++st.tensors;
-    st.weights += f.size();
-    st.source_bytes += f.size() * SourceElemSize(t.dtype);
-    st.f32_bytes += f.size() * 4;
-    st.int8_bytes += q.size();
-    if (quant) {
-      ++st.quantized_tensors;
-      st.quantized_int8_bytes += q.size();
+  // Tensors are encoded in batches: consecutive tensors are read and
+  // quantized until the batch holds a chunk for every pack thread (or more),
+  // then all of its chunks are encoded in parallel and written in order. A
+  // tensor of several chunks is a batch of its own; small ones (norms,
+  // attention of small models) would otherwise leave all but one thread
+  // idle. Memory: one batch, at most one tensor past threads * chunk_size.
+  // The bytes written do not depend on the batching.
+  const unsigned pack_threads =
+      o.threads != 0 ? o.threads : std::max(1u, std::thread::hardware_concurrency());
+  const uint64_t batch_bytes = uint64_t{pack_threads} * o.chunk_size;
+  struct Prepared {
+    size_t i = 0;
+    std::vector<uint8_t> q;
+    std::vector<Affine> affine;
+    uint64_t weights = 0;
+    std::vector<std::pair<size_t, size_t>> chunks;
+    std::vector<EncodedChunk> encoded;
+  };
+  std::vector<Prepared> batch;
+  for (size_t next = 0; next < tensors.size();) {
+    batch.clear();
+    uint64_t held = 0;
+    do {
+      TQM_RETURN_IF_ERROR(Prepare(src, next, o, &f, &q, &affine));
+      Prepared p;
+      p.i = next++;
+      p.weights = f.size();
+      p.chunks = SplitChunks(q.size(), o.chunk_size);
+      p.encoded.resize(p.chunks.size());
+      held += q.size();
+      p.q = std::move(q);
+      p.affine = std::move(affine);
+      q.clear();
+      affine.clear();
+      batch.push_back(std::move(p));
+    } while (next < tensors.size() && pack_threads > 1 && held < batch_bytes);
+    std::vector<std::pair<size_t, size_t>> work;  // (tensor in batch, chunk)
+    for (size_t b = 0; b < batch.size(); ++b) {
+      for (size_t k = 0; k < batch[b].chunks.size(); ++k) work.push_back({b, k});
     }
-
-    AppendLE<uint16_t>(&index, t.name.size());
-    index += t.name;
-    AppendLE<uint8_t>(&index, t.dtype);
-    AppendLE<uint8_t>(&index,
-                      !quant ? format::kStorageF32
-                             : (PerRow(t, o) ? format::kStorageU8Row
-                                                                   : format::kStorageU8Tensor));
-    AppendLE<uint8_t>(&index, t.dims.size());
-    AppendLE<uint8_t>(&index, 0);
-    AppendLE<int32_t>(&index, LayerFromName(t.name));
-    for (uint64_t d : t.dims) AppendLE<uint64_t>(&index, d);
-    for (const Affine& a : affine) {
-      AppendLE<float>(&index, a.scale);
-      AppendLE<float>(&index, a.zero);
-    }
-    const auto chunks = SplitChunks(q.size(), o.chunk_size);
-    AppendLE<uint32_t>(&index, chunks.size());
-    AppendLE<uint32_t>(&index, 0);
-    std::vector<EncodedChunk> encoded(chunks.size());
-    ParallelFor(chunks.size(), o.threads, [&](size_t k) {
-      auto [b, e] = chunks[k];
-      encoded[k] = EncodeChunk(absl::MakeConstSpan(q).subspan(b, e - b), quant, table, o);
+    ParallelFor(work.size(), o.threads, [&](size_t w) {
+      Prepared& p = batch[work[w].first];
+      const auto [b, e] = p.chunks[work[w].second];
+      p.encoded[work[w].second] = EncodeChunk(absl::MakeConstSpan(p.q).subspan(b, e - b),
+                                              ShouldQuantize(tensors[p.i], o), table, o);
     });
-    for (size_t k = 0; k < chunks.size(); ++k) {
-      const EncodedChunk& ec = encoded[k];
-      const auto [b, e] = chunks[k];
-      if (!ec.status.ok()) {
-        return absl::Status(ec.status.code(),
-                            absl::StrFormat("tensor '%s' chunk %d: %s", t.name, k,
-                                            ec.status.message()));
+    for (Prepared& p : batch) {
+      const size_t i = p.i;
+      const SourceTensor& t = tensors[i];
+      const bool quant = ShouldQuantize(t, o);
+      ++st.tensors;
+      st.weights += p.weights;
+      st.source_bytes += p.weights * SourceElemSize(t.dtype);
+      st.f32_bytes += p.weights * 4;
+      st.int8_bytes += p.q.size();
+      if (quant) {
+        ++st.quantized_tensors;
+        st.quantized_int8_bytes += p.q.size();
       }
-      st.groups += ec.groups;
-      st.escaped_groups += ec.escaped_groups;
-      no_table_seq_bytes += ec.groups * 6 + (e - b) % 4;
-      ++st.chunks_by_codec[ec.codec];
-      if (ec.codec == format::kCodecStored) ++st.chunks_stored;
-      if (ec.codec == format::kCodecSeqTable) ++st.chunks_seqtable;
-      TQM_RETURN_IF_ERROR(pad(&data_sum));
-      const uint64_t off = sink->size();
-      data_sum.Update(AsBytes(ec.bytes));
-      TQM_RETURN_IF_ERROR(sink->Append(ec.bytes));
-      AppendLE<uint8_t>(&index, ec.codec);
+
+      AppendLE<uint16_t>(&index, t.name.size());
+      index += t.name;
+      AppendLE<uint8_t>(&index, t.dtype);
+      AppendLE<uint8_t>(&index,
+                        !quant ? format::kStorageF32
+                               : (PerRow(t, o) ? format::kStorageU8Row
+                                               : format::kStorageU8Tensor));
+      AppendLE<uint8_t>(&index, t.dims.size());
       AppendLE<uint8_t>(&index, 0);
-      AppendLE<uint16_t>(&index, 0);
-      AppendLE<uint32_t>(&index, e - b);
-      AppendLE<uint64_t>(&index, off);
-      AppendLE<uint32_t>(&index, ec.bytes.size());
+      AppendLE<int32_t>(&index, LayerFromName(t.name));
+      for (uint64_t d : t.dims) AppendLE<uint64_t>(&index, d);
+      for (const Affine& a : p.affine) {
+        AppendLE<float>(&index, a.scale);
+        AppendLE<float>(&index, a.zero);
+      }
+      AppendLE<uint32_t>(&index, p.chunks.size());
       AppendLE<uint32_t>(&index, 0);
-      AppendLE<uint64_t>(&index, Checksum(AsBytes(ec.bytes)));
+      for (size_t k = 0; k < p.chunks.size(); ++k) {
+        const EncodedChunk& ec = p.encoded[k];
+        const auto [b, e] = p.chunks[k];
+        if (!ec.status.ok()) {
+          return absl::Status(ec.status.code(),
+                              absl::StrFormat("tensor '%s' chunk %d: %s", t.name, k,
+                                              ec.status.message()));
+        }
+        st.groups += ec.groups;
+        st.escaped_groups += ec.escaped_groups;
+        no_table_seq_bytes += ec.groups * 6 + (e - b) % 4;
+        ++st.chunks_by_codec[ec.codec];
+        if (ec.codec == format::kCodecStored) ++st.chunks_stored;
+        if (ec.codec == format::kCodecSeqTable) ++st.chunks_seqtable;
+        TQM_RETURN_IF_ERROR(pad(&data_sum));
+        const uint64_t off = sink->size();
+        data_sum.Update(AsBytes(ec.bytes));
+        TQM_RETURN_IF_ERROR(sink->Append(ec.bytes));
+        AppendLE<uint8_t>(&index, ec.codec);
+        AppendLE<uint8_t>(&index, 0);
+        AppendLE<uint16_t>(&index, 0);
+        AppendLE<uint32_t>(&index, e - b);
+        AppendLE<uint64_t>(&index, off);
+        AppendLE<uint32_t>(&index, ec.bytes.size());
+        AppendLE<uint32_t>(&index, 0);
+        AppendLE<uint64_t>(&index, Checksum(AsBytes(ec.bytes)));
+      }
+      prog.tensor = i + 1;
+      prog.bytes_done += p.weights * 4;
+      if (o.progress) o.progress(prog);
     }
-    prog.tensor = i + 1;
-    prog.bytes_done += f.size() * 4;
-    if (o.progress) o.progress(prog);
+    // A batch of one tensor (any large tensor) hands its buffer to the next
+    // Prepare, which then reuses it instead of faulting in fresh memory.
+    if (batch.size() == 1) q = std::move(batch[0].q);
   }
   if (st.seqtable_only_bytes == 0) st.seqtable_only_bytes = no_table_seq_bytes;
   data.length = sink->size() - data.offset;
