@@ -443,16 +443,28 @@ DataSet Measure(const std::string& name, tqm::TensorSource& src, unsigned thread
     o.threads = th;
     // Pack time without the source's own cost (generating the data or
     // reading the file): the writer reads each tensor two to four times, and
-    // the time spent inside those reads is measured and subtracted.
-    TimedSource timed(src);
-    const auto t0 = Clock::now();
-    auto bytes = tqm::PackToString(timed, o);
-    if (!bytes.ok()) {
-      std::cerr << "tqm-bench: " << name << ": pack failed: " << bytes.status() << "\n";
-      continue;
+    // the time spent inside those reads is measured and subtracted. A pack
+    // that takes under 0.3 s (stories260K: about 6 ms) is repeated until 0.3
+    // s have passed and the fastest counts, as for the decode passes: one
+    // such pack alone swung by 20 % from run to run. Large sets pack once.
+    double best = 0, total = 0;
+    bool failed = false;
+    for (int calls = 0; !failed && total < 0.3 && calls < 100; ++calls) {
+      TimedSource timed(src);
+      const auto t0 = Clock::now();
+      auto bytes = tqm::PackToString(timed, o);
+      if (!bytes.ok()) {
+        std::cerr << "tqm-bench: " << name << ": pack failed: " << bytes.status() << "\n";
+        failed = true;
+        break;
+      }
+      const double wall = Since(t0);
+      const double pack_s = wall - timed.read_seconds();
+      total += wall;
+      if (calls == 0 || pack_s < best) best = pack_s;
     }
-    const double pack_s = Since(t0) - timed.read_seconds();
-    double mbps = pack_s > 0 ? ds.sizes.f32 / pack_s / 1e6 : 0;
+    if (failed) continue;
+    double mbps = best > 0 ? ds.sizes.f32 / best / 1e6 : 0;
     (th == 1 ? ds.pack_mbps1 : ds.pack_mbpsN) = mbps;
   }
   return ds;
