@@ -19,6 +19,7 @@ build: configure
 
 # The whole suite: ASan+UBSan (clang) over every test plus each fuzzer for
 # TQM_FUZZ_SECONDS (default 60), ThreadSanitizer over the concurrent readers,
+# the loader and the writer's parallel packing (format_test),
 # then the Release suite (its ctest summary is the last thing printed).
 test: build sanitize tsan test-fast
 
@@ -30,7 +31,7 @@ sanitize: deps
 	scripts/sanitize.sh
 
 tsan: deps
-	scripts/tsan.sh loader_test
+	scripts/tsan.sh loader_test format_test
 
 demo: build
 	@scripts/demo.sh $(BUILD_DIR)
