@@ -293,10 +293,10 @@ void LimitedHuffmanLengths(const uint32_t counts[256], int max_length,
   // symbol); level l (from the deepest) is the merge of the leaves with the
   // pairwise packages of level l+1, a leaf first when weights tie. Taking the
   // first 2n-2 items of the top list, a leaf's code length is the number of
-  // lists in which it is among the items taken. The lists live in one
-  // allocation and the merge picks with conditional moves: the writer runs
-  // this twice per chunk, and the branchy version with a vector per list was
-  // a sixth of packing small tensors.
+  // lists in which it is among the items taken. The lists live in two flat
+  // arrays (weights, leaf flags) and the merge picks with conditional moves:
+  // the writer runs this twice per chunk, and the branchy version with a
+  // growing vector per list was a sixth of packing small tensors.
   uint64_t keys[256];
   int n = 0;
   for (int s = 0; s < 256; ++s) {

@@ -594,6 +594,15 @@ uint64_t ChunkCount(const SourceTensor& t, const PackOptions& o) {
   return (Numel(t) + o.chunk_size - 1) / o.chunk_size;  // u8: one byte a weight
 }
 
+// The aligned 4-byte groups of every quantized tensor (what pass 1 counts).
+uint64_t QuantizedGroups(const std::vector<SourceTensor>& tensors, const PackOptions& o) {
+  uint64_t groups = 0;
+  for (const SourceTensor& t : tensors) {
+    if (ShouldQuantize(t, o)) groups += Numel(t) / 4;
+  }
+  return groups;
+}
+
 void Progress(const PackOptions& o, PackProgress* prog, size_t i, uint64_t bytes) {
   prog->tensor = i + 1;
   prog->bytes_done += bytes;
@@ -869,10 +878,7 @@ absl::StatusOr<std::vector<uint32_t>> SearchTable(TensorSource& src, const PackO
   const auto& tensors = src.tensors();
   // Pass 1: count groups; keep those that repeat.
   std::vector<std::pair<uint64_t, uint32_t>> ranked;
-  uint64_t total_groups = 0;
-  for (const SourceTensor& t : tensors) {
-    if (ShouldQuantize(t, o)) total_groups += Numel(t) / 4;
-  }
+  const uint64_t total_groups = QuantizedGroups(tensors, o);
   prog->pass = 1;
   prog->bytes_done = 0;
   if (total_groups <= std::min<uint64_t>(kSortCountMaxGroups, o.max_counted_groups)) {
@@ -1011,12 +1017,8 @@ absl::StatusOr<PackStats> PackTo(TensorSource& src, const PackOptions& o, Sink* 
   // Passes 0-2: the sequence table.
   std::vector<uint32_t> entries;
   if (o.max_table_entries > 0) {
-    uint64_t groups = 0;
-    for (const SourceTensor& t : tensors) {
-      if (ShouldQuantize(t, o)) groups += Numel(t) / 4;
-    }
     bool search = true;
-    if (groups >= o.table_sample_min_groups) {
+    if (QuantizedGroups(tensors, o) >= o.table_sample_min_groups) {
       TQM_ASSIGN_OR_RETURN(search, SampledTableMayPay(src, o, &scratch, &prog));
       st.table_search_skipped = !search;
     }
