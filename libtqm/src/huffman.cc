@@ -9,14 +9,19 @@
 // load. A stream's size is exactly ceil(its bits / 8); padding bits are 0.
 //
 // Why this shape: one 64-bit load yields at least 57 bits, enough for five
-// 11-bit or four 12-bit codes, so the inner loop is two table loads, a store
-// and a shift per symbol (five instructions with BMI2), and the eight
-// streams are independent chains that an out-of-order core overlaps. (Sixteen
-// streams spill registers on x86-64 and measured 35% slower.) The per-load
-// bookkeeping counts: a sentinel in a fixed bit and a bounds check per batch
-// of iterations rather than per iteration made the loop 14 % faster, while
-// fewer table loads (one 16-bit entry per code) or fewer stores (a row
-// assembled in a register) measured no faster or slower on Zen 5.
+// 11-bit or four 12-bit codes, so the inner loop is an and, two table loads,
+// a store and a shift per symbol, and the eight streams are independent
+// chains that an out-of-order core overlaps. (Sixteen streams spill
+// registers on x86-64 and measured 35% slower.) The loop is bound by the
+// length of those chains (and, load, shift per symbol; the reload every
+// fifth symbol), not by the number of instructions: decoding four streams at
+// a time runs at 0.55x, while one table load per code instead of two, or
+// fewer stores (a row assembled in a register), measured slower on Zen 5.
+// So what counts is latency: a sentinel in a fixed bit and a bounds check
+// per batch of iterations rather than per iteration (14 %), byte tables
+// indexed without a scale and the sentinel set off the reload's chain (4 %),
+// and an and with a mask rather than BMI2's bzhi, which issues on fewer
+// ports (2 %).
 
 #include <algorithm>
 #include <cstring>
@@ -112,16 +117,14 @@ bool GetVarint(absl::Span<const uint8_t> in, size_t* pos, uint32_t* v) {
 }
 
 // Decoder table: for each value of the next `log` bits, the length of the
-// code they start with (byte 2i) and its symbol (byte 2i + 1). Two byte
-// loads per symbol, but no ALU work to unpack an entry; filling it is one
-// 16-bit store per entry.
+// code they start with and its symbol. Two byte loads per symbol, but no ALU
+// work to unpack an entry; two byte arrays rather than one array of pairs,
+// because a load indexed without a scale returns sooner (measured 2-3 %
+// faster decoding on Zen 5), and the length's load is on the critical path.
 struct DecodeTable {
   int log = 0;
-  uint16_t entry[1 << kHuffmanMaxLength];
-  uint8_t len(uint64_t i) const { return reinterpret_cast<const uint8_t*>(entry)[2 * i]; }
-  uint8_t sym(uint64_t i) const {
-    return reinterpret_cast<const uint8_t*>(entry)[2 * i + 1];
-  }
+  uint8_t len[1 << kHuffmanMaxLength];
+  uint8_t sym[1 << kHuffmanMaxLength];
 };
 
 // masks[l][w] has bit i set when symbol 64 * w + i has code length l, and
@@ -183,11 +186,14 @@ absl::Status BuildDecodeTable(const uint32_t lengths[256], bool portable, Decode
   int count[kHuffmanMaxLength + 1] = {};
   MaskByLength(len, portable, masks, count);
   uint32_t kraft = 0;
-  int distinct = 0, max_len = 0;
+  int distinct = 0, min_len = 0, max_len = 0;
   for (int l = 1; l <= kHuffmanMaxLength; ++l) {
     kraft += static_cast<uint32_t>(count[l]) << (kHuffmanMaxLength - l);
     distinct += count[l];
-    if (count[l] != 0) max_len = l;
+    if (count[l] != 0) {
+      if (min_len == 0) min_len = l;
+      max_len = l;
+    }
   }
   if (distinct < 2 || kraft != (1u << kHuffmanMaxLength)) {
     return Corrupt(absl::StrFormat(
@@ -198,19 +204,25 @@ absl::Status BuildDecodeTable(const uint32_t lengths[256], bool portable, Decode
   // bits twice over, plus one entry per code of length L + 1. Doubling
   // writes 2^log entries with memcpy instead of one loop per symbol (which
   // cost more than decoding a 4 KiB chunk). Canonical codes of one length go
-  // to its symbols in increasing order: the mask's bits, lowest first.
+  // to its symbols in increasing order: the mask's bits, lowest first. Below
+  // the shortest length there are no codes, so the table starts there, empty.
   t->log = max_len;
-  t->entry[0] = 0;  // overwritten: the code is complete
+  const size_t empty = size_t{1} << (min_len - 1);
+  std::memset(t->len, 0, empty);  // all overwritten: the code is complete
+  std::memset(t->sym, 0, empty);
   uint32_t code = 0;  // the next canonical code of length l
-  for (int l = 1; l <= max_len; ++l) {
+  for (int l = min_len; l <= max_len; ++l) {
     const size_t half = size_t{1} << (l - 1);
-    std::memcpy(t->entry + half, t->entry, half * sizeof(t->entry[0]));
+    std::memcpy(t->len + half, t->len, half);
+    std::memcpy(t->sym + half, t->sym, half);
     code = (code + count[l - 1]) << 1;
     uint32_t c = code;
     for (int w = 0; w < 4; ++w) {
       for (uint64_t m = masks[l][w]; m != 0; m &= m - 1) {
         const int s = 64 * w + __builtin_ctzll(m);
-        t->entry[Reverse(c++, l)] = static_cast<uint16_t>(l | s << 8);
+        const uint32_t at = Reverse(c++, l);
+        t->len[at] = static_cast<uint8_t>(l);
+        t->sym[at] = static_cast<uint8_t>(s);
       }
     }
   }
@@ -237,21 +249,6 @@ inline uint64_t PeekSafe(const uint8_t* base, size_t size, uint64_t bp) {
 }
 
 inline int Clz64(uint64_t v) { return __builtin_clzll(v); }  // v != 0
-
-// The low `log` bits of `bits`; `mask` is (1 << log) - 1. With BMI2 one
-// bzhi instead of a register copy and an and.
-template <bool kBmi2>
-__attribute__((always_inline)) inline uint64_t LowBits(uint64_t bits, uint64_t log,
-                                                       uint64_t mask) {
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(TQM_ENTROPY_NO_ASM)
-  if (kBmi2) {
-    uint64_t r;
-    asm("bzhiq %[n], %[v], %[r]" : [r] "=r"(r) : [v] "r"(bits), [n] "r"(log));
-    return r;
-  }
-#endif
-  return bits & mask;
-}
 
 // The inner loop: kPerLoad symbols of each stream per iteration. The
 // streams are independent dependency chains (a table load and a shift per
@@ -291,22 +288,24 @@ __attribute__((always_inline)) inline size_t DecodeFast(const DecodeTable& t,
       uint64_t bits[kN];
 #pragma GCC unroll 16
       for (int k = 0; k < kN; ++k) {
-        // A sentinel in bit 63, above the bits the codes can reach (0..54),
-        // tells once they are consumed how many they took: one
-        // count-leading-zeros per load instead of an add per symbol.
         const unsigned r = p[k] & 7;
-        bits[k] = (Load64(base + (p[k] >> 3)) >> r) | (uint64_t{1} << 63);
+        bits[k] = Load64(base + (p[k] >> 3)) >> r;
       }
 #pragma GCC unroll 8
       for (int i = 0; i < kPerLoad; ++i) {
 #pragma GCC unroll 16
         for (int k = 0; k < kN; ++k) {
-          const uint64_t idx = LowBits<kBmi2>(bits[k], log, mask);
+          const uint64_t idx = bits[k] & mask;
+          // A sentinel in bit 63, above the bits the codes can reach
+          // (0..54), tells once they are consumed how many they took: one
+          // count-leading-zeros per load instead of an add per symbol. Set
+          // here, beside the table loads, not on the reload's chain.
+          if (i == 0) bits[k] |= uint64_t{1} << 63;
           // Volatile only to keep GCC from merging the eight byte stores of a
           // row into one assembled with shifts and ors (measured slower:
           // more ops per symbol).
-          *static_cast<volatile uint8_t*>(o + i * kN + k) = t.sym(idx);
-          bits[k] >>= t.len(idx);
+          *static_cast<volatile uint8_t*>(o + i * kN + k) = t.sym[idx];
+          bits[k] >>= t.len[idx];
         }
       }
 #pragma GCC unroll 16
@@ -330,8 +329,8 @@ __attribute__((always_inline)) inline absl::Status DecodeStreams(
     for (size_t j = done; j < st.count[k]; ++j) {
       if (pos > end_bits) break;  // overran its stream: reported below
       const uint64_t idx = PeekSafe(in.data(), in.size(), pos) & mask;
-      out[j * kHuffmanStreams + k] = t.sym(idx);
-      pos += t.len(idx);
+      out[j * kHuffmanStreams + k] = t.sym[idx];
+      pos += t.len[idx];
     }
     // The stream must end in its last byte, with zero padding.
     if (pos > end_bits || (st.size[k] > 0 && pos <= end_bits - 8) ||
