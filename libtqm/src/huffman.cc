@@ -257,7 +257,7 @@ inline int Clz64(uint64_t v) { return __builtin_clzll(v); }  // v != 0
 // window. An iteration advances a stream by at most kPerLoad * log bits, so
 // the input bound is checked once per batch of iterations that provably stay
 // inside it rather than in every iteration (the check was ~5 % of the ops).
-template <int kPerLoad, bool kBmi2>
+template <int kPerLoad>
 __attribute__((always_inline)) inline size_t DecodeFast(const DecodeTable& t,
                                                         const uint8_t* base, size_t size,
                                                         const Streams& st,
@@ -316,12 +316,12 @@ __attribute__((always_inline)) inline size_t DecodeFast(const DecodeTable& t,
   return j;
 }
 
-template <int kPerLoad, bool kBmi2>
+template <int kPerLoad>
 __attribute__((always_inline)) inline absl::Status DecodeStreams(
     const DecodeTable& t, absl::Span<const uint8_t> in, const Streams& st, uint8_t* out) {
   uint64_t bp[kHuffmanStreams];
   for (int k = 0; k < kHuffmanStreams; ++k) bp[k] = uint64_t{st.start[k]} * 8;
-  const size_t done = DecodeFast<kPerLoad, kBmi2>(t, in.data(), in.size(), st, bp, out);
+  const size_t done = DecodeFast<kPerLoad>(t, in.data(), in.size(), st, bp, out);
   const uint64_t mask = (uint64_t{1} << t.log) - 1;
   for (int k = 0; k < kHuffmanStreams; ++k) {
     uint64_t pos = bp[k];
@@ -346,16 +346,18 @@ __attribute__((always_inline)) inline absl::Status DecodeStreams(
 
 absl::Status DecodePortable(const DecodeTable& t, absl::Span<const uint8_t> in,
                             const Streams& st, uint8_t* out) {
-  return t.log <= 11 ? DecodeStreams<5, false>(t, in, st, out)
-                     : DecodeStreams<4, false>(t, in, st, out);
+  return t.log <= 11 ? DecodeStreams<5>(t, in, st, out)
+                     : DecodeStreams<4>(t, in, st, out);
 }
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(TQM_ENTROPY_NO_ASM)
 #define TQM_HUFFMAN_BMI2 1
+// The same loop, inlined here and compiled for BMI2: shifts by a register
+// without %cl (shrx) and lzcnt for the sentinel.
 __attribute__((target("bmi2,lzcnt"))) absl::Status DecodeBmi2(
     const DecodeTable& t, absl::Span<const uint8_t> in, const Streams& st, uint8_t* out) {
-  return t.log <= 11 ? DecodeStreams<5, true>(t, in, st, out)
-                     : DecodeStreams<4, true>(t, in, st, out);
+  return t.log <= 11 ? DecodeStreams<5>(t, in, st, out)
+                     : DecodeStreams<4>(t, in, st, out);
 }
 #endif
 
