@@ -1048,7 +1048,7 @@ TEST(TensorIndex, R49_TrailingBytes) {
 // Chunk records: R50-R58 and the optional seqtable size bounds.
 
 TEST(ChunkRecord, R50_UnimplementedCodecRejectedAtOpen) {
-  std::vector<uint8_t> codecs = {5, 9, 255};
+  std::vector<uint8_t> codecs = {6, 9, 255};
   // Reserved ids 2-4 too, as long as this build does not implement them.
   for (uint8_t c : {2, 3, 4}) {
     if (!tqm::IsKnownCodec(c)) codecs.push_back(c);
@@ -1270,7 +1270,7 @@ TEST(Decode, R60_UnimplementedCodec) {
   // R50 rejects such chunks at open, so R60 is reached only through the codec
   // dispatch itself.
   std::vector<uint8_t> in(8), out(8);
-  for (uint8_t codec : {5, 9, 255}) {
+  for (uint8_t codec : {6, 9, 255}) {
     absl::Status s = tqm::DecodeChunkBytes(codec, in, {}, absl::MakeSpan(out));
     EXPECT_EQ(s.code(), StatusCode::kUnimplemented) << s;
     EXPECT_NE(s.message().find(absl::StrFormat("codec %d", codec)), std::string::npos)

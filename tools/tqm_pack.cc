@@ -21,7 +21,7 @@ int main(int argc, char** argv) {
       "Tensors are named in the Hugging Face Llama convention.\n"
       "1-D tensors (norms, biases) stay float32 unless --quantize-all.\n"
       "Each 256 KiB chunk gets the codec --profile picks among stored, seqtable\n"
-      "(the file's sequence table), Huffman, rANS and (size profile) zstd; a chunk is\n"
+      "(the file's sequence table), lanes, Huffman, rANS and (size profile) zstd; a chunk is\n"
       "stored raw when nothing is smaller, so the file is never larger than raw int8\n"
       "plus a small index.\n\n"
       "Example:\n"
@@ -64,6 +64,10 @@ int main(int argc, char** argv) {
   bool no_entropy = false;
   app.add_flag("--no-entropy", no_entropy,
                "only the stored and seqtable codecs (a format 1.0 file)");
+  bool no_lanes = false;
+  app.add_flag("--no-lanes", no_lanes,
+               "do not use the lanes codec (format 1.2): a format 1.1 file, for older readers "
+               "and for CPUs without AVX-512 VBMI, where lanes decodes slower than Huffman");
   unsigned threads = 0;
   app.add_option("--threads", threads, "threads encoding chunks (default: all cores)");
   app.add_flag("-q,--quiet", quiet, "no progress bar or summary");
@@ -85,6 +89,7 @@ int main(int argc, char** argv) {
                 : profile == "speed" ? tqm::Profile::kSpeed
                                      : tqm::Profile::kBalanced;
   opt.entropy = !no_entropy;
+  opt.lanes = !no_lanes;
   opt.threads = threads;
   if (full_table_search) opt.table_sample_min_groups = UINT64_MAX;
   if (!tokenizer.empty()) {

@@ -572,6 +572,8 @@ const char* CodecName(uint8_t codec) {
       return "rans";
     case format::kCodecHuffman:
       return "huffman";
+    case format::kCodecLanes:
+      return "lanes";
     default:
       return "unknown";
   }
@@ -580,7 +582,7 @@ const char* CodecName(uint8_t codec) {
 bool IsKnownCodec(uint8_t codec) {
   return codec == format::kCodecStored || codec == format::kCodecSeqTable ||
          codec == format::kCodecZstd || codec == format::kCodecRans ||
-         codec == format::kCodecHuffman;
+         codec == format::kCodecHuffman || codec == format::kCodecLanes;
 }
 
 absl::Status DecodeChunkBytes(uint8_t codec, absl::Span<const uint8_t> in,
@@ -601,6 +603,8 @@ absl::Status DecodeChunkBytes(uint8_t codec, absl::Span<const uint8_t> in,
       return DecodeRans(in, out);
     case format::kCodecHuffman:
       return DecodeHuffman(in, out);
+    case format::kCodecLanes:
+      return DecodeLanes(in, out);
     default:
       return absl::UnimplementedError(absl::StrFormat(
           "codec %d (%s) is not supported by this reader", codec, CodecName(codec)));

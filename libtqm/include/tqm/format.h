@@ -19,9 +19,9 @@ inline constexpr uint8_t kMagic[8] = {0x89, 'T', 'Q', 'M', 0x0D, 0x0A, 0x1A, 0x0
 
 inline constexpr uint16_t kMajorVersion = 1;
 // 1.0: stored and seqtable codecs. 1.1: adds the zstd, rANS and Huffman
-// codecs (ids 2, 3, 4). Writers record the lowest minor version whose
-// features the file uses.
-inline constexpr uint16_t kMinorVersion = 1;
+// codecs (ids 2, 3, 4). 1.2: adds the lanes codec (id 5). Writers record the
+// lowest minor version whose features the file uses.
+inline constexpr uint16_t kMinorVersion = 2;
 
 // Fixed header at offset 0.
 inline constexpr size_t kHeaderSize = 64;
@@ -77,6 +77,7 @@ enum Codec : uint8_t {
   kCodecZstd = 2,      // 1.1: one zstd frame
   kCodecRans = 3,      // 1.1: interleaved order-0 rANS
   kCodecHuffman = 4,   // 1.1: multi-stream canonical Huffman
+  kCodecLanes = 5,     // 1.2: Huffman-coded high bits in 16-wide lanes, raw low bits
 };
 
 // Sequence table: codes 0..N-1 index it; kEscape is never a table code;

@@ -24,12 +24,15 @@ namespace tqm {
 enum class Granularity { kTensor, kRow };
 
 // How the writer picks each chunk's codec among those it tries (stored,
-// seqtable when the table is non-empty, Huffman, rANS, and zstd for kSize):
+// seqtable when the table is non-empty, lanes, Huffman, rANS, and zstd for
+// kSize):
 //  kSize:     the smallest encoding (ties: the faster codec).
 //  kBalanced: the fastest-decoding codec whose size is within 2 % of the
-//             smallest (decode speed order: stored, seqtable, Huffman with
-//             codes of at most 11 bits, Huffman with EncodeHuffman's choice
-//             of 11 or 12 bits, rANS, zstd).
+//             smallest (decode speed order: stored, seqtable, lanes, Huffman
+//             with codes of at most 11 bits, Huffman with EncodeHuffman's
+//             choice of 11 or 12 bits, rANS, zstd). The order is that of a
+//             CPU with AVX-512 VBMI; without it, lanes decodes slower than
+//             Huffman (PackOptions::lanes).
 //  kSpeed:    the fastest codec that saves at least 3 % over stored; stored
 //             when none does (same order).
 // Float32 tensors are always stored (used in place from the mapping).
@@ -56,6 +59,11 @@ struct PackOptions {
   // Try the entropy codecs (Huffman, rANS; zstd in kSize). Off: stored and
   // seqtable only, as in format 1.0 files.
   bool entropy = true;
+  // Also try the lanes codec (format 1.2; needs `entropy`). Its fast decoder
+  // needs AVX-512 VBMI (Zen 4 and later, Ice Lake and later Xeons); elsewhere
+  // it decodes with plain C++, slower than Huffman. Off: a format 1.1 file
+  // whose entropy-coded chunks decode at the same speed on every x86-64.
+  bool lanes = true;
   // zstd level tried by Profile::kSize (0 disables zstd).
   int zstd_level = 19;
   // Threads encoding chunks in parallel (0 = all cores).

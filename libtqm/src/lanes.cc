@@ -1,0 +1,719 @@
+// Huffman over 16-wide lane groups with raw low bits (entropy.h, kCodecLanes).
+//
+// Layout of a coded chunk (mode kModeCoded):
+//   mode byte | params byte (bits 0-2: k, bits 4-5: log2 of the group count G,
+//   bits 3, 6, 7: zero) | symbol table block (code lengths 1..8 of the high
+//   parts h = byte >> k, h < 256 >> k) | G stream sizes in 16-bit words,
+//   LEB128 | streams 0..G-1 (16-bit little-endian words) | low plane
+// The n output bytes form blocks of 64 positions; block b belongs to group
+// b % G. Position 64b + 4j + t of a block is symbol t (0..3) of lane j
+// (0..15) of its group. Each lane is a 32-bit buffer whose top `cnt` bits are
+// the next code bits. Before steps 0 and 2 of a block, every lane of the
+// group that has a symbol at that step and holds fewer than 16 bits takes the
+// next word of its group's stream, in lane order, below the bits it holds
+// (words past the stream's end count as 0); then each step decodes one
+// canonical (MSB-first) code of at most 8 bits per lane. The byte is
+// (h << k) | l, where l is the k-bit field at bit k * position of the low
+// plane (LSB-first). spec/FORMAT.md, "Codec 5: lanes", is normative.
+//
+// Why this shape: the scalar Huffman decoder (huffman.cc) is bound by the
+// latency of its eight per-stream chains, and x86-64 has no registers for
+// more. Here 16 lanes share one vector register, so a group of 16 chains
+// costs about as much as one scalar chain, and four groups interleave. With
+// codes of at most 8 bits, the code length is a 128-entry byte table in two
+// vector registers (vpermi2b, no memory access) and the symbol lookup leaves
+// the chain: the 8-bit prefixes of 64 positions are looked up together after
+// the block. Refills take a word for each lane that needs one from a shared
+// stream; the word each lane takes is its rank among those lanes, which a
+// 256-entry table gives per 8 lanes (vpexpandw does the same but is
+// microcoded on Zen 5: 4.5 GB/s against 7.8). The low k bits of a byte are
+// close to uniform in quantized weights and are stored as they are, which
+// keeps the coded alphabet small enough for 8-bit codes; k is chosen per
+// chunk by size.
+
+#include <algorithm>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define TQM_LANES_X86 1
+#endif
+
+#include "absl/strings/str_format.h"
+#include "entropy.h"
+
+namespace tqm {
+namespace {
+
+using entropy_internal::kLanesMaxK;
+using entropy_internal::kLanesMaxLength;
+using entropy_internal::kModeCoded;
+using entropy_internal::kModeRaw;
+
+constexpr int kLanes = 16;        // lanes in a group
+constexpr int kBlock = 64;        // positions in a block: 4 steps of 16 lanes
+constexpr int kMaxGroups = 4;
+
+absl::Status Corrupt(const std::string& what) { return absl::DataLossError("lanes: " + what); }
+
+// Lanes of a block of `rc` positions (1..64) that have a symbol at step t.
+inline int ActiveLanes(size_t rc, int t) {
+  return rc > static_cast<size_t>(t) ? static_cast<int>((rc - t + 3) / 4) : 0;
+}
+
+void PutVarint(uint64_t v, std::string* out) {
+  while (v >= 0x80) {
+    out->push_back(static_cast<char>(v | 0x80));
+    v >>= 7;
+  }
+  out->push_back(static_cast<char>(v));
+}
+
+bool GetVarint(absl::Span<const uint8_t> in, size_t* pos, uint64_t* v) {
+  uint64_t r = 0;
+  for (int shift = 0; shift < 35; shift += 7) {
+    if (*pos >= in.size()) return false;
+    const uint8_t b = in[(*pos)++];
+    if (shift == 28 && b > 0x0f) return false;  // at most 2^32 - 1
+    r |= static_cast<uint64_t>(b & 0x7f) << shift;
+    if (!(b & 0x80)) {
+      *v = r;
+      return true;
+    }
+  }
+  return false;
+}
+
+// Canonical codes of symbols 0..nsym-1: by length, then by symbol; MSB-first
+// values.
+void CanonicalCodes(const uint8_t len[256], int nsym, uint32_t code[256]) {
+  uint32_t count[kLanesMaxLength + 1] = {}, next[kLanesMaxLength + 1];
+  for (int s = 0; s < nsym; ++s) ++count[len[s]];
+  uint32_t c = 0;
+  count[0] = 0;
+  for (int l = 1; l <= kLanesMaxLength; ++l) {
+    c = (c + count[l - 1]) << 1;
+    next[l] = c;
+  }
+  for (int s = 0; s < nsym; ++s) {
+    if (len[s] != 0) code[s] = next[len[s]]++;
+  }
+}
+
+// A parsed coded chunk: decode tables and where each part lies in the payload.
+struct Parsed {
+  size_t n = 0;
+  int k = 0;
+  int groups = 1;
+  uint8_t len7[128];  // code length by the first 7 bits of a lane
+  uint8_t sym[256];   // h << k by the first 8 bits
+  size_t begin[kMaxGroups];  // byte offsets of the streams in the payload
+  size_t end[kMaxGroups];
+  size_t low = 0;  // offset of the low plane (it runs to the payload's end)
+};
+
+absl::Status Parse(absl::Span<const uint8_t> in, size_t n, Parsed* p) {
+  size_t pos = 1;  // past the mode byte
+  if (pos >= in.size()) return Corrupt("chunk ends before its parameters byte");
+  const uint8_t params = in[pos++];
+  if ((params & 0xC8) != 0 || ((params >> 4) & 3) == 3) {
+    return Corrupt(absl::StrFormat("bad parameters byte 0x%02x", params));
+  }
+  p->n = n;
+  p->k = params & 7;
+  p->groups = 1 << ((params >> 4) & 3);
+  uint32_t lengths[256];
+  absl::Status s = entropy_internal::ReadSymbolValues(in, &pos, kLanesMaxLength,
+                                                      "lanes code lengths", lengths);
+  if (!s.ok()) return s;
+  const int nsym = 256 >> p->k;
+  uint32_t kraft = 0;
+  uint8_t len[256];
+  for (int h = nsym; h < 256; ++h) {
+    if (lengths[h] != 0) {
+      return Corrupt(absl::StrFormat("code length for high part %d, but %d low bits leave %d",
+                                     h, p->k, nsym));
+    }
+  }
+  for (int h = 0; h < nsym; ++h) {
+    len[h] = static_cast<uint8_t>(lengths[h]);
+    if (len[h] != 0) kraft += 1u << (kLanesMaxLength - len[h]);
+  }
+  if (kraft != 1u << kLanesMaxLength) {
+    return Corrupt("code lengths do not form a complete prefix code");
+  }
+  uint32_t code[256];
+  CanonicalCodes(len, nsym, code);
+  for (int h = 0; h < nsym; ++h) {
+    if (len[h] == 0) continue;
+    const uint32_t first = code[h] << (kLanesMaxLength - len[h]);
+    const uint32_t last = (code[h] + 1) << (kLanesMaxLength - len[h]);
+    for (uint32_t i = first; i < last; ++i) {
+      p->sym[i] = static_cast<uint8_t>(h << p->k);
+      p->len7[i >> 1] = len[h];  // a code of <= 7 bits covers both halves of a pair
+    }
+  }
+  uint64_t total = 0;
+  for (int g = 0; g < p->groups; ++g) {
+    uint64_t words;
+    if (!GetVarint(in, &pos, &words)) return Corrupt(absl::StrFormat("bad size of stream %d", g));
+    p->begin[g] = static_cast<size_t>(total);  // relative for now
+    total += 2 * words;
+    p->end[g] = static_cast<size_t>(total);
+  }
+  const uint64_t low_size = (static_cast<uint64_t>(n) * p->k + 7) / 8;
+  const uint64_t rest = in.size() - pos;
+  if (total > rest || rest - total != low_size) {
+    return Corrupt(absl::StrFormat(
+        "%d bytes follow the stream sizes; the streams take %d and the low plane %d", rest,
+        total, low_size));
+  }
+  for (int g = 0; g < p->groups; ++g) {
+    p->begin[g] += pos;
+    p->end[g] += pos;
+  }
+  p->low = pos + static_cast<size_t>(total);
+  return absl::OkStatus();
+}
+
+// After the last block: every stream read to its end, and no lane holding a
+// set bit (the unused bits of each lane's last word are zero).
+absl::Status CheckEnds(const Parsed& p, const size_t pos[kMaxGroups],
+                       const uint32_t nonzero_lanes[kMaxGroups]) {
+  for (int g = 0; g < p.groups; ++g) {
+    if (pos[g] != p.end[g]) {
+      return Corrupt(absl::StrFormat("stream %d holds %d bytes but decoding took %d", g,
+                                     p.end[g] - p.begin[g],
+                                     static_cast<int64_t>(pos[g] - p.begin[g])));
+    }
+  }
+  for (int g = 0; g < p.groups; ++g) {
+    if (nonzero_lanes[g] != 0) {
+      return Corrupt(absl::StrFormat("stream %d: lane %d ends with nonzero padding bits", g,
+                                     __builtin_ctz(nonzero_lanes[g])));
+    }
+  }
+  return absl::OkStatus();
+}
+
+// Plain C++: the same schedule one lane at a time (the reference for the
+// AVX-512 decoder, and the decoder on other CPUs).
+struct PortableLanes {
+  uint32_t buf[kLanes] = {};
+  uint32_t cnt[kLanes] = {};
+  size_t pos = 0;
+};
+
+// ORs the K-bit fields of 64 positions (8K bytes at `low`, read 8 at a time:
+// 8 more must be readable) into o[0..63].
+template <int K>
+inline void MergeLow(const uint8_t* low, uint8_t* o) {
+  for (int e = 0; e < 8; ++e) {
+    uint64_t v, w = 0, x;
+    std::memcpy(&v, low + K * e, 8);
+    for (int i = 0; i < 8; ++i) w |= ((v >> (K * i)) & ((1u << K) - 1)) << (8 * i);
+    std::memcpy(&x, o + 8 * e, 8);
+    x |= w;  // little-endian host: byte i of w is position 8e + i
+    std::memcpy(o + 8 * e, &x, 8);
+  }
+}
+
+// Decodes block b (rc positions) of a group. kFast: a full block whose
+// stream has >= 64 bytes left and whose low plane bytes can be read 8 at a
+// time.
+template <bool kFast>
+inline void PortableBlock(const Parsed& p, absl::Span<const uint8_t> in, size_t end,
+                          PortableLanes& ln, size_t b, size_t rc, uint8_t* out) {
+  const uint8_t* data = in.data();
+  const uint8_t* len7 = p.len7;
+  uint8_t idx[kBlock];
+  // Locals, so that the byte stores to idx cannot alias them.
+  uint32_t buf[kLanes], cnt[kLanes];
+  std::memcpy(buf, ln.buf, sizeof(buf));
+  std::memcpy(cnt, ln.cnt, sizeof(cnt));
+  size_t pos = ln.pos;
+  for (int r = 0; r < 2; ++r) {
+    if (kFast) {
+      // One lane's refill and two codes at a time; the lanes are independent
+      // chains apart from the stream position, a cheap add. Branch-free:
+      // whether a lane refills is data-dependent.
+      for (int j = 0; j < kLanes; ++j) {
+        uint32_t c = cnt[j], v = buf[j];
+        const uint32_t take = c < 16;
+        const uint32_t w = data[pos] | static_cast<uint32_t>(data[pos + 1]) << 8;
+        v |= (w << (16 - (c & 15))) & (0u - take);
+        pos += 2 * take;
+        c += 16 * take;
+        const uint32_t i0 = v >> 24;
+        const uint32_t l0 = len7[i0 >> 1];
+        v <<= l0;
+        const uint32_t i1 = v >> 24;
+        const uint32_t l1 = len7[i1 >> 1];
+        idx[4 * j + 2 * r] = static_cast<uint8_t>(i0);
+        idx[4 * j + 2 * r + 1] = static_cast<uint8_t>(i1);
+        buf[j] = v << l1;
+        cnt[j] = c - l0 - l1;
+      }
+      continue;
+    }
+    const int na = ActiveLanes(rc, 2 * r);
+    for (int j = 0; j < na; ++j) {
+      const uint32_t c = cnt[j];
+      if (c >= 16) continue;
+      uint32_t w = 0;
+      if (pos + 2 <= end) w = data[pos] | static_cast<uint32_t>(data[pos + 1]) << 8;
+      pos += 2;
+      buf[j] |= w << (16 - c);
+      cnt[j] = c + 16;
+    }
+    for (int t = 2 * r; t < 2 * r + 2; ++t) {
+      const int nt = ActiveLanes(rc, t);
+      for (int j = 0; j < nt; ++j) {
+        const uint32_t i = buf[j] >> 24;
+        const uint32_t l = len7[i >> 1];
+        idx[4 * j + t] = static_cast<uint8_t>(i);
+        buf[j] <<= l;
+        cnt[j] -= l;
+      }
+    }
+  }
+  std::memcpy(ln.buf, buf, sizeof(buf));
+  std::memcpy(ln.cnt, cnt, sizeof(cnt));
+  ln.pos = pos;
+  uint8_t* o = out + b * kBlock;
+  for (size_t q = 0; q < rc; ++q) o[q] = p.sym[idx[q]];
+  if (p.k == 0) return;
+  const uint8_t* low = data + p.low;
+  const uint32_t mask = (1u << p.k) - 1;
+  if (kFast) {
+    switch (p.k) {  // constant shifts
+      case 1: return MergeLow<1>(low + 8 * b, o);
+      case 2: return MergeLow<2>(low + 16 * b, o);
+      case 3: return MergeLow<3>(low + 24 * b, o);
+      case 4: return MergeLow<4>(low + 32 * b, o);
+      case 5: return MergeLow<5>(low + 40 * b, o);
+      case 6: return MergeLow<6>(low + 48 * b, o);
+      default: return MergeLow<7>(low + 56 * b, o);
+    }
+  }
+  const size_t low_size = in.size() - p.low;
+  for (size_t q = 0; q < rc; ++q) {
+    const uint64_t bit = (b * kBlock + q) * p.k;
+    const size_t byte = static_cast<size_t>(bit >> 3);
+    uint32_t v = low[byte];
+    if (byte + 1 < low_size) v |= static_cast<uint32_t>(low[byte + 1]) << 8;
+    o[q] |= static_cast<uint8_t>((v >> (bit & 7)) & mask);
+  }
+}
+
+absl::Status DecodePortable(const Parsed& p, absl::Span<const uint8_t> in, uint8_t* out) {
+  PortableLanes ln[kMaxGroups];
+  for (int g = 0; g < p.groups; ++g) ln[g].pos = p.begin[g];
+  const size_t blocks = (p.n + kBlock - 1) / kBlock;
+  for (size_t b = 0; b < blocks; ++b) {
+    const int g = static_cast<int>(b % p.groups);
+    const size_t rc = std::min<size_t>(kBlock, p.n - b * kBlock);
+    // The low plane's last byte is the payload's last: 8-byte reads need
+    // 8 * (b + 1) * k + 8 <= its size.
+    const bool fast = rc == kBlock && ln[g].pos + kBlock <= p.end[g] &&
+                      p.low + (8 * (b + 1)) * p.k + 8 <= in.size();
+    if (fast) {
+      PortableBlock<true>(p, in, p.end[g], ln[g], b, rc, out);
+    } else {
+      PortableBlock<false>(p, in, p.end[g], ln[g], b, rc, out);
+    }
+  }
+  size_t pos[kMaxGroups];
+  uint32_t nonzero[kMaxGroups] = {};
+  for (int g = 0; g < p.groups; ++g) {
+    pos[g] = ln[g].pos;
+    for (int j = 0; j < kLanes; ++j) nonzero[g] |= static_cast<uint32_t>(ln[g].buf[j] != 0) << j;
+  }
+  return CheckEnds(p, pos, nonzero);
+}
+
+#if TQM_LANES_X86
+
+// GCC 12 warns about the `_mm512_undefined_*` operands inside its own
+// intrinsic headers (a false positive with -O2); nothing here is undefined.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
+#define TQM_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vbmi,bmi2,popcnt")))
+#define TQM_AVX512_INLINE TQM_AVX512 inline __attribute__((always_inline))
+
+// For each 8-bit lane mask, each lane's rank among the set lanes below it.
+struct RankTable {
+  alignas(32) uint32_t v[256][8];
+  constexpr RankTable() : v() {
+    for (int m = 0; m < 256; ++m) {
+      uint32_t r = 0;
+      for (int i = 0; i < 8; ++i) {
+        v[m][i] = r;
+        r += (m >> i) & 1;
+      }
+    }
+  }
+};
+constexpr RankTable kRank;
+
+// The decode tables and constants, held in registers.
+struct SimdTables {
+  __m512i len0, len1, sym0, sym1, sym2, sym3;  // code length by 7 bits, h << k by 8
+  __m512i perm, ctrl, low_mask;                // low-plane unpacking
+};
+
+// One group's lanes.
+struct SimdLanes {
+  __m512i buf, cnt;
+  size_t pos;
+};
+
+// Decodes block b (rc positions) of a group. kFastLoad: the group's stream
+// has >= 64 bytes left (plain loads). kFull: rc == 64.
+template <bool kFastLoad, bool kFull>
+TQM_AVX512_INLINE void Block(const SimdTables tb, SimdLanes& ln, const Parsed& p, int g,
+                             const uint8_t* in, size_t b, size_t rc, uint8_t* out) {
+  const __m512i c16 = _mm512_set1_epi32(16);
+  constexpr __mmask64 kByte0 = 0x1111111111111111ull;  // byte 0 of each 32-bit lane
+  __m512i buf = ln.buf, cnt = ln.cnt;
+  size_t pos = ln.pos;
+  // The 8-bit prefixes of the block's 64 positions, in position order: step
+  // t's prefix (the top byte of each lane) goes to byte t of the lane.
+  __m512i idx = _mm512_setzero_si512();
+#pragma GCC unroll 2
+  for (int r = 0; r < 2; ++r) {
+    const __mmask16 act =
+        kFull ? 0xFFFF : static_cast<__mmask16>((1u << ActiveLanes(rc, 2 * r)) - 1);
+    const __mmask16 km = _mm512_mask_cmplt_epu32_mask(act, cnt, c16);
+    const unsigned m = _cvtmask16_u32(km);
+    const __m256i lo = _mm256_load_si256(reinterpret_cast<const __m256i*>(kRank.v[m & 255]));
+    const __m256i hi =
+        _mm256_add_epi32(_mm256_load_si256(reinterpret_cast<const __m256i*>(kRank.v[m >> 8])),
+                         _mm256_set1_epi32(__builtin_popcount(m & 255)));
+    const __m512i rank = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+    __m256i data;
+    if (kFastLoad) {
+      data = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(in + pos));
+    } else {
+      // Words past the stream's end read as 0 (a corrupt stream; caught by
+      // CheckEnds), and nothing outside the payload is touched.
+      const size_t avail = pos < p.end[g] ? std::min<size_t>(16, (p.end[g] - pos) / 2) : 0;
+      data = avail == 0 ? _mm256_setzero_si256()
+                        : _mm256_maskz_loadu_epi16(static_cast<__mmask16>((1u << avail) - 1),
+                                                   in + pos);
+    }
+    pos += 2 * static_cast<size_t>(__builtin_popcount(m));
+    const __m512i w =
+        _mm512_maskz_permutexvar_epi16(0x55555555u, rank, _mm512_castsi256_si512(data));
+    buf = _mm512_or_si512(buf, _mm512_maskz_sllv_epi32(km, w, _mm512_sub_epi32(c16, cnt)));
+    cnt = _mm512_mask_add_epi32(cnt, km, cnt, c16);
+#pragma GCC unroll 2
+    for (int t = 2 * r; t < 2 * r + 2; ++t) {
+      const __mmask64 bytes =
+          kFull ? kByte0 : _pdep_u64((1ull << ActiveLanes(rc, t)) - 1, kByte0);
+      const __m512i len =
+          _mm512_maskz_permutex2var_epi8(bytes, tb.len0, _mm512_srli_epi32(buf, 25), tb.len1);
+      idx = _mm512_mask_mov_epi8(idx, kByte0 << t,
+                                 t == 3 ? buf : _mm512_srli_epi32(buf, 24 - 8 * t));
+      buf = _mm512_sllv_epi32(buf, len);
+      cnt = _mm512_sub_epi32(cnt, len);
+    }
+  }
+  ln.buf = buf;
+  ln.cnt = cnt;
+  ln.pos = pos;
+  __m512i v = _mm512_mask_blend_epi8(_mm512_movepi8_mask(idx),
+                                     _mm512_permutex2var_epi8(tb.sym0, idx, tb.sym1),
+                                     _mm512_permutex2var_epi8(tb.sym2, idx, tb.sym3));
+  if (p.k != 0) {
+    const size_t low_bytes = kFull ? 8 * p.k : (rc * p.k + 7) / 8;
+    __m512i l = _mm512_maskz_loadu_epi8(_bzhi_u64(~0ull, static_cast<unsigned>(low_bytes)),
+                                        in + p.low + 8 * p.k * b);
+    l = _mm512_multishift_epi64_epi8(tb.ctrl, _mm512_permutexvar_epi8(tb.perm, l));
+    v = _mm512_ternarylogic_epi32(v, l, tb.low_mask, 0xF8);  // v | (l & mask)
+  }
+  if (kFull) {
+    _mm512_storeu_si512(out + kBlock * b, v);
+  } else {
+    _mm512_mask_storeu_epi8(out + kBlock * b, _bzhi_u64(~0ull, static_cast<unsigned>(rc)), v);
+  }
+}
+
+template <int G>
+TQM_AVX512 absl::Status DecodeAvx512(const Parsed& p, absl::Span<const uint8_t> in,
+                                     uint8_t* out) {
+  alignas(64) uint8_t len[128], perm[64], ctrl[64];
+  std::memcpy(len, p.len7, 128);
+  for (int i = 0; i < 64; ++i) {
+    perm[i] = static_cast<uint8_t>((i / 8) * p.k + i % 8);
+    ctrl[i] = static_cast<uint8_t>((i % 8) * p.k);
+  }
+  SimdTables tb;
+  tb.len0 = _mm512_load_si512(len);
+  tb.len1 = _mm512_load_si512(len + 64);
+  tb.sym0 = _mm512_loadu_si512(p.sym);
+  tb.sym1 = _mm512_loadu_si512(p.sym + 64);
+  tb.sym2 = _mm512_loadu_si512(p.sym + 128);
+  tb.sym3 = _mm512_loadu_si512(p.sym + 192);
+  tb.perm = _mm512_load_si512(perm);
+  tb.ctrl = _mm512_load_si512(ctrl);
+  tb.low_mask = _mm512_set1_epi8(static_cast<char>((1 << p.k) - 1));
+  SimdLanes ln[G];
+  for (int g = 0; g < G; ++g) {
+    ln[g].buf = _mm512_setzero_si512();
+    ln[g].cnt = _mm512_setzero_si512();
+    ln[g].pos = p.begin[g];
+  }
+  const uint8_t* data = in.data();
+  const size_t full = p.n / kBlock, blocks = (p.n + kBlock - 1) / kBlock;
+  const size_t rounds = full / G;
+  size_t it = 0;
+  for (; it < rounds; ++it) {
+    bool fast = true;
+    for (int g = 0; g < G; ++g) fast &= ln[g].pos + kBlock <= p.end[g];
+    if (!fast) break;
+#pragma GCC unroll 4
+    for (int g = 0; g < G; ++g) Block<true, true>(tb, ln[g], p, g, data, it * G + g, kBlock, out);
+  }
+  for (; it < rounds; ++it) {
+    for (int g = 0; g < G; ++g) Block<false, true>(tb, ln[g], p, g, data, it * G + g, kBlock, out);
+  }
+  for (size_t b = rounds * G; b < blocks; ++b) {
+    const int g = static_cast<int>(b % G);
+    Block<false, false>(tb, ln[g], p, g, data, b, std::min<size_t>(kBlock, p.n - b * kBlock),
+                        out);
+  }
+  size_t pos[kMaxGroups];
+  uint32_t nonzero[kMaxGroups];
+  for (int g = 0; g < G; ++g) {
+    pos[g] = ln[g].pos;
+    nonzero[g] = _cvtmask16_u32(_mm512_test_epi32_mask(ln[g].buf, ln[g].buf));
+  }
+  return CheckEnds(p, pos, nonzero);
+}
+
+#pragma GCC diagnostic pop
+
+#endif  // TQM_LANES_X86
+
+// ---- Encoder ---------------------------------------------------------------
+
+// MSB-first 16-bit words of one lane.
+class LaneWriter {
+ public:
+  void Put(uint32_t code, int len) {
+    acc_ = (acc_ << len) | code;
+    bits_ += len;
+    if (bits_ >= 16) {
+      bits_ -= 16;
+      words_.push_back(static_cast<uint16_t>(acc_ >> bits_));
+      acc_ &= (1u << bits_) - 1;
+    }
+  }
+  void Flush() {
+    if (bits_ > 0) words_.push_back(static_cast<uint16_t>(acc_ << (16 - bits_)));
+    bits_ = 0;
+    acc_ = 0;
+  }
+  const std::vector<uint16_t>& words() const { return words_; }
+
+ private:
+  uint32_t acc_ = 0;
+  int bits_ = 0;
+  std::vector<uint16_t> words_;
+};
+
+// Code lengths (<= 8 bits) for the high parts with k low bits; returns the
+// coded bits of the high parts, or 0 when they take fewer than 2 values.
+uint64_t HighLengths(const uint32_t counts[256], int k, uint8_t len[256]) {
+  uint32_t hc[256] = {};
+  for (int v = 0; v < 256; ++v) hc[v >> k] += counts[v];
+  int distinct = 0;
+  for (int h = 0; h < 256; ++h) distinct += hc[h] != 0;
+  std::memset(len, 0, 256);
+  if (distinct < 2) return 0;
+  entropy_internal::LimitedHuffmanLengths(hc, kLanesMaxLength, len);
+  uint64_t bits = 0;
+  for (int h = 0; h < 256; ++h) bits += static_cast<uint64_t>(hc[h]) * len[h];
+  return bits;
+}
+
+std::string TableBlock(const uint8_t len[256]) {
+  uint32_t values[256];
+  for (int h = 0; h < 256; ++h) values[h] = len[h];
+  std::string t;
+  entropy_internal::WriteSymbolValues(values, kLanesMaxLength, &t);
+  return t;
+}
+
+// Appends the coded form of `in` with k low bits and `groups` groups.
+void WriteCoded(absl::Span<const uint8_t> in, int k, int groups, const uint8_t len[256],
+                std::string* out) {
+  const size_t n = in.size();
+  uint32_t code[256];
+  CanonicalCodes(len, 256 >> k, code);
+  out->push_back(static_cast<char>(kModeCoded));
+  int glog = 0;
+  while ((1 << glog) < groups) ++glog;
+  out->push_back(static_cast<char>(k | glog << 4));
+  out->append(TableBlock(len));
+  const size_t blocks = (n + kBlock - 1) / kBlock;
+  std::vector<std::string> streams(groups);
+  for (int g = 0; g < groups; ++g) {
+    LaneWriter lanes[kLanes];
+    for (size_t b = g; b < blocks; b += groups) {
+      const size_t rc = std::min<size_t>(kBlock, n - b * kBlock);
+      for (int t = 0; t < 4; ++t) {
+        for (int j = 0; j < ActiveLanes(rc, t); ++j) {
+          const int h = in[b * kBlock + 4 * j + t] >> k;
+          lanes[j].Put(code[h], len[h]);
+        }
+      }
+    }
+    for (LaneWriter& l : lanes) l.Flush();
+    // The decoder's refill schedule decides the order of the words.
+    uint32_t cnt[kLanes] = {};
+    size_t next[kLanes] = {};
+    std::string& s = streams[g];
+    for (size_t b = g; b < blocks; b += groups) {
+      const size_t rc = std::min<size_t>(kBlock, n - b * kBlock);
+      for (int r = 0; r < 2; ++r) {
+        for (int j = 0; j < ActiveLanes(rc, 2 * r); ++j) {
+          if (cnt[j] >= 16) continue;
+          const std::vector<uint16_t>& w = lanes[j].words();
+          const uint16_t word = next[j] < w.size() ? w[next[j]] : 0;
+          ++next[j];
+          s.push_back(static_cast<char>(word & 0xFF));
+          s.push_back(static_cast<char>(word >> 8));
+          cnt[j] += 16;
+        }
+        for (int t = 2 * r; t < 2 * r + 2; ++t) {
+          for (int j = 0; j < ActiveLanes(rc, t); ++j) {
+            cnt[j] -= len[in[b * kBlock + 4 * j + t] >> k];
+          }
+        }
+      }
+    }
+  }
+  for (const std::string& s : streams) PutVarint(s.size() / 2, out);
+  for (const std::string& s : streams) out->append(s);
+  if (k == 0) return;
+  uint64_t acc = 0;
+  int bits = 0;
+  const uint32_t mask = (1u << k) - 1;
+  for (size_t i = 0; i < n; ++i) {
+    acc |= static_cast<uint64_t>(in[i] & mask) << bits;
+    bits += k;
+    while (bits >= 8) {
+      out->push_back(static_cast<char>(acc & 0xFF));
+      acc >>= 8;
+      bits -= 8;
+    }
+  }
+  if (bits > 0) out->push_back(static_cast<char>(acc & 0xFF));
+}
+
+}  // namespace
+
+namespace entropy_internal {
+
+bool HaveAvx512Vbmi() {
+#if TQM_LANES_X86
+  static const bool have = __builtin_cpu_supports("avx512f") &&
+                           __builtin_cpu_supports("avx512bw") &&
+                           __builtin_cpu_supports("avx512vl") &&
+                           __builtin_cpu_supports("avx512vbmi") &&
+                           __builtin_cpu_supports("bmi2") && __builtin_cpu_supports("popcnt");
+  return have;
+#else
+  return false;
+#endif
+}
+
+int LanesGroupsFor(size_t n) {
+  if (n >= kLanesFourGroupsMin) return 4;
+  if (n >= kLanesTwoGroupsMin) return 2;
+  return 1;
+}
+
+absl::Status EncodeLanesWith(absl::Span<const uint8_t> in, int k, int groups,
+                             std::string* out) {
+  if (in.size() > kEntropyMaxInput) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "lanes: input of %d bytes exceeds the limit of %d", in.size(), kEntropyMaxInput));
+  }
+  if (groups != 0 && groups != 1 && groups != 2 && groups != 4) {
+    return absl::InvalidArgumentError(absl::StrFormat("lanes: %d groups (1, 2 or 4)", groups));
+  }
+  if (k < -1 || k > kLanesMaxK) {
+    return absl::InvalidArgumentError(absl::StrFormat("lanes: k = %d (0..%d)", k, kLanesMaxK));
+  }
+  uint32_t counts[256];
+  if (EncodeSimpleModes(in, counts, out)) return absl::OkStatus();
+  const size_t n = in.size();
+  if (groups == 0) groups = LanesGroupsFor(n);
+  int best_k = -1;
+  uint64_t best_bits = 0;
+  uint8_t best_len[256] = {};
+  for (int kk = (k < 0 ? 0 : k); kk <= (k < 0 ? kLanesMaxK : k); ++kk) {
+    uint8_t len[256];
+    const uint64_t high = HighLengths(counts, kk, len);
+    if (high == 0) continue;
+    // Table, streams rounded to words, about half a word per lane at the end.
+    const uint64_t bits = 8 * TableBlock(len).size() + high + static_cast<uint64_t>(n) * kk +
+                          8 * kLanes * groups;
+    if (best_k < 0 || bits < best_bits) {
+      best_k = kk;
+      best_bits = bits;
+      std::memcpy(best_len, len, 256);
+    }
+  }
+  const size_t start = out->size();
+  if (best_k >= 0) {
+    WriteCoded(in, best_k, groups, best_len, out);
+    if (out->size() - start <= n) return absl::OkStatus();
+    out->resize(start);
+  }
+  out->push_back(static_cast<char>(kModeRaw));
+  out->append(reinterpret_cast<const char*>(in.data()), n);
+  return absl::OkStatus();
+}
+
+absl::Status DecodeLanesWith(LanesIsa isa, absl::Span<const uint8_t> in,
+                             absl::Span<uint8_t> out) {
+  if (in.empty()) return Corrupt("empty chunk");
+  bool done;
+  absl::Status s = DecodeSimpleModes("lanes", in, out, &done);
+  if (!s.ok() || done) return s;
+  Parsed p;
+  s = Parse(in, out.size(), &p);
+  if (!s.ok()) return s;
+#if TQM_LANES_X86
+  if (isa != LanesIsa::kPortable && HaveAvx512Vbmi()) {
+    switch (p.groups) {
+      case 1:
+        return DecodeAvx512<1>(p, in, out.data());
+      case 2:
+        return DecodeAvx512<2>(p, in, out.data());
+      default:
+        return DecodeAvx512<4>(p, in, out.data());
+    }
+  }
+#endif
+  return DecodePortable(p, in, out.data());
+}
+
+}  // namespace entropy_internal
+
+absl::Status EncodeLanes(absl::Span<const uint8_t> in, std::string* out) {
+  return entropy_internal::EncodeLanesWith(in, -1, 0, out);
+}
+
+absl::Status DecodeLanes(absl::Span<const uint8_t> in, absl::Span<uint8_t> out) {
+  return entropy_internal::DecodeLanesWith(entropy_internal::LanesIsa::kAuto, in, out);
+}
+
+}  // namespace tqm
