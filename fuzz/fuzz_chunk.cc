@@ -5,6 +5,8 @@
 //     decodes to the same bytes (entropy codecs included).
 //   - seqtable: the fast decoder and DecodeSeqTableReference must agree on
 //     success or failure, on the error code, and on every output byte.
+//   - lanes: the AVX-512 decoder (where the CPU has it) and the portable one
+//     must give the same status, message included, and the same bytes.
 //   - stored: succeeds exactly when the payload has the decoded size.
 //   - encode/decode: any byte string encoded with the table decodes back to
 //     itself, in SeqTableEncodedSize() bytes.
@@ -17,6 +19,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "entropy.h"
 #include "fuzz_check.h"
 #include "inputs.h"
 #include "tqm/codec.h"
@@ -52,6 +55,19 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         FUZZ_CHECK(s.code() == absl::StatusCode::kDataLoss);
         FUZZ_CHECK(r.code() == absl::StatusCode::kDataLoss);
       }
+      break;
+    }
+    case tqm::format::kCodecLanes: {
+      std::vector<uint8_t> ref(in.decoded_size, 0x55);
+      absl::Status r = tqm::entropy_internal::DecodeLanesWith(
+          tqm::entropy_internal::LanesIsa::kPortable, p, absl::MakeSpan(ref));
+      if (s != r) {
+        fprintf(stderr, "auto: %s\nportable: %s\n", s.ToString().c_str(),
+                r.ToString().c_str());
+        abort();
+      }
+      if (s.ok()) FUZZ_CHECK(out == ref);
+      if (!s.ok()) FUZZ_CHECK(s.code() == absl::StatusCode::kDataLoss);
       break;
     }
     default:

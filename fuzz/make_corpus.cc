@@ -16,7 +16,9 @@
 #include "file_editor.h"
 #include "inputs.h"
 #include "repeating_pattern.h"
+#include "entropy.h"
 #include "tqm/codec.h"
+#include "tqm/format.h"
 #include "tqm/writer.h"
 
 namespace {
@@ -136,6 +138,37 @@ void EntropyChunks(const std::string& dir) {
   }
 }
 
+// Lanes chunks (format 1.2) with each group count and a few low-bit counts,
+// sizes that end in a partial block, as fuzz_chunk inputs.
+void LanesChunks(const std::string& dir) {
+  // Bell-shaped bytes: 128 plus a sum of four uniform values in [-16, 16).
+  std::vector<uint8_t> q(3000);
+  uint32_t s = 9;
+  for (uint8_t& b : q) {
+    int v = 128;
+    for (int i = 0; i < 4; ++i) {
+      s = s * 1103515245u + 12345u;
+      v += static_cast<int>((s >> 16) % 32) - 16;
+    }
+    b = static_cast<uint8_t>(v);
+  }
+  const struct {
+    int k, groups;
+    size_t n;
+  } kinds[] = {{0, 1, 100}, {3, 2, 1000}, {2, 4, 3000}};
+  for (const auto& c : kinds) {
+    std::string enc;
+    if (!tqm::entropy_internal::EncodeLanesWith(absl::MakeConstSpan(q.data(), c.n), c.k,
+                                                c.groups, &enc)
+             .ok()) {
+      std::abort();
+    }
+    Write(dir,
+          "codec5_lanes_k" + std::to_string(c.k) + "_g" + std::to_string(c.groups) + ".bin",
+          tqm_fuzz::MakeChunkInput(tqm::format::kCodecLanes, false, 0, c.n, 0, {}, enc));
+  }
+}
+
 std::string EncodeWith(const std::vector<uint32_t>& table, const std::string& raw) {
   std::string enc;
   tqm::EncodeSeqTable(
@@ -236,6 +269,7 @@ int main(int argc, char** argv) {
   OpenCorpus(root + "/fuzz_open");
   ChunkCorpus(root + "/fuzz_chunk");
   EntropyChunks(root + "/fuzz_chunk");
+  LanesChunks(root + "/fuzz_chunk");
   RoundtripCorpus(root + "/fuzz_roundtrip");
   return 0;
 }
