@@ -322,8 +322,16 @@ DataSet Measure(const std::string& name, tqm::TensorSource& src, unsigned thread
     }
   }
   // Each codec alone: re-encode every quantized chunk with it.
-  for (uint8_t codec : {tqm::format::kCodecSeqTable, tqm::format::kCodecHuffman,
-                        tqm::format::kCodecRans, tqm::format::kCodecZstd}) {
+  // Lanes twice: its decoder for this CPU (AVX-512 VBMI where present), and
+  // the plain C++ one that CPUs without it run.
+  struct Row {
+    uint8_t codec;
+    bool portable;
+  };
+  for (Row row : {Row{tqm::format::kCodecSeqTable, false}, Row{tqm::format::kCodecLanes, false},
+                  Row{tqm::format::kCodecLanes, true}, Row{tqm::format::kCodecHuffman, false},
+                  Row{tqm::format::kCodecRans, false}, Row{tqm::format::kCodecZstd, false}}) {
+    const uint8_t codec = row.codec;
     std::vector<std::string> enc;
     std::vector<size_t> dec;
     std::vector<uint32_t> table;
@@ -362,6 +370,8 @@ DataSet Measure(const std::string& name, tqm::TensorSource& src, unsigned thread
           }
         } else if (codec == tqm::format::kCodecHuffman) {
           (void)tqm::EncodeHuffman(in, &e);
+        } else if (codec == tqm::format::kCodecLanes) {
+          (void)tqm::EncodeLanes(in, &e);
         } else if (codec == tqm::format::kCodecRans) {
           (void)tqm::EncodeRans(in, &e);
         } else {
@@ -376,7 +386,11 @@ DataSet Measure(const std::string& name, tqm::TensorSource& src, unsigned thread
     auto run = [&](unsigned th) {
       return TimeWorkers(th, largest, [&](absl::Span<uint8_t> buf, std::atomic<size_t>& next) {
         for (size_t i; (i = next.fetch_add(1)) < enc.size();) {
-          absl::Status s = tqm::DecodeChunkBytes(codec, span(enc[i]), table, buf.first(dec[i]));
+          absl::Status s =
+              row.portable ? tqm::entropy_internal::DecodeLanesWith(
+                                 tqm::entropy_internal::LanesIsa::kPortable, span(enc[i]),
+                                 buf.first(dec[i]))
+                           : tqm::DecodeChunkBytes(codec, span(enc[i]), table, buf.first(dec[i]));
           if (!s.ok()) std::exit(1);
         }
       });
@@ -387,6 +401,11 @@ DataSet Measure(const std::string& name, tqm::TensorSource& src, unsigned thread
     }
     if (codec == tqm::format::kCodecZstd) {
       label += absl::StrFormat(" -3, %d KiB frames", tqm::format::kDefaultChunkSize / 1024);
+    }
+    if (codec == tqm::format::kCodecLanes) {
+      label += row.portable ? " (portable C++ decoder)"
+                            : (tqm::entropy_internal::HaveAvx512Vbmi() ? " (AVX-512 decoder)"
+                                                                       : " (no AVX-512 here)");
     }
     Speed s{label, bytes};
     s.gbps1 = bytes / run(1) / 1e9;
