@@ -11,6 +11,7 @@
 #include <cmath>
 #include <cstring>
 #include <functional>
+#include <memory>
 #include <random>
 #include <string>
 #include <vector>
@@ -125,18 +126,25 @@ std::vector<Codec> Codecs() {
                DecodeZstd});
   // Lanes: the encoder's own choices, and fixed low-bit counts and group
   // counts (the decoders' partial blocks and stream tails differ by both).
-  for (LanesIsa isa : {LanesIsa::kPortable, LanesIsa::kAuto}) {
-    const bool portable = isa == LanesIsa::kPortable;
-    auto decode = [isa](auto in, auto out) {
+  struct LanesDecoder {
+    LanesIsa isa;
+    const char* names[3];
+  };
+  for (const LanesDecoder& d :
+       {LanesDecoder{LanesIsa::kPortable,
+                     {"lanes_portable", "lanes_k0_g1_portable", "lanes_k5_g4_portable"}},
+        LanesDecoder{LanesIsa::kAvx2, {"lanes_avx2", "lanes_k0_g1_avx2", "lanes_k5_g4_avx2"}},
+        LanesDecoder{LanesIsa::kAuto, {"lanes", "lanes_k0_g1", "lanes_k5_g4"}}}) {
+    auto decode = [isa = d.isa](auto in, auto out) {
       return entropy_internal::DecodeLanesWith(isa, in, out);
     };
-    c.push_back({portable ? "lanes_portable" : "lanes", EncodeLanes, decode});
-    c.push_back({portable ? "lanes_k0_g1_portable" : "lanes_k0_g1",
+    c.push_back({d.names[0], EncodeLanes, decode});
+    c.push_back({d.names[1],
                  [](auto in, std::string* out) {
                    return entropy_internal::EncodeLanesWith(in, 0, 1, out);
                  },
                  decode});
-    c.push_back({portable ? "lanes_k5_g4_portable" : "lanes_k5_g4",
+    c.push_back({d.names[2],
                  [](auto in, std::string* out) {
                    return entropy_internal::EncodeLanesWith(in, 5, 4, out);
                  },
@@ -608,8 +616,11 @@ TEST(Entropy, ZstdRejectsWrongSizesAndTrailingBytes) {
 
 // ---- Lanes -----------------------------------------------------------------
 
+// Every lanes decoder: kAvx2 and kAuto differ where the CPU has AVX-512 VBMI.
+constexpr LanesIsa kLanesIsas[] = {LanesIsa::kPortable, LanesIsa::kAvx2, LanesIsa::kAuto};
+
 // Every low-bit count and group count the format allows, over sizes that put
-// the last block at every fill level, decoded by both decoders.
+// the last block at every fill level, decoded by every decoder.
 TEST(Lanes, RoundTripsEveryKAndGroupCount) {
   std::mt19937_64 rng(5);
   for (int k = 0; k <= entropy_internal::kLanesMaxK; ++k) {
@@ -623,7 +634,7 @@ TEST(Lanes, RoundTripsEveryKAndGroupCount) {
         if (enc[0] != entropy_internal::kModeCoded) continue;  // stored: nothing to test
         EXPECT_EQ(enc[1] & 7, k);
         EXPECT_EQ(1 << ((enc[1] >> 4) & 3), groups);
-        for (LanesIsa isa : {LanesIsa::kPortable, LanesIsa::kAuto}) {
+        for (LanesIsa isa : kLanesIsas) {
           Bytes out(n, 0xAA);
           absl::Status s = entropy_internal::DecodeLanesWith(isa, AsSpan(enc), absl::MakeSpan(out));
           ASSERT_TRUE(s.ok()) << s;
@@ -632,13 +643,17 @@ TEST(Lanes, RoundTripsEveryKAndGroupCount) {
       }
     }
   }
+  if (!entropy_internal::HaveAvx2Bmi2()) {
+    std::printf("note: this CPU has no AVX2/BMI2; kAvx2 ran the portable decoder\n");
+  }
   if (!entropy_internal::HaveAvx512Vbmi()) {
-    std::printf("note: this CPU has no AVX-512 VBMI; kAuto ran the portable decoder\n");
+    std::printf("note: this CPU has no AVX-512 VBMI; kAuto ran the %s decoder\n",
+                entropy_internal::HaveAvx2Bmi2() ? "AVX2" : "portable");
   }
 }
 
-// The AVX-512 decoder against the portable one on corrupted chunks: the same
-// status (code and message) and, on success, the same bytes.
+// The AVX2 and AVX-512 decoders against the portable one on corrupted chunks:
+// the same status (code and message) and, on success, the same bytes.
 TEST(Lanes, DecodersAgreeOnCorruptChunks) {
   std::mt19937_64 rng(77);
   int failures = 0, trials = 0;
@@ -656,12 +671,15 @@ TEST(Lanes, DecodersAgreeOnCorruptChunks) {
       std::unique_ptr<uint8_t[]> buf(new uint8_t[bad.size() + 1]);
       std::memcpy(buf.get(), bad.data(), bad.size());
       const absl::Span<const uint8_t> span(buf.get(), bad.size());
-      Bytes a(n, 1), b(n, 2);
+      Bytes a(n, 1), b(n, 2), c(n, 3);
       absl::Status sa = entropy_internal::DecodeLanesWith(LanesIsa::kPortable, span, absl::MakeSpan(a));
-      absl::Status sb = entropy_internal::DecodeLanesWith(LanesIsa::kAuto, span, absl::MakeSpan(b));
-      ASSERT_EQ(sa, sb) << "iter " << iter;
+      absl::Status sb = entropy_internal::DecodeLanesWith(LanesIsa::kAvx2, span, absl::MakeSpan(b));
+      absl::Status sc = entropy_internal::DecodeLanesWith(LanesIsa::kAuto, span, absl::MakeSpan(c));
+      ASSERT_EQ(sa, sb) << "iter " << iter << " (avx2)";
+      ASSERT_EQ(sa, sc) << "iter " << iter << " (auto)";
       if (sa.ok()) {
-        ASSERT_TRUE(a == b) << "iter " << iter;
+        ASSERT_TRUE(a == b) << "iter " << iter << " (avx2)";
+        ASSERT_TRUE(a == c) << "iter " << iter << " (auto)";
       } else {
         EXPECT_EQ(sa.code(), absl::StatusCode::kDataLoss) << sa;
         ++failures;
@@ -672,6 +690,70 @@ TEST(Lanes, DecodersAgreeOnCorruptChunks) {
   // The end checks (every stream read exactly, zero padding in every lane)
   // catch most corruption; flips in the low plane cannot be caught.
   EXPECT_GT(failures, trials / 2);
+}
+
+// Random complete codes of every shape (2 to 256 >> k symbols, 1 to 8
+// distinct lengths; the AVX2 decoder's thresholds and symbol buckets follow
+// the shape) over random streams of about the right size and random low
+// planes: every decoder gives the same status and the same bytes, also on
+// failure, since each decodes every block before the end checks.
+TEST(Lanes, DecodersAgreeOnEveryCodeShape) {
+  std::mt19937_64 rng(91);
+  for (int iter = 0; iter < 600; ++iter) {
+    const int k = iter % 4 == 0 ? 0 : static_cast<int>(rng() % 8), glog = rng() % 3;
+    const int nsym = 256 >> k;
+    // Leaves of a binary tree at most 8 deep, split at random (often the
+    // deepest, for long tails) until there are `want`.
+    std::vector<int> depth = {0};
+    const size_t want = 2 + rng() % (nsym - 1);
+    while (depth.size() < want) {
+      std::vector<size_t> open;
+      for (size_t i = 0; i < depth.size(); ++i) {
+        if (depth[i] < entropy_internal::kLanesMaxLength) open.push_back(i);
+      }
+      if (open.empty()) break;
+      const size_t i = rng() % 2 ? open.back() : open[rng() % open.size()];
+      depth.push_back(++depth[i]);
+    }
+    std::vector<int> sym(nsym);
+    for (int h = 0; h < nsym; ++h) sym[h] = h;
+    std::shuffle(sym.begin(), sym.end(), rng);
+    uint32_t lengths[256] = {};
+    for (size_t i = 0; i < depth.size(); ++i) lengths[sym[i]] = depth[i];
+    const size_t n = 1 + rng() % (rng() % 2 ? 4000 : 40000);
+    std::string chunk(1, entropy_internal::kModeCoded);
+    chunk.push_back(static_cast<char>(k | glog << 4));
+    entropy_internal::WriteSymbolValues(lengths, entropy_internal::kLanesMaxLength, &chunk);
+    const int groups = 1 << glog;
+    size_t words[4];
+    for (int g = 0; g < groups; ++g) {
+      // A quarter of a word a position on average, spread over the groups.
+      const size_t about = n / 4 / groups + 16;
+      words[g] = rng() % 4 == 0 ? rng() % (2 * about) : about - std::min(about, rng() % 24) + 12;
+      for (uint64_t v = words[g]; ; v >>= 7) {  // LEB128
+        chunk.push_back(static_cast<char>((v & 0x7f) | (v >= 0x80 ? 0x80 : 0)));
+        if (v < 0x80) break;
+      }
+    }
+    for (int g = 0; g < groups; ++g) {
+      for (size_t i = 0; i < 2 * words[g]; ++i) {
+        chunk.push_back(static_cast<char>(rng() % 3 == 0 ? 0 : rng()));
+      }
+    }
+    for (size_t i = 0; i < (n * k + 7) / 8; ++i) chunk.push_back(static_cast<char>(rng()));
+    std::unique_ptr<uint8_t[]> buf(new uint8_t[chunk.size()]);  // exact, for sanitizers
+    std::memcpy(buf.get(), chunk.data(), chunk.size());
+    const absl::Span<const uint8_t> span(buf.get(), chunk.size());
+    Bytes want_out(n, 7);
+    const absl::Status want_status =
+        entropy_internal::DecodeLanesWith(LanesIsa::kPortable, span, absl::MakeSpan(want_out));
+    for (LanesIsa isa : {LanesIsa::kAvx2, LanesIsa::kAuto}) {
+      Bytes out(n, 7);
+      const absl::Status s = entropy_internal::DecodeLanesWith(isa, span, absl::MakeSpan(out));
+      ASSERT_EQ(s, want_status) << "iter " << iter << " isa " << static_cast<int>(isa);
+      ASSERT_TRUE(out == want_out) << "iter " << iter << " isa " << static_cast<int>(isa);
+    }
+  }
 }
 
 // Hand-made malformed chunks, each with the error it must give.
@@ -727,7 +809,7 @@ TEST(Lanes, MalformedCatalogue) {
       {"two groups, no words", coded + params(0, 1) + two + zero + zero, 77,
        "stream 0 holds 0 bytes but decoding took 64"},
   };
-  for (LanesIsa isa : {LanesIsa::kPortable, LanesIsa::kAuto}) {
+  for (LanesIsa isa : kLanesIsas) {
     for (const Case& c : cases) {
       Bytes out(c.out_size);
       absl::Status s = entropy_internal::DecodeLanesWith(isa, AsSpan(c.bytes), absl::MakeSpan(out));
