@@ -96,12 +96,32 @@ tqm::PackOptions EntropySizeOptions() {
   tqm::PackOptions o;
   o.profile = tqm::Profile::kSize;
   o.zstd_level = 0;
+  o.lanes = false;  // a 1.1 file
+  o.chunk_size = 4096;
+  return o;
+}
+
+// "lanes" (format 1.2): the same Gaussian weights under the balanced profile,
+// in chunks of 4 KiB, and a 1,500-byte tensor whose last block of 64
+// positions is partial, plus the float32 norm.
+tqm::MemorySource Lanes() {
+  tqm::MemorySource m;
+  m.Add("model.layers.0.self_attn.q_proj.weight", {64, 128},
+        tqm_test::Gaussian(64 * 128, 9, 0.02f));
+  m.Add("model.layers.0.self_attn.k_proj.weight", {12, 125},
+        tqm_test::Gaussian(12 * 125, 4, 0.05f));
+  m.Add("model.norm.weight", {16}, tqm_test::Gaussian(16, 2, 1.0f));
+  return m;
+}
+tqm::PackOptions LanesOptions() {
+  tqm::PackOptions o;
   o.chunk_size = 4096;
   return o;
 }
 
 const Vector kVectors[] = {
     {"entropy", Entropy, EntropySizeOptions},
+    {"lanes", Lanes, LanesOptions},
     {"tiny", Tiny, TinyOptions},
     {"rows", Rows, RowsOptions},
     {"stored", Stored, StoredOptions},
@@ -156,6 +176,17 @@ TEST(Vectors, EntropyVectorsUseTheEntropyCodecs) {
   }
   EXPECT_GT(codecs[tqm::format::kCodecRans], 0);
   EXPECT_GT(codecs[tqm::format::kCodecHuffman], 0);
+}
+
+TEST(Vectors, LanesVectorUsesTheLanesCodec) {
+  auto r = tqm::Reader::Open(Dir() + "lanes.tqm");
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ((*r)->header().minor, 2);
+  int lanes = 0;
+  for (const auto& t : (*r)->tensors()) {
+    for (const auto& c : t.chunks) lanes += c.codec == tqm::format::kCodecLanes;
+  }
+  EXPECT_EQ(lanes, 3);  // two chunks of the 8 KiB tensor, one of the 1.5 KiB one
 }
 
 TEST(Vectors, TinyUsesEveryFeatureOfTheSeqtableCodec) {

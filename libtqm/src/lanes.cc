@@ -87,11 +87,13 @@ bool GetVarint(absl::Span<const uint8_t> in, size_t* pos, uint64_t* v) {
   return false;
 }
 
-// Canonical codes of symbols 0..nsym-1: by length, then by symbol; MSB-first
-// values.
-void CanonicalCodes(const uint8_t len[256], int nsym, uint32_t code[256]) {
+// Canonical codes of symbols 0..nsym-1 and of the escape symbol (length
+// esc_len, 0: none), which comes after every symbol of its length: by
+// length, then by symbol; MSB-first values. Returns the escape's code.
+uint32_t CanonicalCodes(const uint8_t len[256], int nsym, int esc_len, uint32_t code[256]) {
   uint32_t count[kLanesMaxLength + 1] = {}, next[kLanesMaxLength + 1];
   for (int s = 0; s < nsym; ++s) ++count[len[s]];
+  ++count[esc_len];
   uint32_t c = 0;
   count[0] = 0;
   for (int l = 1; l <= kLanesMaxLength; ++l) {
@@ -101,6 +103,7 @@ void CanonicalCodes(const uint8_t len[256], int nsym, uint32_t code[256]) {
   for (int s = 0; s < nsym; ++s) {
     if (len[s] != 0) code[s] = next[len[s]]++;
   }
+  return esc_len != 0 ? next[esc_len] : 0;
 }
 
 // A parsed coded chunk: decode tables and where each part lies in the payload.
@@ -109,9 +112,12 @@ struct Parsed {
   int k = 0;
   int groups = 1;
   uint8_t len7[128];  // code length by the first 7 bits of a lane
-  uint8_t sym[256];   // h << k by the first 8 bits
+  uint8_t sym[256];   // h << k by the first 8 bits (0 for the escape's)
+  uint32_t esc_lo = 0, esc_hi = 0;  // the escape's 8-bit prefixes: [esc_lo, esc_hi)
   size_t begin[kMaxGroups];  // byte offsets of the streams in the payload
   size_t end[kMaxGroups];
+  size_t escapes = 0;  // offset of the escaped high parts
+  size_t num_escapes = 0;
   size_t low = 0;  // offset of the low plane (it runs to the payload's end)
 };
 
@@ -142,11 +148,26 @@ absl::Status Parse(absl::Span<const uint8_t> in, size_t n, Parsed* p) {
     len[h] = static_cast<uint8_t>(lengths[h]);
     if (len[h] != 0) kraft += 1u << (kLanesMaxLength - len[h]);
   }
+  if (pos >= in.size()) return Corrupt("chunk ends before the escape code length");
+  const int esc_len = in[pos++];
+  if (esc_len > kLanesMaxLength) {
+    return Corrupt(absl::StrFormat("escape code length %d exceeds %d", esc_len,
+                                   kLanesMaxLength));
+  }
+  if (esc_len != 0) kraft += 1u << (kLanesMaxLength - esc_len);
   if (kraft != 1u << kLanesMaxLength) {
     return Corrupt("code lengths do not form a complete prefix code");
   }
   uint32_t code[256];
-  CanonicalCodes(len, nsym, code);
+  const uint32_t esc_code = CanonicalCodes(len, nsym, esc_len, code);
+  if (esc_len != 0) {
+    p->esc_lo = esc_code << (kLanesMaxLength - esc_len);
+    p->esc_hi = (esc_code + 1) << (kLanesMaxLength - esc_len);
+    for (uint32_t i = p->esc_lo; i < p->esc_hi; ++i) {
+      p->sym[i] = 0;
+      p->len7[i >> 1] = static_cast<uint8_t>(esc_len);
+    }
+  }
   for (int h = 0; h < nsym; ++h) {
     if (len[h] == 0) continue;
     const uint32_t first = code[h] << (kLanesMaxLength - len[h]);
@@ -164,25 +185,37 @@ absl::Status Parse(absl::Span<const uint8_t> in, size_t n, Parsed* p) {
     total += 2 * words;
     p->end[g] = static_cast<size_t>(total);
   }
+  uint64_t escapes = 0;
+  if (esc_len != 0 && !GetVarint(in, &pos, &escapes)) {
+    return Corrupt("bad number of escapes");
+  }
   const uint64_t low_size = (static_cast<uint64_t>(n) * p->k + 7) / 8;
   const uint64_t rest = in.size() - pos;
-  if (total > rest || rest - total != low_size) {
+  if (total > rest || escapes > rest - total || rest - total - escapes != low_size) {
     return Corrupt(absl::StrFormat(
-        "%d bytes follow the stream sizes; the streams take %d and the low plane %d", rest,
-        total, low_size));
+        "%d bytes follow the sizes; the streams take %d, the escapes %d and the low plane %d",
+        rest, total, escapes, low_size));
   }
   for (int g = 0; g < p->groups; ++g) {
     p->begin[g] += pos;
     p->end[g] += pos;
   }
-  p->low = pos + static_cast<size_t>(total);
+  p->escapes = pos + static_cast<size_t>(total);
+  p->num_escapes = static_cast<size_t>(escapes);
+  for (size_t e = 0; e < p->num_escapes; ++e) {
+    if (in[p->escapes + e] >= nsym) {
+      return Corrupt(absl::StrFormat("escape %d is high part %d, but %d low bits leave %d", e,
+                                     in[p->escapes + e], p->k, nsym));
+    }
+  }
+  p->low = p->escapes + p->num_escapes;
   return absl::OkStatus();
 }
 
 // After the last block: every stream read to its end, and no lane holding a
 // set bit (the unused bits of each lane's last word are zero).
 absl::Status CheckEnds(const Parsed& p, const size_t pos[kMaxGroups],
-                       const uint32_t nonzero_lanes[kMaxGroups]) {
+                       const uint32_t nonzero_lanes[kMaxGroups], size_t escapes) {
   for (int g = 0; g < p.groups; ++g) {
     if (pos[g] != p.end[g]) {
       return Corrupt(absl::StrFormat("stream %d holds %d bytes but decoding took %d", g,
@@ -196,7 +229,25 @@ absl::Status CheckEnds(const Parsed& p, const size_t pos[kMaxGroups],
                                      __builtin_ctz(nonzero_lanes[g])));
     }
   }
+  if (escapes != p.num_escapes) {
+    return Corrupt(absl::StrFormat("the chunk holds %d escaped high parts but its codes take %d",
+                                   p.num_escapes, escapes));
+  }
   return absl::OkStatus();
+}
+
+// ORs the escaped high parts into the positions of o[] set in `mask`, in
+// position order, taking them from escape *next on. Past the chunk's last
+// escape they read as 0 (CheckEnds then rejects the chunk).
+inline void PatchEscapes(const Parsed& p, const uint8_t* in, uint64_t mask, uint8_t* o,
+                         size_t* next) {
+  while (mask != 0) {
+    const int i = __builtin_ctzll(mask);
+    mask &= mask - 1;
+    const uint32_t e = *next < p.num_escapes ? in[p.escapes + *next] : 0;
+    ++*next;
+    o[i] |= static_cast<uint8_t>(e << p.k);
+  }
 }
 
 // Plain C++: the same schedule one lane at a time (the reference for the
@@ -226,7 +277,8 @@ inline void MergeLow(const uint8_t* low, uint8_t* o) {
 // time.
 template <bool kFast>
 inline void PortableBlock(const Parsed& p, absl::Span<const uint8_t> in, size_t end,
-                          PortableLanes& ln, size_t b, size_t rc, uint8_t* out) {
+                          PortableLanes& ln, size_t b, size_t rc, uint8_t* out,
+                          size_t* next_escape) {
   const uint8_t* data = in.data();
   const uint8_t* len7 = p.len7;
   uint8_t idx[kBlock];
@@ -285,6 +337,13 @@ inline void PortableBlock(const Parsed& p, absl::Span<const uint8_t> in, size_t 
   ln.pos = pos;
   uint8_t* o = out + b * kBlock;
   for (size_t q = 0; q < rc; ++q) o[q] = p.sym[idx[q]];
+  if (p.esc_hi != 0) {
+    uint64_t esc = 0;
+    for (size_t q = 0; q < rc; ++q) {
+      esc |= static_cast<uint64_t>(idx[q] >= p.esc_lo && idx[q] < p.esc_hi) << q;
+    }
+    PatchEscapes(p, data, esc, o, next_escape);
+  }
   if (p.k == 0) return;
   const uint8_t* low = data + p.low;
   const uint32_t mask = (1u << p.k) - 1;
@@ -312,6 +371,7 @@ inline void PortableBlock(const Parsed& p, absl::Span<const uint8_t> in, size_t 
 absl::Status DecodePortable(const Parsed& p, absl::Span<const uint8_t> in, uint8_t* out) {
   PortableLanes ln[kMaxGroups];
   for (int g = 0; g < p.groups; ++g) ln[g].pos = p.begin[g];
+  size_t escapes = 0;
   const size_t blocks = (p.n + kBlock - 1) / kBlock;
   for (size_t b = 0; b < blocks; ++b) {
     const int g = static_cast<int>(b % p.groups);
@@ -321,9 +381,9 @@ absl::Status DecodePortable(const Parsed& p, absl::Span<const uint8_t> in, uint8
     const bool fast = rc == kBlock && ln[g].pos + kBlock <= p.end[g] &&
                       p.low + (8 * (b + 1)) * p.k + 8 <= in.size();
     if (fast) {
-      PortableBlock<true>(p, in, p.end[g], ln[g], b, rc, out);
+      PortableBlock<true>(p, in, p.end[g], ln[g], b, rc, out, &escapes);
     } else {
-      PortableBlock<false>(p, in, p.end[g], ln[g], b, rc, out);
+      PortableBlock<false>(p, in, p.end[g], ln[g], b, rc, out, &escapes);
     }
   }
   size_t pos[kMaxGroups];
@@ -332,7 +392,7 @@ absl::Status DecodePortable(const Parsed& p, absl::Span<const uint8_t> in, uint8
     pos[g] = ln[g].pos;
     for (int j = 0; j < kLanes; ++j) nonzero[g] |= static_cast<uint32_t>(ln[g].buf[j] != 0) << j;
   }
-  return CheckEnds(p, pos, nonzero);
+  return CheckEnds(p, pos, nonzero, escapes);
 }
 
 #if TQM_LANES_X86
@@ -364,6 +424,7 @@ constexpr RankTable kRank;
 struct SimdTables {
   __m512i len0, len1, sym0, sym1, sym2, sym3;  // code length by 7 bits, h << k by 8
   __m512i perm, ctrl, low_mask;                // low-plane unpacking
+  __m512i esc_lo, esc_last;                    // the escape's 8-bit prefixes
 };
 
 // One group's lanes.
@@ -376,7 +437,8 @@ struct SimdLanes {
 // has >= 64 bytes left (plain loads). kFull: rc == 64.
 template <bool kFastLoad, bool kFull>
 TQM_AVX512_INLINE void Block(const SimdTables tb, SimdLanes& ln, const Parsed& p, int g,
-                             const uint8_t* in, size_t b, size_t rc, uint8_t* out) {
+                             const uint8_t* in, size_t b, size_t rc, uint8_t* out,
+                             size_t* next_escape) {
   const __m512i c16 = _mm512_set1_epi32(16);
   constexpr __mmask64 kByte0 = 0x1111111111111111ull;  // byte 0 of each 32-bit lane
   __m512i buf = ln.buf, cnt = ln.cnt;
@@ -436,11 +498,15 @@ TQM_AVX512_INLINE void Block(const SimdTables tb, SimdLanes& ln, const Parsed& p
     l = _mm512_multishift_epi64_epi8(tb.ctrl, _mm512_permutexvar_epi8(tb.perm, l));
     v = _mm512_ternarylogic_epi32(v, l, tb.low_mask, 0xF8);  // v | (l & mask)
   }
+  const __mmask64 here = kFull ? ~0ull : _bzhi_u64(~0ull, static_cast<unsigned>(rc));
   if (kFull) {
     _mm512_storeu_si512(out + kBlock * b, v);
   } else {
-    _mm512_mask_storeu_epi8(out + kBlock * b, _bzhi_u64(~0ull, static_cast<unsigned>(rc)), v);
+    _mm512_mask_storeu_epi8(out + kBlock * b, here, v);
   }
+  const __mmask64 esc =
+      _mm512_mask_cmple_epu8_mask(_mm512_cmpge_epu8_mask(idx, tb.esc_lo), idx, tb.esc_last) & here;
+  if (esc != 0) PatchEscapes(p, in, esc, out + kBlock * b, next_escape);
 }
 
 template <int G>
@@ -462,7 +528,11 @@ TQM_AVX512 absl::Status DecodeAvx512(const Parsed& p, absl::Span<const uint8_t> 
   tb.perm = _mm512_load_si512(perm);
   tb.ctrl = _mm512_load_si512(ctrl);
   tb.low_mask = _mm512_set1_epi8(static_cast<char>((1 << p.k) - 1));
+  // [esc_lo, esc_last] as bytes (esc_hi may be 256); no escape: [1, 0].
+  tb.esc_lo = _mm512_set1_epi8(static_cast<char>(p.esc_hi != 0 ? p.esc_lo : 1));
+  tb.esc_last = _mm512_set1_epi8(static_cast<char>(p.esc_hi != 0 ? p.esc_hi - 1 : 0));
   SimdLanes ln[G];
+  size_t escapes = 0;
   for (int g = 0; g < G; ++g) {
     ln[g].buf = _mm512_setzero_si512();
     ln[g].cnt = _mm512_setzero_si512();
@@ -477,15 +547,15 @@ TQM_AVX512 absl::Status DecodeAvx512(const Parsed& p, absl::Span<const uint8_t> 
     for (int g = 0; g < G; ++g) fast &= ln[g].pos + kBlock <= p.end[g];
     if (!fast) break;
 #pragma GCC unroll 4
-    for (int g = 0; g < G; ++g) Block<true, true>(tb, ln[g], p, g, data, it * G + g, kBlock, out);
+    for (int g = 0; g < G; ++g) Block<true, true>(tb, ln[g], p, g, data, it * G + g, kBlock, out, &escapes);
   }
   for (; it < rounds; ++it) {
-    for (int g = 0; g < G; ++g) Block<false, true>(tb, ln[g], p, g, data, it * G + g, kBlock, out);
+    for (int g = 0; g < G; ++g) Block<false, true>(tb, ln[g], p, g, data, it * G + g, kBlock, out, &escapes);
   }
   for (size_t b = rounds * G; b < blocks; ++b) {
     const int g = static_cast<int>(b % G);
     Block<false, false>(tb, ln[g], p, g, data, b, std::min<size_t>(kBlock, p.n - b * kBlock),
-                        out);
+                        out, &escapes);
   }
   size_t pos[kMaxGroups];
   uint32_t nonzero[kMaxGroups];
@@ -493,7 +563,7 @@ TQM_AVX512 absl::Status DecodeAvx512(const Parsed& p, absl::Span<const uint8_t> 
     pos[g] = ln[g].pos;
     nonzero[g] = _cvtmask16_u32(_mm512_test_epi32_mask(ln[g].buf, ln[g].buf));
   }
-  return CheckEnds(p, pos, nonzero);
+  return CheckEnds(p, pos, nonzero, escapes);
 }
 
 // ---- AVX2 ------------------------------------------------------------------
@@ -536,6 +606,9 @@ struct Avx2Tables {
   __m256i low_mul;    // pmullw: moves each field to the top of its element
   __m128i low_shift;  // 16 - k, to move it back down
   int k;
+  // The escape's 8-bit prefixes: x - esc_lo <= esc_span (bytes, unsigned).
+  __m256i esc_lo, esc_span;
+  size_t* next_escape;  // the chunk's escape counter (PatchEscapes)
 };
 
 // One group's lanes. d = 15 - cnt (bits held), in [-16, 15], as 16-bit
@@ -688,6 +761,17 @@ TQM_AVX2_INLINE void Avx2Finish(const Avx2Tables& tb, const Parsed& p,
     _mm256_store_si256(reinterpret_cast<__m256i*>(t + 32), v[1]);
     std::memcpy(o, t, rc);
   }
+  if (p.esc_hi != 0) {
+    // x0 and x1 hold the prefixes in the byte order of v[0] and v[1].
+    const __m256i d0 = _mm256_sub_epi8(x0, tb.esc_lo), d1 = _mm256_sub_epi8(x1, tb.esc_lo);
+    const uint64_t m0 = static_cast<uint32_t>(_mm256_movemask_epi8(
+        _mm256_cmpeq_epi8(_mm256_min_epu8(d0, tb.esc_span), d0)));
+    const uint64_t m1 = static_cast<uint32_t>(_mm256_movemask_epi8(
+        _mm256_cmpeq_epi8(_mm256_min_epu8(d1, tb.esc_span), d1)));
+    uint64_t esc = m0 | m1 << 32;
+    if (!kFull) esc &= _bzhi_u64(~0ull, static_cast<unsigned>(rc));
+    if (esc != 0) PatchEscapes(p, in.data(), esc, o, tb.next_escape);
+  }
 }
 
 // Decodes blocks b0 .. b0 + NG - 1 of groups g0 .. g0 + NG - 1, step by step
@@ -767,7 +851,7 @@ TQM_AVX2 absl::Status DecodeAvx2(const Avx2Tables& tb, const Parsed& p,
         _mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpeq_epi32(ln[g].buf[1], z))));
     nonzero[g] = ~(lo | hi << 8) & 0xFFFF;
   }
-  return CheckEnds(p, pos, nonzero);
+  return CheckEnds(p, pos, nonzero, *tb.next_escape);
 }
 
 // Sets up the tables and runs the AVX2 decoder. Returns false (nothing
@@ -816,6 +900,10 @@ TQM_AVX2 bool DecodeWithAvx2(const Parsed& p, absl::Span<const uint8_t> in, uint
   tb.low_mul = _mm256_load_si256(reinterpret_cast<const __m256i*>(mul));
   tb.low_shift = _mm_cvtsi32_si128(16 - p.k);
   tb.k = p.k;
+  tb.esc_lo = _mm256_set1_epi8(static_cast<char>(p.esc_lo));
+  tb.esc_span = _mm256_set1_epi8(static_cast<char>(p.esc_hi - p.esc_lo - 1));
+  size_t escapes = 0;
+  tb.next_escape = &escapes;
   // Each threshold costs a compare and an add per step (quantized weights
   // use 5 or 6; 7 instead of 6 costs 4 %), so four groups, the encoder's
   // choice from 16 KiB, get one variant per count; smaller chunks take
@@ -869,19 +957,45 @@ class LaneWriter {
   std::vector<uint16_t> words_;
 };
 
-// Code lengths (<= 8 bits) for the high parts with k low bits; returns the
-// coded bits of the high parts, or 0 when they take fewer than 2 values.
-uint64_t HighLengths(const uint32_t counts[256], int k, uint8_t len[256]) {
-  uint32_t hc[256] = {};
-  for (int v = 0; v < 256; ++v) hc[v >> k] += counts[v];
-  int distinct = 0;
-  for (int h = 0; h < 256; ++h) distinct += hc[h] != 0;
-  std::memset(len, 0, 256);
-  if (distinct < 2) return 0;
-  entropy_internal::LimitedHuffmanLengths(hc, kLanesMaxLength, len);
+// A code for one chunk: k low bits stored as they are, the code lengths of
+// the high parts (0: absent, or escaped when esc_len > 0) and of the escape.
+struct LanesCode {
+  int k = 0;
+  uint8_t len[256] = {};
+  int esc_len = 0;
+};
+
+// Code lengths (<= 8 bits) for high parts with counts hc[0..nsym), escaping
+// those that occur fewer than min_count times. Returns the bits of the codes
+// and escaped high parts (8 bits each), or 0 when the code would have fewer
+// than two symbols.
+uint64_t CodeWithEscapes(const uint32_t hc[256], int nsym, uint64_t min_count, LanesCode* c) {
+  uint32_t cc[256] = {};
+  int map[256];
+  int m = 0;
+  uint64_t escaped = 0;
+  for (int h = 0; h < nsym; ++h) {
+    if (hc[h] == 0) continue;
+    if (hc[h] < min_count) {
+      escaped += hc[h];
+    } else {
+      map[m] = h;
+      cc[m++] = hc[h];
+    }
+  }
+  const int core = m;
+  if (escaped > 0) cc[m++] = static_cast<uint32_t>(escaped);  // m <= 256: a slot was freed
+  if (m < 2) return 0;
+  uint8_t cl[256] = {};
+  entropy_internal::LimitedHuffmanLengths(cc, kLanesMaxLength, cl);
+  std::memset(c->len, 0, sizeof(c->len));
   uint64_t bits = 0;
-  for (int h = 0; h < 256; ++h) bits += static_cast<uint64_t>(hc[h]) * len[h];
-  return bits;
+  for (int i = 0; i < core; ++i) {
+    c->len[map[i]] = cl[i];
+    bits += static_cast<uint64_t>(cc[i]) * cl[i];
+  }
+  c->esc_len = escaped > 0 ? cl[core] : 0;
+  return bits + escaped * (c->esc_len + 8);
 }
 
 std::string TableBlock(const uint8_t len[256]) {
@@ -892,17 +1006,25 @@ std::string TableBlock(const uint8_t len[256]) {
   return t;
 }
 
-// Appends the coded form of `in` with k low bits and `groups` groups.
-void WriteCoded(absl::Span<const uint8_t> in, int k, int groups, const uint8_t len[256],
-                std::string* out) {
+// Appends the coded form of `in` with code `c` and `groups` groups.
+void WriteCoded(absl::Span<const uint8_t> in, const LanesCode& c, int groups, std::string* out) {
   const size_t n = in.size();
+  const int k = c.k;
+  const uint8_t* len = c.len;
   uint32_t code[256];
-  CanonicalCodes(len, 256 >> k, code);
+  const uint32_t esc_code = CanonicalCodes(len, 256 >> k, c.esc_len, code);
   out->push_back(static_cast<char>(kModeCoded));
   int glog = 0;
   while ((1 << glog) < groups) ++glog;
   out->push_back(static_cast<char>(k | glog << 4));
   out->append(TableBlock(len));
+  out->push_back(static_cast<char>(c.esc_len));
+  std::string escapes;  // in position order
+  if (c.esc_len != 0) {
+    for (size_t i = 0; i < n; ++i) {
+      if (len[in[i] >> k] == 0) escapes.push_back(static_cast<char>(in[i] >> k));
+    }
+  }
   const size_t blocks = (n + kBlock - 1) / kBlock;
   std::vector<std::string> streams(groups);
   for (int g = 0; g < groups; ++g) {
@@ -912,7 +1034,11 @@ void WriteCoded(absl::Span<const uint8_t> in, int k, int groups, const uint8_t l
       for (int t = 0; t < 4; ++t) {
         for (int j = 0; j < ActiveLanes(rc, t); ++j) {
           const int h = in[b * kBlock + 4 * j + t] >> k;
-          lanes[j].Put(code[h], len[h]);
+          if (len[h] != 0) {
+            lanes[j].Put(code[h], len[h]);
+          } else {
+            lanes[j].Put(esc_code, c.esc_len);
+          }
         }
       }
     }
@@ -935,14 +1061,17 @@ void WriteCoded(absl::Span<const uint8_t> in, int k, int groups, const uint8_t l
         }
         for (int t = 2 * r; t < 2 * r + 2; ++t) {
           for (int j = 0; j < ActiveLanes(rc, t); ++j) {
-            cnt[j] -= len[in[b * kBlock + 4 * j + t] >> k];
+            const int h = in[b * kBlock + 4 * j + t] >> k;
+            cnt[j] -= len[h] != 0 ? len[h] : c.esc_len;
           }
         }
       }
     }
   }
   for (const std::string& s : streams) PutVarint(s.size() / 2, out);
+  if (c.esc_len != 0) PutVarint(escapes.size(), out);
   for (const std::string& s : streams) out->append(s);
+  out->append(escapes);
   if (k == 0) return;
   uint64_t acc = 0;
   int bits = 0;
@@ -1008,25 +1137,40 @@ absl::Status EncodeLanesWith(absl::Span<const uint8_t> in, int k, int groups,
   if (EncodeSimpleModes(in, counts, out)) return absl::OkStatus();
   const size_t n = in.size();
   if (groups == 0) groups = LanesGroupsFor(n);
-  int best_k = -1;
+  // Every k, each with no escapes and with the high parts rarer than 2^-m
+  // escaped (codes of at most 8 bits cannot follow a long tail; an escape
+  // costs its code and a byte). The smallest estimate wins.
+  bool found = false;
   uint64_t best_bits = 0;
-  uint8_t best_len[256] = {};
+  LanesCode best;
   for (int kk = (k < 0 ? 0 : k); kk <= (k < 0 ? kLanesMaxK : k); ++kk) {
-    uint8_t len[256];
-    const uint64_t high = HighLengths(counts, kk, len);
-    if (high == 0) continue;
-    // Table, streams rounded to words, about half a word per lane at the end.
-    const uint64_t bits = 8 * TableBlock(len).size() + high + static_cast<uint64_t>(n) * kk +
-                          8 * kLanes * groups;
-    if (best_k < 0 || bits < best_bits) {
-      best_k = kk;
-      best_bits = bits;
-      std::memcpy(best_len, len, 256);
+    uint32_t hc[256] = {};
+    for (int v = 0; v < 256; ++v) hc[v >> kk] += counts[v];
+    const int nsym = 256 >> kk;
+    int last_escaped = -1;
+    for (int m : {0, 13, 12, 11, 10, 9, 8, 7, 6}) {
+      const uint64_t min_count = m == 0 ? 0 : (static_cast<uint64_t>(n) >> m);
+      int escaped = 0;  // skip thresholds that escape the same set
+      for (int h = 0; h < nsym; ++h) escaped += hc[h] != 0 && hc[h] < min_count;
+      if (escaped == last_escaped) continue;
+      last_escaped = escaped;
+      LanesCode c;
+      c.k = kk;
+      const uint64_t coded = CodeWithEscapes(hc, nsym, min_count, &c);
+      if (coded == 0) continue;
+      // Table, streams rounded to words, about half a word per lane at the end.
+      const uint64_t bits = 8 * TableBlock(c.len).size() + coded +
+                            static_cast<uint64_t>(n) * kk + 8 * kLanes * groups;
+      if (!found || bits < best_bits) {
+        found = true;
+        best_bits = bits;
+        best = c;
+      }
     }
   }
   const size_t start = out->size();
-  if (best_k >= 0) {
-    WriteCoded(in, best_k, groups, best_len, out);
+  if (found) {
+    WriteCoded(in, best, groups, out);
     if (out->size() - start <= n) return absl::OkStatus();
     out->resize(start);
   }
