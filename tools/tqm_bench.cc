@@ -322,15 +322,20 @@ DataSet Measure(const std::string& name, tqm::TensorSource& src, unsigned thread
     }
   }
   // Each codec alone: re-encode every quantized chunk with it.
-  // Lanes twice: its decoder for this CPU (AVX-512 VBMI where present), and
-  // the plain C++ one that CPUs without it run.
+  // Lanes three times: its decoder for this CPU (AVX-512 VBMI where
+  // present), and those that CPUs without it run (AVX2, plain C++).
+  using tqm::entropy_internal::LanesIsa;
   struct Row {
     uint8_t codec;
-    bool portable;
+    LanesIsa isa;
   };
-  for (Row row : {Row{tqm::format::kCodecSeqTable, false}, Row{tqm::format::kCodecLanes, false},
-                  Row{tqm::format::kCodecLanes, true}, Row{tqm::format::kCodecHuffman, false},
-                  Row{tqm::format::kCodecRans, false}, Row{tqm::format::kCodecZstd, false}}) {
+  for (Row row : {Row{tqm::format::kCodecSeqTable, LanesIsa::kAuto},
+                  Row{tqm::format::kCodecLanes, LanesIsa::kAuto},
+                  Row{tqm::format::kCodecLanes, LanesIsa::kAvx2},
+                  Row{tqm::format::kCodecLanes, LanesIsa::kPortable},
+                  Row{tqm::format::kCodecHuffman, LanesIsa::kAuto},
+                  Row{tqm::format::kCodecRans, LanesIsa::kAuto},
+                  Row{tqm::format::kCodecZstd, LanesIsa::kAuto}}) {
     const uint8_t codec = row.codec;
     std::vector<std::string> enc;
     std::vector<size_t> dec;
@@ -387,10 +392,10 @@ DataSet Measure(const std::string& name, tqm::TensorSource& src, unsigned thread
       return TimeWorkers(th, largest, [&](absl::Span<uint8_t> buf, std::atomic<size_t>& next) {
         for (size_t i; (i = next.fetch_add(1)) < enc.size();) {
           absl::Status s =
-              row.portable ? tqm::entropy_internal::DecodeLanesWith(
-                                 tqm::entropy_internal::LanesIsa::kPortable, span(enc[i]),
-                                 buf.first(dec[i]))
-                           : tqm::DecodeChunkBytes(codec, span(enc[i]), table, buf.first(dec[i]));
+              codec == tqm::format::kCodecLanes
+                  ? tqm::entropy_internal::DecodeLanesWith(row.isa, span(enc[i]),
+                                                           buf.first(dec[i]))
+                  : tqm::DecodeChunkBytes(codec, span(enc[i]), table, buf.first(dec[i]));
           if (!s.ok()) std::exit(1);
         }
       });
@@ -403,9 +408,13 @@ DataSet Measure(const std::string& name, tqm::TensorSource& src, unsigned thread
       label += absl::StrFormat(" -3, %d KiB frames", tqm::format::kDefaultChunkSize / 1024);
     }
     if (codec == tqm::format::kCodecLanes) {
-      label += row.portable ? " (portable C++ decoder)"
-                            : (tqm::entropy_internal::HaveAvx512Vbmi() ? " (AVX-512 decoder)"
-                                                                       : " (no AVX-512 here)");
+      const bool avx512 = tqm::entropy_internal::HaveAvx512Vbmi();
+      const bool avx2 = tqm::entropy_internal::HaveAvx2Bmi2();
+      label += row.isa == LanesIsa::kPortable ? ", portable C++ decoder"
+               : row.isa == LanesIsa::kAvx2   ? (avx2 ? ", AVX2 decoder" : ", portable (no AVX2)")
+               : avx512                       ? ", AVX-512 decoder"
+               : avx2                         ? ", AVX2 decoder (no AVX-512)"
+                                              : ", portable (no AVX2)";
     }
     Speed s{label, bytes};
     s.gbps1 = bytes / run(1) / 1e9;

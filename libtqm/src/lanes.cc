@@ -33,6 +33,7 @@
 // (its section says how it finds lengths and symbols without vpermi2b).
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -932,31 +933,6 @@ TQM_AVX2 bool DecodeWithAvx2(const Parsed& p, absl::Span<const uint8_t> in, uint
 
 // ---- Encoder ---------------------------------------------------------------
 
-// MSB-first 16-bit words of one lane.
-class LaneWriter {
- public:
-  void Put(uint32_t code, int len) {
-    acc_ = (acc_ << len) | code;
-    bits_ += len;
-    if (bits_ >= 16) {
-      bits_ -= 16;
-      words_.push_back(static_cast<uint16_t>(acc_ >> bits_));
-      acc_ &= (1u << bits_) - 1;
-    }
-  }
-  void Flush() {
-    if (bits_ > 0) words_.push_back(static_cast<uint16_t>(acc_ << (16 - bits_)));
-    bits_ = 0;
-    acc_ = 0;
-  }
-  const std::vector<uint16_t>& words() const { return words_; }
-
- private:
-  uint32_t acc_ = 0;
-  int bits_ = 0;
-  std::vector<uint16_t> words_;
-};
-
 // A code for one chunk: k low bits stored as they are, the code lengths of
 // the high parts (0: absent, or escaped when esc_len > 0) and of the escape.
 struct LanesCode {
@@ -1019,73 +995,97 @@ void WriteCoded(absl::Span<const uint8_t> in, const LanesCode& c, int groups, st
   out->push_back(static_cast<char>(k | glog << 4));
   out->append(TableBlock(len));
   out->push_back(static_cast<char>(c.esc_len));
-  std::string escapes;  // in position order
-  if (c.esc_len != 0) {
-    for (size_t i = 0; i < n; ++i) {
-      if (len[in[i] >> k] == 0) escapes.push_back(static_cast<char>(in[i] >> k));
+  // Each position's code and length (the escape's for an escaped high part),
+  // and the escaped high parts in position order.
+  std::vector<uint8_t> pcode(n), plen(n);
+  std::string escapes;
+  for (size_t i = 0; i < n; ++i) {
+    const int h = in[i] >> k;
+    if (len[h] != 0) {
+      pcode[i] = static_cast<uint8_t>(code[h]);
+      plen[i] = len[h];
+    } else {
+      pcode[i] = static_cast<uint8_t>(esc_code);
+      plen[i] = static_cast<uint8_t>(c.esc_len);
+      escapes.push_back(static_cast<char>(h));
     }
   }
   const size_t blocks = (n + kBlock - 1) / kBlock;
-  std::vector<std::string> streams(groups);
+  std::vector<std::vector<uint16_t>> streams(groups);
+  std::vector<uint16_t> words[kLanes];  // reused by every group
   for (int g = 0; g < groups; ++g) {
-    LaneWriter lanes[kLanes];
-    for (size_t b = g; b < blocks; b += groups) {
-      const size_t rc = std::min<size_t>(kBlock, n - b * kBlock);
-      for (int t = 0; t < 4; ++t) {
-        for (int j = 0; j < ActiveLanes(rc, t); ++j) {
-          const int h = in[b * kBlock + 4 * j + t] >> k;
-          if (len[h] != 0) {
-            lanes[j].Put(code[h], len[h]);
-          } else {
-            lanes[j].Put(esc_code, c.esc_len);
+    // Each lane's bits, MSB-first, in 16-bit words.
+    for (int j = 0; j < kLanes; ++j) {
+      std::vector<uint16_t>& w = words[j];
+      w.clear();
+      uint32_t acc = 0;
+      int bits = 0;
+      for (size_t b = g; b < blocks; b += groups) {
+        const size_t rc = std::min<size_t>(kBlock, n - b * kBlock);
+        for (int t = 0; t < 4 && 4 * j + t < static_cast<int>(rc); ++t) {
+          const size_t i = b * kBlock + 4 * j + t;
+          acc = (acc << plen[i]) | pcode[i];
+          bits += plen[i];
+          if (bits >= 16) {
+            bits -= 16;
+            w.push_back(static_cast<uint16_t>(acc >> bits));
+            acc &= (1u << bits) - 1;
           }
         }
       }
+      if (bits > 0) w.push_back(static_cast<uint16_t>(acc << (16 - bits)));
     }
-    for (LaneWriter& l : lanes) l.Flush();
     // The decoder's refill schedule decides the order of the words.
     uint32_t cnt[kLanes] = {};
     size_t next[kLanes] = {};
-    std::string& s = streams[g];
+    std::vector<uint16_t>& s = streams[g];
     for (size_t b = g; b < blocks; b += groups) {
       const size_t rc = std::min<size_t>(kBlock, n - b * kBlock);
+      const uint8_t* pl = plen.data() + b * kBlock;
       for (int r = 0; r < 2; ++r) {
-        for (int j = 0; j < ActiveLanes(rc, 2 * r); ++j) {
+        const int na = ActiveLanes(rc, 2 * r);
+        for (int j = 0; j < na; ++j) {
           if (cnt[j] >= 16) continue;
-          const std::vector<uint16_t>& w = lanes[j].words();
-          const uint16_t word = next[j] < w.size() ? w[next[j]] : 0;
+          s.push_back(next[j] < words[j].size() ? words[j][next[j]] : 0);
           ++next[j];
-          s.push_back(static_cast<char>(word & 0xFF));
-          s.push_back(static_cast<char>(word >> 8));
           cnt[j] += 16;
         }
         for (int t = 2 * r; t < 2 * r + 2; ++t) {
-          for (int j = 0; j < ActiveLanes(rc, t); ++j) {
-            const int h = in[b * kBlock + 4 * j + t] >> k;
-            cnt[j] -= len[h] != 0 ? len[h] : c.esc_len;
-          }
+          const int nt = ActiveLanes(rc, t);
+          for (int j = 0; j < nt; ++j) cnt[j] -= pl[4 * j + t];
         }
       }
     }
   }
-  for (const std::string& s : streams) PutVarint(s.size() / 2, out);
+  for (const auto& s : streams) PutVarint(s.size(), out);
   if (c.esc_len != 0) PutVarint(escapes.size(), out);
-  for (const std::string& s : streams) out->append(s);
+  for (const auto& s : streams) {
+    // 16-bit little-endian words (little-endian host).
+    out->append(reinterpret_cast<const char*>(s.data()), 2 * s.size());
+  }
   out->append(escapes);
   if (k == 0) return;
+  const size_t start = out->size();
+  out->resize(start + (n * k + 7) / 8);
+  uint8_t* o = reinterpret_cast<uint8_t*>(&(*out)[start]);
   uint64_t acc = 0;
   int bits = 0;
   const uint32_t mask = (1u << k) - 1;
   for (size_t i = 0; i < n; ++i) {
     acc |= static_cast<uint64_t>(in[i] & mask) << bits;
     bits += k;
-    while (bits >= 8) {
-      out->push_back(static_cast<char>(acc & 0xFF));
-      acc >>= 8;
-      bits -= 8;
+    if (bits >= 32) {
+      std::memcpy(o, &acc, 4);  // little-endian host
+      o += 4;
+      acc >>= 32;
+      bits -= 32;
     }
   }
-  if (bits > 0) out->push_back(static_cast<char>(acc & 0xFF));
+  while (bits > 0) {
+    *o++ = static_cast<uint8_t>(acc);
+    acc >>= 8;
+    bits -= 8;
+  }
 }
 
 }  // namespace
@@ -1139,33 +1139,87 @@ absl::Status EncodeLanesWith(absl::Span<const uint8_t> in, int k, int groups,
   if (groups == 0) groups = LanesGroupsFor(n);
   // Every k, each with no escapes and with the high parts rarer than 2^-m
   // escaped (codes of at most 8 bits cannot follow a long tail; an escape
-  // costs its code and a byte). The smallest estimate wins.
-  bool found = false;
-  uint64_t best_bits = 0;
-  LanesCode best;
+  // costs its code and a byte). Package-merge for all of them took most of
+  // the time of packing small tensors, so each is first estimated from its
+  // order-0 entropy with a correction for the 8-bit limit (whole-bit
+  // lengths ignored), and the four best estimates get real codes; the
+  // smallest of those wins.
+  struct Candidate {
+    int k;
+    uint64_t min_count;
+    double estimate;  // bits
+  };
+  std::vector<Candidate> cands;
+  const double total = static_cast<double>(n);
   for (int kk = (k < 0 ? 0 : k); kk <= (k < 0 ? kLanesMaxK : k); ++kk) {
     uint32_t hc[256] = {};
     for (int v = 0; v < 256; ++v) hc[v >> kk] += counts[v];
     const int nsym = 256 >> kk;
+    double clogc[256];  // c log2 c
+    int distinct = 0;
+    for (int h = 0; h < nsym; ++h) {
+      clogc[h] = hc[h] > 0 ? hc[h] * std::log2(static_cast<double>(hc[h])) : 0;
+      distinct += hc[h] != 0;
+    }
+    if (distinct < 2) continue;
     int last_escaped = -1;
     for (int m : {0, 13, 12, 11, 10, 9, 8, 7, 6}) {
       const uint64_t min_count = m == 0 ? 0 : (static_cast<uint64_t>(n) >> m);
       int escaped = 0;  // skip thresholds that escape the same set
-      for (int h = 0; h < nsym; ++h) escaped += hc[h] != 0 && hc[h] < min_count;
-      if (escaped == last_escaped) continue;
-      last_escaped = escaped;
-      LanesCode c;
-      c.k = kk;
-      const uint64_t coded = CodeWithEscapes(hc, nsym, min_count, &c);
-      if (coded == 0) continue;
-      // Table, streams rounded to words, about half a word per lane at the end.
-      const uint64_t bits = 8 * TableBlock(c.len).size() + coded +
-                            static_cast<uint64_t>(n) * kk + 8 * kLanes * groups;
-      if (!found || bits < best_bits) {
-        found = true;
-        best_bits = bits;
-        best = c;
+      uint64_t esc_count = 0;
+      for (int h = 0; h < nsym; ++h) {
+        if (hc[h] != 0 && hc[h] < min_count) {
+          ++escaped;
+          esc_count += hc[h];
+        }
       }
+      if (escaped == last_escaped || distinct - escaped + (escaped > 0) < 2) continue;
+      last_escaped = escaped;
+      // Ideal code lengths, except that a symbol rarer than 2^-8 gets 8 bits;
+      // the code space those take beyond their probability lengthens the
+      // other codes by -log2(1 - excess) bits each.
+      double bits = 0, excess = 0;
+      uint64_t common = 0;
+      auto cost = [&](uint64_t c, double c_log_c) {
+        if (c == 0) return;
+        const double prob = c / total;
+        if (prob < 1.0 / 256) {
+          bits += 8.0 * c;
+          excess += 1.0 / 256 - prob;
+        } else {
+          bits += c * std::log2(total) - c_log_c;
+          common += c;
+        }
+      };
+      for (int h = 0; h < nsym; ++h) {
+        if (hc[h] >= min_count) cost(hc[h], clogc[h]);
+      }
+      const double e = static_cast<double>(esc_count);
+      if (esc_count > 0) cost(esc_count, e * std::log2(e));
+      if (excess < 1) bits -= common * std::log2(1 - excess);
+      cands.push_back({kk, min_count, bits + 8 * e + total * kk});
+    }
+  }
+  std::sort(cands.begin(), cands.end(),
+            [](const Candidate& x, const Candidate& y) { return x.estimate < y.estimate; });
+  if (cands.size() > 4) cands.resize(4);
+  bool found = false;
+  uint64_t best_bits = 0;
+  LanesCode best;
+  for (const Candidate& cand : cands) {
+    uint32_t hc[256] = {};
+    for (int v = 0; v < 256; ++v) hc[v >> cand.k] += counts[v];
+    LanesCode c;
+    c.k = cand.k;
+    const uint64_t coded = CodeWithEscapes(hc, 256 >> cand.k, cand.min_count, &c);
+    if (coded == 0) continue;
+    // Table, streams rounded to words, about half a word per lane at the end.
+    const uint64_t bits = 8 * TableBlock(c.len).size() + coded +
+                          static_cast<uint64_t>(n) * cand.k + 8 * kLanes * groups;
+    if (!found || bits < best_bits) {
+      found = true;
+      best_bits = bits;
+      best = c;
     }
   }
   const size_t start = out->size();
