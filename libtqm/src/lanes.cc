@@ -57,6 +57,13 @@ using entropy_internal::kModeRaw;
 constexpr int kLanes = 16;        // lanes in a group
 constexpr int kBlock = 64;        // positions in a block: 4 steps of 16 lanes
 constexpr int kMaxGroups = 4;
+// How far ahead of each stream (and of the low plane) the vector decoders
+// prefetch. On 256 chunks of 256 KiB, decoded once each (input from L3 and
+// DRAM), 256 bytes took the AVX-512 decoder from 3.9-4.1 to 4.3 GB/s; 512
+// was as good, 1024 and 2048 no better than none, a second prefetch to L2
+// further ahead slower. One chunk decoded again and again (input in L2)
+// runs at 5.9.
+constexpr size_t kPrefetchAhead = 256;
 
 absl::Status Corrupt(const std::string& what) { return absl::DataLossError("lanes: " + what); }
 
@@ -418,6 +425,13 @@ struct RankTable {
 };
 constexpr RankTable kRank;
 
+// Prefetches base + offset into L1; the address may lie past the buffer (it
+// is formed as an integer, and a prefetch never faults).
+inline void PrefetchAt(const uint8_t* base, size_t offset) {
+  _mm_prefetch(reinterpret_cast<const char*>(reinterpret_cast<uintptr_t>(base) + offset),
+               _MM_HINT_T0);
+}
+
 #define TQM_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vbmi,bmi2,popcnt")))
 #define TQM_AVX512_INLINE TQM_AVX512 inline __attribute__((always_inline))
 
@@ -547,6 +561,13 @@ TQM_AVX512 absl::Status DecodeAvx512(const Parsed& p, absl::Span<const uint8_t> 
     bool fast = true;
     for (int g = 0; g < G; ++g) fast &= ln[g].pos + kBlock <= p.end[g];
     if (!fast) break;
+    // The refill loads are on the lanes' chains, so a cache miss there stalls
+    // the group: fetch each stream and the low plane ahead (a prefetch never
+    // faults; the address may lie past the payload).
+    for (int g = 0; g < G; ++g) {
+      PrefetchAt(data, ln[g].pos + kPrefetchAhead);
+    }
+    PrefetchAt(data, p.low + 8 * p.k * it * G + kPrefetchAhead);
 #pragma GCC unroll 4
     for (int g = 0; g < G; ++g) Block<true, true>(tb, ln[g], p, g, data, it * G + g, kBlock, out, &escapes);
   }
@@ -829,6 +850,10 @@ TQM_AVX2 absl::Status DecodeAvx2(const Avx2Tables& tb, const Parsed& p,
     bool fast = true;
     for (int g = 0; g < G; ++g) fast &= ln[g].pos + kBlock <= p.end[g];
     if (!fast) break;
+    for (int g = 0; g < G; ++g) {
+      PrefetchAt(in.data(), ln[g].pos + kPrefetchAhead);
+    }
+    PrefetchAt(in.data(), p.low + 8 * p.k * it * G + kPrefetchAhead);
     Avx2Blocks<G, T, true, true>(tb, p, in, 0, it * G, kBlock, ln, out);
   }
   for (; it < rounds; ++it) {

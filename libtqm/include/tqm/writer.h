@@ -31,8 +31,9 @@ enum class Granularity { kTensor, kRow };
 //             smallest (decode speed order: stored, seqtable, lanes, Huffman
 //             with codes of at most 11 bits, Huffman with EncodeHuffman's
 //             choice of 11 or 12 bits, rANS, zstd). The order is that of a
-//             CPU with AVX-512 VBMI; without it, lanes decodes slower than
-//             Huffman (PackOptions::lanes).
+//             CPU with AVX-512 VBMI; with AVX2 only, lanes decodes about as
+//             fast as Huffman, and without AVX2 4-5x slower
+//             (PackOptions::lanes).
 //  kSpeed:    the fastest codec that saves at least 3 % over stored; stored
 //             when none does (same order).
 // Float32 tensors are always stored (used in place from the mapping).
@@ -59,10 +60,10 @@ struct PackOptions {
   // Try the entropy codecs (Huffman, rANS; zstd in kSize). Off: stored and
   // seqtable only, as in format 1.0 files.
   bool entropy = true;
-  // Also try the lanes codec (format 1.2; needs `entropy`). Its fast decoder
-  // needs AVX-512 VBMI (Zen 4 and later, Ice Lake and later Xeons); elsewhere
-  // it decodes with plain C++, slower than Huffman. Off: a format 1.1 file
-  // whose entropy-coded chunks decode at the same speed on every x86-64.
+  // Also try the lanes codec (format 1.2; needs `entropy`). It decodes about
+  // 2x faster than Huffman with AVX-512 VBMI (Zen 4 and later, Ice Lake and
+  // later Xeons), about as fast with AVX2 only, and 4-5x slower on CPUs
+  // without AVX2 (plain C++; other architectures). Off: a format 1.1 file.
   bool lanes = true;
   // zstd level tried by Profile::kSize (0 disables zstd).
   int zstd_level = 19;
