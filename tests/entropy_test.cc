@@ -512,6 +512,15 @@ TEST(Entropy, RandomBytesNeverCrash) {
   }
 }
 
+// A symbol table block with the given (symbol, value) pairs, 0 elsewhere.
+std::string SymbolValues(std::vector<std::pair<int, uint32_t>> v, uint32_t max) {
+  uint32_t a[256] = {};
+  for (auto [s, x] : v) a[s] = x;
+  std::string out;
+  entropy_internal::WriteSymbolValues(a, max, &out);
+  return out;
+}
+
 // Hand-made malformed inputs, each with the error it must give.
 TEST(Entropy, MalformedCatalogue) {
   struct Case {
@@ -520,13 +529,7 @@ TEST(Entropy, MalformedCatalogue) {
     size_t out_size;
     const char* message;  // substring of the error
   };
-  auto values = [](std::vector<std::pair<int, uint32_t>> v, uint32_t max) {
-    uint32_t a[256] = {};
-    for (auto [s, x] : v) a[s] = x;
-    std::string out;
-    entropy_internal::WriteSymbolValues(a, max, &out);
-    return out;
-  };
+  auto values = SymbolValues;
   const std::string coded(1, entropy_internal::kModeCoded);
   const std::string states(8 * 7, '\0');
   std::vector<Case> rans = {
@@ -800,11 +803,7 @@ TEST(Lanes, DecodersAgreeOnEveryCodeShape) {
 TEST(Lanes, MalformedCatalogue) {
   auto values = [](std::vector<std::pair<int, uint32_t>> v,
                    uint32_t max = entropy_internal::kLanesMaxLength) {
-    uint32_t a[256] = {};
-    for (auto [s, x] : v) a[s] = x;
-    std::string out;
-    entropy_internal::WriteSymbolValues(a, max, &out);
-    return out;
+    return SymbolValues(v, max);
   };
   const std::string coded(1, entropy_internal::kModeCoded);
   const std::string zero(1, '\0');

@@ -432,6 +432,20 @@ inline void PrefetchAt(const uint8_t* base, size_t offset) {
                _MM_HINT_T0);
 }
 
+// Whether round `it` (blocks it*G .. it*G+G-1) can take the vector decoders'
+// fast path: every group's stream has >= 64 bytes left, so plain loads stay
+// inside it. If so, prefetches each stream and the low plane: the refill
+// loads are on the lanes' chains, so a cache miss there stalls the group.
+template <int G, typename Lanes>
+inline bool FastRound(const Parsed& p, const uint8_t* data, const Lanes* ln, size_t it) {
+  for (int g = 0; g < G; ++g) {
+    if (ln[g].pos + kBlock > p.end[g]) return false;
+  }
+  for (int g = 0; g < G; ++g) PrefetchAt(data, ln[g].pos + kPrefetchAhead);
+  PrefetchAt(data, p.low + 8 * p.k * it * G + kPrefetchAhead);
+  return true;
+}
+
 #define TQM_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vbmi,bmi2,popcnt")))
 #define TQM_AVX512_INLINE TQM_AVX512 inline __attribute__((always_inline))
 
@@ -557,17 +571,7 @@ TQM_AVX512 absl::Status DecodeAvx512(const Parsed& p, absl::Span<const uint8_t> 
   const size_t full = p.n / kBlock, blocks = (p.n + kBlock - 1) / kBlock;
   const size_t rounds = full / G;
   size_t it = 0;
-  for (; it < rounds; ++it) {
-    bool fast = true;
-    for (int g = 0; g < G; ++g) fast &= ln[g].pos + kBlock <= p.end[g];
-    if (!fast) break;
-    // The refill loads are on the lanes' chains, so a cache miss there stalls
-    // the group: fetch each stream and the low plane ahead (a prefetch never
-    // faults; the address may lie past the payload).
-    for (int g = 0; g < G; ++g) {
-      PrefetchAt(data, ln[g].pos + kPrefetchAhead);
-    }
-    PrefetchAt(data, p.low + 8 * p.k * it * G + kPrefetchAhead);
+  for (; it < rounds && FastRound<G>(p, data, ln, it); ++it) {
 #pragma GCC unroll 4
     for (int g = 0; g < G; ++g) Block<true, true>(tb, ln[g], p, g, data, it * G + g, kBlock, out, &escapes);
   }
@@ -846,14 +850,7 @@ TQM_AVX2 absl::Status DecodeAvx2(const Avx2Tables& tb, const Parsed& p,
   const size_t full = p.n / kBlock, blocks = (p.n + kBlock - 1) / kBlock;
   const size_t rounds = full / G;
   size_t it = 0;
-  for (; it < rounds; ++it) {
-    bool fast = true;
-    for (int g = 0; g < G; ++g) fast &= ln[g].pos + kBlock <= p.end[g];
-    if (!fast) break;
-    for (int g = 0; g < G; ++g) {
-      PrefetchAt(in.data(), ln[g].pos + kPrefetchAhead);
-    }
-    PrefetchAt(in.data(), p.low + 8 * p.k * it * G + kPrefetchAhead);
+  for (; it < rounds && FastRound<G>(p, in.data(), ln, it); ++it) {
     Avx2Blocks<G, T, true, true>(tb, p, in, 0, it * G, kBlock, ln, out);
   }
   for (; it < rounds; ++it) {
