@@ -362,6 +362,29 @@ void LimitedHuffmanLengths(const uint32_t counts[256], int max_length,
   }
 }
 
+void PutVarint(uint32_t v, std::string* out) {
+  while (v >= 0x80) {
+    out->push_back(static_cast<char>(v | 0x80));
+    v >>= 7;
+  }
+  out->push_back(static_cast<char>(v));
+}
+
+bool GetVarint(absl::Span<const uint8_t> in, size_t* pos, uint32_t* v) {
+  uint32_t r = 0;
+  for (int shift = 0; shift < 35; shift += 7) {
+    if (*pos >= in.size()) return false;
+    uint8_t b = in[(*pos)++];
+    if (shift == 28 && b > 0x0f) return false;
+    r |= static_cast<uint32_t>(b & 0x7f) << shift;
+    if (!(b & 0x80)) {
+      *v = r;
+      return true;
+    }
+  }
+  return false;
+}
+
 bool HaveBmi2() {
 #if defined(__x86_64__) && defined(__GNUC__)
   // The BMI2 decoders also use LZCNT (CPUID 0x80000001, ECX bit 5).

@@ -125,6 +125,13 @@ void WriteSymbolValues(const uint32_t values[256], uint32_t max_value, std::stri
 absl::Status ReadSymbolValues(absl::Span<const uint8_t> in, size_t* pos,
                               uint32_t max_value, const char* what, uint32_t values[256]);
 
+// LEB128 numbers of at most 32 bits (stream sizes of Huffman and lanes):
+// PutVarint appends the shortest form; GetVarint reads in[*pos...], accepts
+// at most 5 bytes with a fifth byte <= 0x0F, advances *pos, and returns
+// false when the number is cut off or too long.
+void PutVarint(uint32_t v, std::string* out);
+bool GetVarint(absl::Span<const uint8_t> in, size_t* pos, uint32_t* v);
+
 // Rescales `counts` (of `total` symbols, >= 2 distinct) to frequencies that
 // sum to 2^precision, every present symbol >= 1, minimizing the coded size
 // sum(count * log2(2^precision / freq)).

@@ -43,7 +43,9 @@ using entropy_internal::kHuffmanShortCodeSlack;
 using entropy_internal::kHuffmanStreams;
 using entropy_internal::kModeCoded;
 using entropy_internal::kModeConstant;
+using entropy_internal::GetVarint;
 using entropy_internal::kModeRaw;
+using entropy_internal::PutVarint;
 
 absl::Status Corrupt(const std::string& what) {
   return absl::DataLossError("huffman: " + what);
@@ -91,29 +93,6 @@ void CanonicalCodes(const uint8_t lengths[256], uint32_t codes[256]) {
   for (int s = 0; s < 256; ++s) {
     codes[s] = lengths[s] ? Reverse(next[lengths[s]]++, lengths[s]) : 0;
   }
-}
-
-void PutVarint(uint32_t v, std::string* out) {
-  while (v >= 0x80) {
-    out->push_back(static_cast<char>(v | 0x80));
-    v >>= 7;
-  }
-  out->push_back(static_cast<char>(v));
-}
-
-bool GetVarint(absl::Span<const uint8_t> in, size_t* pos, uint32_t* v) {
-  uint32_t r = 0;
-  for (int shift = 0; shift < 35; shift += 7) {
-    if (*pos >= in.size()) return false;
-    uint8_t b = in[(*pos)++];
-    if (shift == 28 && b > 0x0f) return false;
-    r |= static_cast<uint32_t>(b & 0x7f) << shift;
-    if (!(b & 0x80)) {
-      *v = r;
-      return true;
-    }
-  }
-  return false;
 }
 
 // Decoder table: for each value of the next `log` bits, the length of the

@@ -49,10 +49,12 @@
 namespace tqm {
 namespace {
 
+using entropy_internal::GetVarint;
 using entropy_internal::kLanesMaxK;
 using entropy_internal::kLanesMaxLength;
 using entropy_internal::kModeCoded;
 using entropy_internal::kModeRaw;
+using entropy_internal::PutVarint;
 
 constexpr int kLanes = 16;        // lanes in a group
 constexpr int kBlock = 64;        // positions in a block: 4 steps of 16 lanes
@@ -70,29 +72,6 @@ absl::Status Corrupt(const std::string& what) { return absl::DataLossError("lane
 // Lanes of a block of `rc` positions (1..64) that have a symbol at step t.
 inline int ActiveLanes(size_t rc, int t) {
   return rc > static_cast<size_t>(t) ? static_cast<int>((rc - t + 3) / 4) : 0;
-}
-
-void PutVarint(uint64_t v, std::string* out) {
-  while (v >= 0x80) {
-    out->push_back(static_cast<char>(v | 0x80));
-    v >>= 7;
-  }
-  out->push_back(static_cast<char>(v));
-}
-
-bool GetVarint(absl::Span<const uint8_t> in, size_t* pos, uint64_t* v) {
-  uint64_t r = 0;
-  for (int shift = 0; shift < 35; shift += 7) {
-    if (*pos >= in.size()) return false;
-    const uint8_t b = in[(*pos)++];
-    if (shift == 28 && b > 0x0f) return false;  // at most 2^32 - 1
-    r |= static_cast<uint64_t>(b & 0x7f) << shift;
-    if (!(b & 0x80)) {
-      *v = r;
-      return true;
-    }
-  }
-  return false;
 }
 
 // Canonical codes of symbols 0..nsym-1 and of the escape symbol (length
@@ -187,13 +166,13 @@ absl::Status Parse(absl::Span<const uint8_t> in, size_t n, Parsed* p) {
   }
   uint64_t total = 0;
   for (int g = 0; g < p->groups; ++g) {
-    uint64_t words;
+    uint32_t words;
     if (!GetVarint(in, &pos, &words)) return Corrupt(absl::StrFormat("bad size of stream %d", g));
     p->begin[g] = static_cast<size_t>(total);  // relative for now
-    total += 2 * words;
+    total += 2 * static_cast<uint64_t>(words);  // no overflow: words < 2^32
     p->end[g] = static_cast<size_t>(total);
   }
-  uint64_t escapes = 0;
+  uint32_t escapes = 0;
   if (esc_len != 0 && !GetVarint(in, &pos, &escapes)) {
     return Corrupt("bad number of escapes");
   }
@@ -1079,8 +1058,8 @@ void WriteCoded(absl::Span<const uint8_t> in, const LanesCode& c, int groups, st
       }
     }
   }
-  for (const auto& s : streams) PutVarint(s.size(), out);
-  if (c.esc_len != 0) PutVarint(escapes.size(), out);
+  for (const auto& s : streams) PutVarint(static_cast<uint32_t>(s.size()), out);
+  if (c.esc_len != 0) PutVarint(static_cast<uint32_t>(escapes.size()), out);
   for (const auto& s : streams) {
     // 16-bit little-endian words (little-endian host).
     out->append(reinterpret_cast<const char*>(s.data()), 2 * s.size());
