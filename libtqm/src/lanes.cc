@@ -530,9 +530,11 @@ TQM_AVX512_INLINE void Block(const SimdTables tb, SimdLanes& ln, const Parsed& p
   }
   const __mmask64 here = kFull ? ~0ull : _bzhi_u64(~0ull, static_cast<unsigned>(rc));
   if (kEscapes) {
-    // Without a branch on whether the block has escapes: on Student-t chunks
-    // (escapes in ~30 % of blocks) its mispredicts cost 3.15 vs 4.6 GB/s
-    // when the chunks stream from DRAM, though only 5.5 vs 4.9 in L2.
+    // No branch on whether the block has escapes (in 5-40 % of blocks): on
+    // 256 distinct Student-t chunks its mispredicts cost 3.15 vs 4.6 GB/s.
+    // A benchmark that decodes the same few chunks again and again hides
+    // this: the branch predictor learns their escape pattern (one chunk
+    // copied 128 times, so streamed from DRAM all the same: 5.2 GB/s).
     const __mmask64 esc = _mm512_mask_cmple_epu8_mask(_mm512_cmpge_epu8_mask(idx, tb.esc_lo),
                                                       idx, tb.esc_last) &
                           here;
