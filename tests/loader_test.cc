@@ -546,6 +546,24 @@ TEST(ThreadPool, ParallelForRunsEveryIndexOnce) {
   }
 }
 
+// Idle threads poll a while before they sleep. Jobs back to back (workers
+// still polling), after a pause (workers asleep) and a pool destroyed while
+// its workers poll: every index runs once, and its plain (non-atomic) writes
+// are visible to the caller when ParallelFor returns (TSan checks this).
+TEST(ThreadPool, JobsWhileWorkersPollOrSleep) {
+  for (int round = 0; round < 3; ++round) {
+    ThreadPool pool(3);
+    for (int job = 0; job < 200; ++job) {
+      const size_t n = 1 + job % 7;
+      std::vector<int> out(n, -1);
+      pool.ParallelFor(n, [&](size_t i) { out[i] = static_cast<int>(i) + job; });
+      for (size_t i = 0; i < n; ++i) ASSERT_EQ(out[i], static_cast<int>(i) + job);
+      if (job % 50 == 49) std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+    // Destroyed right after a job: the workers are polling, not waiting.
+  }
+}
+
 }  // namespace
 }  // namespace tqm
 

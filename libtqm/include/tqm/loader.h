@@ -39,7 +39,9 @@ namespace tqm {
 
 // A small fork-join pool. The thread calling ParallelFor works on the loop
 // too, so ParallelFor never deadlocks, may be called from several threads at
-// once, and runs serially when the pool has no workers.
+// once, and runs serially when the pool has no workers. An idle worker, and
+// a caller waiting for the last calls of its loop, poll for 100 us before
+// sleeping: waking a sleeping thread costs more than decoding a small layer.
 class ThreadPool {
  public:
   // `threads` is the total parallelism including the caller: the pool
@@ -65,6 +67,9 @@ class ThreadPool {
   std::condition_variable done_cv_;
   std::deque<std::shared_ptr<Job>> queue_;
   bool stop_ = false;
+  // For idle workers polling before they sleep: jobs pushed so far, and stop_.
+  std::atomic<uint64_t> pushed_{0};
+  std::atomic<bool> stopping_{false};
   std::vector<std::thread> workers_;
 };
 
