@@ -326,8 +326,21 @@ inline void PortableBlock(const Parsed& p, absl::Span<const uint8_t> in, size_t 
   for (size_t q = 0; q < rc; ++q) o[q] = p.sym[idx[q]];
   if (p.esc_hi != 0) {
     uint64_t esc = 0;
-    for (size_t q = 0; q < rc; ++q) {
-      esc |= static_cast<uint64_t>(idx[q] >= p.esc_lo && idx[q] < p.esc_hi) << q;
+    if (kFast) {
+      // A flag byte per position (a loop compilers vectorize), then 8 flags
+      // to 8 mask bits by one multiply. The escape's prefixes span <= 128.
+      const uint32_t lo = p.esc_lo, span = p.esc_hi - p.esc_lo;
+      uint8_t flag[kBlock];
+      for (int q = 0; q < kBlock; ++q) flag[q] = static_cast<uint8_t>(idx[q] - lo) < span;
+      for (int e = 0; e < 8; ++e) {
+        uint64_t w;
+        std::memcpy(&w, flag + 8 * e, 8);
+        esc |= ((w * 0x0102040810204080ull) >> 56) << (8 * e);  // bit i = byte i (LE)
+      }
+    } else {
+      for (size_t q = 0; q < rc; ++q) {
+        esc |= static_cast<uint64_t>(idx[q] >= p.esc_lo && idx[q] < p.esc_hi) << q;
+      }
     }
     PatchEscapes(p, data, esc, o, next_escape);
   }
@@ -364,9 +377,9 @@ absl::Status DecodePortable(const Parsed& p, absl::Span<const uint8_t> in, uint8
     const int g = static_cast<int>(b % p.groups);
     const size_t rc = std::min<size_t>(kBlock, p.n - b * kBlock);
     // The low plane's last byte is the payload's last: 8-byte reads need
-    // 8 * (b + 1) * k + 8 <= its size.
+    // 8 * (b + 1) * k + 8 <= its size (k = 0: nothing is read).
     const bool fast = rc == kBlock && ln[g].pos + kBlock <= p.end[g] &&
-                      p.low + (8 * (b + 1)) * p.k + 8 <= in.size();
+                      (p.k == 0 || p.low + (8 * (b + 1)) * p.k + 8 <= in.size());
     if (fast) {
       PortableBlock<true>(p, in, p.end[g], ln[g], b, rc, out, &escapes);
     } else {
