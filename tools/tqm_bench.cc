@@ -408,13 +408,8 @@ DataSet Measure(const std::string& name, tqm::TensorSource& src, unsigned thread
       label += absl::StrFormat(" -3, %d KiB frames", tqm::format::kDefaultChunkSize / 1024);
     }
     if (codec == tqm::format::kCodecLanes) {
-      const bool avx512 = tqm::entropy_internal::HaveAvx512Vbmi();
-      const bool avx2 = tqm::entropy_internal::HaveAvx2Bmi2();
-      label += row.isa == LanesIsa::kPortable ? ", portable C++ decoder"
-               : row.isa == LanesIsa::kAvx2   ? (avx2 ? ", AVX2 decoder" : ", portable (no AVX2)")
-               : avx512                       ? ", AVX-512 decoder"
-               : avx2                         ? ", AVX2 decoder (no AVX-512)"
-                                              : ", portable (no AVX2)";
+      // The decoder that ran, which on other CPUs is not the one the row is for.
+      label += absl::StrFormat(", %s decoder", tqm::entropy_internal::LanesDecoderName(row.isa));
     }
     Speed s{label, bytes};
     s.gbps1 = bytes / run(1) / 1e9;

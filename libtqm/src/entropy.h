@@ -186,19 +186,23 @@ int LanesGroupsFor(size_t n);
 absl::Status EncodeLanesWith(absl::Span<const uint8_t> in, int k, int groups,
                              std::string* out);
 
-// kAuto: AVX-512 (F, BW, VL, VBMI) where the CPU has it, else AVX2 (with
-// BMI2) where it has that, else kPortable. kAvx2: the AVX2 decoder where the
-// CPU has AVX2 and BMI2 (what kAuto picks on CPUs without AVX-512 VBMI, such
-// as Haswell to Alder Lake and Zen 1-3), else kPortable. kPortable: plain
-// C++, the reference the others must match status for status.
+// kAuto: AVX-512 (F, BW, VL, VBMI, VBMI2) where the CPU has it, else AVX2
+// (with BMI1/2) where it has that, else NEON on AArch64, else kPortable.
+// kAvx2: the AVX2 decoder where the CPU has AVX2 and BMI1/2 (what kAuto
+// picks on x86 CPUs without AVX-512 VBMI, such as Haswell to Alder Lake and
+// Zen 1-3), else kPortable. kPortable: plain C++, the reference the others
+// must match status for status.
 enum class LanesIsa { kAuto, kPortable, kAvx2 };
 absl::Status DecodeLanesWith(LanesIsa isa, absl::Span<const uint8_t> in,
                              absl::Span<uint8_t> out);
 
 // Whether this CPU has what the AVX-512 lanes decoder uses.
 bool HaveAvx512Vbmi();
-// Whether this CPU has what the AVX2 lanes decoder uses (AVX2, BMI2, POPCNT).
+// Whether this CPU has what the AVX2 lanes decoder uses (AVX2, BMI1/2, POPCNT).
 bool HaveAvx2Bmi2();
+// The decoder DecodeLanesWith(isa, ...) runs on this CPU: "AVX-512", "AVX2",
+// "NEON" or "portable C++".
+const char* LanesDecoderName(LanesIsa isa);
 
 // Huffman encoding with codes of at most `max_length` bits (8..12), or 0
 // for EncodeHuffman's choice between 11 and 12.
