@@ -4,7 +4,7 @@ BUILD_DIR ?= build
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE_FLAGS ?=
 
-.PHONY: all deps configure build test test-fast sanitize tsan demo clean
+.PHONY: all deps configure build test test-fast sanitize tsan test-aarch64 demo clean
 
 all: build
 
@@ -32,6 +32,10 @@ sanitize: deps
 
 tsan: deps
 	scripts/tsan.sh loader_test format_test
+
+# Cross-built for AArch64 (NEON decoder, portable paths), run under qemu-user.
+test-aarch64:
+	scripts/cross-aarch64.sh
 
 demo: build
 	@scripts/demo.sh $(BUILD_DIR)

@@ -68,7 +68,8 @@ int main(int argc, char** argv) {
   app.add_flag("--no-lanes", no_lanes,
                "do not use the lanes codec (format 1.2): a format 1.1 file, for older readers "
                "and for CPUs without AVX-512 VBMI (lanes decodes ~2x Huffman's speed with it, "
-               "about the same with AVX2 only, 4-5x slower without AVX2)");
+               "about the same with AVX2 only, 4-5x slower in plain C++; Arm has a NEON "
+               "decoder whose speed is not measured)");
   unsigned threads = 0;
   app.add_option("--threads", threads, "threads encoding chunks (default: all cores)");
   app.add_flag("-q,--quiet", quiet, "no progress bar or summary");

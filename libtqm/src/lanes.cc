@@ -30,7 +30,8 @@
 // close to uniform in quantized weights and are stored as they are, which
 // keeps the coded alphabet small enough for 8-bit codes; k is chosen per
 // chunk by size. CPUs with AVX2 but not AVX-512 VBMI have their own decoder
-// (its section says how it finds lengths and symbols without vpermi2b).
+// (its section says how it finds lengths and symbols without vpermi2b), and
+// so does AArch64 (NEON: tbl lookups in 128-bit registers).
 
 #include <algorithm>
 #include <cmath>
@@ -67,8 +68,9 @@ constexpr int kMaxGroups = 4;
 // prefetch. On 256 chunks of 256 KiB, decoded once each (input from L3 and
 // DRAM), 256 bytes took the AVX-512 decoder from 3.9-4.1 to 4.3 GB/s; 512
 // was as good, 1024 and 2048 no better than none, a second prefetch to L2
-// further ahead slower. One chunk decoded again and again (input in L2)
-// runs at 5.9.
+// further ahead slower. (Measured when escapes were patched behind a branch;
+// much of the gap to one chunk decoded again and again, 5.9, was that
+// branch: see PatchEscapesAvx512.)
 constexpr size_t kPrefetchAhead = 256;
 
 absl::Status Corrupt(const std::string& what) { return absl::DataLossError("lanes: " + what); }

@@ -32,8 +32,8 @@ enum class Granularity { kTensor, kRow };
 //             with codes of at most 11 bits, Huffman with EncodeHuffman's
 //             choice of 11 or 12 bits, rANS, zstd). The order is that of a
 //             CPU with AVX-512 VBMI; with AVX2 only, lanes decodes about as
-//             fast as Huffman, and without AVX2 4-5x slower
-//             (PackOptions::lanes).
+//             fast as Huffman, in plain C++ (x86 without AVX2, other
+//             CPUs but AArch64) 4-5x slower (PackOptions::lanes).
 //  kSpeed:    the fastest codec that saves at least 3 % over stored; stored
 //             when none does (same order).
 // Float32 tensors are always stored (used in place from the mapping).
@@ -62,8 +62,9 @@ struct PackOptions {
   bool entropy = true;
   // Also try the lanes codec (format 1.2; needs `entropy`). It decodes about
   // 2x faster than Huffman with AVX-512 VBMI (Zen 4 and later, Ice Lake and
-  // later Xeons), about as fast with AVX2 only, and 4-5x slower on CPUs
-  // without AVX2 (plain C++; other architectures). Off: a format 1.1 file.
+  // later Xeons), about as fast with AVX2 only, and 4-5x slower in plain C++
+  // (x86 without AVX2; architectures other than AArch64, whose NEON decoder
+  // has not been timed on Arm hardware). Off: a format 1.1 file.
   bool lanes = true;
   // zstd level tried by Profile::kSize (0 disables zstd).
   int zstd_level = 19;
