@@ -19,9 +19,10 @@ build: configure
 
 # The whole suite: ASan+UBSan (clang) over every test plus each fuzzer for
 # TQM_FUZZ_SECONDS (default 60), ThreadSanitizer over the concurrent readers,
-# the loader and the writer's parallel packing (format_test),
-# then the Release suite (its ctest summary is the last thing printed).
-test: build sanitize tsan test-fast
+# the loader and the writer's parallel packing (format_test), an AArch64
+# cross build's tests under qemu (test-aarch64), then the Release suite (its
+# ctest summary is the last thing printed).
+test: build sanitize tsan test-aarch64 test-fast
 
 # Only the Release suite.
 test-fast: build
@@ -34,7 +35,7 @@ tsan: deps
 	scripts/tsan.sh loader_test format_test
 
 # Cross-built for AArch64 (NEON decoder, portable paths), run under qemu-user.
-test-aarch64:
+test-aarch64: deps
 	scripts/cross-aarch64.sh
 
 demo: build

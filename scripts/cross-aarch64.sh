@@ -3,8 +3,11 @@
 # the NEON lanes decoder, the portable code paths x86 never takes, unsigned
 # `char`, a weaker memory model (qemu runs the threads on the host's cores).
 #
-#   scripts/cross-aarch64.sh                   # the default test binaries
+#   scripts/cross-aarch64.sh                   # the default test binaries and
+#                                              # the fuzz corpora replayed
 #   scripts/cross-aarch64.sh entropy_test ...  # these instead
+# Tests that start tqm's tools as programs (tools_test, runtime_test) are not
+# run: the host has no binfmt handler for Arm binaries.
 #
 # Installs what it needs from Debian (arm64 multiarch libraries, the cross
 # compiler, qemu-user) with apt-get, as root or with sudo. Correctness only:
@@ -18,7 +21,8 @@ JOBS=${JOBS:-$(nproc 2>/dev/null || echo 2)}
 if [ $# -gt 0 ]; then
   TESTS=("$@")
 else
-  TESTS=(entropy_test vectors_test conformance_test seqtable_test json_test loader_test)
+  TESTS=(entropy_test vectors_test conformance_test seqtable_test json_test loader_test
+         format_test)
 fi
 
 SUDO=""
@@ -41,9 +45,15 @@ fi
 
 cmake -S . -B "$DIR" -DCMAKE_BUILD_TYPE=Release \
   -DCMAKE_TOOLCHAIN_FILE=cmake/aarch64-linux-gnu.cmake >/dev/null
-cmake --build "$DIR" -j "$JOBS" --target "${TESTS[@]}"
+FUZZ=()
+if [ $# -eq 0 ]; then FUZZ=(fuzz_open fuzz_chunk fuzz_roundtrip); fi
+cmake --build "$DIR" -j "$JOBS" --target "${TESTS[@]}" "${FUZZ[@]}"
 for t in "${TESTS[@]}"; do
   echo "cross-aarch64: $t (qemu-aarch64)"
   qemu-aarch64 "$DIR/bin/$t"
+done
+for f in "${FUZZ[@]}"; do
+  echo "cross-aarch64: $f replaying fuzz/corpus/$f (qemu-aarch64)"
+  qemu-aarch64 "$DIR/bin/$f" "fuzz/corpus/$f"
 done
 echo "cross-aarch64: all passed"
