@@ -265,6 +265,18 @@ inline void MergeLow(const uint8_t* low, uint8_t* o) {
   }
 }
 
+// The 64-bit mask of a block's flag bytes (each 0 or 1): bit i = flag[i].
+// Eight flags per multiply; little-endian host.
+inline uint64_t FlagsToMask(const uint8_t flag[kBlock]) {
+  uint64_t mask = 0;
+  for (int e = 0; e < 8; ++e) {
+    uint64_t w;
+    std::memcpy(&w, flag + 8 * e, 8);
+    mask |= ((w * 0x0102040810204080ull) >> 56) << (8 * e);
+  }
+  return mask;
+}
+
 // ORs the low plane's fields of full block b into o[0..63] (8k + 8 bytes
 // from its fields on are readable).
 inline void MergeLowBlock(const Parsed& p, const uint8_t* data, size_t b, uint8_t* o) {
@@ -349,16 +361,12 @@ inline void PortableBlock(const Parsed& p, absl::Span<const uint8_t> in, size_t 
   if (p.esc_hi != 0) {
     uint64_t esc = 0;
     if (kFast) {
-      // A flag byte per position (a loop compilers vectorize), then 8 flags
-      // to 8 mask bits by one multiply. The escape's prefixes span <= 128.
+      // A flag byte per position (a loop compilers vectorize), then the
+      // mask. The escape's prefixes span <= 128.
       const uint32_t lo = p.esc_lo, span = p.esc_hi - p.esc_lo;
       uint8_t flag[kBlock];
       for (int q = 0; q < kBlock; ++q) flag[q] = static_cast<uint8_t>(idx[q] - lo) < span;
-      for (int e = 0; e < 8; ++e) {
-        uint64_t w;
-        std::memcpy(&w, flag + 8 * e, 8);
-        esc |= ((w * 0x0102040810204080ull) >> 56) << (8 * e);  // bit i = byte i (LE)
-      }
+      esc = FlagsToMask(flag);
     } else {
       for (size_t q = 0; q < rc; ++q) {
         esc |= static_cast<uint64_t>(idx[q] >= p.esc_lo && idx[q] < p.esc_hi) << q;
@@ -381,11 +389,11 @@ inline void PortableBlock(const Parsed& p, absl::Span<const uint8_t> in, size_t 
 }
 
 // Whether PortableBlock<true> may decode block b of group g (rc == 64).
-inline bool PortableFast(const Parsed& p, size_t in_size, const PortableLanes& ln, int g,
-                         size_t b) {
+// `pos`: the group's stream position.
+inline bool PortableFast(const Parsed& p, size_t in_size, size_t pos, int g, size_t b) {
   // The low plane's last byte is the payload's last: 8-byte reads need
   // 8 * (b + 1) * k + 8 <= its size (k = 0: nothing is read).
-  return ln.pos + kBlock <= p.end[g] &&
+  return pos + kBlock <= p.end[g] &&
          (p.k == 0 || p.low + (8 * (b + 1)) * p.k + 8 <= in_size);
 }
 
@@ -397,7 +405,7 @@ absl::Status DecodePortableFrom(const Parsed& p, absl::Span<const uint8_t> in, u
   for (size_t b = first; b < blocks; ++b) {
     const int g = static_cast<int>(b % p.groups);
     const size_t rc = std::min<size_t>(kBlock, p.n - b * kBlock);
-    if (rc == kBlock && PortableFast(p, in.size(), ln[g], g, b)) {
+    if (rc == kBlock && PortableFast(p, in.size(), ln[g].pos, g, b)) {
       PortableBlock<true>(p, in, p.end[g], ln[g], b, rc, out, &escapes);
     } else {
       PortableBlock<false>(p, in, p.end[g], ln[g], b, rc, out, &escapes);
@@ -549,13 +557,7 @@ inline __attribute__((always_inline)) void NeonBlock(const NeonTables& tb, NeonL
   if (vmaxvq_u8(any) != 0) {
     alignas(16) uint8_t f[kBlock];
     for (int q = 0; q < 4; ++q) vst1q_u8(f + 16 * q, vandq_u8(flag[q], vdupq_n_u8(1)));
-    uint64_t esc = 0;
-    for (int e = 0; e < 8; ++e) {
-      uint64_t w;
-      std::memcpy(&w, f + 8 * e, 8);
-      esc |= ((w * 0x0102040810204080ull) >> 56) << (8 * e);  // bit i = byte i (LE)
-    }
-    PatchEscapes(p, data, esc, o, next_escape);
+    PatchEscapes(p, data, FlagsToMask(f), o, next_escape);
   }
   MergeLowBlock(p, data, b, o);
 }
@@ -566,7 +568,6 @@ absl::Status DecodeNeon(const Parsed& p, absl::Span<const uint8_t> in, uint8_t* 
   tb.len_lo = vld1q_u8_x4(p.len7);
   tb.len_hi = vld1q_u8_x4(p.len7 + 64);
   NeonLanes ln[G];
-  PortableLanes handover[kMaxGroups];
   for (int g = 0; g < G; ++g) {
     for (int i = 0; i < 4; ++i) ln[g].buf[i] = ln[g].cnt[i] = vdupq_n_u32(0);
     ln[g].pos = p.begin[g];
@@ -577,12 +578,12 @@ absl::Status DecodeNeon(const Parsed& p, absl::Span<const uint8_t> in, uint8_t* 
   for (; it < rounds; ++it) {
     bool fast = true;
     for (int g = 0; g < G; ++g) {
-      handover[g].pos = ln[g].pos;
-      fast = fast && PortableFast(p, in.size(), handover[g], g, it * G + g);
+      fast = fast && PortableFast(p, in.size(), ln[g].pos, g, it * G + g);
     }
     if (!fast) break;
     for (int g = 0; g < G; ++g) NeonBlock(tb, ln[g], p, data, it * G + g, out, &escapes);
   }
+  PortableLanes handover[kMaxGroups];
   for (int g = 0; g < G; ++g) {
     for (int i = 0; i < 4; ++i) {
       vst1q_u32(handover[g].buf + 4 * i, ln[g].buf[i]);

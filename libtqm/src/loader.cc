@@ -72,8 +72,7 @@ ThreadPool::ThreadPool(int threads) {
 ThreadPool::~ThreadPool() {
   {
     std::lock_guard<std::mutex> lock(mu_);
-    stop_ = true;
-    stopping_.store(true, std::memory_order_relaxed);
+    stop_.store(true, std::memory_order_relaxed);
   }
   work_cv_.notify_all();
   for (std::thread& t : workers_) t.join();
@@ -110,7 +109,7 @@ void ThreadPool::WorkerLoop() {
       spun = false;
       continue;
     }
-    if (stop_) return;
+    if (stop_.load(std::memory_order_relaxed)) return;
     if (!spun) {
       // Poll for a new job a while before sleeping (see kSpinFor). The
       // queue is checked again under mu_, so no notify can be lost.
@@ -118,7 +117,7 @@ void ThreadPool::WorkerLoop() {
       lock.unlock();
       SpinUntil([&] {
         return pushed_.load(std::memory_order_relaxed) != seen ||
-               stopping_.load(std::memory_order_relaxed);
+               stop_.load(std::memory_order_relaxed);
       });
       lock.lock();
       spun = true;

@@ -66,10 +66,10 @@ class ThreadPool {
   std::condition_variable work_cv_;
   std::condition_variable done_cv_;
   std::deque<std::shared_ptr<Job>> queue_;
-  bool stop_ = false;
-  // For idle workers polling before they sleep: jobs pushed so far, and stop_.
+  // Written under mu_; atomic for idle workers polling without it.
+  std::atomic<bool> stop_{false};
+  // Jobs pushed so far, for idle workers polling before they sleep.
   std::atomic<uint64_t> pushed_{0};
-  std::atomic<bool> stopping_{false};
   std::vector<std::thread> workers_;
 };
 
