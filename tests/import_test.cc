@@ -1122,7 +1122,20 @@ TEST(LayerFromName, Parses) {
   EXPECT_EQ(LayerFromName("model.norm.weight"), -1);
   EXPECT_EQ(LayerFromName("lm_head.weight"), -1);
   EXPECT_EQ(LayerFromName(""), -1);
-  EXPECT_EQ(LayerFromName("xmodel.layers.1.y"), -1);
+  EXPECT_EQ(LayerFromName("xmodel.layers.1.y"), 1);
+  EXPECT_EQ(LayerFromName("model.xlayers.1.y"), -1);
+  // The common naming schemes.
+  EXPECT_EQ(LayerFromName("model.decoder.layers.5.fc1.weight"), 5);
+  EXPECT_EQ(LayerFromName("transformer.h.11.attn.c_attn.weight"), 11);
+  EXPECT_EQ(LayerFromName("encoder.layer.2.attention.self.query.weight"), 2);
+  EXPECT_EQ(LayerFromName("bert.encoder.layer.3.output.dense.weight"), 3);
+  EXPECT_EQ(LayerFromName("layers.4.attention.wq.weight"), 4);
+  EXPECT_EQ(LayerFromName("blk.6.attn_q.weight"), 6);
+  EXPECT_EQ(LayerFromName("model.language_model.layers.8.mlp.up_proj.weight"), 8);
+  // The first container wins (experts inside a layer).
+  EXPECT_EQ(LayerFromName("model.layers.1.mlp.experts.7.w1.weight"), 1);
+  EXPECT_EQ(LayerFromName("transformer.wte.weight"), -1);
+  EXPECT_EQ(LayerFromName("blk.x.attn_q.weight"), -1);
 }
 
 TEST(Metadata, FactoriesAndFind) {

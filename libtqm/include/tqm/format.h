@@ -19,9 +19,11 @@ inline constexpr uint8_t kMagic[8] = {0x89, 'T', 'Q', 'M', 0x0D, 0x0A, 0x1A, 0x0
 
 inline constexpr uint16_t kMajorVersion = 1;
 // 1.0: stored and seqtable codecs. 1.1: adds the zstd, rANS and Huffman
-// codecs (ids 2, 3, 4). 1.2: adds the lanes codec (id 5). Writers record the
-// lowest minor version whose features the file uses.
-inline constexpr uint16_t kMinorVersion = 2;
+// codecs (ids 2, 3, 4). 1.2: adds the lanes codec (id 5). 1.3: adds the
+// extended tensor records behind kHeaderFlagExtendedTensors (bit widths,
+// group parameters, verbatim storage, more dtypes, 0-d and empty tensors).
+// Writers record the lowest minor version whose features the file uses.
+inline constexpr uint16_t kMinorVersion = 3;
 
 // Fixed header at offset 0.
 inline constexpr size_t kHeaderSize = 64;
@@ -31,8 +33,12 @@ inline constexpr size_t kHeaderChecksummedSize = 56;
 // Every section and every chunk starts at a multiple of this.
 inline constexpr uint64_t kAlignment = 64;
 
-// Header flags. v1 defines none; a reader rejects any set bit it does not know.
-inline constexpr uint32_t kKnownHeaderFlags = 0;
+// Header flags. A reader rejects any set bit it does not know.
+// 1.3: the tensor records use the extensions of version 1.3: the `bits`
+// field, storages U8_GROUP and RAW, source dtypes 5-14, ndim 0 and zero
+// dimensions. Set only when some tensor needs one of them.
+inline constexpr uint32_t kHeaderFlagExtendedTensors = 1u << 0;
+inline constexpr uint32_t kKnownHeaderFlags = kHeaderFlagExtendedTensors;
 
 // Section directory entry.
 inline constexpr size_t kSectionEntrySize = 32;
@@ -54,20 +60,48 @@ enum MetaType : uint8_t {
   kMetaBytes = 4,
 };
 
-// Original (source) element type of a tensor, informational.
+// Element type of a tensor in the file it came from. Informational for the
+// F32 and U8 storages; the element type of RAW storage. Values 5-14 are
+// valid only in files with kHeaderFlagExtendedTensors (1.3).
 enum SourceDType : uint8_t {
   kDTypeF32 = 1,
   kDTypeF16 = 2,
   kDTypeBF16 = 3,
   kDTypeQ8_0 = 4,  // GGUF Q8_0 blocks (imported, dequantized before packing)
+  kDTypeF64 = 5,   // 1.3
+  kDTypeI8 = 6,    // 1.3
+  kDTypeI16 = 7,   // 1.3
+  kDTypeI32 = 8,   // 1.3
+  kDTypeI64 = 9,   // 1.3
+  kDTypeU8 = 10,   // 1.3
+  kDTypeU16 = 11,  // 1.3
+  kDTypeU32 = 12,  // 1.3
+  kDTypeU64 = 13,  // 1.3
+  kDTypeBool = 14, // 1.3: one byte, 0 or 1
 };
+inline constexpr uint8_t kMaxDTypeV12 = kDTypeQ8_0;
+inline constexpr uint8_t kMaxDType = kDTypeBool;
 
 // How a tensor's bytes are stored (what its chunks decode to).
 enum Storage : uint8_t {
   kStorageF32 = 1,          // little-endian float32 values, unquantized
   kStorageU8Tensor = 2,     // uint8, one affine (scale, zero) per tensor
   kStorageU8Row = 3,        // uint8, one affine (scale, zero) per row (dims[0])
+  // 1.3 (kHeaderFlagExtendedTensors): uint8, one affine pair per group of
+  // `group_size` consecutive elements along the last dimension.
+  kStorageU8Group = 4,
+  // 1.3: the source's bytes verbatim, elements of `source_dtype`.
+  kStorageRaw = 5,
 };
+inline constexpr uint8_t kMaxStorageV12 = kStorageU8Row;
+inline constexpr uint8_t kMaxStorage = kStorageRaw;
+// 1.3: bit widths of quantized codes (the `bits` field).
+inline constexpr uint8_t kMinBits = 1;
+inline constexpr uint8_t kMaxBits = 8;
+// 1.3: U8_GROUP group sizes: a multiple of kGroupSizeMultiple from
+// kGroupSizeMultiple up to kMaxGroupSize.
+inline constexpr uint32_t kGroupSizeMultiple = 8;
+inline constexpr uint32_t kMaxGroupSize = 1u << 16;
 
 // Chunk codecs. A reader rejects (UnimplementedError) a file or chunk that
 // uses a codec it does not implement. Ids are never reused.

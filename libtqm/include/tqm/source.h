@@ -1,6 +1,15 @@
-// The import side of the data path: a TensorSource yields named float32
-// tensors one at a time, so that a writer never holds more than a few tensors
-// in memory. Importers (llama2c.h, safetensors.h, ...) implement it.
+// The import side of the data path: a TensorSource yields named tensors one
+// at a time, so that a writer never holds more than a few tensors in memory.
+// Importers (import.h) implement it.
+//
+// A tensor comes in one of three kinds:
+//  - kFloat: floating-point weights the writer may quantize; Read() gives
+//    float32 values, ReadRaw() the source bytes (F32, F16, BF16, F64).
+//  - kRaw: a tensor the writer must store verbatim (integers, bool, 0-d
+//    scalars, empty tensors, F64): only ReadRaw().
+//  - kQuantized: codes and affine parameters that are already quantized
+//    (a tqm-unpack --dtype u8 export, GGUF Q8_0): ReadQuantized(), stored as
+//    they are, without re-quantizing. Read() dequantizes.
 
 #ifndef TQM_SOURCE_H_
 #define TQM_SOURCE_H_
@@ -12,13 +21,29 @@
 #include "absl/status/status.h"
 #include "tqm/format.h"
 #include "tqm/metadata.h"
+#include "tqm/quantize.h"
 
 namespace tqm {
 
+enum class TensorKind { kFloat, kRaw, kQuantized };
+
 struct SourceTensor {
-  std::string name;               // Hugging Face Llama convention
+  std::string name;               // Hugging Face convention
   format::SourceDType dtype = format::kDTypeF32;  // dtype in the source file
-  std::vector<uint64_t> dims;     // row-major, [out_features, in_features]
+  // Row-major, [out_features, in_features]. May be empty (a 0-d scalar) and
+  // may hold zeros (an empty tensor) for kRaw tensors.
+  std::vector<uint64_t> dims;
+  TensorKind kind = TensorKind::kFloat;
+};
+
+// Codes and parameters of an already quantized tensor (TensorKind::
+// kQuantized), in the file's storage terms (spec/FORMAT.md "Tensor data").
+struct QuantizedTensor {
+  format::Storage storage = format::kStorageU8Tensor;
+  uint8_t bits = 8;           // codes are < 2^bits
+  uint32_t group_size = 0;    // kStorageU8Group only: elements per group
+  std::vector<uint8_t> codes;  // numel bytes, row-major
+  std::vector<Affine> params;  // 1, dims[0] or one per group
 };
 
 class TensorSource {
@@ -33,11 +58,31 @@ class TensorSource {
 
   // Reads tensor `i` converted to float32 into `out` (resized to its element
   // count). May be called more than once for the same tensor, in any order.
+  // kRaw tensors: InvalidArgument.
   virtual absl::Status Read(size_t i, std::vector<float>* out) = 0;
+
+  // Reads the bytes of tensor `i` exactly as the source holds them
+  // (little-endian elements of `dtype`, row-major) into `out`. kFloat and
+  // kRaw tensors. The default implementation serves F32 tensors through
+  // Read() and fails for every other dtype.
+  virtual absl::Status ReadRaw(size_t i, std::string* out);
+
+  // Reads an already quantized tensor (kQuantized). The default fails.
+  virtual absl::Status ReadQuantized(size_t i, QuantizedTensor* out);
 };
 
-// Returns the layer number encoded in a Hugging Face style name
-// ("model.layers.12.mlp.up_proj.weight" -> 12), or -1 when there is none.
+// Bytes per element of `dtype` in the source (and in RAW storage); 0 for
+// block-quantized dtypes (Q8_0) and unknown values.
+size_t DTypeSize(format::SourceDType dtype);
+
+// The dtype's name as safetensors spells it ("F32", "I64", "BOOL", ...), or
+// "Q8_0"; "?" for unknown values.
+const char* DTypeName(format::SourceDType dtype);
+
+// Returns the layer number encoded in a tensor name, or -1 when there is
+// none. Recognised: model.layers.N., model.decoder.layers.N.,
+// transformer.h.N., encoder.layer.N., layers.N., blk.N. (and any of them
+// behind further prefixes such as "model.language_model.").
 int32_t LayerFromName(const std::string& name);
 
 }  // namespace tqm
