@@ -216,8 +216,8 @@ void Catalogue::Build() {
       [](std::string* b, const Layout&) { Store<uint16_t>(b, 8, 2); });
   Add("major_zero", "open", kUnimpl, "major_version 0 is not supported",
       [](std::string* b, const Layout&) { Store<uint16_t>(b, 8, 0); });
-  Add("unknown_header_flag", "open", kUnimpl, "flags 0x1 has bits this reader does not know",
-      [](std::string* b, const Layout&) { Store<uint32_t>(b, 12, 1); });
+  Add("unknown_header_flag", "open", kUnimpl, "flags 0x2 has bits this reader does not know",
+      [](std::string* b, const Layout&) { Store<uint32_t>(b, 12, 2); });
   Add("header_reserved_36", "open", kLoss, "header: reserved0 is 1, must be 0",
       [](std::string* b, const Layout&) { Store<uint32_t>(b, 36, 1); });
   Add("header_reserved_48", "open", kLoss, "header: reserved1 is 9223372036854775808",

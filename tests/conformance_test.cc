@@ -374,7 +374,7 @@ TEST(Header, R4_HeaderChecksum_CheckedBeforeTheFields) {
 }
 
 TEST(Header, R5_UnknownFlags) {
-  for (uint32_t flags : {1u, 0x80000000u}) {
+  for (uint32_t flags : {2u, 0x80000000u}) {
     File f = Base();
     f.Set<uint32_t>(12, flags);
     f.SealHeader();

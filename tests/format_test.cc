@@ -273,7 +273,7 @@ TEST_P(RoundTrip, DecodesToTheQuantizedSource) {
       EXPECT_FALSE((*r)->InPlace(i).empty());
       continue;
     }
-    const uint64_t row = t.row_length();
+    const uint64_t row = t.ParamRun(0);
     ASSERT_EQ(t.affine.size() * row, t.numel);
     std::vector<uint8_t> q(t.numel), expect(t.numel);
     ASSERT_TRUE((*r)->DecodeTensor(i, absl::MakeSpan(q)).ok());

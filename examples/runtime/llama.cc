@@ -478,11 +478,8 @@ absl::Status Llama::ReadRange(int tensor, uint64_t begin, uint64_t count, float*
       std::memcpy(reinterpret_cast<uint8_t*>(out) + (lo - b0), buf.data() + (lo - c0),
                   hi - lo);
     } else {
-      const uint64_t row = ti.row_length();
-      for (uint64_t e = lo; e < hi; ++e) {
-        const Affine& a = ti.affine[ti.affine.size() == 1 ? 0 : e / row];
-        out[e - b0] = a.scale * (static_cast<float>(buf[e - c0]) - a.zero);
-      }
+      DequantizeRange(ti, lo, absl::MakeConstSpan(buf).subspan(lo - c0, hi - lo),
+                      absl::MakeSpan(out + (lo - b0), hi - lo));
     }
   }
   return absl::OkStatus();

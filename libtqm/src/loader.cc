@@ -281,18 +281,20 @@ absl::Status TensorView::ToFloat(absl::Span<float> out) const {
     return absl::InvalidArgumentError(absl::StrFormat(
         "tensor '%s' has %d values, buffer has %d", info->name, info->numel, out.size()));
   }
+  if (info->numel == 0) return absl::OkStatus();
   if (!f32.empty()) {
     std::memcpy(out.data(), f32.data(), f32.size() * sizeof(float));
+    return absl::OkStatus();
+  }
+  if (!raw.empty()) {
+    RawToFloat(info->source_dtype, raw.data(), info->numel, out.data());
     return absl::OkStatus();
   }
   if (q.empty()) {
     return absl::FailedPreconditionError(
         absl::StrFormat("tensor '%s' was not decoded (skip_quantized)", info->name));
   }
-  const uint64_t row = info->row_length();
-  for (size_t r = 0; r < affine.size(); ++r) {
-    DequantizeAffine(q.subspan(r * row, row), affine[r], out.subspan(r * row, row));
-  }
+  DequantizeRange(*info, 0, q, out);
   return absl::OkStatus();
 }
 
@@ -428,15 +430,18 @@ absl::Status Model::Init() {
         st.ranges.push_back({ch.offset, ch.encoded_size});
       const bool quantized = ti.quantized();
       if (quantized && options_.skip_quantized) continue;
-      const bool to_f32 = !quantized || options_.dequantize;
+      const bool to_f32 = ti.storage == format::kStorageF32 ||
+                          (quantized && options_.dequantize);
       if (options_.zero_copy && (!quantized || !options_.dequantize)) {
         absl::Span<const uint8_t> place = reader_->InPlace(t);
         if (!place.empty() &&
-            (quantized ||
+            (!to_f32 ||
              reinterpret_cast<uintptr_t>(place.data()) % alignof(float) == 0)) {
           v.in_place = true;
           if (quantized) {
             v.q = place;
+          } else if (ti.raw()) {
+            v.raw = place;
           } else {
             v.f32 = absl::MakeConstSpan(reinterpret_cast<const float*>(place.data()),
                                         ti.numel);
@@ -445,7 +450,7 @@ absl::Status Model::Init() {
         }
       }
       st.offsets[i] = st.owned_bytes;
-      st.owned_bytes += AlignUp(to_f32 ? ti.numel * 4 : ti.numel, kAlign);
+      st.owned_bytes += AlignUp(to_f32 ? ti.numel * 4 : ti.byte_size, kAlign);
       for (size_t c = 0; c < ti.chunks.size(); ++c) {
         st.tasks.push_back({static_cast<uint32_t>(i), static_cast<uint32_t>(c)});
       }
@@ -668,7 +673,9 @@ absl::Status Model::Decode(LayerState* st) {
     if (st->offsets[i] == LayerState::kNoBuffer) continue;
     TensorView& v = st->views[i];
     uint8_t* p = base + st->offsets[i];
-    if (!v.info->quantized() || options_.dequantize) {
+    if (v.info->raw()) {
+      v.raw = absl::MakeConstSpan(p, v.info->byte_size);
+    } else if (!v.info->quantized() || options_.dequantize) {
       v.f32 = absl::MakeConstSpan(reinterpret_cast<const float*>(p), v.info->numel);
     } else {
       v.q = absl::MakeConstSpan(p, v.info->numel);
@@ -692,19 +699,9 @@ absl::Status Model::Decode(LayerState* st) {
       scratch.resize(ch.decoded_size);
       s = reader_->DecodeChunk(v.tensor, c, absl::MakeSpan(scratch), verify);
       if (s.ok()) {
-        float* out = reinterpret_cast<float*>(dst);
-        const uint64_t row = ti.row_length();
-        uint64_t e = ch.decoded_offset;
-        size_t k2 = 0;
-        while (k2 < scratch.size()) {
-          const uint64_t r = e / row;
-          const uint64_t n = std::min<uint64_t>(row - e % row, scratch.size() - k2);
-          DequantizeAffine(absl::MakeConstSpan(scratch).subspan(k2, n),
-                           ti.affine[ti.affine.size() == 1 ? 0 : r],
-                           absl::MakeSpan(out + e, n));
-          e += n;
-          k2 += n;
-        }
+        float* out = reinterpret_cast<float*>(dst) + ch.decoded_offset;
+        DequantizeRange(ti, ch.decoded_offset, scratch,
+                        absl::MakeSpan(out, scratch.size()));
       }
     } else {
       s = reader_->DecodeChunk(

@@ -1,4 +1,4 @@
-// Per-tensor / per-row 8-bit affine quantization (spec/FORMAT.md,
+// Per-tensor / per-row / per-group B-bit affine quantization (spec/FORMAT.md,
 // "Quantization"). All arithmetic is float32 with the default rounding mode
 // (round half to even), matching the paper's torch implementation.
 
@@ -15,7 +15,11 @@
 
 namespace tqm {
 
-absl::StatusOr<Affine> ChooseAffine(absl::Span<const float> x) {
+absl::StatusOr<Affine> ChooseAffine(absl::Span<const float> x, int bits) {
+  if (bits < 1 || bits > 8) {
+    return absl::InvalidArgumentError(absl::StrFormat("bit width %d is not 1..8", bits));
+  }
+  const float levels = static_cast<float>((1 << bits) - 1);
   if (x.empty()) return absl::InvalidArgumentError("cannot quantize an empty tensor");
   float lo = x[0], hi = x[0];
   for (size_t i = 0; i < x.size(); ++i) {
@@ -36,9 +40,9 @@ absl::StatusOr<Affine> ChooseAffine(absl::Span<const float> x) {
       return absl::InvalidArgumentError(
           absl::StrFormat("value range [%g, %g] overflows float32", lo, hi));
     }
-    a.scale = range / 255.0f;
+    a.scale = range / levels;
     if (!(a.scale > 0.0f)) {
-      // (max - min) / 255 underflowed to zero: no valid pair exists
+      // (max - min) / M underflowed to zero: no valid pair exists
       // (spec/FORMAT.md, "Quantization"). Only subnormal ranges do this.
       return absl::InvalidArgumentError(absl::StrFormat(
           "value range [%g, %g] is too small to quantize (scale underflows)", lo, hi));
@@ -75,8 +79,10 @@ namespace quantize_internal {
 float RoundHalfEven(float v) { return tqm::RoundHalfEven(v); }
 }  // namespace quantize_internal
 
-void QuantizeAffine(absl::Span<const float> x, Affine a, absl::Span<uint8_t> out) {
+void QuantizeAffine(absl::Span<const float> x, Affine a, absl::Span<uint8_t> out,
+                    int bits) {
   const float scale = a.scale, zero = a.zero;
+  const float top = static_cast<float>((1 << bits) - 1);
   const float* in = x.data();
   uint8_t* o = out.data();
   size_t i = 0;
@@ -86,7 +92,7 @@ void QuantizeAffine(absl::Span<const float> x, Affine a, absl::Span<uint8_t> out
   // values are integers in [0, 255]), pack 16 to bytes.
   const __m128 vs = _mm_set1_ps(scale), vz = _mm_set1_ps(zero);
   const __m128 two23 = _mm_set1_ps(8388608.0f), sign = _mm_set1_ps(-0.0f);
-  const __m128 lo = _mm_setzero_ps(), hi = _mm_set1_ps(255.0f);
+  const __m128 lo = _mm_setzero_ps(), hi = _mm_set1_ps(top);
   auto quad = [&](const float* p) {
     const __m128 v = _mm_div_ps(_mm_loadu_ps(p), vs);
     const __m128 av = _mm_andnot_ps(sign, v);
@@ -105,7 +111,7 @@ void QuantizeAffine(absl::Span<const float> x, Affine a, absl::Span<uint8_t> out
 #endif
   for (; i < x.size(); ++i) {
     float q = RoundHalfEven(in[i] / scale) + zero;
-    q = q < 0.0f ? 0.0f : (q > 255.0f ? 255.0f : q);
+    q = q < 0.0f ? 0.0f : (q > top ? top : q);
     o[i] = static_cast<uint8_t>(q);
   }
 }

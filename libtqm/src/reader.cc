@@ -14,12 +14,15 @@
 #include <cmath>
 #include <cstring>
 
+#include "absl/base/casts.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_format.h"
 #include "atomic_file.h"
 #include "checksum.h"
 #include "cursor.h"
+#include "import_internal.h"
+#include "tqm/source.h"
 #include "tqm/codec.h"
 #include "tqm/status.h"
 
@@ -45,6 +48,8 @@ constexpr uint64_t kMinMetaEntry = 8;
 // The smallest tensor record: 18 fixed bytes, a 1-byte name, one dimension,
 // no parameters, one chunk record.
 constexpr uint64_t kMinTensorRecord = 18 + 1 + 8 + format::kChunkRecordSize;
+// With the 1.3 extensions an empty tensor has no chunk.
+constexpr uint64_t kMinTensorRecordExtended = 18 + 1 + 8;
 // Header field offsets (spec "Header").
 constexpr uint64_t kOffMajor = 8, kOffFlags = 12, kOffFileSize = 16,
                    kOffDirectoryOffset = 24, kOffSectionCount = 32, kOffReserved0 = 36,
@@ -103,11 +108,103 @@ std::string SectionName(uint32_t id) {
 
 }  // namespace
 
-uint64_t TensorInfo::row_length() const {
-  if (storage == format::kStorageU8Row && !dims.empty() && dims[0] != 0) {
-    return numel / dims[0];
+uint64_t TensorInfo::element_size() const {
+  switch (storage) {
+    case format::kStorageF32:
+      return 4;
+    case format::kStorageRaw:
+      return DTypeSize(source_dtype);
+    default:
+      return 1;
   }
-  return numel;
+}
+
+uint64_t TensorInfo::ParamIndex(uint64_t e) const {
+  switch (storage) {
+    case format::kStorageU8Row:
+      return e / (numel / dims[0]);
+    case format::kStorageU8Group: {
+      const uint64_t cols = dims.back();
+      const uint64_t per_row = (cols + group_size - 1) / group_size;
+      return e / cols * per_row + e % cols / group_size;
+    }
+    default:
+      return 0;
+  }
+}
+
+uint64_t TensorInfo::ParamRun(uint64_t e) const {
+  switch (storage) {
+    case format::kStorageU8Row: {
+      const uint64_t row = numel / dims[0];
+      return row - e % row;
+    }
+    case format::kStorageU8Group: {
+      const uint64_t c = e % dims.back();
+      return std::min<uint64_t>(group_size - c % group_size, dims.back() - c);
+    }
+    default:
+      return numel - e;
+  }
+}
+
+void DequantizeRange(const TensorInfo& t, uint64_t first, absl::Span<const uint8_t> q,
+                     absl::Span<float> out) {
+  for (size_t k = 0; k < q.size();) {
+    const uint64_t e = first + k;
+    const size_t n = std::min<uint64_t>(t.ParamRun(e), q.size() - k);
+    DequantizeAffine(q.subspan(k, n), t.affine[t.ParamIndex(e)], out.subspan(k, n));
+    k += n;
+  }
+}
+
+void RawToFloat(format::SourceDType dtype, const uint8_t* in, size_t n, float* out) {
+  for (size_t i = 0; i < n; ++i) {
+    switch (dtype) {
+      case format::kDTypeF32:
+        out[i] = absl::bit_cast<float>(internal::LoadLE32(in + 4 * i));
+        break;
+      case format::kDTypeF16:
+        out[i] = internal::HalfToFloat(internal::LoadLE16(in + 2 * i));
+        break;
+      case format::kDTypeBF16:
+        out[i] = internal::BFloat16ToFloat(internal::LoadLE16(in + 2 * i));
+        break;
+      case format::kDTypeF64:
+        out[i] = static_cast<float>(absl::bit_cast<double>(internal::LoadLE64(in + 8 * i)));
+        break;
+      case format::kDTypeI8:
+        out[i] = static_cast<int8_t>(in[i]);
+        break;
+      case format::kDTypeI16:
+        out[i] = static_cast<int16_t>(internal::LoadLE16(in + 2 * i));
+        break;
+      case format::kDTypeI32:
+        out[i] = static_cast<float>(static_cast<int32_t>(internal::LoadLE32(in + 4 * i)));
+        break;
+      case format::kDTypeI64:
+        out[i] = static_cast<float>(static_cast<int64_t>(internal::LoadLE64(in + 8 * i)));
+        break;
+      case format::kDTypeU8:
+        out[i] = in[i];
+        break;
+      case format::kDTypeU16:
+        out[i] = internal::LoadLE16(in + 2 * i);
+        break;
+      case format::kDTypeU32:
+        out[i] = static_cast<float>(internal::LoadLE32(in + 4 * i));
+        break;
+      case format::kDTypeU64:
+        out[i] = static_cast<float>(internal::LoadLE64(in + 8 * i));
+        break;
+      case format::kDTypeBool:
+        out[i] = in[i] != 0 ? 1.0f : 0.0f;
+        break;
+      case format::kDTypeQ8_0:
+        out[i] = 0.0f;  // never RAW (the reader rejects it)
+        break;
+    }
+  }
 }
 
 Reader::~Reader() = default;
@@ -515,12 +612,14 @@ absl::Status Reader::ParseIndex(const SectionInfo& s, const SectionInfo& data) {
   TQM_RETURN_IF_ERROR(h.Read(&count, "tensor_count"));
   TQM_RETURN_IF_ERROR(h.Reserved32("reserved"));
   // R35.
-  if (count > h.remaining() / kMinTensorRecord) {
+  const bool ext = (header_.flags & format::kHeaderFlagExtendedTensors) != 0;
+  const uint64_t min_record = ext ? kMinTensorRecordExtended : kMinTensorRecord;
+  if (count > h.remaining() / min_record) {
     return Loss(sec,
                 absl::StrFormat(
                     "tensor_count %d exceeds the %d records of at least %d bytes "
                     "that the %d-byte section can hold",
-                    count, h.remaining() / kMinTensorRecord, kMinTensorRecord, s.length),
+                    count, h.remaining() / min_record, min_record, s.length),
                 s.offset);
   }
   // As for metadata: grow with the records actually parsed.
@@ -562,41 +661,63 @@ absl::Status Reader::ParseIndex(const SectionInfo& s, const SectionInfo& data) {
     c = Sub(bytes_, c.offset(), end, where);
     const uint64_t f =
         c.offset();  // source_dtype; storage, ndim, reserved0, layer follow
-    uint8_t dtype, storage, ndim, reserved8;
+    uint8_t dtype, storage, ndim, bits;
     TQM_RETURN_IF_ERROR(c.Read(&dtype, "source_dtype"));
     TQM_RETURN_IF_ERROR(c.Read(&storage, "storage"));
     TQM_RETURN_IF_ERROR(c.Read(&ndim, "ndim"));
-    TQM_RETURN_IF_ERROR(c.Read(&reserved8, "reserved0"));
+    TQM_RETURN_IF_ERROR(c.Read(&bits, ext ? "bits" : "reserved0"));
     TQM_RETURN_IF_ERROR(c.Read(&t.layer, "layer"));
-    // R41. source_dtype and storage are closed sets in major version 1: an
-    // unknown value is corruption, not a newer feature.
-    if (dtype < format::kDTypeF32 || dtype > format::kDTypeQ8_0) {
-      return Loss(where, absl::StrFormat("source_dtype %d is not 1, 2, 3 or 4", dtype),
+    // R41. source_dtype and storage are closed sets: an unknown value is
+    // corruption, not a newer feature. The extended values need the flag.
+    const uint8_t max_dtype = ext ? format::kMaxDType : format::kMaxDTypeV12;
+    if (dtype < format::kDTypeF32 || dtype > max_dtype) {
+      return Loss(where,
+                  ext ? absl::StrFormat("source_dtype %d is not 1 to %d", dtype, max_dtype)
+                      : absl::StrFormat("source_dtype %d is not 1, 2, 3 or 4", dtype),
                   f);
     }
     // R42.
-    if (storage < format::kStorageF32 || storage > format::kStorageU8Row) {
-      return Loss(where, absl::StrFormat("storage %d is not 1, 2 or 3", storage), f + 1);
+    const uint8_t max_storage = ext ? format::kMaxStorage : format::kMaxStorageV12;
+    if (storage < format::kStorageF32 || storage > max_storage) {
+      return Loss(where,
+                  ext ? absl::StrFormat("storage %d is not 1 to %d", storage, max_storage)
+                      : absl::StrFormat("storage %d is not 1, 2 or 3", storage),
+                  f + 1);
     }
-    // R43.
-    if (ndim == 0) return Loss(where, "ndim is 0", f + 2);
+    t.source_dtype = static_cast<format::SourceDType>(dtype);
+    t.storage = static_cast<format::Storage>(storage);
+    // R86: RAW storage holds whole elements of a plain dtype.
+    if (t.raw() && t.source_dtype == format::kDTypeQ8_0) {
+      return Loss(where, "RAW storage of source_dtype 4 (Q8_0)", f);
+    }
+    // R43. Without elements there is nothing to quantize: 0-d tensors and
+    // zero dimensions (R46) only for F32 and RAW storage, in extended files.
+    const bool shapeless_ok = ext && !t.quantized();
+    if (ndim == 0 && !shapeless_ok) return Loss(where, "ndim is 0", f + 2);
     if (ndim > format::kMaxDims) {
       return Exhausted(
           where,
           absl::StrFormat("ndim %d exceeds the limit of %d", ndim, format::kMaxDims),
           f + 2);
     }
-    // R44 (reserved0).
-    if (reserved8 != 0) {
-      return Loss(where, absl::StrFormat("reserved0 is %d, must be 0", reserved8), f + 3);
+    // R44 (reserved0), R87 (bits).
+    if (!ext && bits != 0) {
+      return Loss(where, absl::StrFormat("reserved0 is %d, must be 0", bits), f + 3);
     }
+    if (ext && t.quantized() && (bits < format::kMinBits || bits > format::kMaxBits)) {
+      return Loss(where, absl::StrFormat("bits %d is not 1 to 8", bits), f + 3);
+    }
+    if (ext && !t.quantized() && bits != 0) {
+      return Loss(where, absl::StrFormat("bits is %d, must be 0 for storage %d", bits,
+                                         storage),
+                  f + 3);
+    }
+    t.bits = !t.quantized() ? 0 : (ext ? bits : 8);
     // R45.
     if (t.layer < format::kNoLayer) {
       return Loss(where, absl::StrFormat("layer %d is less than -1", t.layer), f + 4);
     }
-    t.source_dtype = static_cast<format::SourceDType>(dtype);
-    t.storage = static_cast<format::Storage>(storage);
-    const uint64_t elem = t.storage == format::kStorageF32 ? 4 : 1;
+    const uint64_t elem = t.element_size();
     // R46, R47: B = numel * E < 2^62, i.e. B <= kMaxBytes, without overflow.
     constexpr uint64_t kMaxBytes = (uint64_t{1} << 62) - 1;
     t.numel = 1;
@@ -604,8 +725,10 @@ absl::Status Reader::ParseIndex(const SectionInfo& s, const SectionInfo& data) {
       uint64_t v;
       const uint64_t dim_off = c.offset();
       TQM_RETURN_IF_ERROR(c.Read(&v, "dims"));
-      if (v == 0) return Loss(where, absl::StrFormat("dims[%d] is 0", d), dim_off);
-      if (v > kMaxBytes / elem / t.numel) {
+      if (v == 0 && !shapeless_ok) {
+        return Loss(where, absl::StrFormat("dims[%d] is 0", d), dim_off);
+      }
+      if (t.numel != 0 && v > kMaxBytes / elem / t.numel) {
         return Exhausted(
             where,
             absl::StrFormat("dims[%d] = %d makes the tensor's byte size reach "
@@ -617,10 +740,34 @@ absl::Status Reader::ParseIndex(const SectionInfo& s, const SectionInfo& data) {
       t.dims.push_back(v);
     }
     t.byte_size = t.numel * elem;
+    // R88: U8_GROUP parameters start with the group size.
+    if (t.storage == format::kStorageU8Group) {
+      const uint64_t g_off = c.offset();
+      TQM_RETURN_IF_ERROR(c.Read(&t.group_size, "group_size"));
+      TQM_RETURN_IF_ERROR(c.Reserved32("params reserved"));
+      if (t.group_size == 0 || t.group_size > format::kMaxGroupSize) {
+        return Loss(where,
+                    absl::StrFormat("group_size %d is not 1 to %d", t.group_size,
+                                    format::kMaxGroupSize),
+                    g_off);
+      }
+    }
     // R36 (parameters backed by bytes before allocating), R48.
-    const uint64_t n_affine = t.storage == format::kStorageF32        ? 0
-                              : t.storage == format::kStorageU8Tensor ? 1
-                                                                      : t.dims[0];
+    uint64_t n_affine = 0;
+    switch (t.storage) {
+      case format::kStorageU8Tensor:
+        n_affine = 1;
+        break;
+      case format::kStorageU8Row:
+        n_affine = t.dims[0];
+        break;
+      case format::kStorageU8Group:
+        n_affine = t.numel / t.dims.back() *
+                   ((t.dims.back() + t.group_size - 1) / t.group_size);
+        break;
+      default:
+        break;
+    }
     if (n_affine > c.remaining() / 8) {
       return Loss(
           where,
@@ -871,17 +1018,17 @@ absl::Status Reader::ReadFloat(size_t t, absl::Span<float> out,
         absl::StrFormat("%s: tensor '%s' has %d values, buffer has %d", name_, ti.name,
                         ti.numel, out.size()));
   }
-  if (!ti.quantized()) {
+  if (ti.storage == format::kStorageF32) {
     return DecodeTensor(
         t, absl::Span<uint8_t>(reinterpret_cast<uint8_t*>(out.data()), out.size() * 4),
         verify_checksum);
   }
-  std::vector<uint8_t> q(ti.numel);
+  std::vector<uint8_t> q(ti.byte_size);
   TQM_RETURN_IF_ERROR(DecodeTensor(t, absl::MakeSpan(q), verify_checksum));
-  const uint64_t row = ti.row_length();
-  for (size_t r = 0; r < ti.affine.size(); ++r) {
-    DequantizeAffine(absl::MakeConstSpan(q).subspan(r * row, row), ti.affine[r],
-                     out.subspan(r * row, row));
+  if (ti.raw()) {
+    RawToFloat(ti.source_dtype, q.data(), ti.numel, out.data());
+  } else {
+    DequantizeRange(ti, 0, q, out);
   }
   return absl::OkStatus();
 }

@@ -83,131 +83,279 @@ class StringSink : public Sink {
   std::string s_;
 };
 
-bool ShouldQuantize(const SourceTensor& t, const PackOptions& o) {
-  return o.quantize_all || t.dims.size() >= 2;
-}
-
-bool PerRow(const SourceTensor& t, const PackOptions& o) {
-  return o.granularity == Granularity::kRow && t.dims.size() >= 2;
-}
-
 uint64_t Numel(const SourceTensor& t) {
   uint64_t n = 1;
   for (uint64_t d : t.dims) n *= d;
   return n;
 }
 
-size_t SourceElemSize(format::SourceDType d) {
-  switch (d) {
-    case format::kDTypeF16:
-    case format::kDTypeBF16:
-      return 2;
-    case format::kDTypeQ8_0:
-      return 1;  // ignoring the per-block scales: informational only
-    default:
-      return 4;
+// Kept tensors are stored as the source holds them.
+bool Kept(const SourceTensor& t, const PackOptions& o) {
+  return t.kind == TensorKind::kRaw || (o.keep && o.keep(t.name));
+}
+
+bool ShouldQuantize(const SourceTensor& t, const PackOptions& o) {
+  if (t.kind == TensorKind::kQuantized) return true;
+  if (Kept(t, o) || Numel(t) == 0 || t.dims.empty()) return false;
+  return o.quantize_all || t.dims.size() >= 2;
+}
+
+// What the file stores for a tensor that is not quantized: F32 (converted
+// from F16/BF16 unless kept) or RAW in the source dtype.
+format::Storage UnquantizedStorage(const SourceTensor& t, const PackOptions& o) {
+  return Kept(t, o) && t.dtype != format::kDTypeF32 ? format::kStorageRaw
+                                                     : format::kStorageF32;
+}
+
+// The storage the options give a float tensor that is quantized.
+format::Storage QuantizedStorage(const SourceTensor& t, const PackOptions& o) {
+  if (o.granularity == Granularity::kGroup) return format::kStorageU8Group;
+  if (o.granularity == Granularity::kRow && t.dims.size() >= 2) {
+    return format::kStorageU8Row;
   }
+  return format::kStorageU8Tensor;
+}
+
+size_t SourceElemSize(format::SourceDType d) {
+  const size_t n = DTypeSize(d);
+  return n != 0 ? n : 1;  // Q8_0: ignoring the per-block scales
 }
 
 void ParallelFor(size_t n, unsigned threads, const std::function<void(size_t)>& fn);
 
-// Reads tensor `i`, checks its size and quantizes it. `q` gets the bytes the
-// file stores (uint8 or float32 bytes); `affine` the parameters.
-absl::Status Prepare(TensorSource& src, size_t i, const PackOptions& o,
-                     std::vector<float>* f, std::vector<uint8_t>* q,
-                     std::vector<Affine>* affine) {
-  const SourceTensor& t = src.tensors()[i];
-  TQM_RETURN_IF_ERROR(src.Read(i, f));
-  if (f->size() != Numel(t)) {
-    return absl::InternalError(absl::StrFormat(
-        "tensor '%s': source returned %d values, shape says %d", t.name, f->size(), Numel(t)));
+// A tensor as the file stores it: its storage, code width, group size,
+// parameters and decoded bytes.
+struct Stored {
+  format::Storage storage = format::kStorageF32;
+  uint8_t bits = 0;
+  uint32_t group_size = 0;
+  std::vector<Affine> affine;
+  uint64_t numel = 0;
+};
+
+// The (begin, end) element ranges that share one affine pair, in pair
+// order, for `storage` over a tensor of shape `dims`.
+struct ParamBlocks {
+  ParamBlocks(format::Storage storage, const std::vector<uint64_t>& dims,
+              uint32_t group_size, uint64_t numel) {
+    cols = dims.empty() ? 1 : dims.back();
+    switch (storage) {
+      case format::kStorageU8Row:
+        len = numel / dims[0];
+        per_row = 1;
+        cols = len;
+        break;
+      case format::kStorageU8Group:
+        len = group_size;
+        per_row = (cols + len - 1) / len;
+        break;
+      default:
+        len = cols = numel;
+        per_row = 1;
+    }
+    count = numel == 0 ? 0 : numel / cols * per_row;
   }
-  affine->clear();
+  std::pair<uint64_t, uint64_t> operator[](uint64_t k) const {
+    const uint64_t r = k / per_row, g = k % per_row;
+    const uint64_t b = r * cols + g * len;
+    return {b, r * cols + std::min(cols, (g + 1) * len)};
+  }
+  uint64_t Of(uint64_t e) const { return e / cols * per_row + e % cols / len; }
+  uint64_t cols, len, per_row, count;
+};
+
+absl::Status QuantizeError(const SourceTensor& t, format::Storage storage, uint64_t k,
+                           const absl::Status& s) {
+  if (storage == format::kStorageU8Tensor) {
+    return absl::InvalidArgumentError(absl::StrFormat("tensor '%s': %s", t.name, s.message()));
+  }
+  return absl::InvalidArgumentError(
+      absl::StrFormat("tensor '%s' %s %d: %s", t.name,
+                      storage == format::kStorageU8Row ? "row" : "group", k, s.message()));
+}
+
+// Checks what a source returned for an already quantized tensor.
+absl::Status CheckQuantized(const SourceTensor& t, const QuantizedTensor& qt) {
+  const uint64_t n = Numel(t);
+  auto bad = [&](const std::string& what) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("tensor '%s': quantized codes: %s", t.name, what));
+  };
+  if (qt.codes.size() != n) {
+    return bad(absl::StrFormat("%d codes, shape says %d", qt.codes.size(), n));
+  }
+  if (qt.bits < format::kMinBits || qt.bits > format::kMaxBits) {
+    return bad(absl::StrFormat("bit width %d is not 1..8", qt.bits));
+  }
+  if (qt.storage != format::kStorageU8Tensor && qt.storage != format::kStorageU8Row &&
+      qt.storage != format::kStorageU8Group) {
+    return bad(absl::StrFormat("storage %d is not a quantized storage", qt.storage));
+  }
+  if (n == 0 || t.dims.empty()) return bad("no elements");
+  if (qt.storage == format::kStorageU8Group &&
+      (qt.group_size == 0 || qt.group_size > format::kMaxGroupSize)) {
+    return bad(absl::StrFormat("group size %d is not 1..%d", qt.group_size,
+                               format::kMaxGroupSize));
+  }
+  const ParamBlocks blocks(qt.storage, t.dims, qt.group_size, n);
+  if (qt.params.size() != blocks.count) {
+    return bad(absl::StrFormat("%d parameter pairs, the storage needs %d", qt.params.size(),
+                               blocks.count));
+  }
+  for (size_t k = 0; k < qt.params.size(); ++k) {
+    const Affine& a = qt.params[k];
+    if (!std::isfinite(a.scale) || !(a.scale > 0) || !std::isfinite(a.zero) ||
+        std::nearbyint(a.zero) != a.zero) {
+      return bad(absl::StrFormat("pair %d (scale %g, zero %g) is invalid", k, a.scale,
+                                 a.zero));
+    }
+  }
+  const uint8_t top = static_cast<uint8_t>((1u << qt.bits) - 1);
+  for (size_t e = 0; e < n; ++e) {
+    if (qt.codes[e] > top) {
+      return bad(absl::StrFormat("code %d at element %d exceeds %d bits", qt.codes[e], e,
+                                 qt.bits));
+    }
+  }
+  return absl::OkStatus();
+}
+
+// Reads tensor `i` and turns it into what the file stores: `q` gets the
+// decoded bytes (codes, float32 or verbatim source bytes), `out` the rest.
+absl::Status Prepare(TensorSource& src, size_t i, const PackOptions& o,
+                     std::vector<float>* f, std::vector<uint8_t>* q, Stored* out) {
+  const SourceTensor& t = src.tensors()[i];
+  out->affine.clear();
+  out->numel = Numel(t);
+  out->bits = 0;
+  out->group_size = 0;
+  if (t.kind == TensorKind::kQuantized) {
+    QuantizedTensor qt;
+    TQM_RETURN_IF_ERROR(src.ReadQuantized(i, &qt));
+    TQM_RETURN_IF_ERROR(CheckQuantized(t, qt));
+    out->storage = qt.storage;
+    out->bits = qt.bits;
+    out->group_size = qt.storage == format::kStorageU8Group ? qt.group_size : 0;
+    out->affine = std::move(qt.params);
+    *q = std::move(qt.codes);
+    return absl::OkStatus();
+  }
   if (!ShouldQuantize(t, o)) {
+    out->storage = UnquantizedStorage(t, o);
+    if (out->storage == format::kStorageRaw || t.kind == TensorKind::kRaw) {
+      std::string raw;
+      TQM_RETURN_IF_ERROR(src.ReadRaw(i, &raw));
+      const size_t elem = DTypeSize(t.dtype);
+      if (elem == 0 || raw.size() != out->numel * elem) {
+        return absl::InternalError(absl::StrFormat(
+            "tensor '%s': source returned %d bytes, shape and dtype %s say %d", t.name,
+            raw.size(), DTypeName(t.dtype), out->numel * elem));
+      }
+      out->storage = t.dtype == format::kDTypeF32 ? format::kStorageF32 : format::kStorageRaw;
+      q->assign(raw.begin(), raw.end());
+      return absl::OkStatus();
+    }
+    TQM_RETURN_IF_ERROR(src.Read(i, f));
+    if (f->size() != out->numel) {
+      return absl::InternalError(absl::StrFormat(
+          "tensor '%s': source returned %d values, shape says %d", t.name, f->size(),
+          out->numel));
+    }
     q->resize(f->size() * 4);
     if (!f->empty()) std::memcpy(q->data(), f->data(), q->size());
     return absl::OkStatus();
   }
+  TQM_RETURN_IF_ERROR(src.Read(i, f));
+  if (f->size() != out->numel) {
+    return absl::InternalError(absl::StrFormat(
+        "tensor '%s': source returned %d values, shape says %d", t.name, f->size(),
+        out->numel));
+  }
+  out->storage = QuantizedStorage(t, o);
+  out->bits = static_cast<uint8_t>(o.bits);
+  out->group_size = out->storage == format::kStorageU8Group ? o.group_size : 0;
   q->resize(f->size());
-  const uint64_t rows = PerRow(t, o) ? t.dims[0] : 1;
-  const uint64_t row = f->size() / rows;
-  affine->resize(rows);
-  if (rows == 1) {
-    absl::StatusOr<Affine> a = ChooseAffine(*f);
-    if (!a.ok()) {
-      return absl::InvalidArgumentError(
-          absl::StrFormat("tensor '%s': %s", t.name, a.status().message()));
-    }
-    (*affine)[0] = *a;
+  const ParamBlocks blocks(out->storage, t.dims, out->group_size, f->size());
+  out->affine.resize(blocks.count);
+  if (blocks.count == 1) {
+    absl::StatusOr<Affine> a = ChooseAffine(*f, o.bits);
+    if (!a.ok()) return QuantizeError(t, out->storage, 0, a.status());
+    out->affine[0] = *a;
     // Quantize in blocks on the pack threads (element-wise: same bytes).
     constexpr size_t kBlock = size_t{1} << 20;
-    const size_t blocks = (f->size() + kBlock - 1) / kBlock;
-    ParallelFor(blocks, o.threads, [&](size_t k) {
+    const size_t n_blocks = (f->size() + kBlock - 1) / kBlock;
+    ParallelFor(n_blocks, o.threads, [&](size_t k) {
       const size_t b = k * kBlock, n = std::min(kBlock, f->size() - b);
       QuantizeAffine(absl::MakeConstSpan(*f).subspan(b, n), *a,
-                     absl::MakeSpan(*q).subspan(b, n));
+                     absl::MakeSpan(*q).subspan(b, n), o.bits);
     });
     return absl::OkStatus();
   }
-  std::vector<absl::Status> errors(rows);
-  ParallelFor(rows, o.threads, [&](size_t r) {
-    auto in = absl::MakeConstSpan(*f).subspan(r * row, row);
-    absl::StatusOr<Affine> a = ChooseAffine(in);
-    if (!a.ok()) {
-      errors[r] = a.status();
-      return;
+  // One task per group of pairs (rows, or the groups of a few rows).
+  const uint64_t per_task = std::max<uint64_t>(1, 4096 / std::max<uint64_t>(1, blocks.len));
+  const uint64_t tasks = (blocks.count + per_task - 1) / per_task;
+  std::vector<absl::Status> errors(tasks);
+  ParallelFor(tasks, o.threads, [&](size_t task) {
+    const uint64_t k_end = std::min(blocks.count, (task + 1) * per_task);
+    for (uint64_t k = task * per_task; k < k_end; ++k) {
+      const auto [b, e] = blocks[k];
+      auto in = absl::MakeConstSpan(*f).subspan(b, e - b);
+      absl::StatusOr<Affine> a = ChooseAffine(in, o.bits);
+      if (!a.ok()) {
+        errors[task] = QuantizeError(t, out->storage, k, a.status());
+        return;
+      }
+      QuantizeAffine(in, *a, absl::MakeSpan(*q).subspan(b, e - b), o.bits);
+      out->affine[k] = *a;
     }
-    QuantizeAffine(in, *a, absl::MakeSpan(*q).subspan(r * row, row));
-    (*affine)[r] = *a;
   });
-  for (uint64_t r = 0; r < rows; ++r) {
-    if (!errors[r].ok()) {
-      return absl::InvalidArgumentError(absl::StrFormat("tensor '%s' row %d: %s", t.name, r,
-                                                        errors[r].message()));
-    }
-  }
+  for (const absl::Status& e : errors) TQM_RETURN_IF_ERROR(e);
   return absl::OkStatus();
 }
 
 // Reads tensor `i` (quantized) and quantizes only the byte ranges `ranges`
 // (ascending, disjoint) of what Prepare would store, appending them to `out`:
 // the same bytes, as quantization is element-wise and the affine pairs come
-// from the whole tensor or row as there, without quantizing the rest.
+// from the whole tensor, row or group as there, without quantizing the rest.
 absl::Status PrepareSlices(TensorSource& src, size_t i, const PackOptions& o,
                            std::vector<float>* f,
                            const std::vector<std::pair<size_t, size_t>>& ranges,
                            std::vector<uint8_t>* out) {
   const SourceTensor& t = src.tensors()[i];
+  if (t.kind == TensorKind::kQuantized) {
+    std::vector<uint8_t> q;
+    Stored stored;
+    TQM_RETURN_IF_ERROR(Prepare(src, i, o, f, &q, &stored));
+    for (const auto& [b, e] : ranges) out->insert(out->end(), q.begin() + b, q.begin() + e);
+    return absl::OkStatus();
+  }
   TQM_RETURN_IF_ERROR(src.Read(i, f));
   if (f->size() != Numel(t)) {
     return absl::InternalError(
         absl::StrFormat("tensor '%s': source returned %d values, shape says %d", t.name,
                         f->size(), Numel(t)));
   }
-  const uint64_t rows = PerRow(t, o) ? t.dims[0] : 1;
-  const uint64_t row = f->size() / rows;
-  uint64_t have = rows;  // the row whose pair `a` is
+  const format::Storage storage = QuantizedStorage(t, o);
+  const ParamBlocks blocks(storage, t.dims,
+                           storage == format::kStorageU8Group ? o.group_size : 0, f->size());
+  uint64_t have = blocks.count;  // the pair `a` belongs to
   Affine a;
   for (const auto& [b, e] : ranges) {
     for (size_t p = b; p < e;) {
-      const uint64_t r = p / row;
-      if (r != have) {
+      const uint64_t k = blocks.Of(p);
+      const auto [kb, ke] = blocks[k];
+      if (k != have) {
         absl::StatusOr<Affine> x =
-            ChooseAffine(absl::MakeConstSpan(*f).subspan(r * row, row));
-        if (!x.ok()) {
-          return absl::InvalidArgumentError(
-              rows == 1 ? absl::StrFormat("tensor '%s': %s", t.name, x.status().message())
-                        : absl::StrFormat("tensor '%s' row %d: %s", t.name, r,
-                                          x.status().message()));
-        }
+            ChooseAffine(absl::MakeConstSpan(*f).subspan(kb, ke - kb), o.bits);
+        if (!x.ok()) return QuantizeError(t, storage, k, x.status());
         a = *x;
-        have = r;
+        have = k;
       }
-      const size_t end = std::min<size_t>(e, (r + 1) * row);
+      const size_t end = std::min<size_t>(e, ke);
       const size_t at = out->size();
       out->resize(at + (end - p));
       QuantizeAffine(absl::MakeConstSpan(*f).subspan(p, end - p), a,
-                     absl::MakeSpan(*out).subspan(at, end - p));
+                     absl::MakeSpan(*out).subspan(at, end - p), o.bits);
       p = end;
     }
   }
@@ -598,7 +746,7 @@ absl::Span<const uint8_t> AsBytes(const std::string& s) {
 struct Scratch {
   std::vector<float> f;
   std::vector<uint8_t> q;
-  std::vector<Affine> affine;
+  Stored stored;
 };
 
 uint64_t ChunkCount(const SourceTensor& t, const PackOptions& o) {
@@ -900,7 +1048,7 @@ absl::StatusOr<std::vector<uint32_t>> SearchTable(TensorSource& src, const PackO
     groups.reserve(total_groups);
     for (size_t i = 0; i < tensors.size(); ++i) {
       if (ShouldQuantize(tensors[i], o)) {
-        TQM_RETURN_IF_ERROR(Prepare(src, i, o, &s->f, &s->q, &s->affine));
+        TQM_RETURN_IF_ERROR(Prepare(src, i, o, &s->f, &s->q, &s->stored));
         AppendGroups(s->q, &groups);
       }
       Progress(o, prog, i, Numel(tensors[i]) * 4);
@@ -910,7 +1058,7 @@ absl::StatusOr<std::vector<uint32_t>> SearchTable(TensorSource& src, const PackO
     PartitionedGroupCounter counts(o.max_counted_groups);
     for (size_t i = 0; i < tensors.size(); ++i) {
       if (ShouldQuantize(tensors[i], o)) {
-        TQM_RETURN_IF_ERROR(Prepare(src, i, o, &s->f, &s->q, &s->affine));
+        TQM_RETURN_IF_ERROR(Prepare(src, i, o, &s->f, &s->q, &s->stored));
         counts.Add(s->q, o.threads);
       }
       Progress(o, prog, i, Numel(tensors[i]) * 4);
@@ -929,7 +1077,7 @@ absl::StatusOr<std::vector<uint32_t>> SearchTable(TensorSource& src, const PackO
   prog->bytes_done = 0;
   for (size_t i = 0; i < tensors.size() && cand.size() > 1; ++i) {
     if (ShouldQuantize(tensors[i], o)) {
-      TQM_RETURN_IF_ERROR(Prepare(src, i, o, &s->f, &s->q, &s->affine));
+      TQM_RETURN_IF_ERROR(Prepare(src, i, o, &s->f, &s->q, &s->stored));
       const std::vector<uint8_t>& q = s->q;
       // Per chunk on the pack threads, then summed (order-independent).
       const auto chunks = SplitChunks(q.size(), o.chunk_size);
@@ -1004,26 +1152,38 @@ absl::StatusOr<PackStats> PackTo(TensorSource& src, const PackOptions& o, Sink* 
     if (!names.emplace(t.name, 0).second) {
       return absl::InvalidArgumentError(absl::StrFormat("duplicate tensor name '%s'", t.name));
     }
-    if (t.dims.empty() || t.dims.size() > format::kMaxDims) {
+    if (t.dims.size() > format::kMaxDims) {
       return absl::InvalidArgumentError(
-          absl::StrFormat("tensor '%s' has %d dimensions (1..8 supported)", t.name,
+          absl::StrFormat("tensor '%s' has %d dimensions (0..8 supported)", t.name,
                           t.dims.size()));
     }
     uint64_t n = 1;
     for (uint64_t d : t.dims) {
-      if (d == 0 || d > (uint64_t{1} << 40) / n) {
+      if (d != 0 && d > (uint64_t{1} << 40) / n) {
         return absl::InvalidArgumentError(
-            absl::StrFormat("tensor '%s' has an empty or oversized shape", t.name));
+            absl::StrFormat("tensor '%s' has an oversized shape", t.name));
       }
       n *= d;
     }
+    if (t.kind == TensorKind::kRaw && DTypeSize(t.dtype) == 0) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "tensor '%s': dtype %s cannot be stored verbatim", t.name, DTypeName(t.dtype)));
+    }
     prog.bytes_total += n * 4;
+  }
+  if (o.bits < format::kMinBits || o.bits > format::kMaxBits) {
+    return absl::InvalidArgumentError(absl::StrFormat("bit width %d is not 1..8", o.bits));
+  }
+  if (o.granularity == Granularity::kGroup &&
+      (o.group_size == 0 || o.group_size > format::kMaxGroupSize)) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "group size %d is not 1..%d", o.group_size, format::kMaxGroupSize));
   }
 
   Scratch scratch;
   std::vector<float>& f = scratch.f;
   std::vector<uint8_t>& q = scratch.q;
-  std::vector<Affine>& affine = scratch.affine;
+  Stored& stored = scratch.stored;
 
   // Passes 0-2: the sequence table.
   std::vector<uint32_t> entries;
@@ -1054,7 +1214,11 @@ absl::StatusOr<PackStats> PackTo(TensorSource& src, const PackOptions& o, Sink* 
   for (const MetaEntry& e : o.extra_metadata) put(e);
   put({"tqm.writer", MetaValue::String("libtqm 0.1")});
   put({"tqm.granularity",
-       MetaValue::String(o.granularity == Granularity::kRow ? "row" : "tensor")});
+       MetaValue::String(o.granularity == Granularity::kRow     ? "row"
+                         : o.granularity == Granularity::kGroup
+                             ? absl::StrFormat("group:%d", o.group_size)
+                             : "tensor")});
+  if (o.bits != 8) put({"tqm.bits", MetaValue::Int(o.bits)});
   TQM_RETURN_IF_ERROR(CheckMetadata(meta));
 
   // Layout: header, METADATA, TABLE, DATA, TENSOR_INDEX, directory.
@@ -1113,27 +1277,27 @@ absl::StatusOr<PackStats> PackTo(TensorSource& src, const PackOptions& o, Sink* 
   struct Prepared {
     size_t i = 0;
     std::vector<uint8_t> q;
-    std::vector<Affine> affine;
-    uint64_t weights = 0;
+    Stored stored;
     std::vector<std::pair<size_t, size_t>> chunks;
     std::vector<EncodedChunk> encoded;
   };
   std::vector<Prepared> batch;
+  bool extended = false;
+  std::vector<std::pair<size_t, uint8_t>> bits_at;  // (index offset, bits)
   for (size_t next = 0; next < tensors.size();) {
     batch.clear();
     uint64_t held = 0;
     do {
-      TQM_RETURN_IF_ERROR(Prepare(src, next, o, &f, &q, &affine));
+      TQM_RETURN_IF_ERROR(Prepare(src, next, o, &f, &q, &stored));
       Prepared p;
       p.i = next++;
-      p.weights = f.size();
       p.chunks = SplitChunks(q.size(), o.chunk_size);
       p.encoded.resize(p.chunks.size());
       held += q.size();
       p.q = std::move(q);
-      p.affine = std::move(affine);
+      p.stored = std::move(stored);
       q.clear();
-      affine.clear();
+      stored = Stored();
       batch.push_back(std::move(p));
     } while (next < tensors.size() && pack_threads > 1 && held < batch_bytes);
     std::vector<std::pair<size_t, size_t>> work;  // (tensor in batch, chunk)
@@ -1149,29 +1313,38 @@ absl::StatusOr<PackStats> PackTo(TensorSource& src, const PackOptions& o, Sink* 
     for (Prepared& p : batch) {
       const size_t i = p.i;
       const SourceTensor& t = tensors[i];
-      const bool quant = ShouldQuantize(t, o);
+      const Stored& ps = p.stored;
+      const bool quant = ps.storage != format::kStorageF32 && ps.storage != format::kStorageRaw;
       ++st.tensors;
-      st.weights += p.weights;
-      st.source_bytes += p.weights * SourceElemSize(t.dtype);
-      st.f32_bytes += p.weights * 4;
+      st.weights += ps.numel;
+      st.source_bytes += ps.numel * SourceElemSize(t.dtype);
+      st.f32_bytes += ps.numel * 4;
       st.int8_bytes += p.q.size();
       if (quant) {
         ++st.quantized_tensors;
         st.quantized_int8_bytes += p.q.size();
       }
+      if (ps.storage == format::kStorageRaw) ++st.raw_tensors;
+      // Format 1.3 (EXTENDED_TENSORS) only where a tensor needs it, so
+      // that every other file keeps its 1.2 bytes.
+      extended |= ps.storage == format::kStorageU8Group ||
+                  ps.storage == format::kStorageRaw || (quant && ps.bits != 8) ||
+                  t.dtype > format::kMaxDTypeV12 || t.dims.empty() || ps.numel == 0;
 
       AppendLE<uint16_t>(&index, t.name.size());
       index += t.name;
       AppendLE<uint8_t>(&index, t.dtype);
-      AppendLE<uint8_t>(&index,
-                        !quant ? format::kStorageF32
-                               : (PerRow(t, o) ? format::kStorageU8Row
-                                               : format::kStorageU8Tensor));
+      AppendLE<uint8_t>(&index, ps.storage);
       AppendLE<uint8_t>(&index, t.dims.size());
-      AppendLE<uint8_t>(&index, 0);
+      bits_at.push_back({index.size(), ps.bits});
+      AppendLE<uint8_t>(&index, 0);  // bits: filled in below when extended
       AppendLE<int32_t>(&index, LayerFromName(t.name));
       for (uint64_t d : t.dims) AppendLE<uint64_t>(&index, d);
-      for (const Affine& a : p.affine) {
+      if (ps.storage == format::kStorageU8Group) {
+        AppendLE<uint32_t>(&index, ps.group_size);
+        AppendLE<uint32_t>(&index, 0);
+      }
+      for (const Affine& a : ps.affine) {
         AppendLE<float>(&index, a.scale);
         AppendLE<float>(&index, a.zero);
       }
@@ -1205,7 +1378,7 @@ absl::StatusOr<PackStats> PackTo(TensorSource& src, const PackOptions& o, Sink* 
         AppendLE<uint64_t>(&index, Checksum(AsBytes(ec.bytes)));
       }
       prog.tensor = i + 1;
-      prog.bytes_done += p.weights * 4;
+      prog.bytes_done += ps.numel * 4;
       if (o.progress) o.progress(prog);
     }
     // A batch of one tensor (any large tensor) hands its buffer to the next
@@ -1213,6 +1386,9 @@ absl::StatusOr<PackStats> PackTo(TensorSource& src, const PackOptions& o, Sink* 
     if (batch.size() == 1) q = std::move(batch[0].q);
   }
   if (st.seqtable_only_bytes == 0) st.seqtable_only_bytes = no_table_seq_bytes;
+  if (extended) {
+    for (const auto& [at, bits] : bits_at) index[at] = static_cast<char>(bits);
+  }
   data.length = sink->size() - data.offset;
   data.checksum = data_sum.Digest();
   sections.push_back(data);
@@ -1240,8 +1416,9 @@ absl::StatusOr<PackStats> PackTo(TensorSource& src, const PackOptions& o, Sink* 
     if (st.chunks_by_codec[c] > 0) minor = 1;
   }
   if (st.chunks_by_codec[format::kCodecLanes] > 0) minor = 2;
+  if (extended) minor = 3;
   AppendLE<uint16_t>(&header, minor);
-  AppendLE<uint32_t>(&header, 0);  // flags
+  AppendLE<uint32_t>(&header, extended ? format::kHeaderFlagExtendedTensors : 0);
   AppendLE<uint64_t>(&header, sink->size());
   AppendLE<uint64_t>(&header, dir_offset);
   AppendLE<uint32_t>(&header, sections.size());
@@ -1277,13 +1454,65 @@ absl::StatusOr<std::string> PackToString(TensorSource& source, const PackOptions
 
 void MemorySource::Add(std::string name, std::vector<uint64_t> dims,
                        std::vector<float> values, format::SourceDType dtype) {
-  tensors_.push_back({std::move(name), dtype, std::move(dims)});
+  tensors_.push_back({std::move(name), dtype, std::move(dims), TensorKind::kFloat});
   values_.push_back(std::move(values));
+  raw_.emplace_back();
+  quantized_.emplace_back();
+}
+
+void MemorySource::AddRaw(std::string name, std::vector<uint64_t> dims,
+                          format::SourceDType dtype, std::string bytes) {
+  tensors_.push_back({std::move(name), dtype, std::move(dims), TensorKind::kRaw});
+  values_.emplace_back();
+  raw_.push_back(std::move(bytes));
+  quantized_.emplace_back();
+}
+
+void MemorySource::AddQuantized(std::string name, std::vector<uint64_t> dims,
+                                QuantizedTensor q) {
+  tensors_.push_back(
+      {std::move(name), format::kDTypeF32, std::move(dims), TensorKind::kQuantized});
+  values_.emplace_back();
+  raw_.emplace_back();
+  quantized_.push_back(std::move(q));
 }
 
 absl::Status MemorySource::Read(size_t i, std::vector<float>* out) {
   if (i >= values_.size()) return absl::OutOfRangeError("no such tensor");
+  const SourceTensor& t = tensors_[i];
+  if (t.kind == TensorKind::kRaw) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("tensor '%s' (%s) is not a float tensor", t.name, DTypeName(t.dtype)));
+  }
+  if (t.kind == TensorKind::kQuantized) {
+    const QuantizedTensor& q = quantized_[i];
+    TensorInfo info;
+    info.storage = q.storage;
+    info.dims = t.dims;
+    info.group_size = q.group_size;
+    info.affine = q.params;
+    info.numel = q.codes.size();
+    out->resize(q.codes.size());
+    DequantizeRange(info, 0, q.codes, absl::MakeSpan(*out));
+    return absl::OkStatus();
+  }
   *out = values_[i];
+  return absl::OkStatus();
+}
+
+absl::Status MemorySource::ReadRaw(size_t i, std::string* out) {
+  if (i >= values_.size()) return absl::OutOfRangeError("no such tensor");
+  if (tensors_[i].kind == TensorKind::kRaw) {
+    *out = raw_[i];
+    return absl::OkStatus();
+  }
+  return TensorSource::ReadRaw(i, out);
+}
+
+absl::Status MemorySource::ReadQuantized(size_t i, QuantizedTensor* out) {
+  if (i >= values_.size()) return absl::OutOfRangeError("no such tensor");
+  if (tensors_[i].kind != TensorKind::kQuantized) return TensorSource::ReadQuantized(i, out);
+  *out = quantized_[i];
   return absl::OkStatus();
 }
 

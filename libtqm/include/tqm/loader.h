@@ -120,17 +120,23 @@ struct TensorView {
   // float32 values (numel): an unquantized tensor, or a quantized one
   // dequantized with ModelOptions::dequantize.
   absl::Span<const float> f32;
-  // Affine parameters of a quantized tensor: one (per tensor) or rows()
-  // (per row). Empty for float32 storage.
+  // The bytes of a tensor stored verbatim (RAW storage, elements of
+  // info->source_dtype, little-endian).
+  absl::Span<const uint8_t> raw;
+  // Affine parameters of a quantized tensor: one (per tensor), rows() (per
+  // row) or one per group (TensorInfo::ParamIndex). Empty otherwise.
   absl::Span<const Affine> affine;
   // The data is a view of the mapped file, not a decoded copy.
   bool in_place = false;
 
   const std::string& name() const { return info->name; }
   bool quantized() const { return info->quantized(); }
-  // dims[0], and the number of elements per dims[0] slice.
-  uint64_t rows() const { return info->dims[0]; }
-  uint64_t cols() const { return info->numel / info->dims[0]; }
+  // dims[0] (1 for a 0-d tensor), and the number of elements per dims[0]
+  // slice.
+  uint64_t rows() const { return info->dims.empty() ? 1 : info->dims[0]; }
+  uint64_t cols() const { return rows() == 0 ? 0 : info->numel / rows(); }
+  // The pair of `row` for per-tensor and per-row storage (group storage has
+  // several per row: TensorInfo::ParamIndex).
   const Affine& RowAffine(uint64_t row) const {
     return affine.size() == 1 ? affine[0] : affine[row];
   }

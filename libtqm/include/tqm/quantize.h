@@ -1,7 +1,7 @@
-// 8-bit affine quantization, exactly as spec/FORMAT.md "Quantization" defines
-// it: scale = (max - min) / 255, zero = round(-min / scale),
-// q = clamp(round(x / scale) + zero, 0, 255), all in float32 with
-// round-half-to-even. Dequantized value: scale * (q - zero).
+// B-bit affine quantization (B = 1..8, default 8), exactly as spec/FORMAT.md
+// "Quantization" defines it: with M = 2^B - 1, scale = (max - min) / M,
+// zero = round(-min / scale), q = clamp(round(x / scale) + zero, 0, M), all
+// in float32 with round-half-to-even. Dequantized value: scale * (q - zero).
 
 #ifndef TQM_QUANTIZE_H_
 #define TQM_QUANTIZE_H_
@@ -22,10 +22,11 @@ struct Affine {
 // is empty, holds a NaN or an infinity, or its range overflows float32.
 // A constant tensor (max == min) gets scale = |min| (1 when min == 0) so that
 // every value dequantizes exactly.
-absl::StatusOr<Affine> ChooseAffine(absl::Span<const float> x);
+absl::StatusOr<Affine> ChooseAffine(absl::Span<const float> x, int bits = 8);
 
-// Quantizes `x` into `out` (same length) with `a`.
-void QuantizeAffine(absl::Span<const float> x, Affine a, absl::Span<uint8_t> out);
+// Quantizes `x` into `out` (same length) with `a`: codes 0 .. 2^bits - 1.
+void QuantizeAffine(absl::Span<const float> x, Affine a, absl::Span<uint8_t> out,
+                    int bits = 8);
 
 namespace quantize_internal {
 // The rounding QuantizeAffine uses: std::nearbyint in the default rounding

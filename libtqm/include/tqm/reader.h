@@ -52,22 +52,52 @@ struct ChunkInfo {
 
 struct TensorInfo {
   std::string name;
+  // The source element type; for kStorageRaw the stored element type.
   format::SourceDType source_dtype = format::kDTypeF32;
   format::Storage storage = format::kStorageF32;
+  // Empty for a 0-d tensor (one element). May hold zeros (no elements) for
+  // F32 and RAW storage (format 1.3).
   std::vector<uint64_t> dims;
   int32_t layer = format::kNoLayer;
-  // One entry for kStorageU8Tensor, dims[0] entries for kStorageU8Row, none
-  // for kStorageF32.
+  // Code width of the U8 storages: every code is below 2^bits (8 in files
+  // before format 1.3). 0 for F32 and RAW storage.
+  uint8_t bits = 0;
+  // kStorageU8Group: elements per group along the last dimension.
+  uint32_t group_size = 0;
+  // One entry for kStorageU8Tensor, dims[0] entries for kStorageU8Row, one
+  // per group for kStorageU8Group (row-major: the groups of row 0 first), none
+  // for F32 and RAW storage.
   std::vector<Affine> affine;
   std::vector<ChunkInfo> chunks;
-  uint64_t numel = 0;          // product of dims
-  uint64_t byte_size = 0;      // decoded bytes: numel (u8) or 4 * numel (f32)
+  uint64_t numel = 0;          // product of dims (1 for a 0-d tensor)
+  uint64_t byte_size = 0;      // decoded bytes: numel * element_size()
   uint64_t encoded_size = 0;   // sum of the chunks' encoded sizes
 
-  bool quantized() const { return storage != format::kStorageF32; }
-  // Elements per affine row: numel for per-tensor, numel / dims[0] per-row.
-  uint64_t row_length() const;
+  // U8 codes with affine parameters (tensor, row or group).
+  bool quantized() const {
+    return storage == format::kStorageU8Tensor || storage == format::kStorageU8Row ||
+           storage == format::kStorageU8Group;
+  }
+  // Stored verbatim in source_dtype (format 1.3).
+  bool raw() const { return storage == format::kStorageRaw; }
+  // Bytes per decoded element: 4 (F32), 1 (U8 storages), the dtype's size (RAW).
+  uint64_t element_size() const;
+  // The index in `affine` of the pair that element `e` (row-major) uses,
+  // and how many elements from `e` on use it too (quantized tensors).
+  uint64_t ParamIndex(uint64_t e) const;
+  uint64_t ParamRun(uint64_t e) const;
 };
+
+// Dequantizes the codes `q` of elements [first, first + q.size()) of the
+// quantized tensor `t` into `out` (same length) with each element's pair,
+// exactly as spec/FORMAT.md "Dequantization" defines.
+void DequantizeRange(const TensorInfo& t, uint64_t first, absl::Span<const uint8_t> q,
+                     absl::Span<float> out);
+
+// Converts `n` elements of RAW storage of `dtype` (little-endian bytes at
+// `in`) to float32: F16, BF16 exactly; F64, 32/64-bit integers rounded to
+// nearest; BOOL as 0 or 1.
+void RawToFloat(format::SourceDType dtype, const uint8_t* in, size_t n, float* out);
 
 class Reader {
  public:
@@ -111,7 +141,8 @@ class Reader {
                             bool verify_checksum = true) const;
 
   // Decodes tensor `t` and converts it to float32 (dequantizing uint8
-  // storage) into `out` (exactly numel values).
+  // storage, converting RAW storage with RawToFloat) into `out` (exactly
+  // numel values).
   absl::Status ReadFloat(size_t t, absl::Span<float> out,
                          bool verify_checksum = true) const;
 

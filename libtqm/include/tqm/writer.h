@@ -21,7 +21,11 @@
 
 namespace tqm {
 
-enum class Granularity { kTensor, kRow };
+// What one (scale, zero) pair covers: the whole tensor, one row (dims[0]
+// slice), or `PackOptions::group_size` consecutive elements along the last
+// dimension (the input dimension of a weight matrix; a row's last group
+// may be shorter).
+enum class Granularity { kTensor, kRow, kGroup };
 
 // How the writer picks each chunk's codec among those it tries (stored,
 // seqtable when the table is non-empty, lanes, Huffman, rANS, and zstd for
@@ -53,6 +57,17 @@ struct PackOptions {
   // Per-row applies to tensors of 2 or more dimensions; 1-D tensors that are
   // quantized (quantize_all) always get one affine pair.
   Granularity granularity = Granularity::kTensor;
+  // Elements per group for Granularity::kGroup (1 to format::kMaxGroupSize).
+  uint32_t group_size = 0;
+  // Code width of quantized tensors, 1..8. Below 8 the codes use only the
+  // low `bits` bits of each byte and the entropy codecs store what they use
+  // (the file records `bits`, format 1.3).
+  int bits = 8;
+  // Tensors for which this returns true are stored as they are in the
+  // source, never quantized: float32 as F32, other dtypes verbatim (RAW
+  // storage, format 1.3). Non-float tensors (integers, bool, F64), 0-d and
+  // empty tensors are always stored verbatim. May be empty.
+  std::function<bool(const std::string& name)> keep;
   // Decoded bytes per chunk (a multiple of 4, at most
   // format::kMaxChunkDecodedSize).
   uint32_t chunk_size = format::kDefaultChunkSize;
@@ -99,10 +114,11 @@ struct PackOptions {
 struct PackStats {
   size_t tensors = 0;
   size_t quantized_tensors = 0;
+  size_t raw_tensors = 0;          // stored verbatim in their source dtype
   uint64_t weights = 0;            // total elements
   uint64_t source_bytes = 0;       // tensor bytes in their source dtype
   uint64_t f32_bytes = 0;          // 4 * weights
-  uint64_t int8_bytes = 0;         // u8 tensors at 1 byte + float32 ones at 4
+  uint64_t int8_bytes = 0;         // u8 tensors at 1 byte + the others' bytes
   uint64_t quantized_int8_bytes = 0;  // the u8 tensors alone
   uint64_t file_bytes = 0;         // size of the written file
   uint64_t index_bytes = 0;        // header + directory + metadata + index
@@ -141,15 +157,24 @@ class MemorySource : public TensorSource {
  public:
   void Add(std::string name, std::vector<uint64_t> dims, std::vector<float> values,
            format::SourceDType dtype = format::kDTypeF32);
+  // A tensor stored verbatim: `bytes` are numel elements of `dtype`.
+  void AddRaw(std::string name, std::vector<uint64_t> dims, format::SourceDType dtype,
+              std::string bytes);
+  // An already quantized tensor (codes and parameters kept as they are).
+  void AddQuantized(std::string name, std::vector<uint64_t> dims, QuantizedTensor q);
   void AddMeta(MetaEntry entry) { meta_.push_back(std::move(entry)); }
 
   const std::vector<SourceTensor>& tensors() const override { return tensors_; }
   const std::vector<MetaEntry>& metadata() const override { return meta_; }
   absl::Status Read(size_t i, std::vector<float>* out) override;
+  absl::Status ReadRaw(size_t i, std::string* out) override;
+  absl::Status ReadQuantized(size_t i, QuantizedTensor* out) override;
 
  private:
   std::vector<SourceTensor> tensors_;
   std::vector<std::vector<float>> values_;
+  std::vector<std::string> raw_;
+  std::vector<QuantizedTensor> quantized_;
   std::vector<MetaEntry> meta_;
 };
 
