@@ -411,6 +411,8 @@ TEST_F(ToolsContract, UnpackPrintsASummaryUnlessQuiet) {
   for (const char* field : {"tensors", "bytes", " s ", "MB/s"}) {
     EXPECT_NE(r.out.find(field), std::string::npos) << "summary lacks " << field << ": " << r.out;
   }
+  // No progress bar when stderr is not a terminal.
+  EXPECT_EQ(r.out.find('\r'), std::string::npos) << r.out;
 }
 
 TEST_F(ToolsContract, QuietPrintsNothingOnSuccess) {
