@@ -9,6 +9,10 @@
 // handler can run on SIGKILL, so this tests the write protocol itself
 // (temporary file + fsync + rename), not cleanup. Stale temporary files are
 // counted and removed; they never carry the destination's name.
+//
+// OutputGroup: several outputs appear together or not at all, and a failed
+// rename puts back what the earlier ones replaced. CheckNotAnInput: an
+// output that is an input by any name is refused.
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -19,6 +23,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <filesystem>
 #include <chrono>
 #include <cstdint>
 #include <fstream>
@@ -30,6 +35,8 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "atomic_file.h"
+#include "tqm/status.h"
 #include "gtest/gtest.h"
 #include "test_util.h"
 #include "tqm/reader.h"
@@ -216,6 +223,140 @@ TEST_F(AtomicWrite, KilledPackLeavesOldOrCompleteNewFile) {
             << " progress steps: " << olds << " left the old file, " << news
             << " the complete new one, " << broken << " anything else; " << stale
             << " stale temporary files (SIGKILL leaves them) removed\n";
+}
+
+// A scratch directory for the OutputGroup and CheckNotAnInput tests.
+class Outputs : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const char* t = getenv("TEST_TMPDIR");
+    dir_ = std::string(t && *t ? t : "/tmp") + "/tqm_outputs_XXXXXX";
+    ASSERT_NE(mkdtemp(dir_.data()), nullptr);
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+  std::string Path(const std::string& name) const { return dir_ + "/" + name; }
+  std::string dir_;
+};
+
+absl::Status WriteWhole(const std::string& path, const std::string& bytes) {
+  TQM_ASSIGN_OR_RETURN(std::unique_ptr<tqm::AtomicFile> f, tqm::AtomicFile::Create(path));
+  TQM_RETURN_IF_ERROR(f->Append(bytes));
+  return f->Commit();
+}
+
+TEST_F(Outputs, GroupCommitsAllOutputsTogether) {
+  WriteFile(Path("a"), "old a");
+  {
+    tqm::OutputGroup group;
+    auto a = group.Add(Path("a"));
+    auto b = group.Add(Path("b"));
+    ASSERT_TRUE(a.ok() && b.ok());
+    ASSERT_TRUE(WriteWhole(*a, "new a").ok());
+    ASSERT_TRUE(WriteWhole(*b, "new b").ok());
+    // Written but not committed: nothing visible yet.
+    EXPECT_EQ(ReadFile(Path("a")), "old a");
+    EXPECT_FALSE(tqm_test::Exists(Path("b")));
+    ASSERT_TRUE(group.Commit().ok());
+    EXPECT_FALSE(group.Commit().ok());
+  }
+  EXPECT_EQ(ReadFile(Path("a")), "new a");
+  EXPECT_EQ(ReadFile(Path("b")), "new b");
+  EXPECT_TRUE(TempFiles(dir_).empty());
+  // Only the two outputs remain (no kept previous file).
+  EXPECT_EQ(std::distance(std::filesystem::directory_iterator(dir_),
+                          std::filesystem::directory_iterator()),
+            2);
+}
+
+TEST_F(Outputs, UncommittedGroupLeavesNothing) {
+  WriteFile(Path("a"), "old a");
+  {
+    tqm::OutputGroup group;
+    auto a = group.Add(Path("a"));
+    auto b = group.Add(Path("b"));
+    ASSERT_TRUE(a.ok() && b.ok());
+    ASSERT_TRUE(WriteWhole(*a, "new a").ok());
+    // b's writer failed: the group is dropped.
+  }
+  EXPECT_EQ(ReadFile(Path("a")), "old a");
+  EXPECT_FALSE(tqm_test::Exists(Path("b")));
+  EXPECT_TRUE(TempFiles(dir_).empty());
+}
+
+TEST_F(Outputs, GroupRefusesMissingDirectoriesAndDuplicates) {
+  tqm::OutputGroup group;
+  auto missing = group.Add(Path("no/such/dir/t.bin"));
+  EXPECT_FALSE(missing.ok());
+  EXPECT_NE(missing.status().message().find("no/such/dir/t.bin"), std::string::npos)
+      << missing.status();
+  ASSERT_TRUE(group.Add(Path("a")).ok());
+  EXPECT_FALSE(group.Add(dir_ + "/./a").ok());
+  EXPECT_FALSE(group.Add(dir_).ok());  // a directory
+  EXPECT_FALSE(group.Add("").ok());
+}
+
+TEST_F(Outputs, FailedRenamePutsBackWhatWasReplaced) {
+  WriteFile(Path("a"), "old a");
+  tqm::OutputGroup group;
+  auto a = group.Add(Path("a"));
+  auto n = group.Add(Path("n"));  // did not exist
+  auto b = group.Add(Path("b"));
+  ASSERT_TRUE(a.ok() && n.ok() && b.ok());
+  ASSERT_TRUE(WriteWhole(*a, "new a").ok());
+  ASSERT_TRUE(WriteWhole(*n, "new n").ok());
+  ASSERT_TRUE(WriteWhole(*b, "new b").ok());
+  // A non-empty directory appears at b's destination: its rename fails
+  // after a's and n's succeeded.
+  ASSERT_EQ(mkdir(Path("b").c_str(), 0755), 0);
+  WriteFile(Path("b/inside"), "x");
+  absl::Status s = group.Commit();
+  EXPECT_FALSE(s.ok());
+  EXPECT_NE(s.message().find(Path("b")), std::string::npos) << s;
+  EXPECT_EQ(ReadFile(Path("a")), "old a");
+  EXPECT_FALSE(tqm_test::Exists(Path("n")));
+  EXPECT_EQ(ReadFile(Path("b/inside")), "x");
+}
+
+TEST_F(Outputs, CheckNotAnInputComparesFilesNotNames) {
+  WriteFile(Path("in.bin"), "model");
+  WriteFile(Path("tok.bin"), "tokenizer");
+  ASSERT_EQ(symlink(Path("in.bin").c_str(), Path("sym.bin").c_str()), 0);
+  ASSERT_EQ(link(Path("in.bin").c_str(), Path("hard.bin").c_str()), 0);
+  const std::vector<std::string> inputs = {Path("in.bin"), Path("tok.bin")};
+  for (const std::string& out : {Path("in.bin"), dir_ + "/../" +
+                                     std::filesystem::path(dir_).filename().string() +
+                                     "/in.bin",
+                                 Path("sym.bin"), Path("hard.bin"), Path("tok.bin")}) {
+    absl::Status s = tqm::CheckNotAnInput(out, inputs);
+    EXPECT_FALSE(s.ok()) << out;
+    EXPECT_NE(s.message().find(out), std::string::npos) << s;
+  }
+  absl::Status named = tqm::CheckNotAnInput(Path("sym.bin"), inputs);
+  EXPECT_NE(named.message().find(Path("in.bin")), std::string::npos) << named;
+  EXPECT_TRUE(tqm::CheckNotAnInput(Path("new.bin"), inputs).ok());
+  WriteFile(Path("other.bin"), "model");  // same bytes, another file
+  EXPECT_TRUE(tqm::CheckNotAnInput(Path("other.bin"), inputs).ok());
+  EXPECT_TRUE(tqm::CheckNotAnInput(Path("in.bin"), {}).ok());
+}
+
+TEST_F(Outputs, CheckNotAnInputCoversDirectoryInputs) {
+  ASSERT_EQ(mkdir(Path("hf").c_str(), 0755), 0);
+  WriteFile(Path("hf/model-00001-of-00002.safetensors"), "shard");
+  WriteFile(Path("hf/model.safetensors.index.json"), "{}");
+  ASSERT_EQ(mkdir(Path("hf/sub").c_str(), 0755), 0);
+  WriteFile(Path("hf/sub/deeper.bin"), "not directly in it");
+  ASSERT_EQ(link(Path("hf/model-00001-of-00002.safetensors").c_str(), Path("shard.lnk").c_str()),
+            0);
+  const std::vector<std::string> inputs = {Path("hf")};
+  for (const std::string& out : {Path("hf/model-00001-of-00002.safetensors"),
+                                 Path("hf/model.safetensors.index.json"), Path("shard.lnk"),
+                                 Path("hf")}) {
+    absl::Status s = tqm::CheckNotAnInput(out, inputs);
+    EXPECT_FALSE(s.ok()) << out;
+    EXPECT_NE(s.message().find(out), std::string::npos) << s;
+  }
+  EXPECT_TRUE(tqm::CheckNotAnInput(Path("hf/sub/deeper.bin"), inputs).ok());
+  EXPECT_TRUE(tqm::CheckNotAnInput(Path("hf/model.tqm"), inputs).ok());
 }
 
 }  // namespace

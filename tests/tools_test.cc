@@ -1,5 +1,7 @@
 // The command-line tools as a user runs them: tqm-pack, tqm-inspect
-// (--verify, --json, escaping), tqm-unpack, exit codes and atomic output.
+// (--verify, --json, escaping), tqm-unpack, exit codes and atomic output,
+// and the contract every tool shares: no output over an input, all outputs
+// of a command or none, exit status 0/1/2, --version, -q and --json.
 
 #include <gtest/gtest.h>
 #include <sys/wait.h>
@@ -7,8 +9,12 @@
 
 #include <cstdlib>
 #include <filesystem>
+#include <regex>
 
+#include "absl/strings/str_format.h"
+#include "json.h"
 #include "test_util.h"
+#include "tqm/format.h"
 #include "tqm/import.h"
 #include "tqm/reader.h"
 #include "tqm/writer.h"
@@ -36,6 +42,22 @@ CmdResult Sh(const std::string& cmd) {
 }
 
 std::string Bin(const std::string& tool) { return std::string(TQM_BIN_DIR) + "/" + tool; }
+
+// stdout only (stderr discarded), for output that must parse.
+CmdResult ShStdout(const std::string& cmd) { return Sh(cmd + " 2>/dev/null"); }
+
+// Every tool with its command line; tqm-run is built from examples/runtime.
+const char* const kAllTools[] = {"tqm-pack",  "tqm-inspect",     "tqm-unpack",
+                                 "tqm-genmodel", "tqm-bench", "tqm-codec-bench",
+                                 "tqm-runbench", "tqm-run"};
+
+// No stray temporary file (".NAME.tmp.XXXXXX") in `dir`.
+void ExpectNoTemporaries(const fs::path& dir) {
+  for (const auto& e : fs::directory_iterator(dir)) {
+    EXPECT_EQ(e.path().filename().string().find(".tmp."), std::string::npos)
+        << "temporary file left behind: " << e.path();
+  }
+}
 
 class Tools : public ::testing::Test {
  protected:
@@ -159,6 +181,256 @@ TEST_F(Tools, HelpTeaches) {
     EXPECT_NE(h.out.find("Example"), std::string::npos) << t;
   }
   EXPECT_NE(Sh(Bin("tqm-pack")).exit_code, 0);  // missing arguments
+}
+
+// A generated model with a tokenizer (independent of ../shared), packed
+// with and without the tokenizer embedded.
+class ToolsContract : public Tools {
+ protected:
+  void SetUp() override {
+    Tools::SetUp();
+    bin_ = Path("gen.bin");
+    tok_ = Path("gen_tok.bin");
+    CmdResult g = Sh(Bin("tqm-genmodel") + " -q -o " + bin_ + " --tokenizer-out " + tok_);
+    ASSERT_EQ(g.exit_code, 0) << g.out;
+    tqm_ = Path("gen.tqm");
+    CmdResult p = Sh(Bin("tqm-pack") + " -q " + bin_ + " --tokenizer " + tok_ + " -o " + tqm_);
+    ASSERT_EQ(p.exit_code, 0) << p.out;
+  }
+  std::string bin_, tok_, tqm_;
+};
+
+TEST_F(ToolsContract, PackRefusesToWriteOverAnyInput) {
+  const std::string bin_bytes = tqm_test::ReadFile(bin_);
+  const std::string tok_bytes = tqm_test::ReadFile(tok_);
+  fs::create_symlink(bin_, Path("link.bin"));
+  fs::create_hard_link(bin_, Path("hard.bin"));
+  fs::create_symlink(tok_, Path("link_tok.bin"));
+  for (const std::string& out : {bin_, Path("link.bin"), Path("hard.bin"), tok_,
+                                 Path("link_tok.bin"), Path("./gen.bin")}) {
+    CmdResult r = Sh(Bin("tqm-pack") + " -q " + bin_ + " --tokenizer " + tok_ + " -o " + out);
+    EXPECT_EQ(r.exit_code, 1) << out << ": " << r.out;
+    EXPECT_NE(r.out.find("refusing to write " + out), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find("the input"), std::string::npos) << r.out;
+  }
+  EXPECT_EQ(tqm_test::ReadFile(bin_), bin_bytes);
+  EXPECT_EQ(tqm_test::ReadFile(tok_), tok_bytes);
+  EXPECT_TRUE(fs::is_symlink(Path("link.bin")));
+  EXPECT_EQ(fs::hard_link_count(bin_), 2u);
+  ExpectNoTemporaries(dir_);
+  // A new name beside the input is fine.
+  EXPECT_EQ(Sh(Bin("tqm-pack") + " -q " + bin_ + " -o " + Path("new.tqm")).exit_code, 0);
+}
+
+TEST_F(ToolsContract, PackRefusesToWriteIntoItsInputDirectory) {
+  // A directory input counts every regular file directly in it, and the
+  // directory itself.
+  const fs::path model_dir = dir_ / "hf";
+  fs::create_directories(model_dir);
+  const std::string shard = (model_dir / "model.safetensors").string();
+  ASSERT_EQ(Sh(Bin("tqm-unpack") + " -q " + tqm_ + " -o " + shard).exit_code, 0);
+  tqm_test::WriteFile((model_dir / "config.json").string(), "{}");
+  const std::string shard_bytes = tqm_test::ReadFile(shard);
+  for (const std::string& out :
+       {shard, (model_dir / "config.json").string(), model_dir.string()}) {
+    CmdResult r = Sh(Bin("tqm-pack") + " -q " + model_dir.string() + " -o " + out);
+    EXPECT_EQ(r.exit_code, 1) << out << ": " << r.out;
+    EXPECT_NE(r.out.find("refusing to write " + out), std::string::npos) << r.out;
+  }
+  EXPECT_EQ(tqm_test::ReadFile(shard), shard_bytes);
+  EXPECT_EQ(tqm_test::ReadFile((model_dir / "config.json").string()), "{}");
+}
+
+TEST_F(ToolsContract, UnpackRefusesToWriteOverItsInput) {
+  const std::string tqm_bytes = tqm_test::ReadFile(tqm_);
+  fs::create_symlink(tqm_, Path("link.tqm"));
+  fs::create_hard_link(tqm_, Path("hard.tqm"));
+  for (const std::string& out : {tqm_, Path("link.tqm"), Path("hard.tqm")}) {
+    for (const std::string& args :
+         {" -o " + out, " --format llama2c -o " + Path("x.bin") + " --tokenizer-out " + out}) {
+      CmdResult r = Sh(Bin("tqm-unpack") + " -q " + tqm_ + args);
+      EXPECT_EQ(r.exit_code, 1) << args << ": " << r.out;
+      EXPECT_NE(r.out.find("refusing to write " + out), std::string::npos) << r.out;
+    }
+  }
+  EXPECT_EQ(tqm_test::ReadFile(tqm_), tqm_bytes);
+  EXPECT_FALSE(tqm_test::Exists(Path("x.bin")));
+  ExpectNoTemporaries(dir_);
+  // Two outputs naming one file are refused too.
+  CmdResult same = Sh(Bin("tqm-unpack") + " -q --format llama2c " + tqm_ + " -o " +
+                      Path("a.bin") + " --tokenizer-out " + dir_.string() + "/./a.bin");
+  EXPECT_EQ(same.exit_code, 1) << same.out;
+  EXPECT_FALSE(tqm_test::Exists(Path("a.bin")));
+}
+
+TEST_F(ToolsContract, UnpackOutputsAppearTogetherOrNotAtAll) {
+  const std::string out = Path("out.bin");
+  // The tokenizer's directory does not exist: no checkpoint appears.
+  CmdResult r = Sh(Bin("tqm-unpack") + " --format llama2c " + tqm_ + " -o " + out +
+                   " --tokenizer-out " + Path("missing/dir/t.bin"));
+  EXPECT_EQ(r.exit_code, 1) << r.out;
+  EXPECT_NE(r.out.find("missing/dir/t.bin"), std::string::npos) << r.out;
+  EXPECT_FALSE(tqm_test::Exists(out));
+  // A file already at the checkpoint's path stays as it was.
+  tqm_test::WriteFile(out, "previous checkpoint");
+  r = Sh(Bin("tqm-unpack") + " --format llama2c " + tqm_ + " -o " + out + " --tokenizer-out " +
+         Path("missing/dir/t.bin"));
+  EXPECT_EQ(r.exit_code, 1) << r.out;
+  EXPECT_EQ(tqm_test::ReadFile(out), "previous checkpoint");
+  // The checkpoint is written completely before the tokenizer fails (the
+  // file has none): still neither appears.
+  const std::string bare = Path("bare.tqm");
+  ASSERT_EQ(Sh(Bin("tqm-pack") + " -q " + bin_ + " -o " + bare).exit_code, 0);
+  tqm_test::WriteFile(Path("t.bin"), "previous tokenizer");
+  r = Sh(Bin("tqm-unpack") + " --format llama2c " + bare + " -o " + out + " --tokenizer-out " +
+         Path("t.bin"));
+  EXPECT_EQ(r.exit_code, 1) << r.out;
+  EXPECT_EQ(tqm_test::ReadFile(out), "previous checkpoint");
+  EXPECT_EQ(tqm_test::ReadFile(Path("t.bin")), "previous tokenizer");
+  ExpectNoTemporaries(dir_);
+  // Success writes both.
+  r = Sh(Bin("tqm-unpack") + " -q --format llama2c " + tqm_ + " -o " + out +
+         " --tokenizer-out " + Path("t.bin"));
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  // 8-bit weights: the checkpoint has the original's layout, not its values.
+  EXPECT_EQ(fs::file_size(out), fs::file_size(bin_));
+  EXPECT_TRUE(tqm_test::ReadFile(Path("t.bin")) == tqm_test::ReadFile(tok_));
+  ExpectNoTemporaries(dir_);
+}
+
+TEST_F(ToolsContract, GenmodelOutputsAppearTogetherOrNotAtAll) {
+  CmdResult r = Sh(Bin("tqm-genmodel") + " -q -o " + Path("g.bin") + " --tokenizer-out " +
+                   Path("missing/t.bin"));
+  EXPECT_EQ(r.exit_code, 1) << r.out;
+  EXPECT_FALSE(tqm_test::Exists(Path("g.bin")));
+  // --vocab too small for the tokenizer is a usage error, found before
+  // anything is written.
+  r = Sh(Bin("tqm-genmodel") + " -q -o " + Path("g.bin") + " --vocab 100 --tokenizer-out " +
+         Path("t.bin"));
+  EXPECT_EQ(r.exit_code, 2) << r.out;
+  EXPECT_FALSE(tqm_test::Exists(Path("g.bin")));
+}
+
+TEST_F(ToolsContract, UsageErrorsExitTwo) {
+  // One bad value per tool, caught by the command-line parser or right after.
+  const std::pair<const char*, std::string> bad_values[] = {
+      {"tqm-pack", bin_ + " -o " + Path("x.tqm") + " --granularity column"},
+      {"tqm-pack", bin_ + " -o " + Path("x.tqm") + " --threads many"},
+      {"tqm-inspect", tqm_ + " --threads -1"},
+      {"tqm-unpack", tqm_ + " -o " + Path("x") + " --format onnx"},
+      {"tqm-unpack", tqm_ + " -o " + Path("x") + " --format gguf --dtype bf16"},
+      {"tqm-genmodel", "-o " + Path("x") + " --dim 0"},
+      {"tqm-bench", "--mib lots"},
+      {"tqm-codec-bench", "--dist cauchy"},
+      {"tqm-runbench", "matvec " + tqm_ + " --threads -3"},
+      {"tqm-run", tqm_ + " --mode turbo"},
+  };
+  for (const auto& [tool, args] : bad_values) {
+    if (!tqm_test::Exists(Bin(tool))) continue;
+    CmdResult r = Sh(Bin(tool) + " " + args);
+    EXPECT_EQ(r.exit_code, 2) << tool << " " << args << ": " << r.out;
+    EXPECT_FALSE(tqm_test::Exists(Path("x"))) << tool;
+    EXPECT_FALSE(tqm_test::Exists(Path("x.tqm"))) << tool;
+  }
+  int checked = 0;
+  for (const char* tool : kAllTools) {
+    if (!tqm_test::Exists(Bin(tool))) continue;
+    ++checked;
+    CmdResult r = Sh(Bin(tool) + " --no-such-flag");
+    EXPECT_EQ(r.exit_code, 2) << tool << ": " << r.out;
+    CmdResult help = Sh(Bin(tool) + " --help");
+    EXPECT_EQ(help.exit_code, 0) << tool;
+    EXPECT_NE(help.out.find("Exit status: 0 success, 1 failure, 2 usage error"),
+              std::string::npos)
+        << tool << " --help does not state the exit codes";
+  }
+  EXPECT_GE(checked, 7);
+}
+
+TEST_F(ToolsContract, VersionOnEveryTool) {
+  const std::string format = absl::StrFormat("(format %d.%d)", tqm::format::kMajorVersion,
+                                             tqm::format::kMinorVersion);
+  for (const char* tool : kAllTools) {
+    if (!tqm_test::Exists(Bin(tool))) continue;
+    CmdResult r = ShStdout(Bin(tool) + " --version");
+    EXPECT_EQ(r.exit_code, 0) << tool;
+    const std::regex want(std::string("^") + tool + " [0-9]+\\.[0-9]+\\.[0-9]+ \\(format " +
+                          std::to_string(tqm::format::kMajorVersion) + "\\." +
+                          std::to_string(tqm::format::kMinorVersion) + "\\)\n$");
+    EXPECT_TRUE(std::regex_match(r.out, want)) << tool << ": '" << r.out << "' lacks " << format;
+  }
+}
+
+TEST_F(ToolsContract, JsonSummariesParse) {
+  auto parse = [](const std::string& what, const std::string& text) {
+    auto v = tqm::json::Parse(text);
+    EXPECT_TRUE(v.ok()) << what << ": " << v.status() << "\n" << text;
+    return v.ok() ? *v : tqm::json::Value();
+  };
+  CmdResult pack = ShStdout(Bin("tqm-pack") + " --json " + bin_ + " -o " + Path("j.tqm"));
+  ASSERT_EQ(pack.exit_code, 0);
+  tqm::json::Value p = parse("tqm-pack", pack.out);
+  ASSERT_TRUE(p.is_object());
+  EXPECT_GT(p.Find("file_bytes")->as_int(), 0);
+
+  CmdResult unpack = ShStdout(Bin("tqm-unpack") + " --json --format llama2c " + tqm_ + " -o " +
+                              Path("j.bin") + " --tokenizer-out " + Path("j_tok.bin"));
+  ASSERT_EQ(unpack.exit_code, 0);
+  tqm::json::Value u = parse("tqm-unpack", unpack.out);
+  ASSERT_TRUE(u.is_object());
+  auto reader = tqm::Reader::Open(tqm_);
+  ASSERT_TRUE(reader.ok());
+  ASSERT_NE(u.Find("tensors"), nullptr);
+  EXPECT_EQ(u.Find("tensors")->as_int(), static_cast<int64_t>((*reader)->tensors().size()));
+  ASSERT_NE(u.Find("bytes_written"), nullptr);
+  EXPECT_EQ(u.Find("bytes_written")->as_int(),
+            static_cast<int64_t>(fs::file_size(Path("j.bin")) + fs::file_size(Path("j_tok.bin"))));
+  ASSERT_NE(u.Find("seconds"), nullptr);
+  EXPECT_TRUE(u.Find("seconds")->is_number());
+  ASSERT_NE(u.Find("mb_per_s"), nullptr);
+
+  CmdResult inspect = ShStdout(Bin("tqm-inspect") + " --json --verify " + tqm_);
+  ASSERT_EQ(inspect.exit_code, 0);
+  EXPECT_TRUE(parse("tqm-inspect", inspect.out).is_object());
+
+  if (tqm_test::Exists(Bin("tqm-run"))) {
+    CmdResult run = ShStdout(Bin("tqm-run") + " --json --temperature 0 --steps 8 " + tqm_);
+    ASSERT_EQ(run.exit_code, 0);
+    tqm::json::Value r = parse("tqm-run", run.out);
+    ASSERT_TRUE(r.is_object());
+    ASSERT_NE(r.Find("text"), nullptr);
+    EXPECT_TRUE(r.Find("text")->is_string());
+    ASSERT_NE(r.Find("loader"), nullptr);
+    EXPECT_TRUE(r.Find("loader")->is_object());
+  }
+}
+
+TEST_F(ToolsContract, UnpackPrintsASummaryUnlessQuiet) {
+  CmdResult r = Sh(Bin("tqm-unpack") + " " + tqm_ + " -o " + Path("s.safetensors"));
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  for (const char* field : {"tensors", "bytes", " s ", "MB/s"}) {
+    EXPECT_NE(r.out.find(field), std::string::npos) << "summary lacks " << field << ": " << r.out;
+  }
+  // No progress bar when stderr is not a terminal.
+  EXPECT_EQ(r.out.find('\r'), std::string::npos) << r.out;
+}
+
+TEST_F(ToolsContract, QuietPrintsNothingOnSuccess) {
+  const std::string cmds[] = {
+      Bin("tqm-pack") + " -q " + bin_ + " -o " + Path("q.tqm"),
+      Bin("tqm-pack") + " -q --json " + bin_ + " -o " + Path("q2.tqm"),
+      Bin("tqm-inspect") + " -q --verify " + tqm_,
+      Bin("tqm-unpack") + " -q " + tqm_ + " -o " + Path("q.safetensors"),
+      Bin("tqm-unpack") + " -q --format llama2c " + tqm_ + " -o " + Path("q.bin") +
+          " --tokenizer-out " + Path("q_tok.bin"),
+      Bin("tqm-genmodel") + " -q -o " + Path("q_gen.bin"),
+  };
+  for (const std::string& cmd : cmds) {
+    CmdResult r = Sh(cmd);
+    EXPECT_EQ(r.exit_code, 0) << cmd << ": " << r.out;
+    EXPECT_EQ(r.out, "") << cmd;
+  }
+  EXPECT_TRUE(tqm_test::Exists(Path("q_tok.bin")));
 }
 
 }  // namespace

@@ -504,21 +504,23 @@ int main(int argc, char** argv) {
       "Example:\n"
       "  tqm-bench                 # stories260K + 3 x 256 MiB of generated tensors\n"
       "  tqm-bench --mib 32 --json # smaller, machine-readable\n"};
+  tqm::SetUpCommandLine(app, "tqm-bench");
   size_t mib = 256;
-  unsigned threads = std::max(1u, std::thread::hardware_concurrency());
+  unsigned threads = 0;
   bool json = false;
   std::string model = std::string("../shared/models/stories260K/stories260K.bin");
   std::vector<std::string> only;
   int zstd19 = 19;
   uint64_t seed = 1;
   app.add_option("--mib", mib, "MiB of int8 weights per generated data set (default 256)");
-  app.add_option("--threads", threads, "threads for the multi-threaded columns");
+  tqm::AddThreadsOption(app, &threads, "threads for the multi-threaded columns (0: all cores)");
   app.add_option("--model", model, "llama2.c model to include (skipped if absent)");
   app.add_option("--only", only, "data sets to run: stories260K gaussian outliers student-t5");
   app.add_option("--zstd-high", zstd19, "the high zstd level compared (default 19)");
   app.add_option("--seed", seed);
-  app.add_flag("--json", json, "print JSON instead of tables");
-  CLI11_PARSE(app, argc, argv);
+  tqm::AddJsonFlag(app, &json, "print JSON instead of tables");
+  TQM_PARSE_COMMAND_LINE(app, argc, argv);
+  if (threads == 0) threads = std::max(1u, std::thread::hardware_concurrency());
   auto want = [&](const std::string& n) {
     return only.empty() || std::find(only.begin(), only.end(), n) != only.end();
   };

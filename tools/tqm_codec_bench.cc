@@ -309,6 +309,7 @@ int main(int argc, char** argv) {
       "tqm-codec-bench: encode synthetic 8-bit quantized weights in chunks with each\n"
       "entropy codec; print sizes against the order-0 bound and single-thread decode\n"
       "speed against ZSTD_decompress and memcpy, all measured in this run."};
+  tqm::SetUpCommandLine(app, "tqm-codec-bench");
   size_t mib = 64, zstd19_mib = 16, chunk_kib = 64;
   int reps = 10;
   uint64_t seed = 1;
@@ -340,7 +341,7 @@ int main(int argc, char** argv) {
   app.add_option("--table-entries", table_entries,
                  "--seqtable: table size (default 4096)")
       ->check(CLI::Range(1, 65535));
-  CLI11_PARSE(app, argc, argv);
+  TQM_PARSE_COMMAND_LINE(app, argc, argv);
   if (seqtable) return RunSeqTableBench(mib, chunk_kib, table_entries, reps, seed);
 
   const size_t chunk = chunk_kib << 10;

@@ -44,11 +44,15 @@ int main(int argc, char** argv) {
       "Example (about 1 GiB of int8 weights):\n"
       "  tqm-genmodel -o big.bin --dim 2048 --hidden 5632 --layers 22 --heads 32 \\\n"
       "               --kv-heads 4 --vocab 32000\n"};
+  tqm::SetUpCommandLine(app, "tqm-genmodel");
   std::string out, tok_out;
   int dim = 64, hidden = 172, layers = 5, heads = 8, kv_heads = 4, vocab = 512, seq_len = 256;
   uint32_t seed = 1;
+  bool quiet = false;
   app.add_option("-o,--output", out, "checkpoint to write")->required();
-  app.add_option("--tokenizer-out", tok_out, "also write a tokenizer for this vocab");
+  app.add_option("--tokenizer-out", tok_out,
+                 "also write a tokenizer for this vocab (both files appear together or "
+                 "not at all)");
   app.add_option("--dim", dim)->check(CLI::Range(2, 1 << 16));
   app.add_option("--hidden", hidden)->check(CLI::Range(1, 1 << 18));
   app.add_option("--layers", layers)->check(CLI::Range(1, 1024));
@@ -58,18 +62,28 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1, 1 << 20));
   app.add_option("--seq-len", seq_len)->check(CLI::Range(1, 1 << 20));
   app.add_option("--seed", seed);
-  CLI11_PARSE(app, argc, argv);
+  tqm::AddQuietFlag(app, &quiet, "no summary line");
+  TQM_PARSE_COMMAND_LINE(app, argc, argv);
+  const char* tool = "tqm-genmodel";
   if (dim % heads != 0 || heads % kv_heads != 0 || (dim / heads) % 2 != 0) {
-    std::cerr << "tqm-genmodel: need dim % heads == 0, heads % kv_heads == 0, even head size\n";
-    return 2;
+    return tqm::UsageError(tool,
+                           "need dim % heads == 0, heads % kv_heads == 0, even head size");
+  }
+  if (!tok_out.empty() && vocab < 259) {
+    return tqm::UsageError(tool, "a byte-level tokenizer needs --vocab >= 259");
   }
   tqm::InstallCleanupHandlers();
   std::mt19937 rng(seed);
-  auto f = tqm::AtomicFile::Create(out);
-  if (!f.ok()) {
-    std::cerr << "tqm-genmodel: " << f.status().message() << "\n";
-    return 1;
+  tqm::OutputGroup outputs;
+  auto out_temp = outputs.Add(out);
+  if (!out_temp.ok()) return tqm::Failure(tool, std::string(out_temp.status().message()));
+  absl::StatusOr<std::string> tok_temp;
+  if (!tok_out.empty()) {
+    tok_temp = outputs.Add(tok_out);
+    if (!tok_temp.ok()) return tqm::Failure(tool, std::string(tok_temp.status().message()));
   }
+  auto f = tqm::AtomicFile::Create(*out_temp);
+  if (!f.ok()) return tqm::Failure(tool, std::string(f.status().message()));
   const size_t d = dim, h = hidden, L = layers, v = vocab, kv = d / heads * kv_heads;
   absl::Status s;
   for (int x : {dim, hidden, layers, heads, kv_heads, vocab, seq_len}) {
@@ -88,20 +102,10 @@ int main(int argc, char** argv) {
     if (s.ok()) s = WriteFloats(f->get(), p.n, p.sigma, p.mean, &rng);
   }
   if (s.ok()) s = (*f)->Commit();
-  if (!s.ok()) {
-    std::cerr << "tqm-genmodel: " << s.message() << "\n";
-    return 1;
-  }
+  if (!s.ok()) return tqm::Failure(tool, std::string(s.message()));
   if (!tok_out.empty()) {
-    if (vocab < 259) {
-      std::cerr << "tqm-genmodel: a byte-level tokenizer needs --vocab >= 259\n";
-      return 2;
-    }
-    auto t = tqm::AtomicFile::Create(tok_out);
-    if (!t.ok()) {
-      std::cerr << "tqm-genmodel: " << t.status().message() << "\n";
-      return 1;
-    }
+    auto t = tqm::AtomicFile::Create(*tok_temp);
+    if (!t.ok()) return tqm::Failure(tool, std::string(t.status().message()));
     absl::Status ts = Put<int32_t>(t->get(), 16);
     auto piece = [&](const std::string& p, float score) {
       if (!ts.ok()) return;
@@ -124,12 +128,12 @@ int main(int argc, char** argv) {
       piece(p, -static_cast<float>(k));
     }
     if (ts.ok()) ts = (*t)->Commit();
-    if (!ts.ok()) {
-      std::cerr << "tqm-genmodel: " << ts.message() << "\n";
-      return 1;
-    }
+    if (!ts.ok()) return tqm::Failure(tool, std::string(ts.message()));
   }
+  s = outputs.Commit();
+  if (!s.ok()) return tqm::Failure(tool, std::string(s.message()));
+  if (quiet) return tqm::kExitSuccess;
   std::cout << absl::StrFormat("wrote %s: dim %d hidden %d layers %d heads %d/%d vocab %d\n",
                                out, dim, hidden, layers, heads, kv_heads, vocab);
-  return 0;
+  return tqm::kExitSuccess;
 }

@@ -3,6 +3,7 @@
 #include <iostream>
 
 #include "CLI/CLI.hpp"
+#include "tool_util.h"
 #include "tqm/inspect.h"
 #include "tqm/reader.h"
 
@@ -17,13 +18,18 @@ int main(int argc, char** argv) {
       "  tqm-inspect model.tqm\n"
       "  tqm-inspect --verify model.tqm && echo ok\n"
       "  tqm-inspect --json model.tqm | python3 -m json.tool\n"};
+  tqm::SetUpCommandLine(app, "tqm-inspect");
   std::string file;
   bool json = false, verify = false, quiet = false;
+  unsigned threads = 0;
   app.add_option("FILE", file, ".tqm file to inspect")->required();
-  app.add_flag("--json", json, "print the report as one JSON object");
+  tqm::AddJsonFlag(app, &json, "print the report as one JSON object");
   app.add_flag("--verify", verify, "verify every checksum and decode every chunk");
-  app.add_flag("-q,--quiet", quiet, "print nothing; only the exit status tells");
-  CLI11_PARSE(app, argc, argv);
+  tqm::AddThreadsOption(app, &threads,
+                        "accepted for the common command line; --verify checks the chunks "
+                        "on one thread for now");
+  tqm::AddQuietFlag(app, &quiet, "print nothing; only the exit status tells");
+  TQM_PARSE_COMMAND_LINE(app, argc, argv);
 
   auto reader = tqm::Reader::Open(file);
   if (!reader.ok()) {
@@ -34,7 +40,7 @@ int main(int argc, char** argv) {
     }
     std::cerr << "tqm-inspect: " << tqm::EscapeForTerminal(std::string(reader.status().message()))
               << "\n";
-    return 1;
+    return tqm::kExitFailure;
   }
   tqm::InspectReport report = tqm::Inspect(**reader);
   if (verify) {
@@ -45,7 +51,7 @@ int main(int argc, char** argv) {
   if (!quiet) std::cout << (json ? tqm::FormatJson(report) : tqm::FormatText(report));
   if (!report.verify_error.empty()) {
     std::cerr << "tqm-inspect: " << tqm::EscapeForTerminal(report.verify_error) << "\n";
-    return 1;
+    return tqm::kExitFailure;
   }
-  return 0;
+  return tqm::kExitSuccess;
 }

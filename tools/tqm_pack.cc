@@ -27,14 +27,17 @@ int main(int argc, char** argv) {
       "Example:\n"
       "  tqm-pack ../shared/models/stories260K/stories260K.bin -o stories260K.tqm \\\n"
       "           --tokenizer ../shared/models/stories260K/tok512.bin\n"};
+  tqm::SetUpCommandLine(app, "tqm-pack");
   std::string input, output, tokenizer, granularity = "tensor";
   bool quantize_all = false, quiet = false, json = false, no_table = false;
   uint32_t chunk_size = tqm::format::kDefaultChunkSize;
   uint32_t max_table = tqm::format::kMaxTableEntries;
   app.add_option("INPUT", input, "model to pack (llama2.c .bin, .safetensors, a directory with model.safetensors.index.json, or .gguf)")
       ->required()
-      ->check(CLI::ExistingFile);
-  app.add_option("-o,--output", output, "output .tqm file (written atomically)")->required();
+      ->check(CLI::ExistingPath);
+  app.add_option("-o,--output", output,
+                 "output .tqm file (written atomically; never one of the inputs)")
+      ->required();
   app.add_option("--tokenizer", tokenizer,
                  "llama2.c tokenizer (tok512.bin) to embed as metadata tokenizer.llama2c")
       ->check(CLI::ExistingFile);
@@ -71,17 +74,16 @@ int main(int argc, char** argv) {
                "about the same with AVX2 only, 4-5x slower in plain C++; Arm has a NEON "
                "decoder whose speed is not measured)");
   unsigned threads = 0;
-  app.add_option("--threads", threads, "threads encoding chunks (default: all cores)");
-  app.add_flag("-q,--quiet", quiet, "no progress bar or summary");
-  app.add_flag("--json", json, "print the summary as JSON on stdout");
-  CLI11_PARSE(app, argc, argv);
+  tqm::AddThreadsOption(app, &threads, "threads encoding chunks (0: all cores)");
+  tqm::AddQuietFlag(app, &quiet, "no progress bar and no summary (not even --json's)");
+  tqm::AddJsonFlag(app, &json);
+  TQM_PARSE_COMMAND_LINE(app, argc, argv);
 
+  absl::Status distinct = tqm::CheckNotAnInput(output, {input, tokenizer});
+  if (!distinct.ok()) return tqm::Failure("tqm-pack", std::string(distinct.message()));
   tqm::InstallCleanupHandlers();
   auto source = tqm::OpenModel(input);
-  if (!source.ok()) {
-    std::cerr << "tqm-pack: " << source.status().message() << "\n";
-    return 1;
-  }
+  if (!source.ok()) return tqm::Failure("tqm-pack", std::string(source.status().message()));
   tqm::PackOptions opt;
   opt.quantize_all = quantize_all;
   opt.granularity = granularity == "row" ? tqm::Granularity::kRow : tqm::Granularity::kTensor;
@@ -98,10 +100,7 @@ int main(int argc, char** argv) {
     std::ifstream f(tokenizer, std::ios::binary);
     std::stringstream ss;
     ss << f.rdbuf();
-    if (!f) {
-      std::cerr << "tqm-pack: cannot read tokenizer " << tokenizer << "\n";
-      return 1;
-    }
+    if (!f) return tqm::Failure("tqm-pack", "cannot read tokenizer " + tokenizer);
     opt.extra_metadata.push_back(
         {tqm::meta_keys::kTokenizerLlama2c, tqm::MetaValue::Bytes(ss.str())});
   }
@@ -116,8 +115,7 @@ int main(int argc, char** argv) {
   auto stats = tqm::Pack(**source, output, opt);
   bar.Done();
   if (!stats.ok()) {
-    std::cerr << "tqm-pack: " << input << ": " << stats.status().message() << "\n";
-    return 1;
+    return tqm::Failure("tqm-pack", input + ": " + std::string(stats.status().message()));
   }
   const tqm::PackStats& s = *stats;
   const double escape = s.groups ? 100.0 * s.escaped_groups / s.groups : 0.0;
@@ -129,6 +127,7 @@ int main(int argc, char** argv) {
     mix_json += absl::StrFormat("%s\"%s\":%d", mix_json.empty() ? "" : ",",
                                 tqm::CodecName(c), s.chunks_by_codec[c]);
   }
+  if (quiet) return tqm::kExitSuccess;
   if (json) {
     std::cout << absl::StrFormat(
         "{\"input\":%s,\"output\":%s,\"tensors\":%d,\"quantized_tensors\":%d,"
@@ -143,7 +142,7 @@ int main(int argc, char** argv) {
         s.table_search_skipped ? "true" : "false", s.groups, s.escaped_groups,
         mix_json, profile, s.seqtable_only_bytes, s.seqtable_only_table_entries,
         s.quantized_int8_bytes, s.seconds);
-  } else if (!quiet) {
+  } else {
     std::cout << absl::StrFormat(
         "packed %s -> %s\n"
         "  tensors          %d (%d quantized to uint8, %d kept float32)\n"
@@ -168,5 +167,5 @@ int main(int argc, char** argv) {
         escape, s.groups, mix,
         s.seqtable_only_bytes, s.seqtable_only_table_entries, s.quantized_int8_bytes, s.seconds, s.f32_bytes / 1e6 / std::max(s.seconds, 1e-9));
   }
-  return 0;
+  return tqm::kExitSuccess;
 }

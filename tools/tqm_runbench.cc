@@ -38,6 +38,7 @@
 #include "llama.h"
 #include "sampler.h"
 #include "tokenizer.h"
+#include "tool_util.h"
 #include "tqm/import.h"
 #include "tqm/loader.h"
 #include "tqm/reader.h"
@@ -180,6 +181,7 @@ int CmdOpen(int tensors, const std::string& dir) {
 
 int CmdPack(const std::string& src_path, const std::string& out, bool per_row,
             const std::string& tokenizer, bool no_entropy) {
+  if (absl::Status s = tqm::CheckNotAnInput(out, {src_path, tokenizer}); !s.ok()) return Fail(s);
   auto src = tqm::OpenModel(src_path);
   if (!src.ok()) return Fail(src.status());
   tqm::PackOptions po;
@@ -594,6 +596,7 @@ int CmdMatvec(const std::string& path, int reps, int threads) {
 int main(int argc, char** argv) {
   CLI::App app{"Loader and runtime measurements (tqm issue 4)"};
   app.require_subcommand(1);
+  tqm::SetUpCommandLine(app, "tqm-runbench");
   const std::string shared =
       std::string(TQM_RUNBENCH_SHARED_DIR) + "/models/stories260K/";
 
@@ -631,7 +634,7 @@ int main(int argc, char** argv) {
   auto* modes = app.add_subcommand("modes", "tok/s and peak RSS per mode");
   modes->add_option("model", m_path)->required();
   modes->add_option("--tokens", m_tokens);
-  modes->add_option("--threads", m_threads);
+  tqm::AddThreadsOption(*modes, &m_threads);
   modes->add_option("--budget-mb", m_budget, "stream mode budget");
   modes->add_option("--prefetch", m_prefetch);
   modes->add_option("--modes", m_modes);
@@ -667,9 +670,9 @@ int main(int argc, char** argv) {
   auto* matvec = app.add_subcommand("matvec", "int8 vs fused matrix-vector products");
   matvec->add_option("model", v_path)->required();
   matvec->add_option("--reps", v_reps);
-  matvec->add_option("--threads", v_threads);
+  tqm::AddThreadsOption(*matvec, &v_threads);
 
-  CLI11_PARSE(app, argc, argv);
+  TQM_PARSE_COMMAND_LINE(app, argc, argv);
   const int hw = std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
   if (*open) return CmdOpen(open_tensors, open_dir);
   if (*pack) return CmdPack(pack_src, pack_out, pack_row, pack_tok, pack_noent);

@@ -2,6 +2,8 @@
 // GGUF file for llama.cpp, or a llama2.c checkpoint for run.c. A thin main
 // over tqm/export.h.
 
+#include <chrono>
+#include <filesystem>
 #include <iostream>
 #include <string>
 
@@ -36,10 +38,15 @@ int main(int argc, char** argv) {
       "  tqm-unpack --format gguf --dtype q8_0 stories260K.tqm -o stories260K-q8_0.gguf\n"
       "  tqm-unpack --format llama2c stories260K.tqm -o out.bin --tokenizer-out "
       "tok.bin\n"};
+  tqm::SetUpCommandLine(app, "tqm-unpack");
   std::string file, output, dtype = "f32", fmt = "safetensors", tokenizer_out;
   int64_t n_heads = 0, n_kv_heads = 0, seq_len = 0;
+  bool quiet = false, json = false;
+  unsigned threads = 0;
   app.add_option("FILE", file, ".tqm file to unpack")->required();
-  app.add_option("-o,--output", output, "output file")->required();
+  app.add_option("-o,--output", output,
+                 "output file (written atomically; never the input)")
+      ->required();
   app.add_option("--format", fmt, "safetensors (default), gguf or llama2c")
       ->check(CLI::IsMember({"safetensors", "gguf", "llama2c"}));
   app.add_option(
@@ -54,47 +61,115 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 30));
   app.add_option(
       "--tokenizer-out", tokenizer_out,
-      "also write the embedded llama2.c tokenizer (for run.c -z) to this file");
-  CLI11_PARSE(app, argc, argv);
+      "also write the embedded llama2.c tokenizer (for run.c -z) to this file; "
+      "both outputs appear together or not at all");
+  tqm::AddThreadsOption(app, &threads,
+                        "accepted for the common command line; tensors are decoded one "
+                        "at a time for now");
+  tqm::AddQuietFlag(app, &quiet, "no progress bar and no summary (not even --json's)");
+  tqm::AddJsonFlag(app, &json);
+  TQM_PARSE_COMMAND_LINE(app, argc, argv);
 
-  auto fail = [](const std::string& message) {
-    std::cerr << "tqm-unpack: " << tqm::EscapeForTerminal(message) << "\n";
-    return 1;
-  };
+  const char* tool = "tqm-unpack";
   const bool ok_dtype = fmt == "safetensors" ? dtype != "q8_0"
                         : fmt == "gguf"
                             ? (dtype == "f32" || dtype == "f16" || dtype == "q8_0")
                             : dtype == "f32";
   if (!ok_dtype) {
-    return fail("--dtype " + dtype + " is not available with --format " + fmt);
+    return tqm::UsageError(tool, "--dtype " + dtype + " is not available with --format " + fmt);
+  }
+  for (const std::string& out : {output, tokenizer_out}) {
+    absl::Status distinct = tqm::CheckNotAnInput(out, {file});
+    if (!distinct.ok()) return tqm::Failure(tool, std::string(distinct.message()));
   }
   tqm::InstallCleanupHandlers();
   auto reader = tqm::Reader::Open(file);
-  if (!reader.ok()) return fail(std::string(reader.status().message()));
+  if (!reader.ok()) return tqm::Failure(tool, std::string(reader.status().message()));
+
+  // Every output goes to a temporary first; none replaces its destination
+  // until all are written (a tokenizer that cannot be written must not leave
+  // a new checkpoint behind).
+  tqm::OutputGroup outputs;
+  auto main_temp = outputs.Add(output);
+  if (!main_temp.ok()) return tqm::Failure(tool, std::string(main_temp.status().message()));
+  absl::StatusOr<std::string> tokenizer_temp;
+  if (!tokenizer_out.empty()) {
+    tokenizer_temp = outputs.Add(tokenizer_out);
+    if (!tokenizer_temp.ok()) {
+      return tqm::Failure(tool, std::string(tokenizer_temp.status().message()));
+    }
+  }
+
+  // The output size expected, for the progress bar only: bytes per weight
+  // of the target type (1-D tensors stay float32 in GGUF and u8 exports).
+  uint64_t expected = 0;
+  for (const tqm::TensorInfo& t : (*reader)->tensors()) {
+    const bool matrix = t.dims.size() >= 2;
+    double per = 4;
+    if (fmt == "safetensors") {
+      per = dtype == "u8" ? (t.quantized() ? 1 : 4) : (dtype == "f32" ? 4 : 2);
+    } else if (fmt == "gguf" && matrix) {
+      per = dtype == "q8_0" ? 34.0 / 32 : (dtype == "f16" ? 2 : 4);
+    }
+    expected += static_cast<uint64_t>(per * t.numel);
+  }
+
   tqm::ExportOverrides ov;
   ov.n_heads = n_heads;
   ov.n_kv_heads = n_kv_heads;
   ov.seq_len = seq_len;
+  const auto t0 = std::chrono::steady_clock::now();
   absl::Status s;
-  if (fmt == "safetensors") {
-    tqm::SafetensorsExportOptions opt;
-    opt.type = dtype == "u8"     ? tqm::SafetensorsExportType::kU8
-               : dtype == "f16"  ? tqm::SafetensorsExportType::kF16
-               : dtype == "bf16" ? tqm::SafetensorsExportType::kBF16
-                                 : tqm::SafetensorsExportType::kF32;
-    s = tqm::ExportSafetensors(**reader, output, opt);
-  } else if (fmt == "gguf") {
-    tqm::GgufExportOptions opt;
-    opt.type = dtype == "q8_0"  ? tqm::GgufExportType::kQ8_0
-               : dtype == "f16" ? tqm::GgufExportType::kF16
-                                : tqm::GgufExportType::kF32;
-    opt.overrides = ov;
-    s = tqm::ExportGguf(**reader, output, opt);
-  } else {
-    s = tqm::ExportLlama2c(**reader, output, ov);
+  {
+    tqm::WriteProgress progress("unpacking to " + fmt, expected, !quiet);
+    if (fmt == "safetensors") {
+      tqm::SafetensorsExportOptions opt;
+      opt.type = dtype == "u8"     ? tqm::SafetensorsExportType::kU8
+                 : dtype == "f16"  ? tqm::SafetensorsExportType::kF16
+                 : dtype == "bf16" ? tqm::SafetensorsExportType::kBF16
+                                   : tqm::SafetensorsExportType::kF32;
+      s = tqm::ExportSafetensors(**reader, *main_temp, opt);
+    } else if (fmt == "gguf") {
+      tqm::GgufExportOptions opt;
+      opt.type = dtype == "q8_0"  ? tqm::GgufExportType::kQ8_0
+                 : dtype == "f16" ? tqm::GgufExportType::kF16
+                                  : tqm::GgufExportType::kF32;
+      opt.overrides = ov;
+      s = tqm::ExportGguf(**reader, *main_temp, opt);
+    } else {
+      s = tqm::ExportLlama2c(**reader, *main_temp, ov);
+    }
+    if (!s.ok()) s = absl::Status(s.code(), output + ": " + std::string(s.message()));
+    if (s.ok() && !tokenizer_out.empty()) {
+      s = tqm::ExportLlama2cTokenizer(**reader, *tokenizer_temp);
+      if (!s.ok()) s = absl::Status(s.code(), tokenizer_out + ": " + std::string(s.message()));
+    }
   }
-  if (s.ok() && !tokenizer_out.empty())
-    s = tqm::ExportLlama2cTokenizer(**reader, tokenizer_out);
-  if (!s.ok()) return fail(std::string(s.message()));
-  return 0;
+  if (s.ok()) s = outputs.Commit();
+  if (!s.ok()) return tqm::Failure(tool, std::string(s.message()));
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+
+  if (quiet) return tqm::kExitSuccess;
+  uint64_t bytes = 0;
+  for (const std::string& out : {output, tokenizer_out}) {
+    std::error_code ec;
+    if (!out.empty()) bytes += std::filesystem::file_size(out, ec);
+  }
+  const double mb_per_s = bytes / 1e6 / std::max(seconds, 1e-9);
+  const size_t tensors = (*reader)->tensors().size();
+  if (json) {
+    tqm::JsonObject o;
+    o.Add("input", file).Add("output", output);
+    if (!tokenizer_out.empty()) o.Add("tokenizer_out", tokenizer_out);
+    o.Add("format", fmt).Add("dtype", dtype).Add("tensors", uint64_t{tensors});
+    o.Add("bytes_written", bytes).Add("seconds", seconds).Add("mb_per_s", mb_per_s);
+    std::cout << o.str() << "\n";
+  } else {
+    std::cerr << absl::StrFormat("unpacked %s -> %s%s: %d tensors, %s (%d bytes) in %.2f s (%.1f MB/s)\n",
+                                 tqm::EscapeForTerminal(file), tqm::EscapeForTerminal(output),
+                                 tokenizer_out.empty() ? "" : " + " + tqm::EscapeForTerminal(tokenizer_out),
+                                 tensors, tqm::HumanBytes(bytes), bytes, seconds, mb_per_s);
+  }
+  return tqm::kExitSuccess;
 }

@@ -3,6 +3,10 @@
 //
 //   tqm-run MODEL.tqm --tokenizer tok512.bin --prompt "Once upon a time"
 //       --steps 128 --temperature 0 [--mode int8] [--budget-mb N] [--threads N]
+//       [-q] [--json]
+//
+// The command line follows the tools' contract (tools/tool_util.h): exit
+// status 0/1/2, --version, the shared --threads, -q and --json.
 
 #include <chrono>
 #include <cstdio>
@@ -14,6 +18,7 @@
 #include "llama.h"
 #include "sampler.h"
 #include "tokenizer.h"
+#include "tool_util.h"
 #include "tqm/metadata.h"
 
 namespace {
@@ -27,13 +32,16 @@ int Fail(const absl::Status& s) {
 
 int main(int argc, char** argv) {
   using namespace tqm;
-  CLI::App app{"Generate text with a Llama model from a .tqm file"};
+  CLI::App app{"tqm-run: generate text with a Llama model from a .tqm file.\n\n"
+               "Example:\n"
+               "  tqm-run stories260K.tqm --prompt \"Once upon a time\" --temperature 0\n"};
+  SetUpCommandLine(app, "tqm-run");
   std::string model_path, tokenizer_path, prompt, mode_name = "int8";
   int steps = 256, threads = 0, prefetch = 1;
   float temperature = 1.0f, topp = 0.9f;
   uint64_t seed = 0;
   double budget_mb = 0;
-  bool no_verify = false, stats = false, no_zero_copy = false;
+  bool no_verify = false, stats = false, no_zero_copy = false, quiet = false, json = false;
   app.add_option("model", model_path, "the .tqm file")->required();
   app.add_option(
       "--tokenizer,-z", tokenizer_path,
@@ -44,22 +52,26 @@ int main(int argc, char** argv) {
       ->check(CLI::NonNegativeNumber);
   app.add_option("--topp,-p", topp, "nucleus sampling threshold (outside (0,1): off)");
   app.add_option("--seed,-s", seed, "sampling seed (0: from the clock)");
-  app.add_option("--mode,-m", mode_name, "decoded-f32 | int8 | stream | fused");
+  app.add_option("--mode,-m", mode_name, "decoded-f32 | int8 | stream | fused")
+      ->check(CLI::IsMember({"decoded-f32", "int8", "stream", "fused"}));
   app.add_option("--budget-mb", budget_mb,
                  "loader budget for decoded layers, MiB (0: none)")
       ->check(CLI::NonNegativeNumber);
-  app.add_option("--threads", threads, "threads (0: all hardware threads)")
-      ->check(CLI::NonNegativeNumber);
+  AddThreadsOption(app, &threads, "compute and decode threads (0: all cores)");
   app.add_option("--prefetch", prefetch, "stream mode: layers decoded ahead")
       ->check(CLI::NonNegativeNumber);
   app.add_flag("--no-verify", no_verify, "skip chunk checksums");
   app.add_flag("--no-zero-copy", no_zero_copy,
                "decode stored tensors into buffers instead of using the mapping");
   app.add_flag("--stats", stats, "print loader statistics to stderr");
-  CLI11_PARSE(app, argc, argv);
+  AddQuietFlag(app, &quiet, "only the generated text: no tok/s report, no warnings");
+  AddJsonFlag(app, &json,
+              "print one JSON object on stdout instead: the generated text, tok/s, "
+              "open time and loader statistics");
+  TQM_PARSE_COMMAND_LINE(app, argc, argv);
 
   auto mode = rt::ParseMode(mode_name);
-  if (!mode.ok()) return Fail(mode.status());
+  if (!mode.ok()) return UsageError("tqm-run", std::string(mode.status().message()));
   rt::RuntimeOptions options;
   options.mode = *mode;
   options.threads = threads;
@@ -67,8 +79,8 @@ int main(int argc, char** argv) {
   options.verify_checksums = !no_verify;
   options.prefetch = prefetch;
   options.zero_copy = !no_zero_copy;
-  options.on_warning = [](const std::string& m) {
-    std::fprintf(stderr, "tqm-run: warning: %s\n", m.c_str());
+  options.on_warning = [quiet](const std::string& m) {
+    if (!quiet) std::fprintf(stderr, "tqm-run: warning: %s\n", m.c_str());
   };
   const auto t_open = std::chrono::steady_clock::now();
   auto llama = rt::Llama::Open(model_path, options);
@@ -102,22 +114,53 @@ int main(int argc, char** argv) {
   // As run.c: time from the end of the first forward pass.
   std::chrono::steady_clock::time_point start;
   int emitted = 0;
+  std::string text;  // --json: the text goes into the object
   auto forward = [&](int token, int pos) { return (*llama)->Forward(token, pos); };
   auto emit = [&](int prev, int next) {
     if (emitted++ == 0) start = std::chrono::steady_clock::now();
     std::string piece = tok->Printable(prev, next);
+    if (json) {
+      text += piece;
+      return;
+    }
     std::fwrite(piece.data(), 1, piece.size(), stdout);
     std::fflush(stdout);
   };
   auto seq = rt::Generate(forward, prompt_tokens, steps, sampler, emit);
-  std::printf("\n");
+  if (!json) std::printf("\n");
   if (!seq.ok()) return Fail(seq.status());
+  const double gen_s =
+      emitted > 1
+          ? std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count()
+          : 0.0;
+  const double tok_s = emitted > 1 ? (emitted - 1) / gen_s : 0.0;
+  if (json) {
+    const ModelStats st = (*llama)->model().stats();
+    JsonObject loader;
+    loader.Add("layer_requests", uint64_t{st.layer_requests}).Add("hits", uint64_t{st.hits});
+    loader.Add("decodes", uint64_t{st.decodes}).Add("decode_seconds", st.decode_seconds);
+    loader.Add("decoded_bytes", uint64_t{st.decoded_bytes});
+    loader.Add("prefetches", uint64_t{st.prefetches}).Add("prefetch_hits", uint64_t{st.prefetch_hits});
+    loader.Add("prefetch_skipped", uint64_t{st.prefetch_skipped});
+    loader.Add("evictions", uint64_t{st.evictions}).Add("over_budget", uint64_t{st.over_budget});
+    loader.Add("peak_resident_bytes", uint64_t{st.peak_resident_bytes});
+    JsonObject o;
+    o.Add("model", model_path).Add("mode", rt::ModeName(*mode)).Add("text", text);
+    o.Add("tokens", emitted).Add("open_ms", open_s * 1e3);
+    if (emitted > 1) {
+      o.Add("tok_per_s", tok_s);
+    } else {
+      o.Raw("tok_per_s", "null");
+    }
+    o.Raw("loader", loader.str());
+    std::printf("%s\n", o.str().c_str());
+    return kExitSuccess;
+  }
+  if (quiet) return kExitSuccess;
   if (emitted > 1) {
-    const double s =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     std::fflush(stdout);
-    std::fprintf(stderr, "achieved tok/s: %.1f (mode %s, open %.1f ms)\n",
-                 (emitted - 1) / s, rt::ModeName(*mode), open_s * 1e3);
+    std::fprintf(stderr, "achieved tok/s: %.1f (mode %s, open %.1f ms)\n", tok_s,
+                 rt::ModeName(*mode), open_s * 1e3);
   }
   if (stats) {
     const ModelStats st = (*llama)->model().stats();
@@ -133,5 +176,5 @@ int main(int argc, char** argv) {
                  (unsigned long long)st.evictions, (unsigned long long)st.over_budget,
                  st.peak_resident_bytes / 1048576.0);
   }
-  return 0;
+  return kExitSuccess;
 }
