@@ -2,6 +2,7 @@
 
 #include <fstream>
 #include <iostream>
+#include <regex>
 #include <sstream>
 
 #include "CLI/CLI.hpp"
@@ -44,8 +45,26 @@ int main(int argc, char** argv) {
   app.add_flag("--quantize-all", quantize_all,
                "quantize 1-D tensors (norms, biases) too, as the paper did");
   app.add_option("--granularity", granularity,
-                 "affine parameters per 'tensor' (default) or per 'row' (output channel)")
-      ->check(CLI::IsMember({"tensor", "row"}));
+                 "affine parameters per 'tensor' (default), per 'row' (output channel) or per "
+                 "'group:G' (G consecutive weights along the input dimension; G = 32, 64, "
+                 "128 or 256; format 1.3)")
+      ->check([](const std::string& g) -> std::string {
+        if (g == "tensor" || g == "row" || g == "group:32" || g == "group:64" ||
+            g == "group:128" || g == "group:256") {
+          return "";
+        }
+        return "must be tensor, row, group:32, group:64, group:128 or group:256";
+      });
+  int bits = 8;
+  app.add_option("--bits", bits,
+                 "code width of quantized tensors, 2..8 (default 8). Below 8 the entropy "
+                 "codecs store only what the codes use; the file is format 1.3")
+      ->check(CLI::Range(2, 8));
+  std::string keep;
+  app.add_option("--keep", keep,
+                 "store the tensors whose name matches this regular expression (ECMAScript, "
+                 "searched anywhere in the name) exactly as in the input, unquantized. Integer, "
+                 "bool and F64 tensors, 0-d and empty tensors are always kept");
   app.add_option("--chunk-size", chunk_size,
                  "decoded bytes per chunk (multiple of 4, default 262144)")
       ->check(CLI::Range(4u, tqm::format::kMaxChunkDecodedSize));
@@ -86,7 +105,22 @@ int main(int argc, char** argv) {
   if (!source.ok()) return tqm::Failure("tqm-pack", std::string(source.status().message()));
   tqm::PackOptions opt;
   opt.quantize_all = quantize_all;
-  opt.granularity = granularity == "row" ? tqm::Granularity::kRow : tqm::Granularity::kTensor;
+  if (granularity == "row") {
+    opt.granularity = tqm::Granularity::kRow;
+  } else if (granularity.rfind("group:", 0) == 0) {
+    opt.granularity = tqm::Granularity::kGroup;
+    opt.group_size = static_cast<uint32_t>(std::stoul(granularity.substr(6)));
+  }
+  opt.bits = bits;
+  if (!keep.empty()) {
+    std::regex re;
+    try {
+      re = std::regex(keep, std::regex::ECMAScript);
+    } catch (const std::regex_error& e) {
+      return tqm::UsageError("tqm-pack", "--keep '" + keep + "' is not a valid regular expression: " + e.what());
+    }
+    opt.keep = [re](const std::string& name) { return std::regex_search(name, re); };
+  }
   opt.chunk_size = chunk_size;
   opt.max_table_entries = no_table ? 0 : max_table;
   opt.profile = profile == "size"    ? tqm::Profile::kSize
@@ -135,17 +169,17 @@ int main(int argc, char** argv) {
         "\"file_bytes\":%d,\"table_entries\":%d,\"table_search_skipped\":%s,"
         "\"groups\":%d,\"escaped_groups\":%d,"
         "\"chunks\":{%s},\"profile\":\"%s\",\"seqtable_only_bytes\":%d,\"seqtable_only_table_entries\":%d,"
-        "\"quantized_int8_bytes\":%d,"
+        "\"quantized_int8_bytes\":%d,\"raw_tensors\":%d,\"bits\":%d,"
         "\"seconds\":%.3f}\n",
         tqm::JsonQuote(input), tqm::JsonQuote(output), s.tensors, s.quantized_tensors, s.weights, s.source_bytes, s.f32_bytes,
         s.int8_bytes, s.file_bytes, s.table_entries,
         s.table_search_skipped ? "true" : "false", s.groups, s.escaped_groups,
         mix_json, profile, s.seqtable_only_bytes, s.seqtable_only_table_entries,
-        s.quantized_int8_bytes, s.seconds);
+        s.quantized_int8_bytes, s.raw_tensors, bits, s.seconds);
   } else {
     std::cout << absl::StrFormat(
         "packed %s -> %s\n"
-        "  tensors          %d (%d quantized to uint8, %d kept float32)\n"
+        "  tensors          %d (%d quantized to uint8, %d kept float32%s)\n"
         "  weights          %d\n"
         "  source size      %s (%d bytes, as stored in the input dtype)\n"
         "  int8 size        %s (%d bytes: uint8 weights + float32 1-D tensors)\n"
@@ -158,7 +192,9 @@ int main(int argc, char** argv) {
         "                   used seqtable, vs %d bytes of int8 for those tensors\n"
         "  time             %.2f s (%.1f MB/s of float32 input)\n",
         tqm::EscapeForTerminal(input), tqm::EscapeForTerminal(output), s.tensors, s.quantized_tensors,
-        s.tensors - s.quantized_tensors, s.weights, tqm::HumanBytes(s.source_bytes),
+        s.tensors - s.quantized_tensors - s.raw_tensors,
+        s.raw_tensors ? absl::StrFormat(", %d verbatim", s.raw_tensors) : std::string(),
+        s.weights, tqm::HumanBytes(s.source_bytes),
         s.source_bytes, tqm::HumanBytes(s.int8_bytes), s.int8_bytes,
         tqm::HumanBytes(s.file_bytes), s.file_bytes,
         static_cast<double>(s.source_bytes) / s.file_bytes,

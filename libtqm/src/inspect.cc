@@ -7,35 +7,34 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_join.h"
 #include "checksum.h"
 #include "tqm/codec.h"
+#include "tqm/source.h"
 
 namespace tqm {
 namespace {
 
-const char* DTypeName(format::SourceDType d) {
-  switch (d) {
-    case format::kDTypeF32:
-      return "f32";
-    case format::kDTypeF16:
-      return "f16";
-    case format::kDTypeBF16:
-      return "bf16";
-    case format::kDTypeQ8_0:
-      return "q8_0";
-  }
-  return "?";
+// The source dtype in lower case ("f32", "i64", "q8_0").
+std::string LowerDTypeName(format::SourceDType d) {
+  return absl::AsciiStrToLower(DTypeName(d));
 }
 
-const char* StorageName(format::Storage s) {
-  switch (s) {
+// "f32", "raw", or the code width and what one (scale, zero) pair covers:
+// "u8/tensor", "u8/row", "u4/group:32".
+std::string StorageName(const TensorInfo& t) {
+  switch (t.storage) {
     case format::kStorageF32:
       return "f32";
+    case format::kStorageRaw:
+      return "raw";
     case format::kStorageU8Tensor:
-      return "u8/tensor";
+      return absl::StrFormat("u%d/tensor", t.bits);
     case format::kStorageU8Row:
-      return "u8/row";
+      return absl::StrFormat("u%d/row", t.bits);
+    case format::kStorageU8Group:
+      return absl::StrFormat("u%d/group:%d", t.bits, t.group_size);
   }
   return "?";
 }
@@ -138,8 +137,8 @@ InspectReport Inspect(const Reader& reader) {
     TensorReport tr;
     tr.name = t.name;
     tr.dims = t.dims;
-    tr.source_dtype = DTypeName(t.source_dtype);
-    tr.storage = StorageName(t.storage);
+    tr.source_dtype = LowerDTypeName(t.source_dtype);
+    tr.storage = StorageName(t);
     tr.layer = t.layer;
     tr.numel = t.numel;
     tr.decoded_bytes = t.byte_size;

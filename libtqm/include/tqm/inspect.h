@@ -16,8 +16,10 @@ namespace tqm {
 struct TensorReport {
   std::string name;
   std::vector<uint64_t> dims;
-  std::string source_dtype;  // "f32", "f16", "bf16", "q8_0"
-  std::string storage;       // "f32", "u8/tensor", "u8/row"
+  std::string source_dtype;  // "f32", "f16", "bf16", "q8_0", "i64", "bool", ...
+  // "f32", "raw" (verbatim source bytes), or "uB/tensor", "uB/row",
+  // "uB/group:G" (B-bit codes; one pair per tensor, row or G elements).
+  std::string storage;
   int32_t layer = -1;
   uint64_t numel = 0;
   uint64_t decoded_bytes = 0;
