@@ -119,8 +119,40 @@ tqm::PackOptions LanesOptions() {
   return o;
 }
 
+// "extended" (format 1.3, EXTENDED_TENSORS): 4-bit codes with one pair per
+// group of 32 along the last dimension (80 columns: groups of 32, 32, 16),
+// tensors stored verbatim (I64 position ids, a BOOL mask, an F16 norm kept
+// by name), a 0-d F32 scalar and an empty I64 tensor.
+tqm::MemorySource Extended() {
+  tqm::MemorySource m;
+  m.Add("model.layers.0.self_attn.q_proj.weight", {16, 80},
+        tqm_test::Gaussian(16 * 80, 11, 0.02f));
+  std::string ids;
+  for (int64_t i = 0; i < 6; ++i) {
+    const int64_t v = i == 5 ? -1 : i * 1000;
+    ids.append(reinterpret_cast<const char*>(&v), 8);
+  }
+  m.AddRaw("model.position_ids", {1, 6}, tqm::format::kDTypeI64, ids);
+  m.AddRaw("model.mask", {3}, tqm::format::kDTypeBool, std::string("\x01\x00\x01", 3));
+  m.AddRaw("model.norm.weight", {4}, tqm::format::kDTypeF16,
+           std::string("\x00\x3c\x00\xc0\x00\x00\xff\x7b", 8));  // 1, -2, 0, 65504
+  m.Add("model.logit_scale", {}, {0.125f});
+  m.AddRaw("model.empty", {0, 2}, tqm::format::kDTypeI64, "");
+  return m;
+}
+tqm::PackOptions ExtendedOptions() {
+  tqm::PackOptions o;
+  o.bits = 4;
+  o.granularity = tqm::Granularity::kGroup;
+  o.group_size = 32;
+  o.chunk_size = 512;
+  o.keep = [](const std::string& name) { return name == "model.norm.weight"; };
+  return o;
+}
+
 const Vector kVectors[] = {
     {"entropy", Entropy, EntropySizeOptions},
+    {"extended", Extended, ExtendedOptions},
     {"lanes", Lanes, LanesOptions},
     {"tiny", Tiny, TinyOptions},
     {"rows", Rows, RowsOptions},
