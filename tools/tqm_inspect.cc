@@ -25,9 +25,7 @@ int main(int argc, char** argv) {
   app.add_option("FILE", file, ".tqm file to inspect")->required();
   tqm::AddJsonFlag(app, &json, "print the report as one JSON object");
   app.add_flag("--verify", verify, "verify every checksum and decode every chunk");
-  tqm::AddThreadsOption(app, &threads,
-                        "accepted for the common command line; --verify checks the chunks "
-                        "on one thread for now");
+  tqm::AddThreadsOption(app, &threads, "threads checking chunks with --verify (0: all cores)");
   tqm::AddQuietFlag(app, &quiet, "print nothing; only the exit status tells");
   TQM_PARSE_COMMAND_LINE(app, argc, argv);
 
@@ -44,9 +42,7 @@ int main(int argc, char** argv) {
   }
   tqm::InspectReport report = tqm::Inspect(**reader);
   if (verify) {
-    absl::Status s = (*reader)->Verify();
-    report.verified = true;
-    if (!s.ok()) report.verify_error = std::string(s.message());
+    tqm::VerifyInto(**reader, threads, &report);
   }
   if (!quiet) std::cout << (json ? tqm::FormatJson(report) : tqm::FormatText(report));
   if (!report.verify_error.empty()) {

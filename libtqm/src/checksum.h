@@ -3,6 +3,7 @@
 #ifndef TQM_SRC_CHECKSUM_H_
 #define TQM_SRC_CHECKSUM_H_
 
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 
@@ -11,6 +12,14 @@
 namespace tqm {
 
 uint64_t Checksum(absl::Span<const uint8_t> bytes);
+
+namespace checksum_internal {
+using ChecksumFn = uint64_t (*)(const void* data, size_t n);
+// The implementation Checksum() uses on this CPU under TQM_CPU, and the
+// library's own (SSE2) one, for tests and benchmarks.
+ChecksumFn PickChecksum();
+uint64_t Xxh3Library(const void* data, size_t n);
+}  // namespace checksum_internal
 
 // Streaming XXH3-64: Update() in pieces gives the same value as Checksum()
 // over the concatenation.

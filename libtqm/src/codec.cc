@@ -20,6 +20,7 @@
 #endif
 
 #include "absl/strings/str_format.h"
+#include "cpu.h"
 #include "tqm/status.h"
 
 namespace tqm {
@@ -147,10 +148,7 @@ std::atomic<int> g_seq_isa{static_cast<int>(codec_internal::SeqIsa::kAuto)};
 
 bool CpuHasSeqAvx2() {
 #if TQM_SEQ_AVX2
-  static const bool has = __builtin_cpu_supports("avx2") &&
-                          __builtin_cpu_supports("popcnt") &&
-                          __builtin_cpu_supports("bmi");
-  return has;
+  return cpu::HasAvx2();
 #else
   return false;
 #endif

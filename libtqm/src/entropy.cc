@@ -11,7 +11,6 @@
 #include "entropy.h"
 
 #if defined(__x86_64__) && defined(__GNUC__)
-#include <cpuid.h>
 #endif
 
 #include <algorithm>
@@ -20,6 +19,7 @@
 #include <vector>
 
 #include "absl/strings/str_format.h"
+#include "cpu.h"
 
 namespace tqm {
 namespace entropy_internal {
@@ -385,19 +385,9 @@ bool GetVarint(absl::Span<const uint8_t> in, size_t* pos, uint32_t* v) {
   return false;
 }
 
-bool HaveBmi2() {
-#if defined(__x86_64__) && defined(__GNUC__)
-  // The BMI2 decoders also use LZCNT (CPUID 0x80000001, ECX bit 5).
-  static const bool have = [] {
-    unsigned a, b, c, d;
-    const bool lzcnt = __get_cpuid(0x80000001, &a, &b, &c, &d) && (c & (1u << 5));
-    return lzcnt && __builtin_cpu_supports("bmi2");
-  }();
-  return have;
-#else
-  return false;
-#endif
-}
+// The BMI2 decoders also use LZCNT; cpu::HasAvx2 checks both (and the
+// AVX2 level of TQM_CPU).
+bool HaveBmi2() { return cpu::HasAvx2(); }
 
 bool EncodeSimpleModes(absl::Span<const uint8_t> in, uint32_t counts[256],
                        std::string* out) {

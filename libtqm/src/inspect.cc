@@ -3,13 +3,18 @@
 
 #include "tqm/inspect.h"
 
+#include <algorithm>
+#include <chrono>
 #include <cmath>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_format.h"
 #include "absl/strings/ascii.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "checksum.h"
+#include "cpu.h"
+#include "entropy.h"
 #include "tqm/codec.h"
 #include "tqm/source.h"
 
@@ -193,8 +198,37 @@ std::string FormatText(const InspectReport& r) {
     absl::StrAppendFormat(&o, "\nverify:    %s\n",
                           r.verify_error.empty() ? "OK (all checksums match, every chunk decodes)"
                                                  : "FAILED: " + EscapeForTerminal(r.verify_error));
+    absl::StrAppendFormat(
+        &o, "           %.3f s on %d thread%s, %.2f GB/s decoded; %s\n", r.verify_seconds,
+        r.verify_threads, r.verify_threads == 1 ? "" : "s",
+        r.verify_seconds > 0 ? r.decoded_bytes / r.verify_seconds / 1e9 : 0.0, r.decoders);
   }
   return o;
+}
+
+std::string ActiveDecoders() {
+  const bool avx512_sum = checksum_internal::PickChecksum() != checksum_internal::Xxh3Library &&
+                          cpu::HasAvx512();
+  const bool avx2_sum =
+      checksum_internal::PickChecksum() != checksum_internal::Xxh3Library && !avx512_sum;
+  return absl::StrFormat(
+      "lanes %s, huffman %s, seqtable %s, checksum %s (TQM_CPU %s)",
+      entropy_internal::LanesDecoderName(entropy_internal::LanesIsa::kAuto),
+      entropy_internal::HaveBmi2() ? "BMI2" : "portable C++",
+      codec_internal::SeqTableAvx2Available() ? "AVX2" : "portable C++",
+      avx512_sum ? "AVX-512" : (avx2_sum ? "AVX2" : "libxxhash"), cpu::CapName());
+}
+
+void VerifyInto(const Reader& reader, unsigned threads, InspectReport* report) {
+  if (threads == 0) threads = std::max(1u, std::thread::hardware_concurrency());
+  const auto t0 = std::chrono::steady_clock::now();
+  absl::Status s = reader.Verify(threads);
+  report->verify_seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  report->verified = true;
+  report->verify_threads = threads;
+  report->verify_error = s.ok() ? std::string() : std::string(s.message());
+  report->decoders = ActiveDecoders();
 }
 
 std::string FormatJson(const InspectReport& r) {
@@ -268,9 +302,14 @@ std::string FormatJson(const InspectReport& r) {
   }
   o += "]";
   if (r.verified) {
-    absl::StrAppendFormat(&o, ",\"verify\":{\"ok\":%s,\"error\":%s}",
+    absl::StrAppendFormat(&o,
+                          ",\"verify\":{\"ok\":%s,\"error\":%s,\"seconds\":%.6f,"
+                          "\"threads\":%d,\"decoded_gb_per_s\":%.3f,\"decoders\":%s}",
                           r.verify_error.empty() ? "true" : "false",
-                          r.verify_error.empty() ? "null" : JsonQuote(r.verify_error));
+                          r.verify_error.empty() ? "null" : JsonQuote(r.verify_error),
+                          r.verify_seconds, r.verify_threads,
+                          r.verify_seconds > 0 ? r.decoded_bytes / r.verify_seconds / 1e9 : 0.0,
+                          JsonQuote(r.decoders));
   }
   return o + "}\n";
 }

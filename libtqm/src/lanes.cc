@@ -49,6 +49,7 @@
 #endif
 
 #include "absl/strings/str_format.h"
+#include "cpu.h"
 #include "entropy.h"
 
 namespace tqm {
@@ -1351,35 +1352,15 @@ void WriteCoded(absl::Span<const uint8_t> in, const LanesCode& c, int groups, st
 
 namespace entropy_internal {
 
-bool HaveAvx512Vbmi() {
-#if TQM_LANES_X86
-  static const bool have = __builtin_cpu_supports("avx512f") &&
-                           __builtin_cpu_supports("avx512bw") &&
-                           __builtin_cpu_supports("avx512vl") &&
-                           __builtin_cpu_supports("avx512vbmi") &&
-                           __builtin_cpu_supports("avx512vbmi2") &&
-                           __builtin_cpu_supports("bmi2") && __builtin_cpu_supports("popcnt");
-  return have;
-#else
-  return false;
-#endif
-}
+bool HaveAvx512Vbmi() { return TQM_LANES_X86 && cpu::HasAvx512Vbmi(); }
 
-bool HaveAvx2Bmi2() {
-#if TQM_LANES_X86
-  static const bool have = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("bmi2") &&
-                           __builtin_cpu_supports("popcnt");
-  return have;
-#else
-  return false;
-#endif
-}
+bool HaveAvx2Bmi2() { return TQM_LANES_X86 && cpu::HasAvx2(); }
 
 const char* LanesDecoderName(LanesIsa isa) {
   if (isa == LanesIsa::kAuto && HaveAvx512Vbmi()) return "AVX-512";
   if (isa != LanesIsa::kPortable && HaveAvx2Bmi2()) return "AVX2";
 #if TQM_LANES_NEON
-  if (isa == LanesIsa::kAuto) return "NEON";
+  if (isa == LanesIsa::kAuto && cpu::HasNeon()) return "NEON";
 #endif
   return "portable C++";
 }
@@ -1521,7 +1502,7 @@ absl::Status DecodeLanesWith(LanesIsa isa, absl::Span<const uint8_t> in,
   }
 #endif
 #if TQM_LANES_NEON
-  if (isa == LanesIsa::kAuto) {
+  if (isa == LanesIsa::kAuto && cpu::HasNeon()) {
     switch (p.groups) {
       case 1:
         return DecodeNeon<1>(p, in, out.data());

@@ -42,12 +42,25 @@ struct InspectReport {
   uint64_t encoded_bytes = 0;
   uint64_t chunks_by_codec[256] = {};
   double bits_per_weight = 0;  // whole file bits / weights
-  // Set by tqm-inspect --verify.
+  // Set by VerifyInto (tqm-inspect --verify).
   bool verified = false;
   std::string verify_error;  // empty when verification passed
+  double verify_seconds = 0;
+  unsigned verify_threads = 0;
+  // The decoders that ran on this CPU under TQM_CPU (ActiveDecoders).
+  std::string decoders;
 };
 
 InspectReport Inspect(const Reader& reader);
+
+// The decoder each codec uses on this CPU, as capped by TQM_CPU, e.g.
+// "lanes AVX-512, huffman BMI2, seqtable AVX2, checksum AVX-512 (TQM_CPU
+// native)".
+std::string ActiveDecoders();
+
+// Runs reader.Verify(threads) and records the outcome, the time and the
+// decoders in `report`.
+void VerifyInto(const Reader& reader, unsigned threads, InspectReport* report);
 
 // Human-readable report. Control characters in names and strings are escaped.
 std::string FormatText(const InspectReport& r);

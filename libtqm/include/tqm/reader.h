@@ -152,8 +152,9 @@ class Reader {
 
   // Full verification: every section checksum (including DATA), zero
   // padding between sections and chunks, and every chunk's checksum and
-  // decode. Returns the first problem found.
-  absl::Status Verify() const;
+  // decode, on `threads` threads (0: all cores). Returns the first problem
+  // in that order, whatever the thread count.
+  absl::Status Verify(unsigned threads = 1) const;
 
  private:
   Reader() = default;
@@ -163,6 +164,8 @@ class Reader {
   absl::Status ParseTable(const SectionInfo& s);
   absl::Status ParseIndex(const SectionInfo& s, const SectionInfo& data);
   absl::Status ChunkError(size_t t, size_t c, const absl::Status& s) const;
+  absl::Status VerifySections() const;
+  absl::Status VerifyPadding() const;
 
   std::string name_;
   struct Mapping;
