@@ -162,14 +162,27 @@ class ShardedSource : public TensorSource {
   const std::vector<SourceTensor>& tensors() const override { return tensors_; }
   const std::vector<MetaEntry>& metadata() const override { return meta_; }
   absl::Status Read(size_t i, std::vector<float>* out) override {
+    TQM_RETURN_IF_ERROR(CheckIndex(i));
+    return shards_[refs_[i].shard]->Read(refs_[i].index, out);
+  }
+  absl::Status ReadRaw(size_t i, std::string* out) override {
+    TQM_RETURN_IF_ERROR(CheckIndex(i));
+    return shards_[refs_[i].shard]->ReadRaw(refs_[i].index, out);
+  }
+  absl::Status ReadQuantized(size_t i, QuantizedTensor* out) override {
+    TQM_RETURN_IF_ERROR(CheckIndex(i));
+    return shards_[refs_[i].shard]->ReadQuantized(refs_[i].index, out);
+  }
+
+ private:
+  absl::Status CheckIndex(size_t i) const {
     if (i >= refs_.size()) {
       return absl::OutOfRangeError(
           absl::StrFormat("tensor index %d out of range (%d tensors)", i, refs_.size()));
     }
-    return shards_[refs_[i].shard]->Read(refs_[i].index, out);
+    return absl::OkStatus();
   }
 
- private:
   std::vector<std::unique_ptr<TensorSource>> shards_;
   std::vector<Ref> refs_;
   std::vector<SourceTensor> tensors_;
@@ -255,13 +268,15 @@ absl::StatusOr<std::unique_ptr<TensorSource>> OpenSafetensorsIndex(
                          internal::OpenSafetensorsShard(shard_path));
     const std::vector<SourceTensor>& ts = shard.source->tensors();
     std::set<std::string> seen;
-    for (size_t i = 0; i < ts.size(); ++i) {
-      if (names.count(ts[i].name) == 0) {
+    for (const std::string& name : shard.header_names) {
+      if (names.count(name) == 0) {
         return IndexError(path, absl::StrFormat("shard %s holds tensor %s, which the "
                                                 "weight_map does not assign to it",
-                                                file, json::Quote(ts[i].name)));
+                                                file, json::Quote(name)));
       }
-      seen.insert(ts[i].name);
+      seen.insert(name);
+    }
+    for (size_t i = 0; i < ts.size(); ++i) {
       refs.push_back({shards.size(), i});
       tensors.push_back(ts[i]);
     }

@@ -22,6 +22,9 @@ struct SafetensorsShard {
   std::unique_ptr<TensorSource> source;
   // The file's "__metadata__" string pairs, in file order.
   std::vector<std::pair<std::string, std::string>> raw_metadata;
+  // Every tensor name in the header, the .scale and .zero tensors that
+  // became part of a quantized tensor included (what an index lists).
+  std::vector<std::string> header_names;
 };
 
 absl::StatusOr<SafetensorsShard> OpenSafetensorsShard(const std::string& path);
