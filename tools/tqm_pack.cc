@@ -33,7 +33,7 @@ int main(int argc, char** argv) {
   uint32_t max_table = tqm::format::kMaxTableEntries;
   app.add_option("INPUT", input, "model to pack (llama2.c .bin, .safetensors, a directory with model.safetensors.index.json, or .gguf)")
       ->required()
-      ->check(CLI::ExistingFile);
+      ->check(CLI::ExistingPath);
   app.add_option("-o,--output", output, "output .tqm file (written atomically)")->required();
   app.add_option("--tokenizer", tokenizer,
                  "llama2.c tokenizer (tok512.bin) to embed as metadata tokenizer.llama2c")
@@ -104,6 +104,10 @@ int main(int argc, char** argv) {
     }
     opt.extra_metadata.push_back(
         {tqm::meta_keys::kTokenizerLlama2c, tqm::MetaValue::Bytes(ss.str())});
+  }
+  if (absl::Status s = tqm::CheckModel(**source, opt.extra_metadata, tokenizer); !s.ok()) {
+    std::cerr << "tqm-pack: " << input << ": " << s.message() << "\n";
+    return 1;
   }
   tqm::ProgressBar bar;
   if (!quiet) {

@@ -779,17 +779,32 @@ absl::StatusOr<std::vector<MetaEntry>> SafetensorsMetadata(
   return BuildMetadata(path, tensors, raw);
 }
 
-}  // namespace internal
+std::map<std::string, MetaValue> DeriveLlamaFromShapes(
+    const std::vector<SourceTensor>& tensors) {
+  return DeriveLlama(tensors);
+}
 
-absl::StatusOr<std::unique_ptr<TensorSource>> OpenSafetensors(const std::string& path) {
+absl::StatusOr<std::unique_ptr<TensorSource>> OpenSafetensorsWithConfig(
+    const std::string& path, const std::string& config_path) {
   std::vector<std::pair<std::string, std::string>> raw_meta;
   absl::StatusOr<std::unique_ptr<SafetensorsSource>> src = OpenFile(path, &raw_meta);
   if (!src.ok()) return src.status();
-  absl::StatusOr<std::vector<MetaEntry>> meta =
-      BuildMetadata(path, (*src)->tensors(), raw_meta);
-  if (!meta.ok()) return meta.status();
-  (*src)->set_metadata(std::move(meta).value());
+  TQM_ASSIGN_OR_RETURN(std::vector<MetaEntry> meta,
+                       BuildMetadata(path, (*src)->tensors(), raw_meta));
+  if (!config_path.empty()) {
+    TQM_ASSIGN_OR_RETURN(std::string text, ReadSmallFile(config_path));
+    TQM_ASSIGN_OR_RETURN(std::vector<MetaEntry> config,
+                         HfConfigToMetadata(text, config_path));
+    TQM_RETURN_IF_ERROR(ApplyHfConfig(config_path, config, (*src)->tensors(), &meta));
+  }
+  (*src)->set_metadata(std::move(meta));
   return std::unique_ptr<TensorSource>(std::move(src).value());
+}
+
+}  // namespace internal
+
+absl::StatusOr<std::unique_ptr<TensorSource>> OpenSafetensors(const std::string& path) {
+  return internal::OpenSafetensorsWithConfig(path, "");
 }
 
 // ---- writer ----

@@ -5,6 +5,7 @@
 #ifndef TQM_SRC_SAFETENSORS_INTERNAL_H_
 #define TQM_SRC_SAFETENSORS_INTERNAL_H_
 
+#include <map>
 #include <memory>
 #include <string>
 #include <utility>
@@ -35,6 +36,17 @@ absl::StatusOr<SafetensorsShard> OpenSafetensorsShard(const std::string& path);
 absl::StatusOr<std::vector<MetaEntry>> SafetensorsMetadata(
     const std::string& path, const std::vector<SourceTensor>& tensors,
     const std::vector<std::pair<std::string, std::string>>& raw);
+
+// The llama.* quantities that every relevant tensor's shape agrees on
+// (Hugging Face Llama names): llama.dim, llama.hidden_dim, llama.vocab_size,
+// llama.n_layers (layers 0..n-1 all present), llama.tied_classifier.
+std::map<std::string, MetaValue> DeriveLlamaFromShapes(
+    const std::vector<SourceTensor>& tensors);
+
+// OpenSafetensors, with the Hugging Face config.json at `config_path`
+// applied to the metadata (ApplyHfConfig) unless `config_path` is empty.
+absl::StatusOr<std::unique_ptr<TensorSource>> OpenSafetensorsWithConfig(
+    const std::string& path, const std::string& config_path);
 
 }  // namespace internal
 }  // namespace tqm
