@@ -19,6 +19,7 @@
 #include <limits>
 #include <memory>
 #include <random>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -1417,6 +1418,368 @@ TEST(OpenModel, SniffsFormats) {
     ASSERT_TRUE(src.ok()) << src.status();
     EXPECT_EQ(MetaString(**src, meta_keys::kSourceFormat), "llama2c");
     EXPECT_EQ((*src)->tensors().size(), 47u);
+  }
+}
+
+// A file of `bytes` named `name` in `dir`; returns its path.
+std::string Put(const TempDir& dir, const std::string& name, const std::string& bytes) {
+  WriteFile(dir.File(name), bytes);
+  return dir.File(name);
+}
+
+TEST(OpenModel, ExtensionAndContentMustAgree) {
+  TempDir dir;
+  std::string st_bytes;
+  {
+    WriteSafetensors(dir.File("src.safetensors"), {F32Tensor("a", {1}, {1})}, {});
+    st_bytes = ReadFile(dir.File("src.safetensors"));
+  }
+  const std::string gguf_bytes = std::string("GGUF\3\0\0\0", 8) + std::string(64, '\0');
+  const std::string tqm_bytes =
+      std::string(reinterpret_cast<const char*>(format::kMagic), 8) + std::string(64, '\0');
+  const std::string l2c = MakeLlama2c({8, 12, 1, 2, 1, 10, 4});
+  const auto kLoss = absl::StatusCode::kDataLoss;
+  const auto kInvalid = absl::StatusCode::kInvalidArgument;
+  struct Case {
+    const char* name;
+    std::string bytes;
+    absl::StatusCode code;
+    std::vector<std::string> message;
+  };
+  const Case cases[] = {
+      {"x.safetensors", "hello world\n", kLoss,
+       {"x.safetensors: not a safetensors file: header length 8031924123371070824 "
+        "exceeds file size 12"}},
+      {"upper.SAFETENSORS", "hello world\n", kLoss, {"not a safetensors file"}},
+      {"g.safetensors", gguf_bytes, kLoss,
+       {"not a safetensors file", "(its content is a GGUF file)"}},
+      {"short.safetensors", "abc", kLoss,
+       {"not a safetensors file: 3 bytes is too short for the 8-byte header length"}},
+      {"s.gguf", st_bytes, kLoss,
+       {"s.gguf: not a GGUF file: it starts with", "not the magic \"GGUF\"",
+        "(its content is a safetensors file)"}},
+      {"l.gguf", l2c, kLoss, {"not a GGUF file"}},
+      {"l.tqm", l2c, kLoss, {"l.tqm: not a .tqm file"}},
+      {"packed.tqm", tqm_bytes, kInvalid,
+       {"packed.tqm is a .tqm file; tqm-pack reads float checkpoints (GGUF, safetensors"}},
+      {"packed.bin", tqm_bytes, kInvalid, {"packed.bin is a .tqm file"}},
+      {"notes.txt", "hello world\n", kInvalid,
+       {"notes.txt: not a model file this tool reads; tried GGUF (no \"GGUF\" magic), "
+        "safetensors (header length 8031924123371070824 exceeds file size 12), "
+        "safetensors index JSON (does not start with '{'), llama2.c (12 bytes is too "
+        "short for a llama2.c header (28 bytes)), Hugging Face directory (not a "
+        "directory)"}},
+      // llama2.c has no magic: a plausible header whose size is off by one
+      // byte is not taken for a checkpoint.
+      {"trailing.bin", l2c + "x", kInvalid,
+       {"tried GGUF", "llama2.c (llama2.c file is", "(trailing bytes))"}},
+      {"zeros.bin", std::string(4096, '\0'), kInvalid,
+       {"llama2.c (llama2.c header field dim=0 at offset 0 is invalid"}},
+      {"config.json", "{\"hidden_size\": 8}", kInvalid,
+       {"is a Hugging Face config, not a model: give its directory"}},
+  };
+  for (const Case& c : cases) {
+    const std::string path = Put(dir, c.name, c.bytes);
+    absl::StatusOr<std::unique_ptr<TensorSource>> src = OpenModel(path);
+    ASSERT_FALSE(src.ok()) << c.name;
+    EXPECT_EQ(src.status().code(), c.code) << c.name << ": " << src.status();
+    for (const std::string& m : c.message) {
+      EXPECT_THAT(std::string(src.status().message()), HasSubstr(m)) << c.name;
+    }
+  }
+  // The content decides when the extension names no format of its own.
+  struct Good {
+    const char* name;
+    const std::string& bytes;
+    const char* format;
+  };
+  const Good good[] = {{"model.pt", l2c, "llama2c"},
+                       {"weights.bin", st_bytes, "safetensors"},
+                       {"model.data", gguf_bytes, "gguf"},
+                       {"noext", l2c, "llama2c"}};
+  for (const Good& g : good) {
+    absl::StatusOr<std::unique_ptr<TensorSource>> src = OpenModel(Put(dir, g.name, g.bytes));
+    ASSERT_TRUE(src.ok()) << g.name << ": " << src.status();
+    EXPECT_EQ(MetaString(**src, meta_keys::kSourceFormat), g.format) << g.name;
+  }
+}
+
+// A Hugging Face config.json for TinyHfLlama (dim 8, hidden 12, 2 layers,
+// vocab 10) with `extra` members appended.
+std::string TinyConfig(const std::string& extra = "") {
+  return R"({"architectures": ["LlamaForCausalLM"], "model_type": "llama",
+  "hidden_size": 8, "intermediate_size": 12, "num_hidden_layers": 2,
+  "num_attention_heads": 2, "num_key_value_heads": 1, "vocab_size": 10,
+  "max_position_embeddings": 64, "rms_norm_eps": 1e-05, "rope_theta": 500000.0,
+  "tie_word_embeddings": true, "torch_dtype": "float32",
+  "rope_scaling": null)" + extra + "}";
+}
+
+void ExpectTinyConfigMetadata(const TensorSource& s) {
+  EXPECT_EQ(MetaString(s, meta_keys::kArchitecture), "llama");
+  EXPECT_EQ(MetaInt(s, meta_keys::kDim), 8);
+  EXPECT_EQ(MetaInt(s, meta_keys::kHiddenDim), 12);
+  EXPECT_EQ(MetaInt(s, meta_keys::kLayers), 2);
+  EXPECT_EQ(MetaInt(s, meta_keys::kHeads), 2);
+  EXPECT_EQ(MetaInt(s, meta_keys::kKvHeads), 1);
+  EXPECT_EQ(MetaInt(s, meta_keys::kVocabSize), 10);
+  EXPECT_EQ(MetaInt(s, meta_keys::kSeqLen), 64);
+  EXPECT_EQ(MetaInt(s, meta_keys::kTiedClassifier), 1);
+  ASSERT_NE(Meta(s, meta_keys::kNormEps), nullptr);
+  EXPECT_EQ(Meta(s, meta_keys::kNormEps)->float64, 1e-5);
+  ASSERT_NE(Meta(s, meta_keys::kRopeTheta), nullptr);
+  EXPECT_EQ(Meta(s, meta_keys::kRopeTheta)->float64, 500000.0);
+  EXPECT_EQ(MetaString(s, meta_keys::kRopeLayout), "hf");
+  EXPECT_EQ(MetaString(s, meta_keys::kSourceFormat), "safetensors");
+}
+
+TEST(OpenModel, HfDirectoryWithOneFile) {
+  TempDir dir;
+  WriteSafetensors(dir.File("model.safetensors"), TinyHfLlama(false), {});
+  // Without config.json: only what the shapes give.
+  absl::StatusOr<std::unique_ptr<TensorSource>> src = OpenModel(dir.File(""));
+  ASSERT_TRUE(src.ok()) << src.status();
+  EXPECT_EQ(Meta(**src, meta_keys::kHeads), nullptr);
+  WriteFile(dir.File("config.json"), TinyConfig());
+  for (const std::string& path : {dir.File(""), dir.File("model.safetensors")}) {
+    src = OpenModel(path);
+    ASSERT_TRUE(src.ok()) << path << ": " << src.status();
+    ExpectTinyConfigMetadata(**src);
+    EXPECT_EQ((*src)->tensors().size(), 1 + 2 * 9 + 1u);
+    EXPECT_TRUE(CheckModel(**src, {}).ok());
+  }
+  // OpenSafetensors on the file alone does not look for a config.
+  src = OpenSafetensors(dir.File("model.safetensors"));
+  ASSERT_TRUE(src.ok()) << src.status();
+  EXPECT_EQ(Meta(**src, meta_keys::kHeads), nullptr);
+}
+
+TEST(OpenModel, HfDirectoryWithShards) {
+  TempDir dir;
+  std::vector<TensorData> all = TinyHfLlama(true);
+  std::vector<TensorData> first(all.begin(), all.begin() + 10);
+  std::vector<TensorData> second(all.begin() + 10, all.end());
+  // A u8 export triple in a shard: the index lists all three names.
+  for (TensorData& t : U8Triple("extra.weight", {2, 2}, Pattern(4, 9), {0.5f}, {3}))
+    second.push_back(std::move(t));
+  WriteSafetensors(dir.File("model-00001-of-00002.safetensors"), first, {});
+  WriteSafetensors(dir.File("model-00002-of-00002.safetensors"), second, {});
+  std::string index = R"({"metadata": {"total_size": 1}, "weight_map": {)";
+  for (size_t i = 0; i < first.size() + second.size(); ++i) {
+    const TensorData& t = i < first.size() ? first[i] : second[i - first.size()];
+    index += absl::StrFormat("%s\"%s\": \"model-0000%d-of-00002.safetensors\"",
+                             i ? ", " : "", t.entry.name, i < first.size() ? 1 : 2);
+  }
+  WriteFile(dir.File("model.safetensors.index.json"), index + "}}");
+  WriteFile(dir.File("config.json"),
+            TinyConfig(R"(, "tie_word_embeddings": false)").replace(
+                TinyConfig().find("\"tie_word_embeddings\": true,"),
+                std::string("\"tie_word_embeddings\": true,").size(), ""));
+  absl::StatusOr<std::unique_ptr<TensorSource>> src = OpenModel(dir.File(""));
+  ASSERT_TRUE(src.ok()) << src.status();
+  TensorSource& s = **src;
+  ASSERT_EQ(s.tensors().size(), all.size() + 1);
+  EXPECT_EQ(MetaInt(s, meta_keys::kTiedClassifier), 0);
+  EXPECT_EQ(MetaInt(s, meta_keys::kHeads), 2);
+  EXPECT_EQ(MetaInt(s, meta_keys::kSeqLen), 64);
+  EXPECT_EQ(s.tensors().back().name, "extra.weight");
+  EXPECT_EQ(s.tensors().back().kind, TensorKind::kQuantized);
+  QuantizedTensor q;
+  ASSERT_TRUE(s.ReadQuantized(s.tensors().size() - 1, &q).ok());
+  EXPECT_EQ(q.params.size(), 1u);
+  std::string raw;
+  ASSERT_TRUE(s.ReadRaw(0, &raw).ok());
+  EXPECT_TRUE(raw == all[0].bytes);
+  EXPECT_TRUE(CheckModel(s, {}).ok());
+}
+
+TEST(OpenModel, HfConfigMustAgreeWithShapes) {
+  TempDir dir;
+  WriteSafetensors(dir.File("model.safetensors"), TinyHfLlama(false), {});
+  struct Case {
+    std::string config;
+    const char* message;
+  };
+  const Case cases[] = {
+      {R"({"hidden_size": 16})",
+       "config.json: hidden_size is 16, which contradicts the tensor shapes: they give llama.dim=8"},
+      {R"({"intermediate_size": 11})",
+       "intermediate_size is 11, which contradicts the tensor shapes: they give llama.hidden_dim=12"},
+      {R"({"num_hidden_layers": 3})",
+       "num_hidden_layers is 3, which contradicts the tensor shapes: they give llama.n_layers=2"},
+      {R"({"vocab_size": 32000})",
+       "vocab_size is 32000, which contradicts the tensor shapes: they give llama.vocab_size=10"},
+      {R"({"tie_word_embeddings": false})",
+       "tie_word_embeddings is false but the checkpoint has no lm_head.weight"},
+      {R"({"num_attention_heads": "2"})",
+       "num_attention_heads is 2, not an integer in 1..2147483647"},
+      {R"({"num_attention_heads": 0})", "num_attention_heads is 0, not an integer"},
+      {R"({"num_attention_heads": 2.5})", "num_attention_heads is 2.5, not an integer"},
+      {R"({"rms_norm_eps": -1})", "rms_norm_eps is -1, not a finite positive number"},
+      {R"({"rope_theta": "x"})", "rope_theta is string, not a finite positive number"},
+      {R"({"tie_word_embeddings": 1})", "tie_word_embeddings is int"},
+      {"[1]", "not a Hugging Face config: not a JSON object"},
+      {"{", "not a Hugging Face config: JSON"},
+  };
+  for (const Case& c : cases) {
+    WriteFile(dir.File("config.json"), c.config);
+    absl::StatusOr<std::unique_ptr<TensorSource>> src = OpenModel(dir.File(""));
+    ASSERT_FALSE(src.ok()) << c.config;
+    EXPECT_EQ(src.status().code(), absl::StatusCode::kDataLoss) << src.status();
+    EXPECT_THAT(std::string(src.status().message()), HasSubstr(c.message)) << c.config;
+  }
+}
+
+TEST(OpenModel, DirectoryWithoutModelNamesWhatItLookedFor) {
+  TempDir dir;
+  WriteFile(dir.File("config.json"), TinyConfig());
+  absl::StatusOr<std::unique_ptr<TensorSource>> src = OpenModel(dir.File(""));
+  ASSERT_FALSE(src.ok());
+  EXPECT_EQ(src.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(src.status().message()),
+              HasSubstr("not a Hugging Face model directory: looked for "
+                        "model.safetensors.index.json and model.safetensors, found "
+                        "neither"));
+  WriteFile(dir.File("other.gguf"), "x");
+  src = OpenModel(dir.File(""));
+  EXPECT_THAT(std::string(src.status().message()), HasSubstr("it holds other.gguf"));
+}
+
+TEST(HfConfig, ParsesFromMemory) {
+  absl::StatusOr<std::vector<MetaEntry>> m =
+      internal::HfConfigToMetadata(R"({"num_attention_heads": 4, "hidden_size": 64})", "c");
+  ASSERT_TRUE(m.ok()) << m.status();
+  ASSERT_NE(FindMeta(*m, meta_keys::kKvHeads), nullptr);
+  EXPECT_EQ(FindMeta(*m, meta_keys::kKvHeads)->int64, 4);  // defaults to the heads
+  EXPECT_EQ(FindMeta(*m, meta_keys::kDim)->int64, 64);
+  EXPECT_EQ(FindMeta(*m, meta_keys::kArchitecture), nullptr);  // no model_type
+  m = internal::HfConfigToMetadata("{}", "c");
+  ASSERT_TRUE(m.ok());
+  EXPECT_TRUE(m->empty());
+
+  absl::StatusOr<internal::ShardIndex> idx = internal::ParseShardIndex(
+      R"({"metadata": {"total_size": 8, "n": null}, "weight_map": {"a": "s1", "b": "s2", "c": "s1"}})",
+      "i");
+  ASSERT_TRUE(idx.ok()) << idx.status();
+  ASSERT_EQ(idx->shards.size(), 2u);
+  EXPECT_EQ(idx->shards["s1"], (std::set<std::string>{"a", "c"}));
+  ASSERT_EQ(idx->metadata.size(), 1u);
+  EXPECT_EQ(idx->metadata[0].second, "8");
+  for (const char* bad : {"", "[]", R"({"weight_map": {}})", R"({"weight_map": {"a": "../x"}})",
+                          R"({"weight_map": {"a": "s"}, "metadata": 1})"}) {
+    idx = internal::ParseShardIndex(bad, "i");
+    EXPECT_EQ(idx.status().code(), absl::StatusCode::kDataLoss) << bad;
+  }
+}
+
+// ---- CheckModel ----
+
+// A llama2.c tokenizer of `n` tokens ("t0", "t1", ...).
+std::string MakeTokenizer(int n) {
+  std::string s;
+  AppendI32(&s, 8);
+  for (int i = 0; i < n; ++i) {
+    const std::string t = absl::StrCat("t", i);
+    AppendF32(&s, -static_cast<float>(i));
+    AppendI32(&s, static_cast<int32_t>(t.size()));
+    s += t;
+  }
+  return s;
+}
+
+TEST(CheckModel, TokenizerMustMatchTheVocabulary) {
+  TempDir dir;
+  WriteSafetensors(dir.File("m.safetensors"), TinyHfLlama(false), {});
+  absl::StatusOr<std::unique_ptr<TensorSource>> src =
+      OpenSafetensors(dir.File("m.safetensors"));
+  ASSERT_TRUE(src.ok()) << src.status();
+  auto with_tokenizer = [](const std::string& bytes) {
+    return std::vector<MetaEntry>{
+        {meta_keys::kTokenizerLlama2c, MetaValue::Bytes(bytes)}};
+  };
+  EXPECT_TRUE(CheckModel(**src, with_tokenizer(MakeTokenizer(10)), "tok10.bin").ok());
+  absl::Status s = CheckModel(**src, with_tokenizer(MakeTokenizer(4096)), "tok4096.bin");
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(s.message(), "tokenizer tok4096.bin has 4096 tokens, model vocab_size is 10");
+  // Every truncation of a valid tokenizer either parses to fewer tokens
+  // (at a token boundary) or fails to parse; none passes.
+  const std::string tok = MakeTokenizer(10);
+  for (size_t n = 0; n < tok.size(); ++n) {
+    s = CheckModel(**src, with_tokenizer(tok.substr(0, n)), "cut");
+    EXPECT_FALSE(s.ok()) << n;
+  }
+  // A token longer than max_token_length, a NaN score.
+  std::string bad = MakeTokenizer(10);
+  bad[0] = 1;
+  EXPECT_THAT(std::string(CheckModel(**src, with_tokenizer(bad), "b").message()),
+              HasSubstr("outside 0..max_token_length=1"));
+  bad = MakeTokenizer(10);
+  AppendF32(&bad, std::nanf(""));
+  AppendI32(&bad, 0);
+  EXPECT_THAT(std::string(CheckModel(**src, with_tokenizer(bad), "b").message()),
+              HasSubstr("token 10 at offset"));
+  // A model file given as the tokenizer.
+  if (Exists(StoriesPath())) {
+    absl::StatusOr<std::unique_ptr<TensorSource>> stories = OpenModel(StoriesPath());
+    ASSERT_TRUE(stories.ok()) << stories.status();
+    s = CheckModel(**stories, with_tokenizer(ReadFile(StoriesPath())), "stories260K.bin");
+    EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss);
+    EXPECT_THAT(std::string(s.message()),
+                HasSubstr("tokenizer stories260K.bin: not a llama2.c tokenizer"));
+    const std::string tok512 = tqm_test::SharedPath("models/stories260K/tok512.bin");
+    EXPECT_TRUE(CheckModel(**stories, with_tokenizer(ReadFile(tok512)), "tok512.bin").ok());
+  }
+}
+
+TEST(CheckModel, HyperparametersMustMatchShapes) {
+  TempDir dir;
+  WriteSafetensors(dir.File("m.safetensors"), TinyHfLlama(false), {});
+  absl::StatusOr<std::unique_ptr<TensorSource>> src =
+      OpenSafetensors(dir.File("m.safetensors"));
+  ASSERT_TRUE(src.ok()) << src.status();
+  EXPECT_TRUE(CheckModel(**src, {}).ok());
+  EXPECT_TRUE(CheckModel(**src, {{meta_keys::kHeads, MetaValue::Int(2)},
+                                 {meta_keys::kKvHeads, MetaValue::Int(1)}})
+                  .ok());
+  struct Case {
+    std::vector<MetaEntry> meta;
+    const char* message;
+  };
+  const Case cases[] = {
+      {{{meta_keys::kDim, MetaValue::Int(16)}},
+       "llama.dim=16 but model.embed_tokens.weight has 8 columns"},
+      {{{meta_keys::kVocabSize, MetaValue::Int(11)}},
+       "llama.vocab_size=11 but model.embed_tokens.weight has 10 rows"},
+      {{{meta_keys::kHiddenDim, MetaValue::Int(10)}},
+       "llama.hidden_dim=10 but model.layers.0.mlp.gate_proj.weight has 12 rows"},
+      {{{meta_keys::kLayers, MetaValue::Int(3)}},
+       "llama.n_layers=3 but the checkpoint holds 2 layers"},
+      {{{meta_keys::kHeads, MetaValue::Int(3)}}, "llama.n_heads=3 does not divide llama.dim=8"},
+      {{{meta_keys::kHeads, MetaValue::Int(4)}, {meta_keys::kKvHeads, MetaValue::Int(3)}},
+       "llama.n_kv_heads=3 does not divide llama.n_heads=4"},
+      {{{meta_keys::kHeads, MetaValue::Int(2)}, {meta_keys::kKvHeads, MetaValue::Int(2)}},
+       "llama.n_kv_heads=2 gives k_proj 8 rows (n_kv_heads * dim / n_heads) but "
+       "model.layers.0.self_attn.k_proj.weight has 4"},
+  };
+  for (const Case& c : cases) {
+    absl::Status s = CheckModel(**src, c.meta);
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << c.message;
+    EXPECT_EQ(s.message(), c.message);
+  }
+}
+
+TEST(CheckModel, RealModelsPass) {
+  if (!Exists(StoriesPath())) GTEST_SKIP() << "../shared/models/stories260K is absent";
+  absl::StatusOr<std::unique_ptr<TensorSource>> src = OpenModel(StoriesPath());
+  ASSERT_TRUE(src.ok()) << src.status();
+  EXPECT_TRUE(CheckModel(**src, {}).ok());
+  for (const char* f : {"stories260K-f32.gguf", "stories260K-q8_0.gguf",
+                        "ggml-vocab-llama-spm.gguf"}) {
+    const std::string path = tqm_test::SharedPath(std::string("fixtures/gguf/") + f);
+    if (!Exists(path)) continue;
+    src = OpenModel(path);
+    ASSERT_TRUE(src.ok()) << src.status();
+    EXPECT_TRUE(CheckModel(**src, {}).ok()) << f << ": " << CheckModel(**src, {});
   }
 }
 

@@ -303,7 +303,7 @@ absl::Status ApplyHfConfig(const std::string& config_path,
     } else if (it != shapes.end() && e.value.type == format::kMetaInt64 &&
                it->second.int64 != e.value.int64) {
       return absl::DataLossError(absl::StrFormat(
-          "%s: %s is %d but the tensor shapes give %s=%d", config_path, HfKeyOf(e.key),
+          "%s: %s is %d, which contradicts the tensor shapes: they give %s=%d", config_path, HfKeyOf(e.key),
           e.value.int64, e.key, it->second.int64));
     }
     bool replaced = false;
