@@ -3,7 +3,6 @@
 // table of dtypes, every truncated prefix, and a named catalogue of corrupt
 // files with the error each must produce.
 
-#include "test_util.h"
 #include "tqm/import.h"
 
 #include <dirent.h>
@@ -30,11 +29,12 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "import_internal.h"
-#include "tqm/metadata.h"
-#include "tqm/safetensors.h"
+#include "test_util.h"
 #include "tqm/export.h"
+#include "tqm/metadata.h"
 #include "tqm/quantize.h"
 #include "tqm/reader.h"
+#include "tqm/safetensors.h"
 #include "tqm/source.h"
 #include "tqm/writer.h"
 
@@ -1008,13 +1008,13 @@ TEST(Safetensors, KeepsEveryDTypeVerbatim) {
     std::vector<uint64_t> shape;
   };
   const std::vector<Want> raw = {
-      {"F64", format::kDTypeF64, 8, {2, 3}},  {"I8", format::kDTypeI8, 1, {5}},
-      {"I16", format::kDTypeI16, 2, {3}},     {"I32", format::kDTypeI32, 4, {2, 2}},
-      {"I64", format::kDTypeI64, 8, {1, 2}},  {"U8", format::kDTypeU8, 1, {7}},
-      {"U16", format::kDTypeU16, 2, {3}},     {"U32", format::kDTypeU32, 4, {1}},
-      {"U64", format::kDTypeU64, 8, {2}},     {"F32", format::kDTypeF32, 4, {}},
-      {"I64", format::kDTypeI64, 8, {}},      {"F16", format::kDTypeF16, 2, {4, 0}},
-      {"BF16", format::kDTypeBF16, 2, {0}},   {"I32", format::kDTypeI32, 4, {0, 3}},
+      {"F64", format::kDTypeF64, 8, {2, 3}}, {"I8", format::kDTypeI8, 1, {5}},
+      {"I16", format::kDTypeI16, 2, {3}},    {"I32", format::kDTypeI32, 4, {2, 2}},
+      {"I64", format::kDTypeI64, 8, {1, 2}}, {"U8", format::kDTypeU8, 1, {7}},
+      {"U16", format::kDTypeU16, 2, {3}},    {"U32", format::kDTypeU32, 4, {1}},
+      {"U64", format::kDTypeU64, 8, {2}},    {"F32", format::kDTypeF32, 4, {}},
+      {"I64", format::kDTypeI64, 8, {}},     {"F16", format::kDTypeF16, 2, {4, 0}},
+      {"BF16", format::kDTypeBF16, 2, {0}},  {"I32", format::kDTypeI32, 4, {0, 3}},
   };
   std::vector<TensorData> tensors;
   std::vector<std::string> bytes;
@@ -1136,8 +1136,8 @@ TEST(Safetensors, U8TriplesBecomeQuantizedTensors) {
     for (size_t p = 0; p < c.params.size(); ++p) {
       EXPECT_EQ(q.params[p].scale, c.params[p].scale);
       EXPECT_EQ(q.params[p].zero, c.params[p].zero);
-      DequantizeAffine(absl::MakeConstSpan(q.codes.data() + p * span, span),
-                       c.params[p], absl::MakeSpan(want.data() + p * span, span));
+      DequantizeAffine(absl::MakeConstSpan(q.codes.data() + p * span, span), c.params[p],
+                       absl::MakeSpan(want.data() + p * span, span));
     }
     std::vector<float> got;
     ASSERT_TRUE(s.Read(c.index, &got).ok());
@@ -1232,7 +1232,8 @@ TEST(Safetensors, RejectsBadU8Triples) {
       {"zero_scale", one({2, 2}, {0}, {0}), "scale[0] = 0 is not a finite positive"},
       {"negative_scale", one({2, 2}, {1, -1}, {0, 0}), "scale[1] = -1"},
       {"inf_scale", one({2, 2}, {inf}, {0}), "scale[0] = inf"},
-      {"fractional_zero", one({2, 2}, {1}, {0.5f}), "zero[0] = 0.5 is not a finite integer"},
+      {"fractional_zero", one({2, 2}, {1}, {0.5f}),
+       "zero[0] = 0.5 is not a finite integer"},
       {"nan_zero", one({2, 2}, {1}, {std::nanf("")}), "zero[0] = nan"},
       {"pairs_not_rows", one({2, 3}, {1, 1, 1}, {0, 0, 0}),
        "3 affine pairs; expected 1 (per tensor) or dims[0]=2"},
@@ -1436,7 +1437,8 @@ TEST(OpenModel, ExtensionAndContentMustAgree) {
   }
   const std::string gguf_bytes = std::string("GGUF\3\0\0\0", 8) + std::string(64, '\0');
   const std::string tqm_bytes =
-      std::string(reinterpret_cast<const char*>(format::kMagic), 8) + std::string(64, '\0');
+      std::string(reinterpret_cast<const char*>(format::kMagic), 8) +
+      std::string(64, '\0');
   const std::string l2c = MakeLlama2c({8, 12, 1, 2, 1, 10, 4});
   const auto kLoss = absl::StatusCode::kDataLoss;
   const auto kInvalid = absl::StatusCode::kInvalidArgument;
@@ -1447,23 +1449,36 @@ TEST(OpenModel, ExtensionAndContentMustAgree) {
     std::vector<std::string> message;
   };
   const Case cases[] = {
-      {"x.safetensors", "hello world\n", kLoss,
+      {"x.safetensors",
+       "hello world\n",
+       kLoss,
        {"x.safetensors: not a safetensors file: header length 8031924123371070824 "
         "exceeds file size 12"}},
       {"upper.SAFETENSORS", "hello world\n", kLoss, {"not a safetensors file"}},
-      {"g.safetensors", gguf_bytes, kLoss,
+      {"g.safetensors",
+       gguf_bytes,
+       kLoss,
        {"not a safetensors file", "(its content is a GGUF file)"}},
-      {"short.safetensors", "abc", kLoss,
+      {"short.safetensors",
+       "abc",
+       kLoss,
        {"not a safetensors file: 3 bytes is too short for the 8-byte header length"}},
-      {"s.gguf", st_bytes, kLoss,
+      {"s.gguf",
+       st_bytes,
+       kLoss,
        {"s.gguf: not a GGUF file: it starts with", "not the magic \"GGUF\"",
         "(its content is a safetensors file)"}},
       {"l.gguf", l2c, kLoss, {"not a GGUF file"}},
       {"l.tqm", l2c, kLoss, {"l.tqm: not a .tqm file"}},
-      {"packed.tqm", tqm_bytes, kInvalid,
-       {"packed.tqm is a .tqm file; tqm-pack reads float checkpoints (GGUF, safetensors"}},
+      {"packed.tqm",
+       tqm_bytes,
+       kInvalid,
+       {"packed.tqm is a .tqm file; tqm-pack reads float checkpoints (GGUF, "
+        "safetensors"}},
       {"packed.bin", tqm_bytes, kInvalid, {"packed.bin is a .tqm file"}},
-      {"notes.txt", "hello world\n", kInvalid,
+      {"notes.txt",
+       "hello world\n",
+       kInvalid,
        {"notes.txt: not a model file this tool reads; tried GGUF (no \"GGUF\" magic), "
         "safetensors (header length 8031924123371070824 exceeds file size 12), "
         "safetensors index JSON (does not start with '{'), llama2.c (12 bytes is too "
@@ -1471,11 +1486,17 @@ TEST(OpenModel, ExtensionAndContentMustAgree) {
         "directory)"}},
       // llama2.c has no magic: a plausible header whose size is off by one
       // byte is not taken for a checkpoint.
-      {"trailing.bin", l2c + "x", kInvalid,
+      {"trailing.bin",
+       l2c + "x",
+       kInvalid,
        {"tried GGUF", "llama2.c (llama2.c file is", "(trailing bytes))"}},
-      {"zeros.bin", std::string(4096, '\0'), kInvalid,
+      {"zeros.bin",
+       std::string(4096, '\0'),
+       kInvalid,
        {"llama2.c (llama2.c header field dim=0 at offset 0 is invalid"}},
-      {"config.json", "{\"hidden_size\": 8}", kInvalid,
+      {"config.json",
+       "{\"hidden_size\": 8}",
+       kInvalid,
        {"is a Hugging Face config, not a model: give its directory"}},
   };
   for (const Case& c : cases) {
@@ -1498,7 +1519,8 @@ TEST(OpenModel, ExtensionAndContentMustAgree) {
                        {"model.data", gguf_bytes, "gguf"},
                        {"noext", l2c, "llama2c"}};
   for (const Good& g : good) {
-    absl::StatusOr<std::unique_ptr<TensorSource>> src = OpenModel(Put(dir, g.name, g.bytes));
+    absl::StatusOr<std::unique_ptr<TensorSource>> src =
+        OpenModel(Put(dir, g.name, g.bytes));
     ASSERT_TRUE(src.ok()) << g.name << ": " << src.status();
     EXPECT_EQ(MetaString(**src, meta_keys::kSourceFormat), g.format) << g.name;
   }
@@ -1512,7 +1534,8 @@ std::string TinyConfig(const std::string& extra = "") {
   "num_attention_heads": 2, "num_key_value_heads": 1, "vocab_size": 10,
   "max_position_embeddings": 64, "rms_norm_eps": 1e-05, "rope_theta": 500000.0,
   "tie_word_embeddings": true, "torch_dtype": "float32",
-  "rope_scaling": null)" + extra + "}";
+  "rope_scaling": null)" +
+         extra + "}";
 }
 
 void ExpectTinyConfigMetadata(const TensorSource& s) {
@@ -1572,9 +1595,9 @@ TEST(OpenModel, HfDirectoryWithShards) {
   }
   WriteFile(dir.File("model.safetensors.index.json"), index + "}}");
   WriteFile(dir.File("config.json"),
-            TinyConfig(R"(, "tie_word_embeddings": false)").replace(
-                TinyConfig().find("\"tie_word_embeddings\": true,"),
-                std::string("\"tie_word_embeddings\": true,").size(), ""));
+            TinyConfig(R"(, "tie_word_embeddings": false)")
+                .replace(TinyConfig().find("\"tie_word_embeddings\": true,"),
+                         std::string("\"tie_word_embeddings\": true,").size(), ""));
   absl::StatusOr<std::unique_ptr<TensorSource>> src = OpenModel(dir.File(""));
   ASSERT_TRUE(src.ok()) << src.status();
   TensorSource& s = **src;
@@ -1602,13 +1625,17 @@ TEST(OpenModel, HfConfigMustAgreeWithShapes) {
   };
   const Case cases[] = {
       {R"({"hidden_size": 16})",
-       "config.json: hidden_size is 16, which contradicts the tensor shapes: they give llama.dim=8"},
+       "config.json: hidden_size is 16, which contradicts the tensor shapes: they give "
+       "llama.dim=8"},
       {R"({"intermediate_size": 11})",
-       "intermediate_size is 11, which contradicts the tensor shapes: they give llama.hidden_dim=12"},
+       "intermediate_size is 11, which contradicts the tensor shapes: they give "
+       "llama.hidden_dim=12"},
       {R"({"num_hidden_layers": 3})",
-       "num_hidden_layers is 3, which contradicts the tensor shapes: they give llama.n_layers=2"},
+       "num_hidden_layers is 3, which contradicts the tensor shapes: they give "
+       "llama.n_layers=2"},
       {R"({"vocab_size": 32000})",
-       "vocab_size is 32000, which contradicts the tensor shapes: they give llama.vocab_size=10"},
+       "vocab_size is 32000, which contradicts the tensor shapes: they give "
+       "llama.vocab_size=10"},
       {R"({"tie_word_embeddings": false})",
        "tie_word_embeddings is false but the checkpoint has no lm_head.weight"},
       {R"({"num_attention_heads": "2"})",
@@ -1646,8 +1673,8 @@ TEST(OpenModel, DirectoryWithoutModelNamesWhatItLookedFor) {
 }
 
 TEST(HfConfig, ParsesFromMemory) {
-  absl::StatusOr<std::vector<MetaEntry>> m =
-      internal::HfConfigToMetadata(R"({"num_attention_heads": 4, "hidden_size": 64})", "c");
+  absl::StatusOr<std::vector<MetaEntry>> m = internal::HfConfigToMetadata(
+      R"({"num_attention_heads": 4, "hidden_size": 64})", "c");
   ASSERT_TRUE(m.ok()) << m.status();
   ASSERT_NE(FindMeta(*m, meta_keys::kKvHeads), nullptr);
   EXPECT_EQ(FindMeta(*m, meta_keys::kKvHeads)->int64, 4);  // defaults to the heads
@@ -1665,8 +1692,9 @@ TEST(HfConfig, ParsesFromMemory) {
   EXPECT_EQ(idx->shards["s1"], (std::set<std::string>{"a", "c"}));
   ASSERT_EQ(idx->metadata.size(), 1u);
   EXPECT_EQ(idx->metadata[0].second, "8");
-  for (const char* bad : {"", "[]", R"({"weight_map": {}})", R"({"weight_map": {"a": "../x"}})",
-                          R"({"weight_map": {"a": "s"}, "metadata": 1})"}) {
+  for (const char* bad :
+       {"", "[]", R"({"weight_map": {}})", R"({"weight_map": {"a": "../x"}})",
+        R"({"weight_map": {"a": "s"}, "metadata": 1})"}) {
     idx = internal::ParseShardIndex(bad, "i");
     EXPECT_EQ(idx.status().code(), absl::StatusCode::kDataLoss) << bad;
   }
@@ -1727,7 +1755,8 @@ TEST(CheckModel, TokenizerMustMatchTheVocabulary) {
     EXPECT_THAT(std::string(s.message()),
                 HasSubstr("tokenizer stories260K.bin: not a llama2.c tokenizer"));
     const std::string tok512 = tqm_test::SharedPath("models/stories260K/tok512.bin");
-    EXPECT_TRUE(CheckModel(**stories, with_tokenizer(ReadFile(tok512)), "tok512.bin").ok());
+    EXPECT_TRUE(
+        CheckModel(**stories, with_tokenizer(ReadFile(tok512)), "tok512.bin").ok());
   }
 }
 
@@ -1754,7 +1783,8 @@ TEST(CheckModel, HyperparametersMustMatchShapes) {
        "llama.hidden_dim=10 but model.layers.0.mlp.gate_proj.weight has 12 rows"},
       {{{meta_keys::kLayers, MetaValue::Int(3)}},
        "llama.n_layers=3 but the checkpoint holds 2 layers"},
-      {{{meta_keys::kHeads, MetaValue::Int(3)}}, "llama.n_heads=3 does not divide llama.dim=8"},
+      {{{meta_keys::kHeads, MetaValue::Int(3)}},
+       "llama.n_heads=3 does not divide llama.dim=8"},
       {{{meta_keys::kHeads, MetaValue::Int(4)}, {meta_keys::kKvHeads, MetaValue::Int(3)}},
        "llama.n_kv_heads=3 does not divide llama.n_heads=4"},
       {{{meta_keys::kHeads, MetaValue::Int(2)}, {meta_keys::kKvHeads, MetaValue::Int(2)}},
@@ -1773,8 +1803,8 @@ TEST(CheckModel, RealModelsPass) {
   absl::StatusOr<std::unique_ptr<TensorSource>> src = OpenModel(StoriesPath());
   ASSERT_TRUE(src.ok()) << src.status();
   EXPECT_TRUE(CheckModel(**src, {}).ok());
-  for (const char* f : {"stories260K-f32.gguf", "stories260K-q8_0.gguf",
-                        "ggml-vocab-llama-spm.gguf"}) {
+  for (const char* f :
+       {"stories260K-f32.gguf", "stories260K-q8_0.gguf", "ggml-vocab-llama-spm.gguf"}) {
     const std::string path = tqm_test::SharedPath(std::string("fixtures/gguf/") + f);
     if (!Exists(path)) continue;
     src = OpenModel(path);

@@ -550,8 +550,9 @@ class GgufSource : public TensorSource {
     if (t.type == gguf::kGgmlQ8_0) return TensorSource::ReadRaw(i, out);
     // t.size was checked against the file on open.
     if (t.size > out->max_size()) {
-      return absl::ResourceExhaustedError(absl::StrFormat(
-          "%s: tensor '%s': %d bytes do not fit in memory", file_->path(), t.name, t.size));
+      return absl::ResourceExhaustedError(
+          absl::StrFormat("%s: tensor '%s': %d bytes do not fit in memory", file_->path(),
+                          t.name, t.size));
     }
     out->resize(static_cast<size_t>(t.size));
     absl::Status s = file_->ReadAt(t.offset, out->data(), out->size());

@@ -228,8 +228,8 @@ absl::StatusOr<std::vector<MetaEntry>> HfConfigToMetadata(absl::string_view text
   absl::StatusOr<json::Value> config =
       json::Parse(std::string_view(text.data(), text.size()), SmallJsonOptions());
   if (!config.ok()) {
-    return absl::DataLossError(
-        absl::StrFormat("%s: not a Hugging Face config: %s", path, config.status().message()));
+    return absl::DataLossError(absl::StrFormat("%s: not a Hugging Face config: %s", path,
+                                               config.status().message()));
   }
   if (!config->is_object()) {
     return absl::DataLossError(
@@ -258,8 +258,8 @@ absl::StatusOr<std::vector<MetaEntry>> HfConfigToMetadata(absl::string_view text
     if (!v->is_int() || v->as_int() < 1 || v->as_int() > INT32_MAX) {
       std::string what;
       if (!ScalarText(*v, &what)) what = json::Value::TypeName(v->type());
-      return absl::DataLossError(absl::StrFormat(
-          "%s: %s is %s, not an integer in 1..%d", path, k.hf, what, INT32_MAX));
+      return absl::DataLossError(absl::StrFormat("%s: %s is %s, not an integer in 1..%d",
+                                                 path, k.hf, what, INT32_MAX));
     }
     out.push_back({k.tqm, MetaValue::Int(v->as_int())});
     if (k.tqm == meta_keys::kHeads) heads = v;
@@ -273,9 +273,9 @@ absl::StatusOr<std::vector<MetaEntry>> HfConfigToMetadata(absl::string_view text
   if (const json::Value* tie = config->Find("tie_word_embeddings");
       tie != nullptr && !tie->is_null()) {
     if (!tie->is_bool()) {
-      return absl::DataLossError(absl::StrFormat(
-          "%s: tie_word_embeddings is %s, not true or false", path,
-          json::Value::TypeName(tie->type())));
+      return absl::DataLossError(
+          absl::StrFormat("%s: tie_word_embeddings is %s, not true or false", path,
+                          json::Value::TypeName(tie->type())));
     }
     out.push_back({meta_keys::kTiedClassifier, MetaValue::Int(tie->as_bool() ? 1 : 0)});
   }
@@ -303,8 +303,8 @@ absl::Status ApplyHfConfig(const std::string& config_path,
     } else if (it != shapes.end() && e.value.type == format::kMetaInt64 &&
                it->second.int64 != e.value.int64) {
       return absl::DataLossError(absl::StrFormat(
-          "%s: %s is %d, which contradicts the tensor shapes: they give %s=%d", config_path, HfKeyOf(e.key),
-          e.value.int64, e.key, it->second.int64));
+          "%s: %s is %d, which contradicts the tensor shapes: they give %s=%d",
+          config_path, HfKeyOf(e.key), e.value.int64, e.key, it->second.int64));
     }
     bool replaced = false;
     for (MetaEntry& m : *meta) {
@@ -368,21 +368,22 @@ absl::StatusOr<uint64_t> CountLlama2cTokens(absl::string_view bytes,
         absl::StrFormat("tokenizer %s: not a llama2.c tokenizer: %s", name, what));
   };
   if (bytes.size() < 4) {
-    return fail(absl::StrFormat("%d bytes is too short for the 4-byte header",
-                                bytes.size()));
+    return fail(
+        absl::StrFormat("%d bytes is too short for the 4-byte header", bytes.size()));
   }
   const auto* p = reinterpret_cast<const uint8_t*>(bytes.data());
   const int32_t max_len = static_cast<int32_t>(LoadLE32(p));
   if (max_len < 1) {
-    return fail(absl::StrFormat("max_token_length %d at offset 0 is not positive", max_len));
+    return fail(
+        absl::StrFormat("max_token_length %d at offset 0 is not positive", max_len));
   }
   uint64_t tokens = 0;
   size_t pos = 4;
   while (pos < bytes.size()) {
     if (bytes.size() - pos < 8) {
       return fail(absl::StrFormat(
-          "token %d at offset %d: %d bytes left, fewer than its score and length",
-          tokens, pos, bytes.size() - pos));
+          "token %d at offset %d: %d bytes left, fewer than its score and length", tokens,
+          pos, bytes.size() - pos));
     }
     const float score = BitsToFloat(LoadLE32(p + pos));
     const int32_t len = static_cast<int32_t>(LoadLE32(p + pos + 4));
@@ -396,8 +397,9 @@ absl::StatusOr<uint64_t> CountLlama2cTokens(absl::string_view bytes,
     }
     pos += 8;
     if (static_cast<size_t>(len) > bytes.size() - pos) {
-      return fail(absl::StrFormat("token %d at offset %d has length %d but %d bytes are left",
-                                  tokens, pos - 4, len, bytes.size() - pos));
+      return fail(
+          absl::StrFormat("token %d at offset %d has length %d but %d bytes are left",
+                          tokens, pos - 4, len, bytes.size() - pos));
     }
     pos += static_cast<size_t>(len);
     ++tokens;
@@ -498,13 +500,14 @@ absl::Status CheckModel(const TensorSource& src,
   const bool has_vocab = get_int(meta_keys::kVocabSize, &vocab);
   if (embed != nullptr) {
     if (has_dim && static_cast<uint64_t>(dim) != embed->dims[1]) {
-      return mismatch(absl::StrFormat(
-          "llama.dim=%d but model.embed_tokens.weight has %d columns", dim, embed->dims[1]));
+      return mismatch(
+          absl::StrFormat("llama.dim=%d but model.embed_tokens.weight has %d columns",
+                          dim, embed->dims[1]));
     }
     if (has_vocab && static_cast<uint64_t>(vocab) != embed->dims[0]) {
-      return mismatch(absl::StrFormat(
-          "llama.vocab_size=%d but model.embed_tokens.weight has %d rows", vocab,
-          embed->dims[0]));
+      return mismatch(
+          absl::StrFormat("llama.vocab_size=%d but model.embed_tokens.weight has %d rows",
+                          vocab, embed->dims[0]));
     }
   }
   if (get_int(meta_keys::kHiddenDim, &hidden)) {
@@ -519,13 +522,13 @@ absl::Status CheckModel(const TensorSource& src,
   // A file without tensors (a GGUF vocabulary file) has nothing to check.
   if (get_int(meta_keys::kLayers, &n_layers) && !src.tensors().empty() &&
       static_cast<uint64_t>(n_layers) != layers.size()) {
-    return mismatch(absl::StrFormat("llama.n_layers=%d but the checkpoint holds %d layers",
-                                    n_layers, layers.size()));
+    return mismatch(absl::StrFormat(
+        "llama.n_layers=%d but the checkpoint holds %d layers", n_layers, layers.size()));
   }
   if (get_int(meta_keys::kHeads, &heads)) {
     if (heads <= 0 || (has_dim && dim % heads != 0)) {
-      return mismatch(absl::StrFormat("llama.n_heads=%d does not divide llama.dim=%d",
-                                      heads, dim));
+      return mismatch(
+          absl::StrFormat("llama.n_heads=%d does not divide llama.dim=%d", heads, dim));
     }
     if (get_int(meta_keys::kKvHeads, &kv_heads)) {
       if (kv_heads <= 0 || heads % kv_heads != 0) {
@@ -547,20 +550,20 @@ absl::Status CheckModel(const TensorSource& src,
   }
   if (const MetaValue* tok = find(meta_keys::kTokenizerLlama2c); tok != nullptr) {
     if (tok->type != format::kMetaBytes && tok->type != format::kMetaString) {
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "tokenizer %s: metadata %s is a number, not a tokenizer", tokenizer_name,
-          meta_keys::kTokenizerLlama2c));
+      return absl::InvalidArgumentError(
+          absl::StrFormat("tokenizer %s: metadata %s is a number, not a tokenizer",
+                          tokenizer_name, meta_keys::kTokenizerLlama2c));
     }
     TQM_ASSIGN_OR_RETURN(uint64_t tokens,
                          internal::CountLlama2cTokens(tok->bytes, tokenizer_name));
     const bool known = has_vocab || embed != nullptr;
-    const uint64_t model_vocab = has_vocab ? static_cast<uint64_t>(vocab)
+    const uint64_t model_vocab = has_vocab          ? static_cast<uint64_t>(vocab)
                                  : embed != nullptr ? embed->dims[0]
                                                     : 0;
     if (known && tokens != model_vocab) {
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "tokenizer %s has %d tokens, model vocab_size is %d", tokenizer_name, tokens,
-          model_vocab));
+      return absl::InvalidArgumentError(
+          absl::StrFormat("tokenizer %s has %d tokens, model vocab_size is %d",
+                          tokenizer_name, tokens, model_vocab));
     }
   }
   return absl::OkStatus();
@@ -607,8 +610,8 @@ Sniff SniffHead(const uint8_t* head, size_t n, uint64_t size) {
   s.tqm = n >= sizeof(format::kMagic) &&
           std::memcmp(head, format::kMagic, sizeof(format::kMagic)) == 0;
   if (size < 8) {
-    s.not_safetensors = absl::StrFormat(
-        "%d bytes is too short for the 8-byte header length", size);
+    s.not_safetensors =
+        absl::StrFormat("%d bytes is too short for the 8-byte header length", size);
   } else {
     const uint64_t len = internal::LoadLE64(head);
     if (len > size - 8) {
@@ -621,13 +624,13 @@ Sniff SniffHead(const uint8_t* head, size_t n, uint64_t size) {
     }
   }
   size_t first = 0;
-  while (first < n && (head[first] == ' ' || head[first] == '\n' ||
-                       head[first] == '\r' || head[first] == '\t')) {
+  while (first < n && (head[first] == ' ' || head[first] == '\n' || head[first] == '\r' ||
+                       head[first] == '\t')) {
     ++first;
   }
   s.json = first < n && head[first] == '{';
-  s.start = absl::CEscape(absl::string_view(reinterpret_cast<const char*>(head),
-                                            std::min<size_t>(n, 8)));
+  s.start = absl::CEscape(
+      absl::string_view(reinterpret_cast<const char*>(head), std::min<size_t>(n, 8)));
   return s;
 }
 
@@ -703,8 +706,8 @@ absl::StatusOr<std::unique_ptr<TensorSource>> OpenModel(const std::string& path)
   if (s.tqm) return TqmGiven(path);
   if (ext == ".tqm") {
     return absl::DataLossError(absl::StrFormat(
-        "%s: not a .tqm file: it starts with \"%s\", not the .tqm magic%s", path,
-        s.start, ButIs(s)));
+        "%s: not a .tqm file: it starts with \"%s\", not the .tqm magic%s", path, s.start,
+        ButIs(s)));
   }
   if (ext == ".safetensors" && !s.safetensors) {
     return absl::DataLossError(absl::StrFormat("%s: not a safetensors file: %s%s", path,

@@ -75,8 +75,9 @@ class Llama2cSource : public TensorSource {
     uint64_t n = 4;
     for (uint64_t d : tensors_[i].dims) n *= d;
     if (n > out->max_size()) {
-      return absl::ResourceExhaustedError(absl::StrFormat(
-          "%s: tensor %s: %d bytes do not fit in memory", file_->path(), tensors_[i].name, n));
+      return absl::ResourceExhaustedError(
+          absl::StrFormat("%s: tensor %s: %d bytes do not fit in memory", file_->path(),
+                          tensors_[i].name, n));
     }
     out->resize(static_cast<size_t>(n));
     absl::Status s = file_->ReadAt(offsets_[i], out->data(), out->size());

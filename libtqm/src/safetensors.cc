@@ -227,12 +227,12 @@ class SafetensorsSource : public TensorSource {
 // tqm cannot hold (F8_E4M3, F8_E5M2) and for unknown names.
 bool SourceDTypeOf(const std::string& dt, format::SourceDType* out) {
   static constexpr std::pair<const char*, format::SourceDType> kMap[] = {
-      {"F32", format::kDTypeF32}, {"F16", format::kDTypeF16},
+      {"F32", format::kDTypeF32},   {"F16", format::kDTypeF16},
       {"BF16", format::kDTypeBF16}, {"F64", format::kDTypeF64},
-      {"I8", format::kDTypeI8},   {"I16", format::kDTypeI16},
-      {"I32", format::kDTypeI32}, {"I64", format::kDTypeI64},
-      {"U8", format::kDTypeU8},   {"U16", format::kDTypeU16},
-      {"U32", format::kDTypeU32}, {"U64", format::kDTypeU64},
+      {"I8", format::kDTypeI8},     {"I16", format::kDTypeI16},
+      {"I32", format::kDTypeI32},   {"I64", format::kDTypeI64},
+      {"U8", format::kDTypeU8},     {"U16", format::kDTypeU16},
+      {"U32", format::kDTypeU32},   {"U64", format::kDTypeU64},
       {"BOOL", format::kDTypeBool},
   };
   for (const auto& [name, dtype] : kMap) {
@@ -581,16 +581,17 @@ absl::Status MergeQuantizedTriples(const internal::InputFile& file, uint64_t dat
     auto zero_it = by_name.find(name + ".zero");
     if (scale_it == by_name.end() && zero_it == by_name.end()) continue;
     auto bad = [&](const std::string& what) {
-      return Corrupt(path, absl::StrFormat("quantized tensor %s (U8 %s with %s.scale and "
-                                           "%s.zero): %s",
-                                           Quoted(name),
-                                           absl::StrCat("[", absl::StrJoin(e.tensor.dims, ","), "]"),
-                                           name, name, what));
+      return Corrupt(
+          path, absl::StrFormat("quantized tensor %s (U8 %s with %s.scale and "
+                                "%s.zero): %s",
+                                Quoted(name),
+                                absl::StrCat("[", absl::StrJoin(e.tensor.dims, ","), "]"),
+                                name, name, what));
     };
     if (scale_it == by_name.end() || zero_it == by_name.end()) {
-      return bad(absl::StrFormat("%s is missing",
-                                 Quoted(name + (scale_it == by_name.end() ? ".scale"
-                                                                          : ".zero"))));
+      return bad(absl::StrFormat(
+          "%s is missing",
+          Quoted(name + (scale_it == by_name.end() ? ".scale" : ".zero"))));
     }
     const Entry& scale = (*entries)[scale_it->second];
     const Entry& zero = (*entries)[zero_it->second];
@@ -609,9 +610,10 @@ absl::Status MergeQuantizedTriples(const internal::InputFile& file, uint64_t dat
       return bad(absl::StrFormat("%d scales but %d zeros", k, zero.numel));
     }
     if (k != 1 && k != e.tensor.dims[0]) {
-      return bad(absl::StrFormat("%d affine pairs; expected 1 (per tensor) or dims[0]=%d "
-                                 "(per row)",
-                                 k, e.tensor.dims[0]));
+      return bad(
+          absl::StrFormat("%d affine pairs; expected 1 (per tensor) or dims[0]=%d "
+                          "(per row)",
+                          k, e.tensor.dims[0]));
     }
     std::vector<float> scales, zeros;
     TQM_RETURN_IF_ERROR(ReadFloats(file, data_start, scale, &scales));
