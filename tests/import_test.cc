@@ -1494,6 +1494,10 @@ TEST(OpenModel, ExtensionAndContentMustAgree) {
        std::string(4096, '\0'),
        kInvalid,
        {"llama2.c (llama2.c header field dim=0 at offset 0 is invalid"}},
+      {"pytorch_model.bin", std::string("PK\x03\x04", 4) + std::string(100, 'z'),
+       kInvalid,
+       {"tried GGUF", "it looks like a PyTorch checkpoint (zip or pickle): convert it "
+                      "to safetensors first"}},
       {"config.json",
        "{\"hidden_size\": 8}",
        kInvalid,

@@ -737,11 +737,17 @@ absl::StatusOr<std::unique_ptr<TensorSource>> OpenModel(const std::string& path)
   if (l2c.ok() || l2c.status().code() != absl::StatusCode::kDataLoss) return l2c;
   std::string why(l2c.status().message());
   if (why.rfind(path + ": ", 0) == 0) why = why.substr(path.size() + 2);
+  // PyTorch's torch.save writes a zip archive (or, before 1.6, a pickle).
+  const bool torch = (n >= 4 && std::memcmp(head, "PK\x03\x04", 4) == 0) ||
+                     (n >= 2 && head[0] == 0x80 && head[1] >= 2 && head[1] <= 5);
   return absl::InvalidArgumentError(absl::StrFormat(
       "%s: not a model file this tool reads; tried GGUF (no \"GGUF\" magic), "
       "safetensors (%s), safetensors index JSON (does not start with '{'), llama2.c "
-      "(%s), Hugging Face directory (not a directory)",
-      path, s.not_safetensors, why));
+      "(%s), Hugging Face directory (not a directory)%s",
+      path, s.not_safetensors, why,
+      torch ? "; it looks like a PyTorch checkpoint (zip or pickle): convert it to "
+              "safetensors first"
+            : ""));
 }
 
 }  // namespace tqm

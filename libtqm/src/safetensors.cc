@@ -8,6 +8,11 @@
 // without overflow, byte ranges of exactly numel * dtype size that tile the
 // data area from 0 to its end with no gap or overlap (as the reference
 // implementation requires). Weights are read with pread on demand.
+//
+// Nothing is dropped: float weights are TensorKind::kFloat; F64, integer,
+// BOOL, 0-d and empty tensors are kRaw (bytes verbatim); the U8 + .scale +
+// .zero triples of tqm-unpack --dtype u8 are kQuantized, so that re-packing
+// them stores the same codes instead of quantizing dequantized values.
 
 #include "tqm/safetensors.h"
 
