@@ -819,6 +819,22 @@ TEST(GgufSmall, IntegerAndF64TensorsKeptVerbatim) {
   }
 }
 
+TEST(GgufSmall, EmptyTensorKeptVerbatim) {
+  TempDir dir;
+  const std::string path = dir.File("empty_tensor.gguf");
+  Builder b;
+  b.Header(1, 0).Tensor("e", {4, 0}, gguf::kGgmlF16, 0).Align();
+  WriteFile(path, b.bytes());
+  auto src = OpenGguf(path);
+  ASSERT_TRUE(src.ok()) << src.status();
+  ASSERT_EQ((*src)->tensors().size(), 1u);
+  EXPECT_EQ((*src)->tensors()[0].kind, TensorKind::kRaw);
+  EXPECT_EQ((*src)->tensors()[0].dims, (std::vector<uint64_t>{0, 4}));
+  std::string raw = "x";
+  ASSERT_TRUE((*src)->ReadRaw(0, &raw).ok());
+  EXPECT_TRUE(raw.empty());
+}
+
 TEST(GgufSmall, ZeroTensorsAndUnalignedEndIsValid) {
   TempDir dir;
   const std::string path = dir.File("empty.gguf");

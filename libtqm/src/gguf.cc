@@ -913,10 +913,12 @@ absl::StatusOr<std::unique_ptr<TensorSource>> OpenGguf(const std::string& path) 
     }
     s.dtype = SourceDTypeOf(t.type);
     s.dims.assign(t.ne.rbegin(), t.ne.rend());
-    // Integer and F64 tensors, and empty ones, are kept byte for byte.
+    // Integer and F64 tensors, and empty ones, are kept byte for byte (an
+    // empty Q8_0 tensor has no element dtype to keep: it stays as it was).
     const bool weights = t.type == gguf::kGgmlF32 || t.type == gguf::kGgmlF16 ||
                          t.type == gguf::kGgmlBF16 || t.type == gguf::kGgmlQ8_0;
-    s.kind = weights && t.numel > 0 ? TensorKind::kFloat : TensorKind::kRaw;
+    s.kind = weights && (t.numel > 0 || t.type == gguf::kGgmlQ8_0) ? TensorKind::kFloat
+                                                                    : TensorKind::kRaw;
     tensors.push_back(std::move(s));
   }
   return std::unique_ptr<TensorSource>(new GgufSource(
