@@ -471,7 +471,10 @@ absl::StatusOr<std::unique_ptr<TensorSource>> OpenSafetensorsIndex(
 
 absl::Status CheckModel(const TensorSource& src,
                         const std::vector<MetaEntry>& extra_metadata,
-                        const std::string& tokenizer_name) {
+                        const std::string& tokenizer_name_in) {
+  // The tokenizer may come from the model file itself (GGUF).
+  const std::string tokenizer_name =
+      tokenizer_name_in.empty() ? meta_keys::kTokenizerLlama2c : tokenizer_name_in;
   auto find = [&](const char* key) -> const MetaValue* {
     if (const MetaValue* v = FindMeta(extra_metadata, key)) return v;
     return FindMeta(src.metadata(), key);
