@@ -77,8 +77,9 @@ absl::StatusOr<std::unique_ptr<TensorSource>> OpenModel(const std::string& path)
 //    llama.n_heads divides llama.dim, llama.n_kv_heads divides llama.n_heads
 //    and gives every self_attn.k_proj.weight its row count.
 // Checks whose inputs are absent are skipped. `tokenizer_name` names the
-// tokenizer in messages (e.g. its file name; empty: "tokenizer.llama2c"). InvalidArgument naming both
-// values, DataLoss for a tokenizer that does not parse.
+// tokenizer in messages (e.g. its file name; empty: "tokenizer.llama2c").
+// InvalidArgument naming both values, DataLoss for a tokenizer that does
+// not parse.
 absl::Status CheckModel(const TensorSource& src,
                         const std::vector<MetaEntry>& extra_metadata,
                         const std::string& tokenizer_name = "tokenizer.llama2c");
