@@ -763,6 +763,78 @@ TEST(GgufSmall, RejectsCatalogue) {
   }
 }
 
+TEST(GgufSmall, IntegerAndF64TensorsKeptVerbatim) {
+  TempDir dir;
+  const std::string path = dir.File("ints.gguf");
+  struct Want {
+    const char* name;
+    uint32_t type;
+    format::SourceDType dtype;
+    size_t size;
+  };
+  const Want wants[] = {
+      {"i8", gguf::kGgmlI8, format::kDTypeI8, 1},
+      {"i16", gguf::kGgmlI16, format::kDTypeI16, 2},
+      {"i32", gguf::kGgmlI32, format::kDTypeI32, 4},
+      {"i64", gguf::kGgmlI64, format::kDTypeI64, 8},
+      {"f64", gguf::kGgmlF64, format::kDTypeF64, 8},
+      {"f32", gguf::kGgmlF32, format::kDTypeF32, 4},
+  };
+  Builder b;
+  b.Header(std::size(wants), 0);
+  uint64_t offset = 0;
+  for (const Want& w : wants) {
+    b.Tensor(w.name, {3, 2}, w.type, offset);  // ggml order: 3 per row, 2 rows
+    offset += 64;
+  }
+  b.Align();
+  std::vector<std::string> data;
+  for (size_t i = 0; i < std::size(wants); ++i) {
+    std::string bytes(6 * wants[i].size, '\0');
+    for (size_t j = 0; j < bytes.size(); ++j) bytes[j] = static_cast<char>(i * 50 + j);
+    if (wants[i].type == gguf::kGgmlF32) {
+      bytes.clear();
+      for (float f : {1.0f, 2.0f, 3.0f, 4.0f, 5.0f, 6.0f})
+        bytes.append(reinterpret_cast<const char*>(&f), 4);
+    }
+    data.push_back(bytes);
+    b.Raw(bytes + std::string(64 - bytes.size(), '\0'));
+  }
+  WriteFile(path, b.bytes());
+  auto src = OpenGguf(path);
+  ASSERT_TRUE(src.ok()) << src.status();
+  ASSERT_EQ((*src)->tensors().size(), std::size(wants));
+  for (size_t i = 0; i < std::size(wants); ++i) {
+    const SourceTensor& t = (*src)->tensors()[i];
+    EXPECT_EQ(t.name, wants[i].name);
+    EXPECT_EQ(t.dtype, wants[i].dtype) << t.name;
+    EXPECT_EQ(t.dims, (std::vector<uint64_t>{2, 3})) << t.name;
+    const bool is_float = wants[i].type == gguf::kGgmlF32;
+    EXPECT_EQ(t.kind, is_float ? TensorKind::kFloat : TensorKind::kRaw) << t.name;
+    std::string raw;
+    ASSERT_TRUE((*src)->ReadRaw(i, &raw).ok()) << t.name;
+    EXPECT_TRUE(raw == data[i]) << t.name;
+    std::vector<float> v;
+    EXPECT_EQ((*src)->Read(i, &v).ok(), is_float) << t.name;
+  }
+}
+
+TEST(GgufSmall, EmptyTensorKeptVerbatim) {
+  TempDir dir;
+  const std::string path = dir.File("empty_tensor.gguf");
+  Builder b;
+  b.Header(1, 0).Tensor("e", {4, 0}, gguf::kGgmlF16, 0).Align();
+  WriteFile(path, b.bytes());
+  auto src = OpenGguf(path);
+  ASSERT_TRUE(src.ok()) << src.status();
+  ASSERT_EQ((*src)->tensors().size(), 1u);
+  EXPECT_EQ((*src)->tensors()[0].kind, TensorKind::kRaw);
+  EXPECT_EQ((*src)->tensors()[0].dims, (std::vector<uint64_t>{0, 4}));
+  std::string raw = "x";
+  ASSERT_TRUE((*src)->ReadRaw(0, &raw).ok());
+  EXPECT_TRUE(raw.empty());
+}
+
 TEST(GgufSmall, ZeroTensorsAndUnalignedEndIsValid) {
   TempDir dir;
   const std::string path = dir.File("empty.gguf");

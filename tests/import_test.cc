@@ -3,7 +3,6 @@
 // table of dtypes, every truncated prefix, and a named catalogue of corrupt
 // files with the error each must produce.
 
-#include "test_util.h"
 #include "tqm/import.h"
 
 #include <dirent.h>
@@ -19,6 +18,7 @@
 #include <limits>
 #include <memory>
 #include <random>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -29,9 +29,14 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "import_internal.h"
+#include "test_util.h"
+#include "tqm/export.h"
 #include "tqm/metadata.h"
+#include "tqm/quantize.h"
+#include "tqm/reader.h"
 #include "tqm/safetensors.h"
 #include "tqm/source.h"
+#include "tqm/writer.h"
 
 namespace tqm {
 namespace {
@@ -592,6 +597,15 @@ TEST(Safetensors, RoundTrip) {
       EXPECT_EQ(t.dtype, want.entry.dtype == "F32"   ? format::kDTypeF32
                          : want.entry.dtype == "F16" ? format::kDTypeF16
                                                      : format::kDTypeBF16);
+      std::string raw;
+      ASSERT_TRUE((*src)->ReadRaw(i, &raw).ok());
+      EXPECT_TRUE(raw == want.bytes) << t.name;
+      if (t.dims.empty() || want.expected.empty()) {
+        // 0-d and empty tensors are kept verbatim, never quantized.
+        EXPECT_EQ(t.kind, TensorKind::kRaw) << t.name;
+        continue;
+      }
+      EXPECT_EQ(t.kind, TensorKind::kFloat) << t.name;
       ASSERT_TRUE((*src)->Read(i, &values).ok());
       ExpectValues(values, want.expected, t.name);
     }
@@ -709,8 +723,16 @@ TEST(Safetensors, RejectsCorruptFiles) {
        RawSafetensors(OneTensor(R"("dtype":"Q4","shape":[1],"data_offsets":[0,4])"), 4),
        absl::StatusCode::kUnimplemented, "tensor \"t\": dtype \"Q4\""},
       {"unsupported_dtype",
-       RawSafetensors(OneTensor(R"("dtype":"I64","shape":[1],"data_offsets":[0,8])"), 8),
-       absl::StatusCode::kUnimplemented, "tensor \"t\": dtype \"I64\" is not supported"},
+       RawSafetensors(OneTensor(R"("dtype":"F8_E4M3","shape":[1],"data_offsets":[0,1])"),
+                      1),
+       absl::StatusCode::kUnimplemented,
+       "tensor \"t\": dtype \"F8_E4M3\" is not supported"},
+      {"i64_size_mismatch",
+       RawSafetensors(OneTensor(R"("dtype":"I64","shape":[1],"data_offsets":[0,4])"), 4),
+       kLoss, "hold 4 bytes but dtype I64 and shape give 8"},
+      {"bool_size_mismatch",
+       RawSafetensors(OneTensor(R"("dtype":"BOOL","shape":[3],"data_offsets":[0,4])"), 4),
+       kLoss, "hold 4 bytes but dtype BOOL and shape give 3"},
       {"dtype_not_string",
        RawSafetensors(OneTensor(R"("dtype":4,"shape":[1],"data_offsets":[0,4])"), 4),
        kLoss, "dtype is not a string"},
@@ -847,9 +869,15 @@ TEST(Safetensors, AcceptsZeroSizedTensorsAndSpacePadding) {
   EXPECT_EQ((*src)->tensors()[0].name, "e");
   EXPECT_EQ((*src)->tensors()[1].name, "a");
   EXPECT_EQ((*src)->tensors()[2].name, "z");
+  // Empty tensors are kept verbatim: no bytes, their shape preserved.
+  EXPECT_EQ((*src)->tensors()[0].kind, TensorKind::kRaw);
+  EXPECT_EQ((*src)->tensors()[2].kind, TensorKind::kRaw);
+  EXPECT_EQ((*src)->tensors()[2].dims, (std::vector<uint64_t>{3, 0}));
+  std::string raw = "x";
+  ASSERT_TRUE((*src)->ReadRaw(2, &raw).ok());
+  EXPECT_TRUE(raw.empty());
   std::vector<float> v = {1, 2};
-  ASSERT_TRUE((*src)->Read(2, &v).ok());
-  EXPECT_TRUE(v.empty());
+  EXPECT_EQ((*src)->Read(2, &v).code(), absl::StatusCode::kInvalidArgument);
   ASSERT_TRUE((*src)->Read(1, &v).ok());
   EXPECT_EQ(v, std::vector<float>{5.0f});
 }
@@ -955,6 +983,292 @@ TEST(Safetensors, MetadataSuppliesWhatShapesCannot) {
   EXPECT_THAT(std::string(src.status().message()), HasSubstr("llama.dim=16 contradicts"));
 }
 
+// ---- every tensor kept: raw dtypes, 0-d, empty, u8 exports ----
+
+// A tensor given by its raw bytes.
+TensorData RawTensor(const std::string& name, const std::string& dtype,
+                     std::vector<uint64_t> shape, std::string bytes) {
+  return TensorData{{name, dtype, std::move(shape)}, std::move(bytes), {}};
+}
+
+// `n` bytes counting up from `seed` (any pattern that differs per tensor).
+std::string Pattern(size_t n, uint8_t seed) {
+  std::string s(n, '\0');
+  for (size_t i = 0; i < n; ++i) s[i] = static_cast<char>(seed + 7 * i);
+  return s;
+}
+
+TEST(Safetensors, KeepsEveryDTypeVerbatim) {
+  TempDir dir;
+  const std::string path = dir.File("all.safetensors");
+  struct Want {
+    const char* dtype;
+    format::SourceDType tqm;
+    size_t size;
+    std::vector<uint64_t> shape;
+  };
+  const std::vector<Want> raw = {
+      {"F64", format::kDTypeF64, 8, {2, 3}}, {"I8", format::kDTypeI8, 1, {5}},
+      {"I16", format::kDTypeI16, 2, {3}},    {"I32", format::kDTypeI32, 4, {2, 2}},
+      {"I64", format::kDTypeI64, 8, {1, 2}}, {"U8", format::kDTypeU8, 1, {7}},
+      {"U16", format::kDTypeU16, 2, {3}},    {"U32", format::kDTypeU32, 4, {1}},
+      {"U64", format::kDTypeU64, 8, {2}},    {"F32", format::kDTypeF32, 4, {}},
+      {"I64", format::kDTypeI64, 8, {}},     {"F16", format::kDTypeF16, 2, {4, 0}},
+      {"BF16", format::kDTypeBF16, 2, {0}},  {"I32", format::kDTypeI32, 4, {0, 3}},
+  };
+  std::vector<TensorData> tensors;
+  std::vector<std::string> bytes;
+  for (size_t i = 0; i < raw.size(); ++i) {
+    uint64_t n = raw[i].size;
+    for (uint64_t d : raw[i].shape) n *= d;
+    bytes.push_back(Pattern(n, static_cast<uint8_t>(i)));
+    tensors.push_back(
+        RawTensor(absl::StrCat("raw", i), raw[i].dtype, raw[i].shape, bytes.back()));
+  }
+  tensors.push_back(RawTensor("flags", "BOOL", {2, 2}, std::string("\1\0\0\1", 4)));
+  // Float weights stay kFloat and their bytes are served verbatim too.
+  tensors.push_back(F32Tensor("w32", {2, 2}, {1.5f, -2.0f, 0.25f, 3.0f}));
+  tensors.push_back(RawTensor("w16", "F16", {2}, ToBytes({0x3C00, 0xC000})));
+  tensors.push_back(RawTensor("wbf", "BF16", {1, 2}, ToBytes({0x3F80, 0x4000})));
+  WriteSafetensors(path, tensors, {});
+
+  absl::StatusOr<std::unique_ptr<TensorSource>> src = OpenSafetensors(path);
+  ASSERT_TRUE(src.ok()) << src.status();
+  TensorSource& s = **src;
+  ASSERT_EQ(s.tensors().size(), tensors.size());
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    const SourceTensor& t = s.tensors()[i];
+    ASSERT_EQ(t.name, tensors[i].entry.name);  // file order = offset order
+    EXPECT_EQ(t.dims, tensors[i].entry.shape) << t.name;
+    EXPECT_EQ(DTypeName(t.dtype), tensors[i].entry.dtype) << t.name;
+    std::string got;
+    ASSERT_TRUE(s.ReadRaw(i, &got).ok()) << t.name;
+    EXPECT_TRUE(got == tensors[i].bytes) << t.name;
+    std::vector<float> f;
+    if (i < raw.size() + 1) {
+      EXPECT_EQ(t.kind, TensorKind::kRaw) << t.name;
+      if (i < raw.size()) EXPECT_EQ(t.dtype, raw[i].tqm) << t.name;
+      EXPECT_EQ(s.Read(i, &f).code(), absl::StatusCode::kInvalidArgument) << t.name;
+    } else {
+      EXPECT_EQ(t.kind, TensorKind::kFloat) << t.name;
+      EXPECT_TRUE(s.Read(i, &f).ok()) << t.name;
+    }
+  }
+  std::vector<float> f;
+  ASSERT_TRUE(s.Read(tensors.size() - 2, &f).ok());
+  EXPECT_EQ(f, (std::vector<float>{1.0f, -2.0f}));
+}
+
+TEST(Safetensors, BoolBytesMustBeZeroOrOne) {
+  TempDir dir;
+  const std::string path = dir.File("bool.safetensors");
+  WriteSafetensors(path, {RawTensor("mask", "BOOL", {3}, std::string("\1\0\2", 3))}, {});
+  absl::StatusOr<std::unique_ptr<TensorSource>> src = OpenSafetensors(path);
+  ASSERT_TRUE(src.ok()) << src.status();
+  std::string raw;
+  absl::Status s = (*src)->ReadRaw(0, &raw);
+  EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(std::string(s.message()), HasSubstr("tensor mask: BOOL element 2"));
+  EXPECT_THAT(std::string(s.message()), HasSubstr("is 2, not 0 or 1"));
+}
+
+std::string F32Bytes(const std::vector<float>& v) {
+  std::string s;
+  for (float f : v) AppendF32(&s, f);
+  return s;
+}
+
+// A U8 tensor with its .scale and .zero companions, as tqm-unpack --dtype u8
+// writes them.
+std::vector<TensorData> U8Triple(const std::string& name, std::vector<uint64_t> shape,
+                                 const std::string& codes, std::vector<float> scale,
+                                 std::vector<float> zero) {
+  const uint64_t k = scale.size(), kz = zero.size();
+  return {RawTensor(name, "U8", std::move(shape), codes),
+          RawTensor(name + ".scale", "F32", {k}, F32Bytes(scale)),
+          RawTensor(name + ".zero", "F32", {kz}, F32Bytes(zero))};
+}
+
+TEST(Safetensors, U8TriplesBecomeQuantizedTensors) {
+  TempDir dir;
+  const std::string path = dir.File("u8.safetensors");
+  const std::string codes_t = Pattern(6, 3), codes_r = Pattern(6, 100);
+  std::vector<TensorData> tensors = {F32Tensor("norm", {2}, {1, 2})};
+  for (TensorData& t : U8Triple("a.weight", {2, 3}, codes_t, {0.5f}, {128}))
+    tensors.push_back(std::move(t));
+  for (TensorData& t : U8Triple("b.weight", {3, 2}, codes_r, {0.25f, 2, 1}, {0, -3, 255}))
+    tensors.push_back(std::move(t));
+  // A U8 tensor without companions stays raw.
+  tensors.push_back(RawTensor("ids", "U8", {2}, "\x05\x06"));
+  WriteSafetensors(path, tensors, {{"tqm.unpacked_as", "u8"}});
+
+  absl::StatusOr<std::unique_ptr<TensorSource>> src = OpenSafetensors(path);
+  ASSERT_TRUE(src.ok()) << src.status();
+  TensorSource& s = **src;
+  ASSERT_EQ(s.tensors().size(), 4u);  // .scale and .zero are not listed
+  EXPECT_EQ(s.tensors()[0].name, "norm");
+  EXPECT_EQ(s.tensors()[1].name, "a.weight");
+  EXPECT_EQ(s.tensors()[2].name, "b.weight");
+  EXPECT_EQ(s.tensors()[3].name, "ids");
+  EXPECT_EQ(s.tensors()[3].kind, TensorKind::kRaw);
+  struct Case {
+    size_t index;
+    const std::string& codes;
+    format::Storage storage;
+    std::vector<Affine> params;
+  };
+  const Case cases[] = {
+      {1, codes_t, format::kStorageU8Tensor, {{0.5f, 128}}},
+      {2, codes_r, format::kStorageU8Row, {{0.25f, 0}, {2, -3}, {1, 255}}},
+  };
+  for (const Case& c : cases) {
+    const SourceTensor& t = s.tensors()[c.index];
+    EXPECT_EQ(t.kind, TensorKind::kQuantized) << t.name;
+    EXPECT_EQ(t.dtype, format::kDTypeF32) << t.name;
+    QuantizedTensor q;
+    ASSERT_TRUE(s.ReadQuantized(c.index, &q).ok()) << t.name;
+    EXPECT_EQ(q.storage, c.storage) << t.name;
+    EXPECT_EQ(q.bits, 8);
+    EXPECT_EQ(std::string(q.codes.begin(), q.codes.end()), c.codes) << t.name;
+    ASSERT_EQ(q.params.size(), c.params.size());
+    std::vector<float> want(q.codes.size());
+    const size_t span = want.size() / c.params.size();
+    for (size_t p = 0; p < c.params.size(); ++p) {
+      EXPECT_EQ(q.params[p].scale, c.params[p].scale);
+      EXPECT_EQ(q.params[p].zero, c.params[p].zero);
+      DequantizeAffine(absl::MakeConstSpan(q.codes.data() + p * span, span), c.params[p],
+                       absl::MakeSpan(want.data() + p * span, span));
+    }
+    std::vector<float> got;
+    ASSERT_TRUE(s.Read(c.index, &got).ok());
+    ExpectValues(got, want, t.name);
+    std::string raw;
+    EXPECT_EQ(s.ReadRaw(c.index, &raw).code(), absl::StatusCode::kInvalidArgument);
+  }
+  QuantizedTensor q;
+  EXPECT_FALSE(s.ReadQuantized(0, &q).ok());  // a float tensor has no codes
+}
+
+TEST(Safetensors, U8ExportRepacksWithoutRequantizing) {
+  // pack -> tqm-unpack --dtype u8 -> import: the same codes and parameters.
+  TempDir dir;
+  for (Granularity g : {Granularity::kTensor, Granularity::kRow}) {
+    // Values that differ per element, so that codes are not all equal.
+    std::vector<TensorData> varied = TinyHfLlama(true);
+    for (size_t i = 0; i < varied.size(); ++i) {
+      std::vector<float> v = tqm_test::Gaussian(varied[i].expected.size(), i + 1);
+      varied[i] = F32Tensor(varied[i].entry.name, varied[i].entry.shape, v);
+    }
+    unlink(dir.File("v.safetensors").c_str());
+    unlink(dir.File("u8.safetensors").c_str());
+    WriteSafetensors(dir.File("v.safetensors"), varied, {});
+    absl::StatusOr<std::unique_ptr<TensorSource>> f =
+        OpenSafetensors(dir.File("v.safetensors"));
+    ASSERT_TRUE(f.ok()) << f.status();
+    PackOptions opt;
+    opt.granularity = g;
+    ASSERT_TRUE(Pack(**f, dir.File("m.tqm"), opt).ok());
+    absl::StatusOr<std::unique_ptr<Reader>> r = Reader::Open(dir.File("m.tqm"));
+    ASSERT_TRUE(r.ok()) << r.status();
+    SafetensorsExportOptions eo;
+    eo.type = SafetensorsExportType::kU8;
+    ASSERT_TRUE(ExportSafetensors(**r, dir.File("u8.safetensors"), eo).ok());
+    absl::StatusOr<std::unique_ptr<TensorSource>> u8 =
+        OpenSafetensors(dir.File("u8.safetensors"));
+    ASSERT_TRUE(u8.ok()) << u8.status();
+    ASSERT_EQ((*u8)->tensors().size(), (*r)->tensors().size());
+    size_t quantized = 0;
+    for (size_t i = 0; i < (*r)->tensors().size(); ++i) {
+      const TensorInfo& t = (*r)->tensors()[i];
+      const SourceTensor& st = (*u8)->tensors()[i];
+      ASSERT_EQ(st.name, t.name);
+      EXPECT_EQ(st.dims, t.dims);
+      std::vector<float> want(t.numel), got;
+      ASSERT_TRUE((*r)->ReadFloat(i, absl::MakeSpan(want)).ok());
+      ASSERT_TRUE((*u8)->Read(i, &got).ok());
+      ExpectValues(got, want, t.name);
+      if (!t.quantized()) {
+        EXPECT_EQ(st.kind, TensorKind::kFloat) << t.name;
+        continue;
+      }
+      ++quantized;
+      ASSERT_EQ(st.kind, TensorKind::kQuantized) << t.name;
+      QuantizedTensor q;
+      ASSERT_TRUE((*u8)->ReadQuantized(i, &q).ok());
+      EXPECT_EQ(q.storage, t.storage) << t.name;
+      std::vector<uint8_t> codes(t.numel);
+      ASSERT_TRUE((*r)->DecodeTensor(i, absl::MakeSpan(codes)).ok());
+      EXPECT_EQ(q.codes, codes) << t.name;
+      ASSERT_EQ(q.params.size(), t.affine.size());
+      for (size_t p = 0; p < q.params.size(); ++p) {
+        EXPECT_EQ(FloatBits(q.params[p].scale), FloatBits(t.affine[p].scale));
+        EXPECT_EQ(FloatBits(q.params[p].zero), FloatBits(t.affine[p].zero));
+      }
+    }
+    EXPECT_GT(quantized, 0u);
+  }
+}
+
+TEST(Safetensors, RejectsBadU8Triples) {
+  TempDir dir;
+  const float inf = std::numeric_limits<float>::infinity();
+  struct Case {
+    const char* name;
+    std::vector<TensorData> tensors;
+    const char* message;
+  };
+  auto one = [](std::vector<uint64_t> shape, std::vector<float> scale,
+                std::vector<float> zero) {
+    uint64_t n = 1;
+    for (uint64_t d : shape) n *= d;
+    return U8Triple("w", std::move(shape), Pattern(n, 1), std::move(scale),
+                    std::move(zero));
+  };
+  std::vector<TensorData> missing_zero = one({2, 2}, {1}, {0});
+  missing_zero.pop_back();
+  std::vector<TensorData> f16_scale = one({2, 2}, {1}, {0});
+  f16_scale[1] = RawTensor("w.scale", "F16", {1}, ToBytes({0x3C00}));
+  const Case cases[] = {
+      {"zero_scale", one({2, 2}, {0}, {0}), "scale[0] = 0 is not a finite positive"},
+      {"negative_scale", one({2, 2}, {1, -1}, {0, 0}), "scale[1] = -1"},
+      {"inf_scale", one({2, 2}, {inf}, {0}), "scale[0] = inf"},
+      {"fractional_zero", one({2, 2}, {1}, {0.5f}),
+       "zero[0] = 0.5 is not a finite integer"},
+      {"nan_zero", one({2, 2}, {1}, {std::nanf("")}), "zero[0] = nan"},
+      {"pairs_not_rows", one({2, 3}, {1, 1, 1}, {0, 0, 0}),
+       "3 affine pairs; expected 1 (per tensor) or dims[0]=2"},
+      {"scales_vs_zeros", one({2, 2}, {1, 1}, {0}), "2 scales but 1 zeros"},
+      {"missing_zero", missing_zero, "\"w.zero\" is missing"},
+      {"f16_scale", f16_scale, "\"w.scale\" must be a 1-D F32 tensor, not F16"},
+      {"empty_codes", one({0, 2}, {1}, {0}), "at least one element"},
+  };
+  for (const Case& c : cases) {
+    const std::string path = dir.File(std::string(c.name) + ".safetensors");
+    WriteSafetensors(path, c.tensors, {});
+    absl::StatusOr<std::unique_ptr<TensorSource>> src = OpenSafetensors(path);
+    ASSERT_FALSE(src.ok()) << c.name;
+    EXPECT_EQ(src.status().code(), absl::StatusCode::kDataLoss) << c.name;
+    EXPECT_THAT(std::string(src.status().message()), HasSubstr(c.message))
+        << c.name << ": " << src.status();
+    EXPECT_THAT(std::string(src.status().message()), HasSubstr("quantized tensor \"w\""))
+        << c.name;
+  }
+}
+
+TEST(Llama2c, ReadRawIsTheFileBytes) {
+  TempDir dir;
+  const std::string path = dir.File("m.bin");
+  const std::string file = MakeLlama2c({8, 12, 1, 2, 1, 10, 4});
+  WriteFile(path, file);
+  absl::StatusOr<std::unique_ptr<TensorSource>> src = OpenLlama2c(path);
+  ASSERT_TRUE(src.ok()) << src.status();
+  std::string raw;
+  ASSERT_TRUE((*src)->ReadRaw(0, &raw).ok());
+  EXPECT_TRUE(raw == file.substr(28, 10 * 8 * 4));  // the embedding follows the header
+  ASSERT_TRUE((*src)->ReadRaw(1, &raw).ok());
+  EXPECT_TRUE(raw == file.substr(28 + 10 * 8 * 4, 8 * 4));  // layer 0's rms_att
+}
+
 TEST(SafetensorsWriter, RejectsMisuse) {
   TempDir dir;
   const std::string path = dir.File("w.safetensors");
@@ -994,11 +1308,12 @@ TEST(SafetensorsWriter, RejectsMisuse) {
   EXPECT_EQ((*w)->Finish().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_TRUE(Exists(path));
   EXPECT_EQ(dir.List().size(), 1u);
-  // U8 is a valid safetensors dtype the importer does not convert.
+  // U8 without .scale/.zero companions is kept verbatim.
   absl::StatusOr<std::unique_ptr<TensorSource>> src = OpenSafetensors(path);
-  ASSERT_FALSE(src.ok());
-  EXPECT_EQ(src.status().code(), absl::StatusCode::kUnimplemented);
-  EXPECT_THAT(std::string(src.status().message()), HasSubstr("\"b\""));
+  ASSERT_TRUE(src.ok()) << src.status();
+  ASSERT_EQ((*src)->tensors().size(), 2u);
+  EXPECT_EQ((*src)->tensors()[1].kind, TensorKind::kRaw);
+  EXPECT_EQ((*src)->tensors()[1].dtype, format::kDTypeU8);
 }
 
 TEST(SafetensorsWriter, AbandonedWriterLeavesNothing) {
@@ -1104,6 +1419,401 @@ TEST(OpenModel, SniffsFormats) {
     ASSERT_TRUE(src.ok()) << src.status();
     EXPECT_EQ(MetaString(**src, meta_keys::kSourceFormat), "llama2c");
     EXPECT_EQ((*src)->tensors().size(), 47u);
+  }
+}
+
+// A file of `bytes` named `name` in `dir`; returns its path.
+std::string Put(const TempDir& dir, const std::string& name, const std::string& bytes) {
+  WriteFile(dir.File(name), bytes);
+  return dir.File(name);
+}
+
+TEST(OpenModel, ExtensionAndContentMustAgree) {
+  TempDir dir;
+  std::string st_bytes;
+  {
+    WriteSafetensors(dir.File("src.safetensors"), {F32Tensor("a", {1}, {1})}, {});
+    st_bytes = ReadFile(dir.File("src.safetensors"));
+  }
+  const std::string gguf_bytes = std::string("GGUF\3\0\0\0", 8) + std::string(64, '\0');
+  const std::string tqm_bytes =
+      std::string(reinterpret_cast<const char*>(format::kMagic), 8) +
+      std::string(64, '\0');
+  const std::string l2c = MakeLlama2c({8, 12, 1, 2, 1, 10, 4});
+  const auto kLoss = absl::StatusCode::kDataLoss;
+  const auto kInvalid = absl::StatusCode::kInvalidArgument;
+  struct Case {
+    const char* name;
+    std::string bytes;
+    absl::StatusCode code;
+    std::vector<std::string> message;
+  };
+  const Case cases[] = {
+      {"x.safetensors",
+       "hello world\n",
+       kLoss,
+       {"x.safetensors: not a safetensors file: header length 8031924123371070824 "
+        "exceeds file size 12"}},
+      {"upper.SAFETENSORS", "hello world\n", kLoss, {"not a safetensors file"}},
+      {"g.safetensors",
+       gguf_bytes,
+       kLoss,
+       {"not a safetensors file", "(its content is a GGUF file)"}},
+      {"short.safetensors",
+       "abc",
+       kLoss,
+       {"not a safetensors file: 3 bytes is too short for the 8-byte header length"}},
+      {"s.gguf",
+       st_bytes,
+       kLoss,
+       {"s.gguf: not a GGUF file: it starts with", "not the magic \"GGUF\"",
+        "(its content is a safetensors file)"}},
+      {"l.gguf", l2c, kLoss, {"not a GGUF file"}},
+      {"l.tqm", l2c, kLoss, {"l.tqm: not a .tqm file"}},
+      {"packed.tqm",
+       tqm_bytes,
+       kInvalid,
+       {"packed.tqm is a .tqm file; tqm-pack reads float checkpoints (GGUF, "
+        "safetensors"}},
+      {"packed.bin", tqm_bytes, kInvalid, {"packed.bin is a .tqm file"}},
+      {"notes.txt",
+       "hello world\n",
+       kInvalid,
+       {"notes.txt: not a model file this tool reads; tried GGUF (no \"GGUF\" magic), "
+        "safetensors (header length 8031924123371070824 exceeds file size 12), "
+        "safetensors index JSON (does not start with '{'), llama2.c (12 bytes is too "
+        "short for a llama2.c header (28 bytes)), Hugging Face directory (not a "
+        "directory)"}},
+      // llama2.c has no magic: a plausible header whose size is off by one
+      // byte is not taken for a checkpoint.
+      {"trailing.bin",
+       l2c + "x",
+       kInvalid,
+       {"tried GGUF", "llama2.c (llama2.c file is", "(trailing bytes))"}},
+      {"zeros.bin",
+       std::string(4096, '\0'),
+       kInvalid,
+       {"llama2.c (llama2.c header field dim=0 at offset 0 is invalid"}},
+      {"pytorch_model.bin", std::string("PK\x03\x04", 4) + std::string(100, 'z'),
+       kInvalid,
+       {"tried GGUF", "it looks like a PyTorch checkpoint (zip or pickle): convert it "
+                      "to safetensors first"}},
+      {"config.json",
+       "{\"hidden_size\": 8}",
+       kInvalid,
+       {"is a Hugging Face config, not a model: give its directory"}},
+  };
+  for (const Case& c : cases) {
+    const std::string path = Put(dir, c.name, c.bytes);
+    absl::StatusOr<std::unique_ptr<TensorSource>> src = OpenModel(path);
+    ASSERT_FALSE(src.ok()) << c.name;
+    EXPECT_EQ(src.status().code(), c.code) << c.name << ": " << src.status();
+    for (const std::string& m : c.message) {
+      EXPECT_THAT(std::string(src.status().message()), HasSubstr(m)) << c.name;
+    }
+  }
+  // The content decides when the extension names no format of its own.
+  struct Good {
+    const char* name;
+    const std::string& bytes;
+    const char* format;
+  };
+  const Good good[] = {{"model.pt", l2c, "llama2c"},
+                       {"weights.bin", st_bytes, "safetensors"},
+                       {"model.data", gguf_bytes, "gguf"},
+                       {"noext", l2c, "llama2c"}};
+  for (const Good& g : good) {
+    absl::StatusOr<std::unique_ptr<TensorSource>> src =
+        OpenModel(Put(dir, g.name, g.bytes));
+    ASSERT_TRUE(src.ok()) << g.name << ": " << src.status();
+    EXPECT_EQ(MetaString(**src, meta_keys::kSourceFormat), g.format) << g.name;
+  }
+}
+
+// A Hugging Face config.json for TinyHfLlama (dim 8, hidden 12, 2 layers,
+// vocab 10) with `extra` members appended.
+std::string TinyConfig(const std::string& extra = "") {
+  return R"({"architectures": ["LlamaForCausalLM"], "model_type": "llama",
+  "hidden_size": 8, "intermediate_size": 12, "num_hidden_layers": 2,
+  "num_attention_heads": 2, "num_key_value_heads": 1, "vocab_size": 10,
+  "max_position_embeddings": 64, "rms_norm_eps": 1e-05, "rope_theta": 500000.0,
+  "tie_word_embeddings": true, "torch_dtype": "float32",
+  "rope_scaling": null)" +
+         extra + "}";
+}
+
+void ExpectTinyConfigMetadata(const TensorSource& s) {
+  EXPECT_EQ(MetaString(s, meta_keys::kArchitecture), "llama");
+  EXPECT_EQ(MetaInt(s, meta_keys::kDim), 8);
+  EXPECT_EQ(MetaInt(s, meta_keys::kHiddenDim), 12);
+  EXPECT_EQ(MetaInt(s, meta_keys::kLayers), 2);
+  EXPECT_EQ(MetaInt(s, meta_keys::kHeads), 2);
+  EXPECT_EQ(MetaInt(s, meta_keys::kKvHeads), 1);
+  EXPECT_EQ(MetaInt(s, meta_keys::kVocabSize), 10);
+  EXPECT_EQ(MetaInt(s, meta_keys::kSeqLen), 64);
+  EXPECT_EQ(MetaInt(s, meta_keys::kTiedClassifier), 1);
+  ASSERT_NE(Meta(s, meta_keys::kNormEps), nullptr);
+  EXPECT_EQ(Meta(s, meta_keys::kNormEps)->float64, 1e-5);
+  ASSERT_NE(Meta(s, meta_keys::kRopeTheta), nullptr);
+  EXPECT_EQ(Meta(s, meta_keys::kRopeTheta)->float64, 500000.0);
+  EXPECT_EQ(MetaString(s, meta_keys::kRopeLayout), "hf");
+  EXPECT_EQ(MetaString(s, meta_keys::kSourceFormat), "safetensors");
+}
+
+TEST(OpenModel, HfDirectoryWithOneFile) {
+  TempDir dir;
+  WriteSafetensors(dir.File("model.safetensors"), TinyHfLlama(false), {});
+  // Without config.json: only what the shapes give.
+  absl::StatusOr<std::unique_ptr<TensorSource>> src = OpenModel(dir.File(""));
+  ASSERT_TRUE(src.ok()) << src.status();
+  EXPECT_EQ(Meta(**src, meta_keys::kHeads), nullptr);
+  WriteFile(dir.File("config.json"), TinyConfig());
+  for (const std::string& path : {dir.File(""), dir.File("model.safetensors")}) {
+    src = OpenModel(path);
+    ASSERT_TRUE(src.ok()) << path << ": " << src.status();
+    ExpectTinyConfigMetadata(**src);
+    EXPECT_EQ((*src)->tensors().size(), 1 + 2 * 9 + 1u);
+    EXPECT_TRUE(CheckModel(**src, {}).ok());
+  }
+  // OpenSafetensors on the file alone does not look for a config.
+  src = OpenSafetensors(dir.File("model.safetensors"));
+  ASSERT_TRUE(src.ok()) << src.status();
+  EXPECT_EQ(Meta(**src, meta_keys::kHeads), nullptr);
+}
+
+TEST(OpenModel, HfDirectoryWithShards) {
+  TempDir dir;
+  std::vector<TensorData> all = TinyHfLlama(true);
+  std::vector<TensorData> first(all.begin(), all.begin() + 10);
+  std::vector<TensorData> second(all.begin() + 10, all.end());
+  // A u8 export triple in a shard: the index lists all three names.
+  for (TensorData& t : U8Triple("extra.weight", {2, 2}, Pattern(4, 9), {0.5f}, {3}))
+    second.push_back(std::move(t));
+  WriteSafetensors(dir.File("model-00001-of-00002.safetensors"), first, {});
+  WriteSafetensors(dir.File("model-00002-of-00002.safetensors"), second, {});
+  std::string index = R"({"metadata": {"total_size": 1}, "weight_map": {)";
+  for (size_t i = 0; i < first.size() + second.size(); ++i) {
+    const TensorData& t = i < first.size() ? first[i] : second[i - first.size()];
+    index += absl::StrFormat("%s\"%s\": \"model-0000%d-of-00002.safetensors\"",
+                             i ? ", " : "", t.entry.name, i < first.size() ? 1 : 2);
+  }
+  WriteFile(dir.File("model.safetensors.index.json"), index + "}}");
+  WriteFile(dir.File("config.json"),
+            TinyConfig(R"(, "tie_word_embeddings": false)")
+                .replace(TinyConfig().find("\"tie_word_embeddings\": true,"),
+                         std::string("\"tie_word_embeddings\": true,").size(), ""));
+  absl::StatusOr<std::unique_ptr<TensorSource>> src = OpenModel(dir.File(""));
+  ASSERT_TRUE(src.ok()) << src.status();
+  TensorSource& s = **src;
+  ASSERT_EQ(s.tensors().size(), all.size() + 1);
+  EXPECT_EQ(MetaInt(s, meta_keys::kTiedClassifier), 0);
+  EXPECT_EQ(MetaInt(s, meta_keys::kHeads), 2);
+  EXPECT_EQ(MetaInt(s, meta_keys::kSeqLen), 64);
+  EXPECT_EQ(s.tensors().back().name, "extra.weight");
+  EXPECT_EQ(s.tensors().back().kind, TensorKind::kQuantized);
+  QuantizedTensor q;
+  ASSERT_TRUE(s.ReadQuantized(s.tensors().size() - 1, &q).ok());
+  EXPECT_EQ(q.params.size(), 1u);
+  std::string raw;
+  ASSERT_TRUE(s.ReadRaw(0, &raw).ok());
+  EXPECT_TRUE(raw == all[0].bytes);
+  EXPECT_TRUE(CheckModel(s, {}).ok());
+}
+
+TEST(OpenModel, HfConfigMustAgreeWithShapes) {
+  TempDir dir;
+  WriteSafetensors(dir.File("model.safetensors"), TinyHfLlama(false), {});
+  struct Case {
+    std::string config;
+    const char* message;
+  };
+  const Case cases[] = {
+      {R"({"hidden_size": 16})",
+       "config.json: hidden_size is 16, which contradicts the tensor shapes: they give "
+       "llama.dim=8"},
+      {R"({"intermediate_size": 11})",
+       "intermediate_size is 11, which contradicts the tensor shapes: they give "
+       "llama.hidden_dim=12"},
+      {R"({"num_hidden_layers": 3})",
+       "num_hidden_layers is 3, which contradicts the tensor shapes: they give "
+       "llama.n_layers=2"},
+      {R"({"vocab_size": 32000})",
+       "vocab_size is 32000, which contradicts the tensor shapes: they give "
+       "llama.vocab_size=10"},
+      {R"({"tie_word_embeddings": false})",
+       "tie_word_embeddings is false but the checkpoint has no lm_head.weight"},
+      {R"({"num_attention_heads": "2"})",
+       "num_attention_heads is 2, not an integer in 1..2147483647"},
+      {R"({"num_attention_heads": 0})", "num_attention_heads is 0, not an integer"},
+      {R"({"num_attention_heads": 2.5})", "num_attention_heads is 2.5, not an integer"},
+      {R"({"rms_norm_eps": -1})", "rms_norm_eps is -1, not a finite positive number"},
+      {R"({"rope_theta": "x"})", "rope_theta is string, not a finite positive number"},
+      {R"({"tie_word_embeddings": 1})", "tie_word_embeddings is int"},
+      {"[1]", "not a Hugging Face config: not a JSON object"},
+      {"{", "not a Hugging Face config: JSON"},
+  };
+  for (const Case& c : cases) {
+    WriteFile(dir.File("config.json"), c.config);
+    absl::StatusOr<std::unique_ptr<TensorSource>> src = OpenModel(dir.File(""));
+    ASSERT_FALSE(src.ok()) << c.config;
+    EXPECT_EQ(src.status().code(), absl::StatusCode::kDataLoss) << src.status();
+    EXPECT_THAT(std::string(src.status().message()), HasSubstr(c.message)) << c.config;
+  }
+}
+
+TEST(OpenModel, DirectoryWithoutModelNamesWhatItLookedFor) {
+  TempDir dir;
+  WriteFile(dir.File("config.json"), TinyConfig());
+  absl::StatusOr<std::unique_ptr<TensorSource>> src = OpenModel(dir.File(""));
+  ASSERT_FALSE(src.ok());
+  EXPECT_EQ(src.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(src.status().message()),
+              HasSubstr("not a Hugging Face model directory: looked for "
+                        "model.safetensors.index.json and model.safetensors, found "
+                        "neither"));
+  WriteFile(dir.File("other.gguf"), "x");
+  src = OpenModel(dir.File(""));
+  EXPECT_THAT(std::string(src.status().message()), HasSubstr("it holds other.gguf"));
+}
+
+TEST(HfConfig, ParsesFromMemory) {
+  absl::StatusOr<std::vector<MetaEntry>> m = internal::HfConfigToMetadata(
+      R"({"num_attention_heads": 4, "hidden_size": 64})", "c");
+  ASSERT_TRUE(m.ok()) << m.status();
+  ASSERT_NE(FindMeta(*m, meta_keys::kKvHeads), nullptr);
+  EXPECT_EQ(FindMeta(*m, meta_keys::kKvHeads)->int64, 4);  // defaults to the heads
+  EXPECT_EQ(FindMeta(*m, meta_keys::kDim)->int64, 64);
+  EXPECT_EQ(FindMeta(*m, meta_keys::kArchitecture), nullptr);  // no model_type
+  m = internal::HfConfigToMetadata("{}", "c");
+  ASSERT_TRUE(m.ok());
+  EXPECT_TRUE(m->empty());
+
+  absl::StatusOr<internal::ShardIndex> idx = internal::ParseShardIndex(
+      R"({"metadata": {"total_size": 8, "n": null}, "weight_map": {"a": "s1", "b": "s2", "c": "s1"}})",
+      "i");
+  ASSERT_TRUE(idx.ok()) << idx.status();
+  ASSERT_EQ(idx->shards.size(), 2u);
+  EXPECT_EQ(idx->shards["s1"], (std::set<std::string>{"a", "c"}));
+  ASSERT_EQ(idx->metadata.size(), 1u);
+  EXPECT_EQ(idx->metadata[0].second, "8");
+  for (const char* bad :
+       {"", "[]", R"({"weight_map": {}})", R"({"weight_map": {"a": "../x"}})",
+        R"({"weight_map": {"a": "s"}, "metadata": 1})"}) {
+    idx = internal::ParseShardIndex(bad, "i");
+    EXPECT_EQ(idx.status().code(), absl::StatusCode::kDataLoss) << bad;
+  }
+}
+
+// ---- CheckModel ----
+
+// A llama2.c tokenizer of `n` tokens ("t0", "t1", ...).
+std::string MakeTokenizer(int n) {
+  std::string s;
+  AppendI32(&s, 8);
+  for (int i = 0; i < n; ++i) {
+    const std::string t = absl::StrCat("t", i);
+    AppendF32(&s, -static_cast<float>(i));
+    AppendI32(&s, static_cast<int32_t>(t.size()));
+    s += t;
+  }
+  return s;
+}
+
+TEST(CheckModel, TokenizerMustMatchTheVocabulary) {
+  TempDir dir;
+  WriteSafetensors(dir.File("m.safetensors"), TinyHfLlama(false), {});
+  absl::StatusOr<std::unique_ptr<TensorSource>> src =
+      OpenSafetensors(dir.File("m.safetensors"));
+  ASSERT_TRUE(src.ok()) << src.status();
+  auto with_tokenizer = [](const std::string& bytes) {
+    return std::vector<MetaEntry>{
+        {meta_keys::kTokenizerLlama2c, MetaValue::Bytes(bytes)}};
+  };
+  EXPECT_TRUE(CheckModel(**src, with_tokenizer(MakeTokenizer(10)), "tok10.bin").ok());
+  absl::Status s = CheckModel(**src, with_tokenizer(MakeTokenizer(4096)), "tok4096.bin");
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(s.message(), "tokenizer tok4096.bin has 4096 tokens, model vocab_size is 10");
+  // Every truncation of a valid tokenizer either parses to fewer tokens
+  // (at a token boundary) or fails to parse; none passes.
+  const std::string tok = MakeTokenizer(10);
+  for (size_t n = 0; n < tok.size(); ++n) {
+    s = CheckModel(**src, with_tokenizer(tok.substr(0, n)), "cut");
+    EXPECT_FALSE(s.ok()) << n;
+  }
+  // A token longer than max_token_length, a NaN score.
+  std::string bad = MakeTokenizer(10);
+  bad[0] = 1;
+  EXPECT_THAT(std::string(CheckModel(**src, with_tokenizer(bad), "b").message()),
+              HasSubstr("outside 0..max_token_length=1"));
+  bad = MakeTokenizer(10);
+  AppendF32(&bad, std::nanf(""));
+  AppendI32(&bad, 0);
+  EXPECT_THAT(std::string(CheckModel(**src, with_tokenizer(bad), "b").message()),
+              HasSubstr("token 10 at offset"));
+  // A model file given as the tokenizer.
+  if (Exists(StoriesPath())) {
+    absl::StatusOr<std::unique_ptr<TensorSource>> stories = OpenModel(StoriesPath());
+    ASSERT_TRUE(stories.ok()) << stories.status();
+    s = CheckModel(**stories, with_tokenizer(ReadFile(StoriesPath())), "stories260K.bin");
+    EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss);
+    EXPECT_THAT(std::string(s.message()),
+                HasSubstr("tokenizer stories260K.bin: not a llama2.c tokenizer"));
+    const std::string tok512 = tqm_test::SharedPath("models/stories260K/tok512.bin");
+    EXPECT_TRUE(
+        CheckModel(**stories, with_tokenizer(ReadFile(tok512)), "tok512.bin").ok());
+  }
+}
+
+TEST(CheckModel, HyperparametersMustMatchShapes) {
+  TempDir dir;
+  WriteSafetensors(dir.File("m.safetensors"), TinyHfLlama(false), {});
+  absl::StatusOr<std::unique_ptr<TensorSource>> src =
+      OpenSafetensors(dir.File("m.safetensors"));
+  ASSERT_TRUE(src.ok()) << src.status();
+  EXPECT_TRUE(CheckModel(**src, {}).ok());
+  EXPECT_TRUE(CheckModel(**src, {{meta_keys::kHeads, MetaValue::Int(2)},
+                                 {meta_keys::kKvHeads, MetaValue::Int(1)}})
+                  .ok());
+  struct Case {
+    std::vector<MetaEntry> meta;
+    const char* message;
+  };
+  const Case cases[] = {
+      {{{meta_keys::kDim, MetaValue::Int(16)}},
+       "llama.dim=16 but model.embed_tokens.weight has 8 columns"},
+      {{{meta_keys::kVocabSize, MetaValue::Int(11)}},
+       "llama.vocab_size=11 but model.embed_tokens.weight has 10 rows"},
+      {{{meta_keys::kHiddenDim, MetaValue::Int(10)}},
+       "llama.hidden_dim=10 but model.layers.0.mlp.gate_proj.weight has 12 rows"},
+      {{{meta_keys::kLayers, MetaValue::Int(3)}},
+       "llama.n_layers=3 but the checkpoint holds 2 layers"},
+      {{{meta_keys::kHeads, MetaValue::Int(3)}},
+       "llama.n_heads=3 does not divide llama.dim=8"},
+      {{{meta_keys::kHeads, MetaValue::Int(4)}, {meta_keys::kKvHeads, MetaValue::Int(3)}},
+       "llama.n_kv_heads=3 does not divide llama.n_heads=4"},
+      {{{meta_keys::kHeads, MetaValue::Int(2)}, {meta_keys::kKvHeads, MetaValue::Int(2)}},
+       "llama.n_kv_heads=2 gives k_proj 8 rows (n_kv_heads * dim / n_heads) but "
+       "model.layers.0.self_attn.k_proj.weight has 4"},
+  };
+  for (const Case& c : cases) {
+    absl::Status s = CheckModel(**src, c.meta);
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << c.message;
+    EXPECT_EQ(s.message(), c.message);
+  }
+}
+
+TEST(CheckModel, RealModelsPass) {
+  if (!Exists(StoriesPath())) GTEST_SKIP() << "../shared/models/stories260K is absent";
+  absl::StatusOr<std::unique_ptr<TensorSource>> src = OpenModel(StoriesPath());
+  ASSERT_TRUE(src.ok()) << src.status();
+  EXPECT_TRUE(CheckModel(**src, {}).ok());
+  for (const char* f :
+       {"stories260K-f32.gguf", "stories260K-q8_0.gguf", "ggml-vocab-llama-spm.gguf"}) {
+    const std::string path = tqm_test::SharedPath(std::string("fixtures/gguf/") + f);
+    if (!Exists(path)) continue;
+    src = OpenModel(path);
+    ASSERT_TRUE(src.ok()) << src.status();
+    EXPECT_TRUE(CheckModel(**src, {}).ok()) << f << ": " << CheckModel(**src, {});
   }
 }
 

@@ -138,6 +138,10 @@ int main(int argc, char** argv) {
     opt.extra_metadata.push_back(
         {tqm::meta_keys::kTokenizerLlama2c, tqm::MetaValue::Bytes(ss.str())});
   }
+  if (absl::Status s = tqm::CheckModel(**source, opt.extra_metadata, tokenizer); !s.ok()) {
+    std::cerr << "tqm-pack: " << input << ": " << s.message() << "\n";
+    return 1;
+  }
   tqm::ProgressBar bar;
   if (!quiet) {
     opt.progress = [&bar](const tqm::PackProgress& p) {

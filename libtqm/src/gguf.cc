@@ -344,7 +344,18 @@ absl::Status ParseTensorInfo(HeaderReader& in, const std::string& path,
       break;
     case gguf::kGgmlF16:
     case gguf::kGgmlBF16:
+    case gguf::kGgmlI16:
       ok = CheckedMul(numel, 2, &bytes);
+      break;
+    case gguf::kGgmlI8:
+      bytes = numel;
+      break;
+    case gguf::kGgmlI32:
+      ok = CheckedMul(numel, 4, &bytes);
+      break;
+    case gguf::kGgmlI64:
+    case gguf::kGgmlF64:
+      ok = CheckedMul(numel, 8, &bytes);
       break;
     case gguf::kGgmlQ8_0:
       if (t->ne[0] % gguf::kQ8_0BlockWeights != 0) {
@@ -357,7 +368,7 @@ absl::Status ParseTensorInfo(HeaderReader& in, const std::string& path,
     default:
       return absl::UnimplementedError(absl::StrFormat(
           "%s: GGUF %s at offset %d has ggml type %s, which is not supported (F32, F16, "
-          "BF16 and Q8_0 are)",
+          "BF16, Q8_0, I8, I16, I32, I64 and F64 are)",
           path, where, at, GgmlTypeName(t->type)));
   }
   if (!ok) return in.Error(where + ": byte size overflows", at);
@@ -508,12 +519,14 @@ class GgufSource : public TensorSource {
   const std::vector<MetaEntry>& metadata() const override { return meta_; }
 
   absl::Status Read(size_t i, std::vector<float>* out) override {
-    if (i >= infos_.size()) {
-      return absl::OutOfRangeError(
-          absl::StrFormat("%s: tensor index %d out of range (%d tensors)", file_->path(),
-                          i, infos_.size()));
-    }
+    TQM_RETURN_IF_ERROR(CheckIndex(i));
     const GgufTensorInfo& t = infos_[i];
+    if (tensors_[i].kind == TensorKind::kRaw) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "%s: tensor '%s' (%s, %d elements) is kept verbatim and has no float32 "
+          "values; read it with ReadRaw",
+          file_->path(), t.name, GgmlTypeName(t.type), t.numel));
+    }
     if (t.numel > out->max_size() || t.numel > (uint64_t{1} << 40)) {
       return absl::ResourceExhaustedError(
           absl::StrFormat("%s: tensor '%s': %d elements do not fit in memory",
@@ -529,7 +542,37 @@ class GgufSource : public TensorSource {
     return absl::OkStatus();
   }
 
+  // The stored bytes: every type but Q8_0, whose blocks are not elements of
+  // one dtype.
+  absl::Status ReadRaw(size_t i, std::string* out) override {
+    TQM_RETURN_IF_ERROR(CheckIndex(i));
+    const GgufTensorInfo& t = infos_[i];
+    if (t.type == gguf::kGgmlQ8_0) return TensorSource::ReadRaw(i, out);
+    // t.size was checked against the file on open.
+    if (t.size > out->max_size()) {
+      return absl::ResourceExhaustedError(
+          absl::StrFormat("%s: tensor '%s': %d bytes do not fit in memory", file_->path(),
+                          t.name, t.size));
+    }
+    out->resize(static_cast<size_t>(t.size));
+    absl::Status s = file_->ReadAt(t.offset, out->data(), out->size());
+    if (!s.ok()) {
+      return absl::Status(s.code(),
+                          absl::StrFormat("tensor '%s': %s", t.name, s.message()));
+    }
+    return absl::OkStatus();
+  }
+
  private:
+  absl::Status CheckIndex(size_t i) const {
+    if (i >= infos_.size()) {
+      return absl::OutOfRangeError(
+          absl::StrFormat("%s: tensor index %d out of range (%d tensors)", file_->path(),
+                          i, infos_.size()));
+    }
+    return absl::OkStatus();
+  }
+
   // Safe to call from several threads at once: no state but the file (pread).
   absl::Status ReadInto(const GgufTensorInfo& t, size_t n, float* dst) {
     std::vector<uint8_t> buf;
@@ -599,6 +642,16 @@ format::SourceDType SourceDTypeOf(uint32_t ggml) {
       return format::kDTypeBF16;
     case gguf::kGgmlQ8_0:
       return format::kDTypeQ8_0;
+    case gguf::kGgmlI8:
+      return format::kDTypeI8;
+    case gguf::kGgmlI16:
+      return format::kDTypeI16;
+    case gguf::kGgmlI32:
+      return format::kDTypeI32;
+    case gguf::kGgmlI64:
+      return format::kDTypeI64;
+    case gguf::kGgmlF64:
+      return format::kDTypeF64;
     default:
       return format::kDTypeF32;
   }
@@ -860,6 +913,12 @@ absl::StatusOr<std::unique_ptr<TensorSource>> OpenGguf(const std::string& path) 
     }
     s.dtype = SourceDTypeOf(t.type);
     s.dims.assign(t.ne.rbegin(), t.ne.rend());
+    // Integer and F64 tensors, and empty ones, are kept byte for byte (an
+    // empty Q8_0 tensor has no element dtype to keep: it stays as it was).
+    const bool weights = t.type == gguf::kGgmlF32 || t.type == gguf::kGgmlF16 ||
+                         t.type == gguf::kGgmlBF16 || t.type == gguf::kGgmlQ8_0;
+    s.kind = weights && (t.numel > 0 || t.type == gguf::kGgmlQ8_0) ? TensorKind::kFloat
+                                                                    : TensorKind::kRaw;
     tensors.push_back(std::move(s));
   }
   return std::unique_ptr<TensorSource>(new GgufSource(

@@ -8,12 +8,19 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <map>
 #include <memory>
+#include <set>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "absl/base/config.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "tqm/metadata.h"
+#include "tqm/source.h"
 
 namespace tqm {
 namespace internal {
@@ -47,6 +54,61 @@ class InputFile {
 
 // The last component of `path`.
 std::string Basename(const std::string& path);
+
+// ---- Hugging Face model directories (import.cc) ----
+
+// Reads a whole small file (an index, config.json), ResourceExhausted over
+// 64 MiB.
+absl::StatusOr<std::string> ReadSmallFile(const std::string& path);
+
+// Parses the text of a Hugging Face config.json into typed llama.* metadata
+// (the keys the llama2.c and GGUF importers write): hidden_size ->
+// llama.dim, intermediate_size -> llama.hidden_dim, num_hidden_layers ->
+// llama.n_layers, num_attention_heads -> llama.n_heads,
+// num_key_value_heads (default: num_attention_heads) -> llama.n_kv_heads,
+// vocab_size -> llama.vocab_size, max_position_embeddings -> llama.seq_len,
+// rms_norm_eps -> llama.norm_eps, rope_theta -> llama.rope_theta,
+// tie_word_embeddings -> llama.tied_classifier; model_type "llama" ->
+// general.architecture. Absent and null keys are left out. `path` names the
+// file in messages. DataLoss for text that is not a JSON object or a value
+// of the wrong type or range (counts must be integers in 1..2^31-1, eps and
+// theta finite and positive).
+absl::StatusOr<std::vector<MetaEntry>> HfConfigToMetadata(absl::string_view json,
+                                                          const std::string& path);
+
+// Checks config.json metadata (from HfConfigToMetadata) against the
+// quantities the tensor shapes give and merges it into `meta` (replacing
+// keys already there). A disagreement is DataLoss naming the config key,
+// its value and the value the shapes give.
+absl::Status ApplyHfConfig(const std::string& config_path,
+                           const std::vector<MetaEntry>& config,
+                           const std::vector<SourceTensor>& tensors,
+                           std::vector<MetaEntry>* meta);
+
+// A sharded model's model.safetensors.index.json.
+struct ShardIndex {
+  // Shard file name (a plain name in the index's directory) -> the tensors
+  // the weight map puts there. Never empty.
+  std::map<std::string, std::set<std::string>> shards;
+  // The "metadata" object's scalar members as text, in file order.
+  std::vector<std::pair<std::string, std::string>> metadata;
+};
+
+// Parses the text of a safetensors index. `path` names the file in
+// messages. DataLoss for anything but {"weight_map": {tensor: file, ...}}
+// with an optional "metadata" object; shard names must be plain file names.
+absl::StatusOr<ShardIndex> ParseShardIndex(absl::string_view json,
+                                           const std::string& path);
+
+// ---- tokenizers ----
+
+// Parses a llama2.c tokenizer (int32 max_token_length, then per token:
+// float32 score, int32 length, the bytes) to its end and returns the number
+// of tokens. Every length is checked against the bytes left and against
+// max_token_length (llama2.c sizes its buffers by it). `name` names the
+// tokenizer in messages. DataLoss for bytes that are not such a file.
+absl::StatusOr<uint64_t> CountLlama2cTokens(absl::string_view bytes,
+                                            const std::string& name);
 
 // *out = a * b; false on overflow.
 inline bool CheckedMul(uint64_t a, uint64_t b, uint64_t* out) {

@@ -64,6 +64,30 @@ class Llama2cSource : public TensorSource {
     return absl::OkStatus();
   }
 
+  // The little-endian float32 bytes as the file holds them.
+  absl::Status ReadRaw(size_t i, std::string* out) override {
+    if (i >= tensors_.size()) {
+      return absl::OutOfRangeError(
+          absl::StrFormat("%s: tensor index %d out of range (%d tensors)", file_->path(),
+                          i, tensors_.size()));
+    }
+    // Sizes were bounded by the file size when the file was opened.
+    uint64_t n = 4;
+    for (uint64_t d : tensors_[i].dims) n *= d;
+    if (n > out->max_size()) {
+      return absl::ResourceExhaustedError(
+          absl::StrFormat("%s: tensor %s: %d bytes do not fit in memory", file_->path(),
+                          tensors_[i].name, n));
+    }
+    out->resize(static_cast<size_t>(n));
+    absl::Status s = file_->ReadAt(offsets_[i], out->data(), out->size());
+    if (!s.ok()) {
+      return absl::Status(
+          s.code(), absl::StrFormat("tensor %s: %s", tensors_[i].name, s.message()));
+    }
+    return absl::OkStatus();
+  }
+
  private:
   std::unique_ptr<internal::InputFile> file_;
   std::vector<SourceTensor> tensors_;

@@ -8,10 +8,16 @@
 // without overflow, byte ranges of exactly numel * dtype size that tile the
 // data area from 0 to its end with no gap or overlap (as the reference
 // implementation requires). Weights are read with pread on demand.
+//
+// Nothing is dropped: float weights are TensorKind::kFloat; F64, integer,
+// BOOL, 0-d and empty tensors are kRaw (bytes verbatim); the U8 + .scale +
+// .zero triples of tqm-unpack --dtype u8 are kQuantized, so that re-packing
+// them stores the same codes instead of quantizing dequantized values.
 
 #include "tqm/safetensors.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <limits>
 #include <map>
@@ -32,7 +38,9 @@
 #include "tqm/format.h"
 #include "tqm/import.h"
 #include "tqm/metadata.h"
+#include "tqm/quantize.h"
 #include "tqm/source.h"
+#include "tqm/status.h"
 
 namespace tqm {
 namespace {
@@ -63,6 +71,10 @@ struct Entry {
   uint64_t numel = 0;
   uint64_t begin = 0;  // relative to the data area
   uint64_t end = 0;
+  // TensorKind::kQuantized (the U8 codes of a tqm-unpack --dtype u8 export):
+  // the storage and the affine parameters from NAME.scale and NAME.zero.
+  format::Storage storage = format::kStorageU8Tensor;
+  std::vector<Affine> params;
 };
 
 class SafetensorsSource : public TensorSource {
@@ -82,22 +94,31 @@ class SafetensorsSource : public TensorSource {
   void set_metadata(std::vector<MetaEntry> m) { metadata_ = std::move(m); }
 
   absl::Status Read(size_t i, std::vector<float>* out) override {
-    if (i >= entries_.size()) {
-      return absl::OutOfRangeError(
-          absl::StrFormat("%s: tensor index %d out of range (%d tensors)", file_->path(),
-                          i, entries_.size()));
-    }
+    TQM_RETURN_IF_ERROR(CheckIndex(i));
     const Entry& e = entries_[i];
-    if (e.numel > out->max_size()) {
-      return absl::ResourceExhaustedError(
-          absl::StrFormat("%s: tensor %s: %d elements do not fit in memory",
-                          file_->path(), e.tensor.name, e.numel));
+    if (e.tensor.kind == TensorKind::kRaw) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "%s: tensor %s (%s, %d elements) is kept verbatim and has no float32 values; "
+          "read it with ReadRaw",
+          file_->path(), e.tensor.name, DTypeName(e.tensor.dtype), e.numel));
     }
+    TQM_RETURN_IF_ERROR(CheckFits(e, out->max_size()));
     const size_t n = static_cast<size_t>(e.numel);
     out->resize(n);
     const uint64_t offset = data_start_ + e.begin;
     absl::Status s;
-    if (e.tensor.dtype == format::kDTypeF32) {
+    if (e.tensor.kind == TensorKind::kQuantized) {
+      // Exactly tqm::DequantizeAffine over each parameter's span of codes.
+      std::vector<uint8_t> codes(n);
+      s = file_->ReadAt(offset, codes.data(), n);
+      if (s.ok()) {
+        const size_t span = n / e.params.size();
+        for (size_t p = 0; p < e.params.size(); ++p) {
+          DequantizeAffine(absl::MakeConstSpan(codes.data() + p * span, span),
+                           e.params[p], absl::MakeSpan(out->data() + p * span, span));
+        }
+      }
+    } else if (e.tensor.dtype == format::kDTypeF32) {
       s = file_->ReadAt(offset, out->data(), n * 4);
       if (s.ok()) internal::FixFloat32Endianness(out->data(), n);
     } else {
@@ -124,13 +145,109 @@ class SafetensorsSource : public TensorSource {
     return absl::OkStatus();
   }
 
+  absl::Status ReadRaw(size_t i, std::string* out) override {
+    TQM_RETURN_IF_ERROR(CheckIndex(i));
+    const Entry& e = entries_[i];
+    if (e.tensor.kind == TensorKind::kQuantized) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "%s: tensor %s is quantized (U8 codes with %s.scale and %s.zero); read it "
+          "with ReadQuantized",
+          file_->path(), e.tensor.name, e.tensor.name, e.tensor.name));
+    }
+    // The byte size was checked against the data area on open.
+    const uint64_t bytes = e.end - e.begin;
+    if (bytes > out->max_size()) {
+      return absl::ResourceExhaustedError(
+          absl::StrFormat("%s: tensor %s: %d bytes do not fit in memory", file_->path(),
+                          e.tensor.name, bytes));
+    }
+    out->resize(static_cast<size_t>(bytes));
+    absl::Status s = file_->ReadAt(data_start_ + e.begin, out->data(), out->size());
+    if (!s.ok()) {
+      return absl::Status(s.code(),
+                          absl::StrFormat("tensor %s: %s", e.tensor.name, s.message()));
+    }
+    if (e.tensor.dtype == format::kDTypeBool) {
+      // safetensors does not say what a BOOL byte other than 0 or 1 means,
+      // and .tqm RAW storage allows only those two: refuse to guess.
+      for (size_t j = 0; j < out->size(); ++j) {
+        const uint8_t b = static_cast<uint8_t>((*out)[j]);
+        if (b > 1) {
+          return absl::DataLossError(absl::StrFormat(
+              "%s: tensor %s: BOOL element %d at file offset %d is %d, not 0 or 1",
+              file_->path(), e.tensor.name, j, data_start_ + e.begin + j, b));
+        }
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status ReadQuantized(size_t i, QuantizedTensor* out) override {
+    TQM_RETURN_IF_ERROR(CheckIndex(i));
+    const Entry& e = entries_[i];
+    if (e.tensor.kind != TensorKind::kQuantized) {
+      return TensorSource::ReadQuantized(i, out);
+    }
+    TQM_RETURN_IF_ERROR(CheckFits(e, out->codes.max_size()));
+    out->storage = e.storage;
+    out->bits = 8;
+    out->group_size = 0;
+    out->params = e.params;
+    out->codes.resize(static_cast<size_t>(e.numel));
+    absl::Status s =
+        file_->ReadAt(data_start_ + e.begin, out->codes.data(), out->codes.size());
+    if (!s.ok()) {
+      return absl::Status(s.code(),
+                          absl::StrFormat("tensor %s: %s", e.tensor.name, s.message()));
+    }
+    return absl::OkStatus();
+  }
+
  private:
+  absl::Status CheckIndex(size_t i) const {
+    if (i >= entries_.size()) {
+      return absl::OutOfRangeError(
+          absl::StrFormat("%s: tensor index %d out of range (%d tensors)", file_->path(),
+                          i, entries_.size()));
+    }
+    return absl::OkStatus();
+  }
+  absl::Status CheckFits(const Entry& e, size_t max_size) const {
+    if (e.numel > max_size) {
+      return absl::ResourceExhaustedError(
+          absl::StrFormat("%s: tensor %s: %d elements do not fit in memory",
+                          file_->path(), e.tensor.name, e.numel));
+    }
+    return absl::OkStatus();
+  }
+
   std::unique_ptr<internal::InputFile> file_;
   uint64_t data_start_;
   std::vector<Entry> entries_;
   std::vector<SourceTensor> tensors_;
   std::vector<MetaEntry> metadata_;
 };
+
+// The tqm source dtype of a safetensors dtype name; false for the dtypes
+// tqm cannot hold (F8_E4M3, F8_E5M2) and for unknown names.
+bool SourceDTypeOf(const std::string& dt, format::SourceDType* out) {
+  static constexpr std::pair<const char*, format::SourceDType> kMap[] = {
+      {"F32", format::kDTypeF32},   {"F16", format::kDTypeF16},
+      {"BF16", format::kDTypeBF16}, {"F64", format::kDTypeF64},
+      {"I8", format::kDTypeI8},     {"I16", format::kDTypeI16},
+      {"I32", format::kDTypeI32},   {"I64", format::kDTypeI64},
+      {"U8", format::kDTypeU8},     {"U16", format::kDTypeU16},
+      {"U32", format::kDTypeU32},   {"U64", format::kDTypeU64},
+      {"BOOL", format::kDTypeBool},
+  };
+  for (const auto& [name, dtype] : kMap) {
+    if (dt == name) {
+      *out = dtype;
+      return true;
+    }
+  }
+  return false;
+}
 
 absl::Status Corrupt(const std::string& path, const std::string& what) {
   return absl::DataLossError(absl::StrFormat("%s: safetensors header: %s", path, what));
@@ -167,16 +284,11 @@ absl::Status ParseTensor(const std::string& path, const std::string& name,
   if (!dtype->is_string()) return Corrupt(path, where + ": dtype is not a string");
   const std::string& dt = dtype->as_string();
   out->dtype_size = SafetensorsDTypeSize(dt);
-  if (dt == "F32") {
-    out->tensor.dtype = format::kDTypeF32;
-  } else if (dt == "F16") {
-    out->tensor.dtype = format::kDTypeF16;
-  } else if (dt == "BF16") {
-    out->tensor.dtype = format::kDTypeBF16;
-  } else {
+  if (!SourceDTypeOf(dt, &out->tensor.dtype)) {
     return absl::UnimplementedError(absl::StrFormat(
-        "%s: %s: dtype %s is not supported (only F32, F16 and BF16 are)%s", path, where,
-        Quoted(dt),
+        "%s: %s: dtype %s is not supported (F32, F16, BF16, F64, I8, I16, I32, I64, U8, "
+        "U16, U32, U64 and BOOL are)%s",
+        path, where, Quoted(dt),
         out->dtype_size == 0 ? "; it is not a safetensors dtype either" : ""));
   }
 
@@ -203,6 +315,14 @@ absl::Status ParseTensor(const std::string& path, const std::string& name,
     return Corrupt(path, where + ": byte size overflows 64 bits");
   }
   out->numel = numel;
+  // Only non-empty floating-point tensors of rank >= 1 are weights a writer
+  // may quantize; everything else is kept byte for byte.
+  const bool float_dtype = out->tensor.dtype == format::kDTypeF32 ||
+                           out->tensor.dtype == format::kDTypeF16 ||
+                           out->tensor.dtype == format::kDTypeBF16;
+  out->tensor.kind = float_dtype && numel > 0 && !out->tensor.dims.empty()
+                         ? TensorKind::kFloat
+                         : TensorKind::kRaw;
 
   if (!offsets->is_array() || offsets->array().size() != 2) {
     return Corrupt(path, where + ": data_offsets is not an array of two integers");
@@ -437,11 +557,105 @@ size_t SafetensorsDTypeSize(const std::string& dtype) {
 
 namespace {
 
+// Reads `n` little-endian float32 values of `e` (n = e.numel).
+absl::Status ReadFloats(const internal::InputFile& file, uint64_t data_start,
+                        const Entry& e, std::vector<float>* out) {
+  out->resize(static_cast<size_t>(e.numel));
+  TQM_RETURN_IF_ERROR(file.ReadAt(data_start + e.begin, out->data(), out->size() * 4));
+  internal::FixFloat32Endianness(out->data(), out->size());
+  return absl::OkStatus();
+}
+
+// Finds the triples tqm-unpack --dtype u8 writes (export.cc): a U8 tensor
+// NAME with F32 tensors NAME.scale and NAME.zero of one element (one affine
+// pair for the tensor) or dims[0] elements (one per row). Each becomes one
+// TensorKind::kQuantized entry at NAME's place, so that packing stores the
+// codes as they are instead of quantizing their dequantized values again;
+// the .scale and .zero entries are dropped. `entries` tile the data area.
+absl::Status MergeQuantizedTriples(const internal::InputFile& file, uint64_t data_start,
+                                   std::vector<Entry>* entries) {
+  const std::string& path = file.path();
+  std::map<std::string, size_t> by_name;
+  for (size_t i = 0; i < entries->size(); ++i) by_name[(*entries)[i].tensor.name] = i;
+  std::vector<bool> drop(entries->size(), false);
+  for (size_t i = 0; i < entries->size(); ++i) {
+    Entry& e = (*entries)[i];
+    if (e.tensor.dtype != format::kDTypeU8 || drop[i]) continue;
+    const std::string& name = e.tensor.name;
+    auto scale_it = by_name.find(name + ".scale");
+    auto zero_it = by_name.find(name + ".zero");
+    if (scale_it == by_name.end() && zero_it == by_name.end()) continue;
+    auto bad = [&](const std::string& what) {
+      return Corrupt(
+          path, absl::StrFormat("quantized tensor %s (U8 %s with %s.scale and "
+                                "%s.zero): %s",
+                                Quoted(name),
+                                absl::StrCat("[", absl::StrJoin(e.tensor.dims, ","), "]"),
+                                name, name, what));
+    };
+    if (scale_it == by_name.end() || zero_it == by_name.end()) {
+      return bad(absl::StrFormat(
+          "%s is missing",
+          Quoted(name + (scale_it == by_name.end() ? ".scale" : ".zero"))));
+    }
+    const Entry& scale = (*entries)[scale_it->second];
+    const Entry& zero = (*entries)[zero_it->second];
+    for (const Entry* p : {&scale, &zero}) {
+      if (p->tensor.dtype != format::kDTypeF32 || p->tensor.dims.size() != 1) {
+        return bad(absl::StrFormat("%s must be a 1-D F32 tensor, not %s of rank %d",
+                                   Quoted(p->tensor.name), DTypeName(p->tensor.dtype),
+                                   p->tensor.dims.size()));
+      }
+    }
+    if (e.tensor.dims.empty() || e.numel == 0) {
+      return bad("codes must have rank >= 1 and at least one element");
+    }
+    const uint64_t k = scale.numel;
+    if (zero.numel != k) {
+      return bad(absl::StrFormat("%d scales but %d zeros", k, zero.numel));
+    }
+    if (k != 1 && k != e.tensor.dims[0]) {
+      return bad(
+          absl::StrFormat("%d affine pairs; expected 1 (per tensor) or dims[0]=%d "
+                          "(per row)",
+                          k, e.tensor.dims[0]));
+    }
+    std::vector<float> scales, zeros;
+    TQM_RETURN_IF_ERROR(ReadFloats(file, data_start, scale, &scales));
+    TQM_RETURN_IF_ERROR(ReadFloats(file, data_start, zero, &zeros));
+    e.params.resize(static_cast<size_t>(k));
+    for (size_t j = 0; j < k; ++j) {
+      if (!std::isfinite(scales[j]) || !(scales[j] > 0)) {
+        return bad(absl::StrFormat("scale[%d] = %g is not a finite positive number", j,
+                                   scales[j]));
+      }
+      if (!std::isfinite(zeros[j]) || std::nearbyint(zeros[j]) != zeros[j]) {
+        return bad(absl::StrFormat("zero[%d] = %g is not a finite integer", j, zeros[j]));
+      }
+      e.params[j] = Affine{scales[j], zeros[j]};
+    }
+    e.storage = k == 1 ? format::kStorageU8Tensor : format::kStorageU8Row;
+    e.tensor.kind = TensorKind::kQuantized;
+    e.tensor.dtype = format::kDTypeF32;  // what the codes stand for
+    drop[scale_it->second] = true;
+    drop[zero_it->second] = true;
+  }
+  size_t kept = 0;
+  for (size_t i = 0; i < entries->size(); ++i) {
+    if (drop[i]) continue;
+    if (kept != i) (*entries)[kept] = std::move((*entries)[i]);
+    ++kept;
+  }
+  entries->resize(kept);
+  return absl::OkStatus();
+}
+
 // Opens and validates `path`; the source's metadata is left empty and the
 // raw "__metadata__" pairs are returned in *raw_meta_out.
 absl::StatusOr<std::unique_ptr<SafetensorsSource>> OpenFile(
     const std::string& path,
-    std::vector<std::pair<std::string, std::string>>* raw_meta_out) {
+    std::vector<std::pair<std::string, std::string>>* raw_meta_out,
+    std::vector<std::string>* header_names = nullptr) {
   absl::StatusOr<std::unique_ptr<internal::InputFile>> opened =
       internal::InputFile::Open(path);
   if (!opened.ok()) return opened.status();
@@ -544,6 +758,10 @@ absl::StatusOr<std::unique_ptr<SafetensorsSource>> OpenFile(
                         expected, data_size, data_start + expected));
   }
 
+  if (header_names != nullptr) {
+    for (const Entry& e : entries) header_names->push_back(e.tensor.name);
+  }
+  TQM_RETURN_IF_ERROR(MergeQuantizedTriples(*file, data_start, &entries));
   *raw_meta_out = std::move(raw_meta);
   return std::make_unique<SafetensorsSource>(std::move(file), data_start,
                                              std::move(entries), std::vector<MetaEntry>());
@@ -556,7 +774,7 @@ namespace internal {
 absl::StatusOr<SafetensorsShard> OpenSafetensorsShard(const std::string& path) {
   SafetensorsShard shard;
   absl::StatusOr<std::unique_ptr<SafetensorsSource>> src =
-      OpenFile(path, &shard.raw_metadata);
+      OpenFile(path, &shard.raw_metadata, &shard.header_names);
   if (!src.ok()) return src.status();
   shard.source = std::move(src).value();
   return shard;
@@ -568,17 +786,32 @@ absl::StatusOr<std::vector<MetaEntry>> SafetensorsMetadata(
   return BuildMetadata(path, tensors, raw);
 }
 
-}  // namespace internal
+std::map<std::string, MetaValue> DeriveLlamaFromShapes(
+    const std::vector<SourceTensor>& tensors) {
+  return DeriveLlama(tensors);
+}
 
-absl::StatusOr<std::unique_ptr<TensorSource>> OpenSafetensors(const std::string& path) {
+absl::StatusOr<std::unique_ptr<TensorSource>> OpenSafetensorsWithConfig(
+    const std::string& path, const std::string& config_path) {
   std::vector<std::pair<std::string, std::string>> raw_meta;
   absl::StatusOr<std::unique_ptr<SafetensorsSource>> src = OpenFile(path, &raw_meta);
   if (!src.ok()) return src.status();
-  absl::StatusOr<std::vector<MetaEntry>> meta =
-      BuildMetadata(path, (*src)->tensors(), raw_meta);
-  if (!meta.ok()) return meta.status();
-  (*src)->set_metadata(std::move(meta).value());
+  TQM_ASSIGN_OR_RETURN(std::vector<MetaEntry> meta,
+                       BuildMetadata(path, (*src)->tensors(), raw_meta));
+  if (!config_path.empty()) {
+    TQM_ASSIGN_OR_RETURN(std::string text, ReadSmallFile(config_path));
+    TQM_ASSIGN_OR_RETURN(std::vector<MetaEntry> config,
+                         HfConfigToMetadata(text, config_path));
+    TQM_RETURN_IF_ERROR(ApplyHfConfig(config_path, config, (*src)->tensors(), &meta));
+  }
+  (*src)->set_metadata(std::move(meta));
   return std::unique_ptr<TensorSource>(std::move(src).value());
+}
+
+}  // namespace internal
+
+absl::StatusOr<std::unique_ptr<TensorSource>> OpenSafetensors(const std::string& path) {
+  return internal::OpenSafetensorsWithConfig(path, "");
 }
 
 // ---- writer ----

@@ -5,6 +5,7 @@
 #ifndef TQM_SRC_SAFETENSORS_INTERNAL_H_
 #define TQM_SRC_SAFETENSORS_INTERNAL_H_
 
+#include <map>
 #include <memory>
 #include <string>
 #include <utility>
@@ -22,6 +23,9 @@ struct SafetensorsShard {
   std::unique_ptr<TensorSource> source;
   // The file's "__metadata__" string pairs, in file order.
   std::vector<std::pair<std::string, std::string>> raw_metadata;
+  // Every tensor name in the header, the .scale and .zero tensors that
+  // became part of a quantized tensor included (what an index lists).
+  std::vector<std::string> header_names;
 };
 
 absl::StatusOr<SafetensorsShard> OpenSafetensorsShard(const std::string& path);
@@ -32,6 +36,17 @@ absl::StatusOr<SafetensorsShard> OpenSafetensorsShard(const std::string& path);
 absl::StatusOr<std::vector<MetaEntry>> SafetensorsMetadata(
     const std::string& path, const std::vector<SourceTensor>& tensors,
     const std::vector<std::pair<std::string, std::string>>& raw);
+
+// The llama.* quantities that every relevant tensor's shape agrees on
+// (Hugging Face Llama names): llama.dim, llama.hidden_dim, llama.vocab_size,
+// llama.n_layers (layers 0..n-1 all present), llama.tied_classifier.
+std::map<std::string, MetaValue> DeriveLlamaFromShapes(
+    const std::vector<SourceTensor>& tensors);
+
+// OpenSafetensors, with the Hugging Face config.json at `config_path`
+// applied to the metadata (ApplyHfConfig) unless `config_path` is empty.
+absl::StatusOr<std::unique_ptr<TensorSource>> OpenSafetensorsWithConfig(
+    const std::string& path, const std::string& config_path);
 
 }  // namespace internal
 }  // namespace tqm

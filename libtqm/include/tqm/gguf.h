@@ -49,12 +49,18 @@ enum ValueType : uint32_t {
   kTypeF64 = 12,
 };
 
-// ggml tensor types this library reads (F32, F16, BF16, Q8_0) and writes
-// (F32, F16, Q8_0). Other ids are rejected with UnimplementedError.
+// ggml tensor types this library reads (F32, F16, BF16, Q8_0, and I8, I16,
+// I32, I64, F64 kept verbatim) and writes (F32, F16, Q8_0). Other ids are
+// rejected with UnimplementedError.
 enum GgmlType : uint32_t {
   kGgmlF32 = 0,
   kGgmlF16 = 1,
   kGgmlQ8_0 = 8,
+  kGgmlI8 = 24,
+  kGgmlI16 = 25,
+  kGgmlI32 = 26,
+  kGgmlI64 = 27,
+  kGgmlF64 = 28,
   kGgmlBF16 = 30,
 };
 // Q8_0: blocks of 32 weights, each a float16 scale d then 32 int8 q;
