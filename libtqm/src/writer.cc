@@ -1159,7 +1159,7 @@ absl::StatusOr<PackStats> PackTo(TensorSource& src, const PackOptions& o, Sink* 
     }
     uint64_t n = 1;
     for (uint64_t d : t.dims) {
-      if (d != 0 && d > (uint64_t{1} << 40) / n) {
+      if (d != 0 && n != 0 && d > (uint64_t{1} << 40) / n) {
         return absl::InvalidArgumentError(
             absl::StrFormat("tensor '%s' has an oversized shape", t.name));
       }
