@@ -928,6 +928,89 @@ TEST(ExportHuggingFace, Stories260KLlama2cOriginPermutedToHf) {
   }
 }
 
+// ---- the format 1.3 vector of the C and Python tests ----
+
+// tests/c/format13.tqm holds tensors whose contents follow formulas that
+// tests/c/c_api_test.c and tests/python/test_tqm.py compute on their own:
+//  - raw.<DTYPE> for every RAW dtype, shape [2, 3]: byte k of the tensor is
+//    (29 k + 7) mod 256 (BOOL: k mod 2);
+//  - raw.scalar: I32, 0-d, 42; raw.empty: I64 [3, 0];
+//  - f32.scalar: F32 0-d, 2.5; f32.empty: F32 [0, 4];
+//  - group: U8_GROUP [2, 20], group size 8, 4 bits, code e = 7 e mod 16,
+//    pair g (3 per row) = (0.5 (g + 1), g).
+// TQM_REGENERATE=1 rewrites the file; otherwise the test checks that the
+// committed file still holds exactly that.
+MemorySource Format13Vector() {
+  MemorySource m;
+  for (format::SourceDType dt : kRawDTypes) {
+    std::string b(6 * DTypeSize(dt), '\0');
+    for (size_t k = 0; k < b.size(); ++k) {
+      b[k] = static_cast<char>(dt == format::kDTypeBool ? k % 2 : (29 * k + 7) & 0xFF);
+    }
+    m.AddRaw(absl::StrCat("raw.", DTypeName(dt)), {2, 3}, dt, b);
+  }
+  const int32_t v42 = 42;
+  m.AddRaw("raw.scalar", {}, format::kDTypeI32, std::string(reinterpret_cast<const char*>(&v42), 4));
+  m.AddRaw("raw.empty", {3, 0}, format::kDTypeI64, "");
+  m.Add("f32.scalar", {}, {2.5f});
+  m.Add("f32.empty", {0, 4}, {});
+  QuantizedTensor q;
+  q.storage = format::kStorageU8Group;
+  q.bits = 4;
+  q.group_size = 8;
+  for (int e = 0; e < 40; ++e) q.codes.push_back((7 * e) % 16);
+  for (int g = 0; g < 6; ++g) q.params.push_back({0.5f * (g + 1), static_cast<float>(g)});
+  m.AddQuantized("group", {2, 20}, q);
+  return m;
+}
+
+TEST(Format13Vector, CommittedFileHoldsTheFormulas) {
+  const std::string path = std::string(TQM_SOURCE_DIR) + "/tests/c/format13.tqm";
+  MemorySource m = Format13Vector();
+  const char* regen = std::getenv("TQM_REGENERATE");
+  if (regen != nullptr && std::string(regen) == "1") {
+    ASSERT_TRUE(Pack(m, path, {}).ok());
+  }
+  auto r = Reader::Open(path);
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_TRUE((*r)->Verify().ok());
+  ASSERT_EQ((*r)->tensors().size(), m.tensors().size());
+  for (size_t i = 0; i < m.tensors().size(); ++i) {
+    const SourceTensor& src = m.tensors()[i];
+    const int t = (*r)->FindTensor(src.name);
+    ASSERT_GE(t, 0) << src.name;
+    const TensorInfo& info = (*r)->tensors()[t];
+    EXPECT_EQ(info.dims, src.dims) << src.name;
+    std::string got(info.byte_size, '\0');
+    ASSERT_TRUE((*r)->DecodeTensor(t, absl::MakeSpan(reinterpret_cast<uint8_t*>(got.data()),
+                                                     got.size()))
+                    .ok());
+    if (src.kind == TensorKind::kRaw) {
+      EXPECT_EQ(info.storage, format::kStorageRaw) << src.name;
+      EXPECT_EQ(info.source_dtype, src.dtype) << src.name;
+      std::string want;
+      ASSERT_TRUE(m.ReadRaw(i, &want).ok());
+      EXPECT_EQ(got, want) << src.name;
+    } else if (src.kind == TensorKind::kQuantized) {
+      QuantizedTensor q;
+      ASSERT_TRUE(m.ReadQuantized(i, &q).ok());
+      EXPECT_EQ(info.storage, format::kStorageU8Group);
+      EXPECT_EQ(info.bits, 4);
+      EXPECT_EQ(info.group_size, 8u);
+      EXPECT_EQ(got, std::string(q.codes.begin(), q.codes.end()));
+      ASSERT_EQ(info.affine.size(), q.params.size());
+      for (size_t g = 0; g < q.params.size(); ++g) {
+        EXPECT_EQ(info.affine[g].scale, q.params[g].scale);
+        EXPECT_EQ(info.affine[g].zero, q.params[g].zero);
+      }
+    } else {
+      std::vector<float> want;
+      ASSERT_TRUE(m.Read(i, &want).ok());
+      EXPECT_EQ(got, Bytes(want)) << src.name;
+    }
+  }
+}
+
 // ---- sharded safetensors ----
 
 // Writes `names` of `m` (F32) into one shard.
