@@ -552,9 +552,11 @@ absl::Status ExportSafetensors(const Reader& r, const std::string& out,
 
 namespace {
 
-// A finite double as a JSON number, in the shortest %g form that reads back
-// exactly (1e-05, 10000), as Python's json module would write it.
+// A finite double as a JSON number that reads back exactly: 10000.0 for an
+// integral value, else the shortest %g form (1e-05), close to what Python's
+// json module writes.
 std::string JsonDouble(double v) {
+  if (v == std::floor(v) && std::fabs(v) < 1e15) return absl::StrFormat("%.1f", v);
   std::string s = absl::StrFormat("%.17g", v);
   for (int prec = 1; prec < 17; ++prec) {
     const std::string t = absl::StrFormat("%.*g", prec, v);
