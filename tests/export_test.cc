@@ -6,8 +6,11 @@
 #include "tqm/export.h"
 
 #include <stdlib.h>
+#include <sys/stat.h>
 
 #include <cmath>
+#include <map>
+#include <random>
 #include <cstring>
 #include <memory>
 #include <string>
@@ -15,6 +18,7 @@
 
 #include "gtest/gtest.h"
 #include "import_internal.h"
+#include "json.h"
 #include "llama_names.h"
 #include "test_util.h"
 #include "tqm/gguf.h"
@@ -516,6 +520,495 @@ TEST(ExportSafetensors, F16RangeChecked) {
   EXPECT_FALSE(Exists(dir.File("big.safetensors")));
   opt.type = SafetensorsExportType::kBF16;
   EXPECT_TRUE(ExportSafetensors(*r, dir.File("big.safetensors"), opt).ok());
+}
+
+// ---- format 1.3 tensors in safetensors and Hugging Face exports ----
+
+// One tensor of a safetensors file, read by the test itself (the library's
+// reader takes floating-point dtypes only).
+struct StTensor {
+  std::string dtype;
+  std::vector<uint64_t> shape;
+  std::string bytes;
+};
+struct StFile {
+  std::map<std::string, StTensor> tensors;
+  std::map<std::string, std::string> metadata;
+};
+
+StFile ParseSafetensors(const std::string& path) {
+  StFile out;
+  const std::string file = ReadFile(path);
+  EXPECT_GE(file.size(), 8u);
+  if (file.size() < 8) return out;
+  const uint64_t n = internal::LoadLE64(reinterpret_cast<const uint8_t*>(file.data()));
+  EXPECT_LE(n, file.size() - 8);
+  if (n > file.size() - 8) return out;
+  auto header = json::Parse(std::string_view(file).substr(8, n));
+  EXPECT_TRUE(header.ok()) << header.status();
+  if (!header.ok()) return out;
+  const size_t data = 8 + n;
+  for (const json::Member& m : header->object()) {
+    if (m.key == "__metadata__") {
+      for (const json::Member& kv : m.value.object()) {
+        out.metadata[kv.key] = kv.value.as_string();
+      }
+      continue;
+    }
+    StTensor t;
+    t.dtype = m.value.Find("dtype")->as_string();
+    for (const json::Value& d : m.value.Find("shape")->array()) t.shape.push_back(d.as_int());
+    const auto& off = m.value.Find("data_offsets")->array();
+    const uint64_t b = off[0].as_int(), e = off[1].as_int();
+    EXPECT_LE(b, e);
+    EXPECT_LE(data + e, file.size());
+    t.bytes = file.substr(data + b, e - b);
+    out.tensors[m.key] = t;
+  }
+  return out;
+}
+
+// Random bytes that are valid elements of `dtype` (BOOL: 0 or 1).
+std::string RandomElements(format::SourceDType dtype, uint64_t numel, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::string b(numel * DTypeSize(dtype), '\0');
+  for (char& c : b) c = static_cast<char>(rng() & 0xFF);
+  if (dtype == format::kDTypeBool) {
+    for (char& c : b) c = static_cast<char>(c & 1);
+  }
+  return b;
+}
+
+constexpr format::SourceDType kRawDTypes[] = {
+    format::kDTypeF16, format::kDTypeBF16, format::kDTypeF64, format::kDTypeI8,
+    format::kDTypeI16, format::kDTypeI32,  format::kDTypeI64, format::kDTypeU8,
+    format::kDTypeU16, format::kDTypeU32,  format::kDTypeU64, format::kDTypeBool,
+};
+
+std::string Bytes(const std::vector<float>& v) {
+  return std::string(reinterpret_cast<const char*>(v.data()), v.size() * 4);
+}
+
+TEST(ExportSafetensors, RawTensorsComeBackBitExactInEveryType) {
+  TempDir dir;
+  MemorySource m;
+  std::map<std::string, std::pair<std::vector<uint64_t>, std::string>> raw;
+  uint32_t seed = 1;
+  for (format::SourceDType dt : kRawDTypes) {
+    for (const std::vector<uint64_t>& shape :
+         std::vector<std::vector<uint64_t>>{{3, 5}, {}, {4, 0}, {7}}) {
+      uint64_t numel = 1;
+      for (uint64_t d : shape) numel *= d;
+      const std::string name = absl::StrCat("raw.", DTypeName(dt), ".", shape.size(), ".",
+                                            numel);
+      const std::string bytes = RandomElements(dt, numel, seed++);
+      m.AddRaw(name, shape, dt, bytes);
+      raw[name] = {shape, bytes};
+    }
+  }
+  // Float32 0-d and empty tensors, and one float weight that gets quantized.
+  m.Add("f32.scalar", {}, {2.5f});
+  m.Add("f32.empty", {0, 3}, {});
+  m.Add("w", {8, 16}, tqm_test::Gaussian(128, 5));
+  auto r = PackAndOpen(m, dir.File("raw.tqm"));
+  ASSERT_NE(r, nullptr);
+  for (auto type : {SafetensorsExportType::kF32, SafetensorsExportType::kF16,
+                    SafetensorsExportType::kBF16, SafetensorsExportType::kU8}) {
+    SCOPED_TRACE(static_cast<int>(type));
+    const std::string out = dir.File("raw.safetensors");
+    SafetensorsExportOptions opt;
+    opt.type = type;
+    ASSERT_TRUE(ExportSafetensors(*r, out, opt).ok());
+    const StFile st = ParseSafetensors(out);
+    for (const auto& [name, want] : raw) {
+      ASSERT_EQ(st.tensors.count(name), 1u) << name;
+      const StTensor& t = st.tensors.at(name);
+      const int i = r->FindTensor(name);
+      EXPECT_EQ(t.dtype, DTypeName(r->tensors()[i].source_dtype)) << name;
+      EXPECT_EQ(t.shape, want.first) << name;
+      EXPECT_EQ(t.bytes, want.second) << name;
+    }
+    const StTensor& scalar = st.tensors.at("f32.scalar");
+    EXPECT_TRUE(scalar.shape.empty());
+    if (type == SafetensorsExportType::kF32 || type == SafetensorsExportType::kU8) {
+      EXPECT_EQ(scalar.bytes, Bytes({2.5f}));
+    } else {
+      EXPECT_EQ(scalar.bytes.size(), 2u);
+    }
+    const StTensor& empty = st.tensors.at("f32.empty");
+    EXPECT_EQ(empty.shape, (std::vector<uint64_t>{0, 3}));
+    EXPECT_TRUE(empty.bytes.empty());
+  }
+}
+
+TEST(ExportSafetensors, GroupCodesAndPairsInU8AndDequantizedInF32) {
+  TempDir dir;
+  MemorySource m;
+  // 2 x 3 rows of 40 elements in groups of 16: three groups per row, the
+  // last one partial; 3-bit codes.
+  const std::vector<uint64_t> dims = {2, 3, 40};
+  QuantizedTensor q;
+  q.storage = format::kStorageU8Group;
+  q.bits = 3;
+  q.group_size = 16;
+  std::mt19937 rng(7);
+  for (int i = 0; i < 240; ++i) q.codes.push_back(rng() & 7);
+  for (int g = 0; g < 18; ++g) {
+    q.params.push_back({0.01f * (g + 1), static_cast<float>(g % 5)});
+  }
+  m.AddQuantized("g", dims, q);
+  // A per-row tensor at 8 bits: no tqm.bits entry.
+  m.Add("w", {4, 16}, tqm_test::Gaussian(64, 3));
+  PackOptions popt;
+  popt.granularity = Granularity::kRow;
+  auto r = PackAndOpen(m, dir.File("g.tqm"), popt);
+  ASSERT_NE(r, nullptr);
+  const TensorInfo& info = r->tensors()[r->FindTensor("g")];
+  ASSERT_EQ(info.storage, format::kStorageU8Group);
+
+  SafetensorsExportOptions opt;
+  opt.type = SafetensorsExportType::kU8;
+  ASSERT_TRUE(ExportSafetensors(*r, dir.File("u8.safetensors"), opt).ok());
+  StFile st = ParseSafetensors(dir.File("u8.safetensors"));
+  const StTensor& codes = st.tensors.at("g");
+  EXPECT_EQ(codes.dtype, "U8");
+  EXPECT_EQ(codes.shape, dims);
+  EXPECT_EQ(codes.bytes, std::string(q.codes.begin(), q.codes.end()));
+  std::vector<float> scale, zero;
+  for (const Affine& a : q.params) {
+    scale.push_back(a.scale);
+    zero.push_back(a.zero);
+  }
+  EXPECT_EQ(st.tensors.at("g.scale").shape, (std::vector<uint64_t>{6, 3}));
+  EXPECT_EQ(st.tensors.at("g.zero").shape, (std::vector<uint64_t>{6, 3}));
+  EXPECT_EQ(st.tensors.at("g.scale").bytes, Bytes(scale));
+  EXPECT_EQ(st.tensors.at("g.zero").bytes, Bytes(zero));
+  EXPECT_EQ(st.metadata.at("tqm.group_size.g"), "16");
+  EXPECT_EQ(st.metadata.at("tqm.bits.g"), "3");
+  EXPECT_EQ(st.metadata.count("tqm.bits.w"), 0u);
+  EXPECT_EQ(st.tensors.at("w.scale").shape, (std::vector<uint64_t>{4}));
+
+  // f32: each element dequantized with its own group's pair.
+  opt.type = SafetensorsExportType::kF32;
+  ASSERT_TRUE(ExportSafetensors(*r, dir.File("f32.safetensors"), opt).ok());
+  st = ParseSafetensors(dir.File("f32.safetensors"));
+  std::vector<float> want(240);
+  for (size_t e = 0; e < 240; ++e) {
+    const size_t row = e / 40, group = (e % 40) / 16;
+    const Affine a = q.params[row * 3 + group];
+    DequantizeAffine(absl::MakeConstSpan(&q.codes[e], 1), a, absl::MakeSpan(&want[e], 1));
+  }
+  EXPECT_EQ(st.tensors.at("g").dtype, "F32");
+  EXPECT_EQ(st.tensors.at("g").bytes, Bytes(want));
+  EXPECT_EQ(st.tensors.count("g.scale"), 0u);
+}
+
+// SmallModel with its head count, optionally marked as Hugging Face layout.
+MemorySource LlamaModel(bool hf_layout) {
+  MemorySource m = tqm_test::SmallModel(2, 32, 64, 96);
+  m.AddMeta({meta_keys::kHeads, MetaValue::Int(4)});
+  m.AddMeta({meta_keys::kNormEps, MetaValue::Float(1e-6)});
+  m.AddMeta({meta_keys::kSeqLen, MetaValue::Int(128)});
+  if (hf_layout) m.AddMeta({meta_keys::kRopeLayout, MetaValue::String("hf")});
+  return m;
+}
+
+json::Value ReadConfig(const std::string& dir) {
+  auto v = json::Parse(ReadFile(dir + "/config.json"));
+  EXPECT_TRUE(v.ok()) << v.status();
+  return v.ok() ? *v : json::Value();
+}
+
+TEST(ExportHuggingFace, WritesConfigAndWeightsInHfLayout) {
+  for (bool hf_layout : {false, true}) {
+    SCOPED_TRACE(hf_layout ? "hf layout" : "meta layout");
+    TempDir dir;
+    MemorySource m = LlamaModel(hf_layout);
+    auto r = PackAndOpen(m, dir.File("m.tqm"));
+    ASSERT_NE(r, nullptr);
+    const std::string out = dir.File("hf");
+    ASSERT_TRUE(ExportHuggingFace(*r, out).ok());
+    const json::Value c = ReadConfig(out);
+    EXPECT_EQ(c.Find("architectures")->array()[0].as_string(), "LlamaForCausalLM");
+    EXPECT_EQ(c.Find("model_type")->as_string(), "llama");
+    EXPECT_EQ(c.Find("hidden_size")->as_int(), 32);
+    EXPECT_EQ(c.Find("intermediate_size")->as_int(), 64);
+    EXPECT_EQ(c.Find("num_hidden_layers")->as_int(), 2);
+    EXPECT_EQ(c.Find("num_attention_heads")->as_int(), 4);
+    EXPECT_EQ(c.Find("num_key_value_heads")->as_int(), 2);
+    EXPECT_EQ(c.Find("vocab_size")->as_int(), 96);
+    EXPECT_EQ(c.Find("max_position_embeddings")->as_int(), 128);
+    EXPECT_EQ(c.Find("rms_norm_eps")->as_double(), 1e-6);
+    EXPECT_EQ(c.Find("rope_theta")->as_double(), 10000.0);
+    EXPECT_TRUE(c.Find("tie_word_embeddings")->as_bool());
+    EXPECT_EQ(c.Find("torch_dtype")->as_string(), "float32");
+
+    const StFile st = ParseSafetensors(out + "/model.safetensors");
+    EXPECT_EQ(st.metadata, (std::map<std::string, std::string>{{"format", "pt"}}));
+    ASSERT_EQ(st.tensors.size(), r->tensors().size());
+    for (const TensorInfo& t : r->tensors()) {
+      std::vector<float> want = Floats(*r, t.name);
+      if (!hf_layout && (internal::IsQProj(t.name) || internal::IsKProj(t.name))) {
+        internal::MetaToHfRows(absl::MakeSpan(want), t.dims[0], t.dims[1], 8);
+        EXPECT_NE(Bytes(want), Bytes(Floats(*r, t.name))) << t.name;
+      }
+      EXPECT_EQ(st.tensors.at(t.name).dtype, "F32");
+      EXPECT_EQ(st.tensors.at(t.name).shape, t.dims);
+      EXPECT_EQ(st.tensors.at(t.name).bytes, Bytes(want)) << t.name;
+    }
+    // Imported again, the directory's weights are the same tensors.
+    auto back = OpenSafetensors(out + "/model.safetensors");
+    ASSERT_TRUE(back.ok()) << back.status();
+    EXPECT_EQ((*back)->tensors().size(), r->tensors().size());
+  }
+}
+
+TEST(ExportHuggingFace, RawAndExtraTensorsVerbatimAndPermutedByRow) {
+  TempDir dir;
+  MemorySource m = LlamaModel(false);
+  // Layer 1's q_proj kept as F16 bytes: permuted per head as whole rows.
+  MemorySource m2;
+  for (size_t i = 0; i < m.tensors().size(); ++i) {
+    const SourceTensor& t = m.tensors()[i];
+    std::vector<float> v;
+    ASSERT_TRUE(m.Read(i, &v).ok());
+    if (t.name == "model.layers.1.self_attn.q_proj.weight") {
+      std::string h;
+      for (float x : v) {
+        const uint16_t b = internal::FloatToHalf(x);
+        h.append(reinterpret_cast<const char*>(&b), 2);
+      }
+      m2.AddRaw(t.name, t.dims, format::kDTypeF16, h);
+    } else {
+      m2.Add(t.name, t.dims, v);
+    }
+  }
+  for (const MetaEntry& e : m.metadata()) m2.AddMeta(e);
+  const std::string ids = RandomElements(format::kDTypeI64, 6, 9);
+  m2.AddRaw("model.position_ids", {1, 6}, format::kDTypeI64, ids);
+  m2.AddRaw("model.flag", {}, format::kDTypeBool, std::string(1, '\1'));
+  auto r = PackAndOpen(m2, dir.File("m.tqm"));
+  ASSERT_NE(r, nullptr);
+  HfExportOptions opt;
+  opt.type = SafetensorsExportType::kBF16;
+  ASSERT_TRUE(ExportHuggingFace(*r, dir.File("hf"), opt).ok());
+  EXPECT_EQ(ReadConfig(dir.File("hf")).Find("torch_dtype")->as_string(), "bfloat16");
+  const StFile st = ParseSafetensors(dir.File("hf/model.safetensors"));
+  EXPECT_EQ(st.tensors.at("model.position_ids").dtype, "I64");
+  EXPECT_EQ(st.tensors.at("model.position_ids").bytes, ids);
+  EXPECT_EQ(st.tensors.at("model.flag").dtype, "BOOL");
+  EXPECT_TRUE(st.tensors.at("model.flag").shape.empty());
+  EXPECT_EQ(st.tensors.at("model.flag").bytes, std::string(1, '\1'));
+  EXPECT_EQ(st.tensors.at("model.layers.0.mlp.up_proj.weight").dtype, "BF16");
+  const StTensor& q1 = st.tensors.at("model.layers.1.self_attn.q_proj.weight");
+  EXPECT_EQ(q1.dtype, "F16");
+  const int qi = r->FindTensor("model.layers.1.self_attn.q_proj.weight");
+  std::string stored(r->tensors()[qi].byte_size, '\0');
+  ASSERT_TRUE(r->DecodeTensor(qi, absl::MakeSpan(reinterpret_cast<uint8_t*>(stored.data()),
+                                                 stored.size()))
+                  .ok());
+  // Row 1 of head 0 in HF layout is Meta row 2 (rows of 32 F16 = 64 bytes).
+  EXPECT_EQ(q1.bytes.substr(0, 64), stored.substr(0, 64));
+  EXPECT_EQ(q1.bytes.substr(64, 64), stored.substr(2 * 64, 64));
+  EXPECT_EQ(q1.bytes.substr(4 * 64, 64), stored.substr(1 * 64, 64));
+
+  // GGUF and llama2.c have no place for the extra tensors.
+  absl::Status s = ExportLlama2c(*r, dir.File("m.bin"));
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+  EXPECT_NE(s.message().find("model.position_ids"), std::string::npos) << s;
+  s = ExportGguf(*r, dir.File("m.gguf"));
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+}
+
+TEST(ExportHuggingFace, IntegerLlamaWeightRefused) {
+  TempDir dir;
+  MemorySource m = LlamaModel(true);
+  MemorySource m2;
+  for (size_t i = 0; i < m.tensors().size(); ++i) {
+    const SourceTensor& t = m.tensors()[i];
+    if (t.name == "model.norm.weight") {
+      m2.AddRaw(t.name, t.dims, format::kDTypeI32, RandomElements(format::kDTypeI32, 32, 1));
+      continue;
+    }
+    std::vector<float> v;
+    ASSERT_TRUE(m.Read(i, &v).ok());
+    m2.Add(t.name, t.dims, v);
+  }
+  for (const MetaEntry& e : m.metadata()) m2.AddMeta(e);
+  auto r = PackAndOpen(m2, dir.File("m.tqm"));
+  ASSERT_NE(r, nullptr);
+  for (absl::Status s : {ExportHuggingFace(*r, dir.File("hf")),
+                         ExportGguf(*r, dir.File("m.gguf")),
+                         ExportLlama2c(*r, dir.File("m.bin"))}) {
+    EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+    EXPECT_NE(s.message().find("model.norm.weight is stored as I32"), std::string::npos)
+        << s;
+  }
+  EXPECT_FALSE(Exists(dir.File("hf")));
+}
+
+TEST(ExportHuggingFace, DirectoryMustBeNewOrEmptyAndAppearsWhole) {
+  TempDir dir;
+  MemorySource m = LlamaModel(true);
+  auto r = PackAndOpen(m, dir.File("m.tqm"));
+  ASSERT_NE(r, nullptr);
+  // Not empty: refused, nothing touched.
+  const std::string full = dir.File("full");
+  ASSERT_EQ(mkdir(full.c_str(), 0777), 0);
+  WriteFile(full + "/config.json", "old");
+  absl::Status s = ExportHuggingFace(*r, full);
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+  EXPECT_NE(s.message().find("not empty"), std::string::npos) << s;
+  EXPECT_EQ(ReadFile(full + "/config.json"), "old");
+  EXPECT_FALSE(Exists(full + "/model.safetensors"));
+  // A file: refused.
+  WriteFile(dir.File("file"), "x");
+  EXPECT_EQ(ExportHuggingFace(*r, dir.File("file")).code(),
+            absl::StatusCode::kFailedPrecondition);
+  // Empty: filled.
+  const std::string empty = dir.File("empty");
+  ASSERT_EQ(mkdir(empty.c_str(), 0777), 0);
+  EXPECT_TRUE(ExportHuggingFace(*r, empty).ok());
+  EXPECT_TRUE(Exists(empty + "/config.json"));
+  EXPECT_TRUE(Exists(empty + "/model.safetensors"));
+  // u8 is not a Hugging Face type.
+  HfExportOptions opt;
+  opt.type = SafetensorsExportType::kU8;
+  EXPECT_EQ(ExportHuggingFace(*r, dir.File("u8")).code(), absl::StatusCode::kOk);
+  EXPECT_EQ(ExportHuggingFace(*r, dir.File("u8b"), opt).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_FALSE(Exists(dir.File("u8b")));
+  // A failed export (a value out of float16's range) leaves no directory.
+  MemorySource big = LlamaModel(true);
+  MemorySource big2;
+  for (size_t i = 0; i < big.tensors().size(); ++i) {
+    std::vector<float> v;
+    ASSERT_TRUE(big.Read(i, &v).ok());
+    if (big.tensors()[i].name == "model.norm.weight") v[3] = 1e6f;
+    big2.Add(big.tensors()[i].name, big.tensors()[i].dims, v);
+  }
+  for (const MetaEntry& e : big.metadata()) big2.AddMeta(e);
+  auto rb = PackAndOpen(big2, dir.File("big.tqm"));
+  ASSERT_NE(rb, nullptr);
+  opt.type = SafetensorsExportType::kF16;
+  s = ExportHuggingFace(*rb, dir.File("big"), opt);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  EXPECT_FALSE(Exists(dir.File("big")));
+}
+
+TEST(ExportHuggingFace, Stories260KLlama2cOriginPermutedToHf) {
+  if (!Exists(tqm_test::Stories260K())) GTEST_SKIP() << "stories260K.bin not found";
+  TempDir dir;
+  auto r = PackStories(dir);
+  ASSERT_NE(r, nullptr);
+  ASSERT_TRUE(ExportHuggingFace(*r, dir.File("hf")).ok());
+  const json::Value c = ReadConfig(dir.File("hf"));
+  EXPECT_EQ(c.Find("hidden_size")->as_int(), 64);
+  EXPECT_EQ(c.Find("num_attention_heads")->as_int(), 8);
+  EXPECT_EQ(c.Find("num_key_value_heads")->as_int(), 4);
+  EXPECT_EQ(c.Find("vocab_size")->as_int(), 512);
+  EXPECT_EQ(c.Find("max_position_embeddings")->as_int(), 512);
+  EXPECT_TRUE(c.Find("tie_word_embeddings")->as_bool());
+  auto back = OpenSafetensors(dir.File("hf/model.safetensors"));
+  ASSERT_TRUE(back.ok()) << back.status();
+  // The importer takes layer-numbered safetensors for the HF layout; exported
+  // to llama2.c again, the q/k rows must be those of the original.
+  const MetaValue* layout = FindMeta((*back)->metadata(), meta_keys::kRopeLayout);
+  ASSERT_NE(layout, nullptr);
+  EXPECT_EQ(layout->bytes, "hf");
+  for (size_t i = 0; i < (*back)->tensors().size(); ++i) {
+    const SourceTensor& t = (*back)->tensors()[i];
+    std::vector<float> have;
+    ASSERT_TRUE((*back)->Read(i, &have).ok());
+    std::vector<float> want = Floats(*r, t.name);
+    if (internal::IsQProj(t.name) || internal::IsKProj(t.name)) {
+      internal::HfToMetaRows(absl::MakeSpan(have), t.dims[0], t.dims[1], 8);
+    }
+    EXPECT_EQ(Bytes(have), Bytes(want)) << t.name;
+  }
+}
+
+// ---- the format 1.3 vector of the C and Python tests ----
+
+// tests/c/format13.tqm holds tensors whose contents follow formulas that
+// tests/c/c_api_test.c and tests/python/test_tqm.py compute on their own:
+//  - raw.<DTYPE> for every RAW dtype, shape [2, 3]: byte k of the tensor is
+//    (29 k + 7) mod 256 (BOOL: k mod 2);
+//  - raw.scalar: I32, 0-d, 42; raw.empty: I64 [3, 0];
+//  - f32.scalar: F32 0-d, 2.5; f32.empty: F32 [0, 4];
+//  - group: U8_GROUP [2, 20], group size 8, 4 bits, code e = 7 e mod 16,
+//    pair g (3 per row) = (0.5 (g + 1), g).
+// TQM_REGENERATE=1 rewrites the file; otherwise the test checks that the
+// committed file still holds exactly that.
+MemorySource Format13Vector() {
+  MemorySource m;
+  for (format::SourceDType dt : kRawDTypes) {
+    std::string b(6 * DTypeSize(dt), '\0');
+    for (size_t k = 0; k < b.size(); ++k) {
+      b[k] = static_cast<char>(dt == format::kDTypeBool ? k % 2 : (29 * k + 7) & 0xFF);
+    }
+    m.AddRaw(absl::StrCat("raw.", DTypeName(dt)), {2, 3}, dt, b);
+  }
+  const int32_t v42 = 42;
+  m.AddRaw("raw.scalar", {}, format::kDTypeI32, std::string(reinterpret_cast<const char*>(&v42), 4));
+  m.AddRaw("raw.empty", {3, 0}, format::kDTypeI64, "");
+  m.Add("f32.scalar", {}, {2.5f});
+  m.Add("f32.empty", {0, 4}, {});
+  QuantizedTensor q;
+  q.storage = format::kStorageU8Group;
+  q.bits = 4;
+  q.group_size = 8;
+  for (int e = 0; e < 40; ++e) q.codes.push_back((7 * e) % 16);
+  for (int g = 0; g < 6; ++g) q.params.push_back({0.5f * (g + 1), static_cast<float>(g)});
+  m.AddQuantized("group", {2, 20}, q);
+  return m;
+}
+
+TEST(Format13Vector, CommittedFileHoldsTheFormulas) {
+  const std::string path = std::string(TQM_SOURCE_DIR) + "/tests/c/format13.tqm";
+  MemorySource m = Format13Vector();
+  const char* regen = std::getenv("TQM_REGENERATE");
+  if (regen != nullptr && std::string(regen) == "1") {
+    ASSERT_TRUE(Pack(m, path, {}).ok());
+  }
+  auto r = Reader::Open(path);
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_TRUE((*r)->Verify().ok());
+  ASSERT_EQ((*r)->tensors().size(), m.tensors().size());
+  for (size_t i = 0; i < m.tensors().size(); ++i) {
+    const SourceTensor& src = m.tensors()[i];
+    const int t = (*r)->FindTensor(src.name);
+    ASSERT_GE(t, 0) << src.name;
+    const TensorInfo& info = (*r)->tensors()[t];
+    EXPECT_EQ(info.dims, src.dims) << src.name;
+    std::string got(info.byte_size, '\0');
+    ASSERT_TRUE((*r)->DecodeTensor(t, absl::MakeSpan(reinterpret_cast<uint8_t*>(got.data()),
+                                                     got.size()))
+                    .ok());
+    if (src.kind == TensorKind::kRaw) {
+      EXPECT_EQ(info.storage, format::kStorageRaw) << src.name;
+      EXPECT_EQ(info.source_dtype, src.dtype) << src.name;
+      std::string want;
+      ASSERT_TRUE(m.ReadRaw(i, &want).ok());
+      EXPECT_EQ(got, want) << src.name;
+    } else if (src.kind == TensorKind::kQuantized) {
+      QuantizedTensor q;
+      ASSERT_TRUE(m.ReadQuantized(i, &q).ok());
+      EXPECT_EQ(info.storage, format::kStorageU8Group);
+      EXPECT_EQ(info.bits, 4);
+      EXPECT_EQ(info.group_size, 8u);
+      EXPECT_EQ(got, std::string(q.codes.begin(), q.codes.end()));
+      ASSERT_EQ(info.affine.size(), q.params.size());
+      for (size_t g = 0; g < q.params.size(); ++g) {
+        EXPECT_EQ(info.affine[g].scale, q.params[g].scale);
+        EXPECT_EQ(info.affine[g].zero, q.params[g].zero);
+      }
+    } else {
+      std::vector<float> want;
+      ASSERT_TRUE(m.Read(i, &want).ok());
+      EXPECT_EQ(got, Bytes(want)) << src.name;
+    }
+  }
 }
 
 // ---- sharded safetensors ----

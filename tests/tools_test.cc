@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <regex>
@@ -296,6 +297,52 @@ TEST_F(ToolsContract, UnpackOutputsAppearTogetherOrNotAtAll) {
   EXPECT_EQ(fs::file_size(out), fs::file_size(bin_));
   EXPECT_TRUE(tqm_test::ReadFile(Path("t.bin")) == tqm_test::ReadFile(tok_));
   ExpectNoTemporaries(dir_);
+}
+
+TEST_F(ToolsContract, UnpackHfWritesAModelDirectory) {
+  const fs::path hf = dir_ / "hf-out";
+  CmdResult r = ShStdout(Bin("tqm-unpack") + " --json --format hf --dtype bf16 " + tqm_ +
+                         " -o " + hf.string());
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  auto summary = tqm::json::Parse(r.out);
+  ASSERT_TRUE(summary.ok()) << summary.status() << r.out;
+  EXPECT_EQ(summary->Find("format")->as_string(), "hf");
+  EXPECT_EQ(static_cast<uint64_t>(summary->Find("bytes_written")->as_int()),
+            fs::file_size(hf / "model.safetensors") + fs::file_size(hf / "config.json"));
+  std::vector<std::string> names;
+  for (const auto& e : fs::directory_iterator(hf)) names.push_back(e.path().filename());
+  std::sort(names.begin(), names.end());
+  EXPECT_EQ(names, (std::vector<std::string>{"config.json", "model.safetensors"}));
+  auto config = tqm::json::Parse(tqm_test::ReadFile((hf / "config.json").string()));
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->Find("model_type")->as_string(), "llama");
+  EXPECT_EQ(config->Find("torch_dtype")->as_string(), "bfloat16");
+  auto reader = tqm::Reader::Open(tqm_);
+  ASSERT_TRUE(reader.ok());
+  auto weights = tqm::OpenSafetensors((hf / "model.safetensors").string());
+  ASSERT_TRUE(weights.ok()) << weights.status();
+  EXPECT_EQ((*weights)->tensors().size(), (*reader)->tensors().size());
+  EXPECT_EQ(config->Find("num_hidden_layers")->as_int(),
+            tqm::FindMeta((*reader)->metadata(), "llama.n_layers")->int64);
+
+  // Again into the now non-empty directory: refused, nothing replaced.
+  const std::string before = tqm_test::ReadFile((hf / "model.safetensors").string());
+  r = Sh(Bin("tqm-unpack") + " -q --format hf " + tqm_ + " -o " + hf.string());
+  EXPECT_EQ(r.exit_code, 1) << r.out;
+  EXPECT_NE(r.out.find("not empty"), std::string::npos) << r.out;
+  EXPECT_EQ(tqm_test::ReadFile((hf / "model.safetensors").string()), before);
+  // u8 codes and a separate tokenizer file are not part of an hf directory.
+  for (const std::string& args : {std::string(" --dtype u8"), " --tokenizer-out " + Path("t.bin")}) {
+    r = Sh(Bin("tqm-unpack") + " -q --format hf " + tqm_ + " -o " + Path("hf2") + args);
+    EXPECT_EQ(r.exit_code, 2) << args << ": " << r.out;
+  }
+  // The parent directory does not exist: error, nothing appears.
+  r = Sh(Bin("tqm-unpack") + " -q --format hf " + tqm_ + " -o " + Path("missing/hf"));
+  EXPECT_EQ(r.exit_code, 1) << r.out;
+  EXPECT_FALSE(tqm_test::Exists(Path("hf2")));
+  EXPECT_FALSE(tqm_test::Exists(Path("missing")));
+  ExpectNoTemporaries(dir_);
+  ExpectNoTemporaries(hf);
 }
 
 TEST_F(ToolsContract, GenmodelOutputsAppearTogetherOrNotAtAll) {

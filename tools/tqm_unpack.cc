@@ -27,7 +27,12 @@ int main(int argc, char** argv) {
       "comes\n"
       "  from the embedded llama2.c tokenizer (tqm-pack --tokenizer).\n"
       "--format llama2c: a llama2.c v0 checkpoint that karpathy's run.c runs (float32).\n"
-      "GGUF and llama2.c need a complete Llama model; q/k rows are written in the Meta\n"
+      "--format hf: a Hugging Face Llama directory -o DIR (created; an existing DIR must\n"
+      "  be empty): config.json and model.safetensors, q/k rows in the Hugging Face\n"
+      "  rotary layout; --dtype f32 (default) | f16 | bf16. No tokenizer files.\n"
+      "Tensors stored verbatim (integers, bool, F64, ...) keep their dtype in\n"
+      "safetensors and hf output.\n"
+      "GGUF, llama2.c and hf need a complete Llama model; q/k rows are written in the Meta\n"
       "rotary layout. --n-heads/--n-kv-heads/--seq-len supply hyperparameters the "
       "file's\n"
       "metadata lacks (e.g. after packing a bare safetensors file).\n"
@@ -36,6 +41,7 @@ int main(int argc, char** argv) {
       "Examples:\n"
       "  tqm-unpack stories260K.tqm -o stories260K.safetensors\n"
       "  tqm-unpack --format gguf --dtype q8_0 stories260K.tqm -o stories260K-q8_0.gguf\n"
+      "  tqm-unpack --format hf stories260K.tqm -o stories260K-hf\n"
       "  tqm-unpack --format llama2c stories260K.tqm -o out.bin --tokenizer-out "
       "tok.bin\n"};
   tqm::SetUpCommandLine(app, "tqm-unpack");
@@ -45,19 +51,21 @@ int main(int argc, char** argv) {
   unsigned threads = 0;
   app.add_option("FILE", file, ".tqm file to unpack")->required();
   app.add_option("-o,--output", output,
-                 "output file (written atomically; never the input)")
+                 "output file, or directory for --format hf (written atomically; never "
+                 "the input)")
       ->required();
-  app.add_option("--format", fmt, "safetensors (default), gguf or llama2c")
-      ->check(CLI::IsMember({"safetensors", "gguf", "llama2c"}));
+  app.add_option("--format", fmt, "safetensors (default), gguf, llama2c or hf")
+      ->check(CLI::IsMember({"safetensors", "gguf", "llama2c", "hf"}));
   app.add_option(
          "--dtype", dtype,
-         "safetensors: f32, f16, bf16 or u8; gguf: f32, f16 or q8_0; llama2c: f32")
+         "safetensors: f32, f16, bf16 or u8; gguf: f32, f16 or q8_0; llama2c: f32; "
+         "hf: f32, f16 or bf16")
       ->check(CLI::IsMember({"f32", "f16", "bf16", "u8", "q8_0"}));
-  app.add_option("--n-heads", n_heads, "attention heads (gguf, llama2c)")
+  app.add_option("--n-heads", n_heads, "attention heads (gguf, llama2c, hf)")
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 30));
-  app.add_option("--n-kv-heads", n_kv_heads, "key/value heads (gguf, llama2c)")
+  app.add_option("--n-kv-heads", n_kv_heads, "key/value heads (gguf, llama2c, hf)")
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 30));
-  app.add_option("--seq-len", seq_len, "context length (gguf, llama2c; default 2048)")
+  app.add_option("--seq-len", seq_len, "context length (gguf, llama2c, hf; default 2048)")
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 30));
   app.add_option(
       "--tokenizer-out", tokenizer_out,
@@ -74,9 +82,14 @@ int main(int argc, char** argv) {
   const bool ok_dtype = fmt == "safetensors" ? dtype != "q8_0"
                         : fmt == "gguf"
                             ? (dtype == "f32" || dtype == "f16" || dtype == "q8_0")
-                            : dtype == "f32";
+                        : fmt == "hf" ? (dtype == "f32" || dtype == "f16" || dtype == "bf16")
+                                      : dtype == "f32";
   if (!ok_dtype) {
     return tqm::UsageError(tool, "--dtype " + dtype + " is not available with --format " + fmt);
+  }
+  const bool hf = fmt == "hf";
+  if (hf && !tokenizer_out.empty()) {
+    return tqm::UsageError(tool, "--tokenizer-out is not available with --format hf");
   }
   for (const std::string& out : {output, tokenizer_out}) {
     absl::Status distinct = tqm::CheckNotAnInput(out, {file});
@@ -89,8 +102,10 @@ int main(int argc, char** argv) {
   // Every output goes to a temporary first; none replaces its destination
   // until all are written (a tokenizer that cannot be written must not leave
   // a new checkpoint behind).
+  // --format hf writes a directory, all-or-nothing inside ExportHuggingFace.
   tqm::OutputGroup outputs;
-  auto main_temp = outputs.Add(output);
+  absl::StatusOr<std::string> main_temp = output;
+  if (!hf) main_temp = outputs.Add(output);
   if (!main_temp.ok()) return tqm::Failure(tool, std::string(main_temp.status().message()));
   absl::StatusOr<std::string> tokenizer_temp;
   if (!tokenizer_out.empty()) {
@@ -106,7 +121,9 @@ int main(int argc, char** argv) {
   for (const tqm::TensorInfo& t : (*reader)->tensors()) {
     const bool matrix = t.dims.size() >= 2;
     double per = 4;
-    if (fmt == "safetensors") {
+    if (t.raw()) {
+      per = static_cast<double>(t.element_size());
+    } else if (fmt == "safetensors" || hf) {
       per = dtype == "u8" ? (t.quantized() ? 1 : 4) : (dtype == "f32" ? 4 : 2);
     } else if (fmt == "gguf" && matrix) {
       per = dtype == "q8_0" ? 34.0 / 32 : (dtype == "f16" ? 2 : 4);
@@ -129,6 +146,13 @@ int main(int argc, char** argv) {
                  : dtype == "bf16" ? tqm::SafetensorsExportType::kBF16
                                    : tqm::SafetensorsExportType::kF32;
       s = tqm::ExportSafetensors(**reader, *main_temp, opt);
+    } else if (hf) {
+      tqm::HfExportOptions opt;
+      opt.type = dtype == "f16"    ? tqm::SafetensorsExportType::kF16
+                 : dtype == "bf16" ? tqm::SafetensorsExportType::kBF16
+                                   : tqm::SafetensorsExportType::kF32;
+      opt.overrides = ov;
+      s = tqm::ExportHuggingFace(**reader, output, opt);
     } else if (fmt == "gguf") {
       tqm::GgufExportOptions opt;
       opt.type = dtype == "q8_0"  ? tqm::GgufExportType::kQ8_0
@@ -145,7 +169,7 @@ int main(int argc, char** argv) {
       if (!s.ok()) s = absl::Status(s.code(), tokenizer_out + ": " + std::string(s.message()));
     }
   }
-  if (s.ok()) s = outputs.Commit();
+  if (s.ok() && !hf) s = outputs.Commit();
   if (!s.ok()) return tqm::Failure(tool, std::string(s.message()));
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -154,7 +178,14 @@ int main(int argc, char** argv) {
   uint64_t bytes = 0;
   for (const std::string& out : {output, tokenizer_out}) {
     std::error_code ec;
-    if (!out.empty()) bytes += std::filesystem::file_size(out, ec);
+    if (out.empty()) continue;
+    if (hf) {
+      for (const char* name : {"/model.safetensors", "/config.json"}) {
+        bytes += std::filesystem::file_size(out + name, ec);
+      }
+    } else {
+      bytes += std::filesystem::file_size(out, ec);
+    }
   }
   const double mb_per_s = bytes / 1e6 / std::max(seconds, 1e-9);
   const size_t tensors = (*reader)->tensors().size();

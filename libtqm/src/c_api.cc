@@ -18,6 +18,7 @@
 #include "absl/strings/str_format.h"
 #include "tqm/loader.h"
 #include "tqm/reader.h"
+#include "tqm/source.h"
 
 struct tqm_file {
   std::unique_ptr<tqm::Model> model;
@@ -36,7 +37,19 @@ static_assert(offsetof(tqm_affine, zero) == offsetof(tqm::Affine, zero),
 static_assert(static_cast<int>(TQM_META_BYTES) == tqm::format::kMetaBytes, "meta types");
 static_assert(static_cast<int>(TQM_STORAGE_U8_ROW) == tqm::format::kStorageU8Row,
               "storage ids");
+static_assert(static_cast<int>(TQM_STORAGE_U8_GROUP) == tqm::format::kStorageU8Group,
+              "storage ids");
+static_assert(static_cast<int>(TQM_STORAGE_RAW) == tqm::format::kStorageRaw,
+              "storage ids");
+static_assert(static_cast<int>(TQM_STORAGE_RAW) == tqm::format::kMaxStorage,
+              "every storage has a C name");
 static_assert(static_cast<int>(TQM_DTYPE_Q8_0) == tqm::format::kDTypeQ8_0, "dtype ids");
+static_assert(static_cast<int>(TQM_DTYPE_F64) == tqm::format::kDTypeF64, "dtype ids");
+static_assert(static_cast<int>(TQM_DTYPE_I64) == tqm::format::kDTypeI64, "dtype ids");
+static_assert(static_cast<int>(TQM_DTYPE_U64) == tqm::format::kDTypeU64, "dtype ids");
+static_assert(static_cast<int>(TQM_DTYPE_BOOL) == tqm::format::kDTypeBool, "dtype ids");
+static_assert(static_cast<int>(TQM_DTYPE_BOOL) == tqm::format::kMaxDType,
+              "every dtype has a C name");
 static_assert(TQM_NO_LAYER == tqm::format::kNoLayer, "no-layer id");
 static_assert(TQM_MAX_DIMS == tqm::format::kMaxDims, "max dims");
 
@@ -386,6 +399,9 @@ TQM_TENSOR_GETTER(tqm_tensor_storage, tqm_storage, storage,
 TQM_TENSOR_GETTER(tqm_tensor_source_dtype, tqm_source_dtype, dtype,
                   static_cast<tqm_source_dtype>(t->source_dtype))
 TQM_TENSOR_GETTER(tqm_tensor_layer, int32_t, layer, t->layer)
+TQM_TENSOR_GETTER(tqm_tensor_bits, int32_t, bits, t->quantized() ? t->bits : 0)
+TQM_TENSOR_GETTER(tqm_tensor_group_size, uint32_t, group_size,
+                  t->storage == tqm::format::kStorageU8Group ? t->group_size : 0)
 TQM_TENSOR_GETTER(tqm_tensor_affine_count, size_t, count, t->affine.size())
 
 #undef TQM_TENSOR_GETTER
@@ -439,8 +455,11 @@ tqm_status tqm_tensor_read_u8(const tqm_file* f, size_t i, uint8_t* out, size_t 
     if (!s.ok()) return s;
     if (!t->quantized()) {
       return absl::FailedPreconditionError(
-          absl::StrFormat("%s: tensor '%s' is stored as float32, it has no uint8 codes",
-                          R(f).name(), t->name));
+          absl::StrFormat("%s: tensor '%s' is stored %s, it has no uint8 codes",
+                          R(f).name(), t->name,
+                          t->raw() ? std::string("verbatim as ") +
+                                         tqm::DTypeName(t->source_dtype)
+                                   : std::string("as float32")));
     }
     if (count < t->numel) return Small(f, *t, count, t->numel, "bytes");
     if (out == nullptr && t->numel > 0) return Null("out");

@@ -5,7 +5,14 @@
 
 #include "tqm/export.h"
 
+#include <dirent.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <string>
@@ -110,15 +117,16 @@ bool IsKProj(const std::string& n) {
   return LayerFromName(n) >= 0 && EndsWith(n, ".self_attn.k_proj.weight");
 }
 
-namespace {
-void PermuteRows(absl::Span<float> m, uint64_t rows, uint64_t cols, uint64_t head_size,
+// Permutes whole rows of `row_bytes` bytes, so that every element type
+// (float32 values, RAW F16/BF16/F64 bytes) shares one implementation.
+void PermuteRows(uint8_t* m, uint64_t rows, uint64_t row_bytes, uint64_t head_size,
                  bool hf_to_meta) {
   if (head_size < 2 || head_size % 2 != 0 || rows % head_size != 0) return;
-  std::vector<float> head(head_size * cols);
+  std::vector<uint8_t> head(head_size * row_bytes);
   const uint64_t half = head_size / 2;
   for (uint64_t h = 0; h < rows / head_size; ++h) {
-    float* base = m.data() + h * head_size * cols;
-    std::memcpy(head.data(), base, head.size() * sizeof(float));
+    uint8_t* base = m + h * head_size * row_bytes;
+    std::memcpy(head.data(), base, head.size());
     for (uint64_t i = 0; i < half; ++i) {
       // Meta row 2i <-> HF row i; Meta row 2i+1 <-> HF row i + half.
       const uint64_t meta_even = 2 * i, meta_odd = 2 * i + 1, hf_lo = i, hf_hi = i + half;
@@ -126,20 +134,21 @@ void PermuteRows(absl::Span<float> m, uint64_t rows, uint64_t cols, uint64_t hea
       const uint64_t src_even = hf_to_meta ? hf_lo : meta_even;
       const uint64_t dst_odd = hf_to_meta ? meta_odd : hf_hi;
       const uint64_t src_odd = hf_to_meta ? hf_hi : meta_odd;
-      std::memcpy(base + dst_even * cols, head.data() + src_even * cols,
-                  cols * sizeof(float));
-      std::memcpy(base + dst_odd * cols, head.data() + src_odd * cols,
-                  cols * sizeof(float));
+      std::memcpy(base + dst_even * row_bytes, head.data() + src_even * row_bytes,
+                  row_bytes);
+      std::memcpy(base + dst_odd * row_bytes, head.data() + src_odd * row_bytes,
+                  row_bytes);
     }
   }
 }
-}  // namespace
 
 void HfToMetaRows(absl::Span<float> m, uint64_t rows, uint64_t cols, uint64_t head_size) {
-  PermuteRows(m, rows, cols, head_size, true);
+  PermuteRows(reinterpret_cast<uint8_t*>(m.data()), rows, cols * sizeof(float), head_size,
+              true);
 }
 void MetaToHfRows(absl::Span<float> m, uint64_t rows, uint64_t cols, uint64_t head_size) {
-  PermuteRows(m, rows, cols, head_size, false);
+  PermuteRows(reinterpret_cast<uint8_t*>(m.data()), rows, cols * sizeof(float), head_size,
+              false);
 }
 
 uint16_t FloatToHalf(float f) {
@@ -231,7 +240,27 @@ std::string ShapeText(const std::vector<uint64_t>& d) {
 
 }  // namespace
 
-absl::StatusOr<LlamaDims> DescribeLlama(const Reader& r, const ExportOverrides& ov) {
+namespace {
+
+// True for the element types a Llama weight can have: F32 and quantized
+// storage, and RAW floating-point dtypes.
+bool FloatingPoint(const TensorInfo& t) {
+  if (!t.raw()) return true;
+  switch (t.source_dtype) {
+    case format::kDTypeF32:
+    case format::kDTypeF16:
+    case format::kDTypeBF16:
+    case format::kDTypeF64:
+      return true;
+    default:
+      return false;
+  }
+}
+
+}  // namespace
+
+absl::StatusOr<LlamaDims> DescribeLlama(const Reader& r, const ExportOverrides& ov,
+                                        bool allow_extra) {
   LlamaDims d;
   const int embed = r.FindTensor("model.embed_tokens.weight");
   if (embed < 0) return Unfit(r, "no tensor model.embed_tokens.weight");
@@ -245,12 +274,18 @@ absl::StatusOr<LlamaDims> DescribeLlama(const Reader& r, const ExportOverrides& 
   int32_t max_layer = -1;
   for (const TensorInfo& t : r.tensors()) {
     const int32_t l = LayerFromName(t.name);
-    if (l > max_layer) max_layer = l;
-    if (t.name != "model.embed_tokens.weight" && t.name != "model.norm.weight" &&
-        t.name != "lm_head.weight" &&
-        (l < 0 || !internal::EndsWith(t.name, ".weight") ||
-         internal::HfToGgufName(t.name).empty())) {
+    const bool llama = t.name == "model.embed_tokens.weight" ||
+                       t.name == "model.norm.weight" || t.name == "lm_head.weight" ||
+                       (l >= 0 && internal::EndsWith(t.name, ".weight") &&
+                        !internal::HfToGgufName(t.name).empty());
+    if (!llama) {
+      if (allow_extra) continue;
       return Unfit(r, "tensor " + t.name + " is not part of the Llama layout");
+    }
+    if (l > max_layer) max_layer = l;
+    if (!FloatingPoint(t)) {
+      return Unfit(r, absl::StrFormat("tensor %s is stored as %s, not floating point",
+                                      t.name, DTypeName(t.source_dtype)));
     }
   }
   d.n_layers = max_layer + 1;
@@ -352,45 +387,69 @@ absl::StatusOr<LlamaDims> DescribeLlama(const Reader& r, const ExportOverrides& 
 
 // ---- safetensors ----
 
-absl::Status ExportSafetensors(const Reader& r, const std::string& out,
-                               const SafetensorsExportOptions& options) {
-  const SafetensorsExportType type = options.type;
+namespace {
+
+const char* TypeName(SafetensorsExportType type) {
+  switch (type) {
+    case SafetensorsExportType::kF16:
+      return "f16";
+    case SafetensorsExportType::kBF16:
+      return "bf16";
+    case SafetensorsExportType::kU8:
+      return "u8";
+    default:
+      return "f32";
+  }
+}
+
+// Rows and pairs per row of the (scale, zero) companions of a quantized
+// tensor in a u8 export: [1] per tensor, [rows] per row, [rows, groups].
+std::vector<uint64_t> AffineShape(const TensorInfo& t) {
+  if (t.storage != format::kStorageU8Group || t.dims.empty() || t.group_size == 0) {
+    return {t.affine.size()};
+  }
+  const uint64_t last = t.dims.back();
+  const uint64_t per_row = last / t.group_size + (last % t.group_size != 0);
+  if (per_row == 0) return {0, 0};
+  return {t.affine.size() / per_row, per_row};
+}
+
+// What to write, shared by the safetensors and Hugging Face exporters.
+struct WriteSpec {
+  SafetensorsExportType type = SafetensorsExportType::kF32;
+  std::vector<std::pair<std::string, std::string>> metadata;
+  // Nonzero: q_proj/k_proj rows go from the Meta to the Hugging Face rotary
+  // layout, per head of this many rows.
+  uint64_t meta_to_hf_head = 0;
+};
+
+bool PermutedToHf(const WriteSpec& spec, const TensorInfo& t) {
+  return spec.meta_to_hf_head != 0 && t.dims.size() == 2 &&
+         (internal::IsQProj(t.name) || internal::IsKProj(t.name));
+}
+
+absl::Status WriteSafetensorsFile(const Reader& r, const std::string& out,
+                                  const WriteSpec& spec) {
+  const SafetensorsExportType type = spec.type;
   const bool u8 = type == SafetensorsExportType::kU8;
   const char* float_dtype = type == SafetensorsExportType::kF16    ? "F16"
                             : type == SafetensorsExportType::kBF16 ? "BF16"
                                                                    : "F32";
   std::vector<SafetensorsEntry> entries;
   for (const TensorInfo& t : r.tensors()) {
-    if (u8 && t.quantized()) {
+    if (t.raw()) {
+      entries.push_back({t.name, DTypeName(t.source_dtype), t.dims});
+    } else if (u8 && t.quantized()) {
+      const std::vector<uint64_t> pairs = AffineShape(t);
       entries.push_back({t.name, "U8", t.dims});
-      entries.push_back({t.name + ".scale", "F32", {t.affine.size()}});
-      entries.push_back({t.name + ".zero", "F32", {t.affine.size()}});
+      entries.push_back({t.name + ".scale", "F32", pairs});
+      entries.push_back({t.name + ".zero", "F32", pairs});
     } else {
       entries.push_back({t.name, u8 ? "F32" : float_dtype, t.dims});
     }
   }
-  std::vector<std::pair<std::string, std::string>> meta;
-  for (const MetaEntry& e : r.metadata()) {
-    switch (e.value.type) {
-      case format::kMetaInt64:
-        meta.push_back({e.key, absl::StrCat(e.value.int64)});
-        break;
-      case format::kMetaFloat64:
-        meta.push_back({e.key, absl::StrCat(e.value.float64)});
-        break;
-      case format::kMetaString:
-        meta.push_back({e.key, e.value.bytes});
-        break;
-      default:
-        break;  // opaque bytes (tokenizer) do not fit safetensors' string map
-    }
-  }
-  meta.push_back({"tqm.unpacked_as", u8                                     ? "u8"
-                                     : type == SafetensorsExportType::kF16  ? "f16"
-                                     : type == SafetensorsExportType::kBF16 ? "bf16"
-                                                                            : "f32"});
   TQM_ASSIGN_OR_RETURN(std::unique_ptr<SafetensorsWriter> w,
-                       SafetensorsWriter::Create(out, entries, meta));
+                       SafetensorsWriter::Create(out, entries, spec.metadata));
   auto bytes_of = [](const auto& v) {
     return absl::Span<const uint8_t>(reinterpret_cast<const uint8_t*>(v.data()),
                                      v.size() * sizeof(v[0]));
@@ -400,11 +459,18 @@ absl::Status ExportSafetensors(const Reader& r, const std::string& out,
   std::vector<uint16_t> h;
   for (size_t i = 0; i < r.tensors().size(); ++i) {
     const TensorInfo& t = r.tensors()[i];
-    if (u8 && t.quantized()) {
+    if (t.raw() || (u8 && t.quantized())) {
       q.resize(t.byte_size);
       TQM_RETURN_IF_ERROR(r.DecodeTensor(i, absl::MakeSpan(q)));
+      if (t.raw() && PermutedToHf(spec, t)) {
+        internal::PermuteRows(q.data(), t.dims[0], t.dims[1] * t.element_size(), spec.meta_to_hf_head,
+                    /*hf_to_meta=*/false);
+      }
       TQM_RETURN_IF_ERROR(w->Write(q));
+      if (t.raw()) continue;
       std::vector<float> scale, zero;
+      scale.reserve(t.affine.size());
+      zero.reserve(t.affine.size());
       for (const Affine& a : t.affine) {
         scale.push_back(a.scale);
         zero.push_back(a.zero);
@@ -415,6 +481,9 @@ absl::Status ExportSafetensors(const Reader& r, const std::string& out,
     }
     f.resize(t.numel);
     TQM_RETURN_IF_ERROR(r.ReadFloat(i, absl::MakeSpan(f)));
+    if (PermutedToHf(spec, t)) {
+      internal::MetaToHfRows(absl::MakeSpan(f), t.dims[0], t.dims[1], spec.meta_to_hf_head);
+    }
     if (u8 || type == SafetensorsExportType::kF32) {
       TQM_RETURN_IF_ERROR(w->Write(bytes_of(f)));
       continue;
@@ -432,6 +501,180 @@ absl::Status ExportSafetensors(const Reader& r, const std::string& out,
     TQM_RETURN_IF_ERROR(w->Write(bytes_of(h)));
   }
   return w->Finish();
+}
+
+}  // namespace
+
+absl::Status ExportSafetensors(const Reader& r, const std::string& out,
+                               const SafetensorsExportOptions& options) {
+  WriteSpec spec;
+  spec.type = options.type;
+  for (const MetaEntry& e : r.metadata()) {
+    switch (e.value.type) {
+      case format::kMetaInt64:
+        spec.metadata.push_back({e.key, absl::StrCat(e.value.int64)});
+        break;
+      case format::kMetaFloat64:
+        spec.metadata.push_back({e.key, absl::StrCat(e.value.float64)});
+        break;
+      case format::kMetaString:
+        spec.metadata.push_back({e.key, e.value.bytes});
+        break;
+      default:
+        break;  // opaque bytes (tokenizer) do not fit safetensors' string map
+    }
+  }
+  spec.metadata.push_back({"tqm.unpacked_as", TypeName(options.type)});
+  if (options.type == SafetensorsExportType::kU8) {
+    // A file packed from an earlier u8 export may carry these keys already;
+    // the values of this file win.
+    auto set = [&](const std::string& key, uint64_t value) {
+      for (auto& kv : spec.metadata) {
+        if (kv.first == key) {
+          kv.second = absl::StrCat(value);
+          return;
+        }
+      }
+      spec.metadata.push_back({key, absl::StrCat(value)});
+    };
+    for (const TensorInfo& t : r.tensors()) {
+      if (!t.quantized()) continue;
+      if (t.bits != 0 && t.bits < 8) set("tqm.bits." + t.name, t.bits);
+      if (t.storage == format::kStorageU8Group) {
+        set("tqm.group_size." + t.name, t.group_size);
+      }
+    }
+  }
+  return WriteSafetensorsFile(r, out, spec);
+}
+
+// ---- Hugging Face directory ----
+
+namespace {
+
+// A finite double as a JSON number that reads back exactly: 10000.0 for an
+// integral value, else the shortest %g form (1e-05), close to what Python's
+// json module writes.
+std::string JsonDouble(double v) {
+  if (v == std::floor(v) && std::fabs(v) < 1e15) return absl::StrFormat("%.1f", v);
+  std::string s = absl::StrFormat("%.17g", v);
+  for (int prec = 1; prec < 17; ++prec) {
+    const std::string t = absl::StrFormat("%.*g", prec, v);
+    if (std::strtod(t.c_str(), nullptr) == v) {
+      s = t;
+      break;
+    }
+  }
+  return s;
+}
+
+std::string HfConfig(const LlamaDims& d, SafetensorsExportType type) {
+  const char* torch_dtype = type == SafetensorsExportType::kF16    ? "float16"
+                            : type == SafetensorsExportType::kBF16 ? "bfloat16"
+                                                                   : "float32";
+  std::string j = "{\n";
+  absl::StrAppend(&j, "  \"architectures\": [\"LlamaForCausalLM\"],\n");
+  absl::StrAppend(&j, "  \"model_type\": \"llama\",\n");
+  absl::StrAppend(&j, "  \"hidden_act\": \"silu\",\n");
+  absl::StrAppend(&j, "  \"hidden_size\": ", d.dim, ",\n");
+  absl::StrAppend(&j, "  \"intermediate_size\": ", d.hidden_dim, ",\n");
+  absl::StrAppend(&j, "  \"num_hidden_layers\": ", d.n_layers, ",\n");
+  absl::StrAppend(&j, "  \"num_attention_heads\": ", d.n_heads, ",\n");
+  absl::StrAppend(&j, "  \"num_key_value_heads\": ", d.n_kv_heads, ",\n");
+  absl::StrAppend(&j, "  \"vocab_size\": ", d.vocab_size, ",\n");
+  absl::StrAppend(&j, "  \"max_position_embeddings\": ", d.seq_len, ",\n");
+  absl::StrAppend(&j, "  \"rms_norm_eps\": ", JsonDouble(d.norm_eps), ",\n");
+  absl::StrAppend(&j, "  \"rope_theta\": ", JsonDouble(d.rope_theta), ",\n");
+  absl::StrAppend(&j, "  \"tie_word_embeddings\": ", d.tied ? "true" : "false", ",\n");
+  absl::StrAppend(&j, "  \"torch_dtype\": \"", torch_dtype, "\"\n");
+  j += "}\n";
+  return j;
+}
+
+// Removes the directory the export created when it does not complete.
+class CreatedDir {
+ public:
+  explicit CreatedDir(std::string path) : path_(std::move(path)) {}
+  ~CreatedDir() {
+    if (!path_.empty()) ::rmdir(path_.c_str());
+  }
+  void Keep() { path_.clear(); }
+
+ private:
+  std::string path_;
+};
+
+}  // namespace
+
+absl::Status ExportHuggingFace(const Reader& r, const std::string& dir,
+                               const HfExportOptions& options) {
+  if (options.type == SafetensorsExportType::kU8) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "%s: a Hugging Face directory holds float tensors; u8 codes are not available",
+        dir));
+  }
+  if (dir.empty()) return absl::InvalidArgumentError("empty output directory name");
+  TQM_ASSIGN_OR_RETURN(LlamaDims d,
+                       DescribeLlama(r, options.overrides, /*allow_extra=*/true));
+  for (double v : {d.norm_eps, d.rope_theta}) {
+    if (!std::isfinite(v)) {
+      return absl::FailedPreconditionError(absl::StrFormat(
+          "%s: norm_eps=%g / rope_theta=%g cannot be written to config.json", r.name(),
+          d.norm_eps, d.rope_theta));
+    }
+  }
+
+  // An existing directory must be empty, so that the export never mixes its
+  // files with others (a stale tokenizer.json of another model, say).
+  bool created = false;
+  struct stat st;
+  if (::stat(dir.c_str(), &st) == 0) {
+    if (!S_ISDIR(st.st_mode)) {
+      return absl::FailedPreconditionError(
+          absl::StrFormat("%s exists and is not a directory", dir));
+    }
+    DIR* d_handle = ::opendir(dir.c_str());
+    if (d_handle == nullptr) return ErrnoStatus(errno, "cannot open directory", dir);
+    std::string first;
+    while (struct dirent* e = ::readdir(d_handle)) {
+      const std::string n = e->d_name;
+      if (n != "." && n != "..") {
+        first = n;
+        break;
+      }
+    }
+    ::closedir(d_handle);
+    if (!first.empty()) {
+      return absl::FailedPreconditionError(absl::StrFormat(
+          "%s: directory is not empty (it holds %s); give a new or empty directory",
+          dir, first));
+    }
+  } else if (errno == ENOENT) {
+    if (::mkdir(dir.c_str(), 0777) != 0) {
+      return ErrnoStatus(errno, "cannot create directory", dir);
+    }
+    created = true;
+  } else {
+    return ErrnoStatus(errno, "cannot examine", dir);
+  }
+  CreatedDir cleanup(created ? dir : std::string());
+
+  WriteSpec spec;
+  spec.type = options.type;
+  spec.metadata.push_back({"format", "pt"});
+  if (!d.rope_hf) spec.meta_to_hf_head = static_cast<uint64_t>(d.head_size());
+  {
+    OutputGroup outputs;
+    TQM_ASSIGN_OR_RETURN(std::string weights, outputs.Add(dir + "/model.safetensors"));
+    TQM_ASSIGN_OR_RETURN(std::string config, outputs.Add(dir + "/config.json"));
+    TQM_RETURN_IF_ERROR(WriteSafetensorsFile(r, weights, spec));
+    TQM_ASSIGN_OR_RETURN(std::unique_ptr<AtomicFile> file, AtomicFile::Create(config));
+    TQM_RETURN_IF_ERROR(file->Append(HfConfig(d, options.type)));
+    TQM_RETURN_IF_ERROR(file->Commit());
+    TQM_RETURN_IF_ERROR(outputs.Commit());
+  }
+  cleanup.Keep();
+  return absl::OkStatus();
 }
 
 // ---- llama2.c ----

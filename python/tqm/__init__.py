@@ -6,7 +6,12 @@
         [t.name for t in m.tensors]             # tensor names, file order
         w = m.tensor("model.layers.0.mlp.up_proj.weight")   # float32 numpy array
         q = m.tensor("model.layers.0.mlp.up_proj.weight", dequantize=False)  # uint8 codes
+        codes, scale, zero = m.quantized("model.layers.0.mlp.up_proj.weight")[:3]
         layer0 = m.layer(0)                     # {name: numpy array} via the lazy loader
+
+Tensors stored verbatim (RAW storage: integers, bool, float64, float16 ...)
+come back as arrays of their own dtype, bit-exact; bfloat16, which numpy
+lacks, comes back as uint16 bit patterns (bfloat16_to_float32() converts).
 
 The shared library is found through the environment variable TQM_LIB (a path
 to libtqm_c.so), else in build/lib of the source tree this package lives in.
@@ -20,7 +25,16 @@ from collections import namedtuple
 
 import numpy as np
 
-__all__ = ["open", "TqmFile", "TensorInfo", "TqmError", "library_path", "version"]
+__all__ = [
+    "open",
+    "TqmFile",
+    "TensorInfo",
+    "Quantized",
+    "TqmError",
+    "library_path",
+    "version",
+    "bfloat16_to_float32",
+]
 
 # ---- the shared library ----
 
@@ -111,6 +125,9 @@ def _load():
         "tqm_tensor_storage": (status, [F, _c_size, _p(ctypes.c_int)]),
         "tqm_tensor_source_dtype": (status, [F, _c_size, _p(ctypes.c_int)]),
         "tqm_tensor_layer": (status, [F, _c_size, _p(_c_i32)]),
+        "tqm_tensor_bits": (status, [F, _c_size, _p(_c_i32)]),
+        "tqm_tensor_group_size": (status, [F, _c_size, _p(ctypes.c_uint32)]),
+        "tqm_tensor_byte_size": (status, [F, _c_size, _p(_c_u64)]),
         "tqm_tensor_affine_count": (status, [F, _c_size, _p(_c_size)]),
         "tqm_tensor_affine": (status, [F, _c_size, _p(_Affine), _c_size]),
         "tqm_tensor_read_u8": (status, [F, _c_size, ctypes.c_void_p, _c_size]),
@@ -152,18 +169,111 @@ def _check(code):
 
 # ---- files ----
 
-STORAGE_NAMES = {1: "f32", 2: "u8/tensor", 3: "u8/row"}
-DTYPE_NAMES = {1: "f32", 2: "f16", 3: "bf16", 4: "q8_0"}
+STORAGE_NAMES = {1: "f32", 2: "u8/tensor", 3: "u8/row", 4: "u8/group", 5: "raw"}
+DTYPE_NAMES = {
+    1: "f32",
+    2: "f16",
+    3: "bf16",
+    4: "q8_0",
+    5: "f64",
+    6: "i8",
+    7: "i16",
+    8: "i32",
+    9: "i64",
+    10: "u8",
+    11: "u16",
+    12: "u32",
+    13: "u64",
+    14: "bool",
+}
+# numpy dtype of each RAW element type (little-endian). bfloat16 has none:
+# its bit patterns come back as uint16.
+_RAW_NUMPY = {
+    "f32": np.dtype("<f4"),
+    "f16": np.dtype("<f2"),
+    "bf16": np.dtype("<u2"),
+    "f64": np.dtype("<f8"),
+    "i8": np.dtype("i1"),
+    "i16": np.dtype("<i2"),
+    "i32": np.dtype("<i4"),
+    "i64": np.dtype("<i8"),
+    "u8": np.dtype("u1"),
+    "u16": np.dtype("<u2"),
+    "u32": np.dtype("<u4"),
+    "u64": np.dtype("<u8"),
+    "bool": np.dtype("bool"),
+}
 
 TensorInfo = namedtuple(
-    "TensorInfo", ["index", "name", "shape", "storage", "source_dtype", "layer", "numel", "affine"]
+    "TensorInfo",
+    [
+        "index",
+        "name",
+        "shape",
+        "storage",
+        "source_dtype",
+        "layer",
+        "numel",
+        "affine",
+        "bits",
+        "group_size",
+    ],
 )
 TensorInfo.__doc__ = """One tensor of a .tqm file.
 
-shape: tuple (row-major, shape[0] = rows); storage: "f32", "u8/tensor" or "u8/row";
-source_dtype: "f32", "f16", "bf16" or "q8_0"; layer: int or None;
+shape: tuple (row-major, shape[0] = rows; () for a 0-d tensor, a 0 in it for an
+empty one); storage: "f32", "u8/tensor", "u8/row", "u8/group" or "raw";
+source_dtype: "f32", "f16", "bf16", "q8_0", "f64", "i8" ... "u64", "bool" (for
+"raw" storage the type of the stored elements); layer: int or None;
 affine: numpy float32 array of shape (n, 2) with (scale, zero) per tensor
-(n = 1) or per row (n = shape[0]); empty for float32 storage."""
+(n = 1), per row (n = shape[0]) or per group (n = rows * groups per row,
+row-major); empty for "f32" and "raw" storage; bits: code width of quantized
+tensors (1..8; codes < 2**bits), else 0; group_size: elements per group along
+the last dimension for "u8/group", else 0."""
+
+Quantized = namedtuple("Quantized", ["codes", "scale", "zero", "bits", "group_size"])
+Quantized.__doc__ = """The codes and affine parameters of a quantized tensor:
+value = scale * (code - zero). codes: uint8 array of the tensor's shape;
+scale, zero: float32 arrays of shape (1,) (per tensor), (rows,) (per row) or
+(rows, groups_per_row) (per group, rows = the product of every dimension but
+the last, groups_per_row = ceil(last / group_size))."""
+
+
+def bfloat16_to_float32(bits):
+    """float32 values of bfloat16 bit patterns (a uint16 array), exactly."""
+    bits = np.asarray(bits, dtype=np.uint16)
+    return (bits.astype(np.uint32) << 16).view(np.float32)
+
+
+def _param_shape(t):
+    """Shape of the scale and zero arrays of Quantized for TensorInfo t."""
+    n = len(t.affine)
+    if t.storage == "u8/group" and t.shape:
+        last = t.shape[-1]
+        per_row = -(-last // t.group_size) if t.group_size else 0
+        return (n // per_row, per_row) if per_row else (0, 0)
+    return (n,)
+
+
+def _dequantize(codes, t):
+    """scale * (q - zero) in float32 with each element's pair, as the library."""
+    flat = codes.reshape(-1)
+    n = flat.size
+    if n == 0:
+        return np.zeros(0, np.float32)
+    aff = t.affine
+    if t.storage == "u8/group":
+        last = t.shape[-1]
+        per_row = -(-last // t.group_size)
+        e = np.arange(n)
+        index = e // last * per_row + (e % last) // t.group_size
+    elif t.storage == "u8/row":
+        index = np.arange(n) // (n // len(aff))
+    else:
+        index = np.zeros(n, dtype=np.int64)
+    scale = aff[index, 0]
+    zero = aff[index, 1]
+    return scale * (flat.astype(np.float32) - zero)
 
 
 class TqmFile:
@@ -264,6 +374,10 @@ class TqmFile:
         _check(lib.tqm_tensor_layer(h, i, ctypes.byref(layer)))
         n_affine = ctypes.c_size_t()
         _check(lib.tqm_tensor_affine_count(h, i, ctypes.byref(n_affine)))
+        bits = ctypes.c_int32()
+        _check(lib.tqm_tensor_bits(h, i, ctypes.byref(bits)))
+        group_size = ctypes.c_uint32()
+        _check(lib.tqm_tensor_group_size(h, i, ctypes.byref(group_size)))
         affine = np.zeros((n_affine.value, 2), dtype=np.float32)
         if n_affine.value:
             _check(
@@ -280,6 +394,8 @@ class TqmFile:
             layer=None if layer.value < 0 else layer.value,
             numel=numel.value,
             affine=affine,
+            bits=bits.value,
+            group_size=group_size.value,
         )
 
     @property
@@ -315,10 +431,16 @@ class TqmFile:
 
         dequantize=True: float32 values (scale * (q - zero) for quantized tensors).
         dequantize=False: uint8 codes for quantized tensors (pair them with
-        info(name).affine); float32 tensors come back as float32 either way.
+        info(name).affine, or use quantized()); float32 tensors come back as
+        float32 either way.
+        Tensors of "raw" storage always come back as stored, bit-exact, in
+        their own dtype (int64, bool, float64, float16, ...; bfloat16 as
+        uint16 bit patterns, see bfloat16_to_float32).
         """
         t = self.info(name)
         h = self._h()
+        if t.storage == "raw":
+            return self._raw(t)
         if t.storage == "f32" or dequantize:
             out = np.empty(t.numel, dtype=np.float32)
             _check(self._lib.tqm_tensor_read_f32(h, t.index, out.ctypes.data, t.numel))
@@ -326,6 +448,34 @@ class TqmFile:
             out = np.empty(t.numel, dtype=np.uint8)
             _check(self._lib.tqm_tensor_read_u8(h, t.index, out.ctypes.data, t.numel))
         return out.reshape(t.shape)
+
+    def _raw(self, t):
+        size = ctypes.c_uint64()
+        _check(self._lib.tqm_tensor_byte_size(self._h(), t.index, ctypes.byref(size)))
+        buf = np.empty(size.value, dtype=np.uint8)
+        _check(self._lib.tqm_tensor_decode(self._h(), t.index, buf.ctypes.data, size.value))
+        dtype = _RAW_NUMPY.get(t.source_dtype)
+        if dtype is None:
+            raise TqmError(6, "TQM_FAILED_PRECONDITION",
+                           "tensor '%s': no numpy dtype for %s" % (t.name, t.source_dtype))
+        return buf.view(dtype).reshape(t.shape)
+
+    def quantized(self, name):
+        """The codes and (scale, zero) parameters of quantized tensor `name`
+        as a Quantized tuple; TqmError (TQM_FAILED_PRECONDITION) for "f32" and
+        "raw" storage."""
+        t = self.info(name)
+        codes = self.tensor(name, dequantize=False)
+        if t.storage in ("f32", "raw"):
+            _check(self._lib.tqm_tensor_read_u8(self._h(), t.index, None, 0))
+        shape = _param_shape(t)
+        return Quantized(
+            codes=codes,
+            scale=t.affine[:, 0].copy().reshape(shape),
+            zero=t.affine[:, 1].copy().reshape(shape),
+            bits=t.bits,
+            group_size=t.group_size,
+        )
 
     # -- layers --
 
@@ -348,24 +498,20 @@ class TqmFile:
             for j in range(lib.tqm_layer_tensor_count(pin)):
                 v = _View()
                 _check(lib.tqm_layer_tensor(pin, j, ctypes.byref(v)))
-                shape = infos[v.tensor].shape
+                t = infos[v.tensor]
+                shape = t.shape
                 n = v.numel
-                if v.f32:
-                    arr = np.ctypeslib.as_array(v.f32, shape=(n,)).copy() if n else np.empty(0, np.float32)
+                if t.storage == "raw":
+                    # Views carry no pointer for verbatim bytes: decode them.
+                    arr = self._raw(t)
+                elif v.f32:
+                    arr = np.ctypeslib.as_array(v.f32, shape=(n,)).copy()
+                elif n == 0:
+                    arr = np.empty(0, np.float32 if t.storage == "f32" or dequantize else np.uint8)
                 else:
-                    q = np.ctypeslib.as_array(v.q, shape=(n,)).copy() if n else np.empty(0, np.uint8)
-                    if dequantize:
-                        aff = np.ctypeslib.as_array(
-                            ctypes.cast(v.affine, ctypes.POINTER(ctypes.c_float)),
-                            shape=(v.affine_count, 2),
-                        )
-                        per = n // v.affine_count
-                        scale = np.repeat(aff[:, 0], per)
-                        zero = np.repeat(aff[:, 1], per)
-                        # Same float32 arithmetic as the library: scale * (q - zero).
-                        arr = scale * (q.astype(np.float32) - zero)
-                    else:
-                        arr = q
+                    q = np.ctypeslib.as_array(v.q, shape=(n,)).copy()
+                    # Same float32 arithmetic as the library: scale * (q - zero).
+                    arr = _dequantize(q, t) if dequantize else q
                 out[v.name.decode("utf-8", "replace")] = arr.reshape(shape)
             return out
         finally:

@@ -319,6 +319,138 @@ static void check_options(const char* rows_path) {
   tqm_close(f); /* releases the pinned layer */
 }
 
+/* Format 1.3 tensors (tests/c/format13.tqm, written by export_test's
+ * Format13Vector from the formulas below): RAW storage of every dtype read
+ * back bit-exact, 0-d and empty tensors, group storage with 4-bit codes. */
+static size_t dtype_size(tqm_source_dtype d) {
+  switch (d) {
+    case TQM_DTYPE_F64:
+    case TQM_DTYPE_I64:
+    case TQM_DTYPE_U64:
+      return 8;
+    case TQM_DTYPE_F32:
+    case TQM_DTYPE_I32:
+    case TQM_DTYPE_U32:
+      return 4;
+    case TQM_DTYPE_F16:
+    case TQM_DTYPE_BF16:
+    case TQM_DTYPE_I16:
+    case TQM_DTYPE_U16:
+      return 2;
+    default:
+      return 1;
+  }
+}
+
+static void check_format13(const char* path) {
+  static const struct {
+    const char* name;
+    tqm_source_dtype dtype;
+  } kRaw[] = {{"raw.F16", TQM_DTYPE_F16}, {"raw.BF16", TQM_DTYPE_BF16},
+              {"raw.F64", TQM_DTYPE_F64}, {"raw.I8", TQM_DTYPE_I8},
+              {"raw.I16", TQM_DTYPE_I16}, {"raw.I32", TQM_DTYPE_I32},
+              {"raw.I64", TQM_DTYPE_I64}, {"raw.U8", TQM_DTYPE_U8},
+              {"raw.U16", TQM_DTYPE_U16}, {"raw.U32", TQM_DTYPE_U32},
+              {"raw.U64", TQM_DTYPE_U64}, {"raw.BOOL", TQM_DTYPE_BOOL}};
+  tqm_file* f = NULL;
+  size_t i, k, idx = 0, ndim = 9, count = 9;
+  uint64_t dims[TQM_MAX_DIMS], numel = 0, size = 0;
+  tqm_storage storage;
+  tqm_source_dtype dtype;
+  int32_t bits = -1;
+  uint32_t group_size = 1;
+  unsigned char buf[64], codes[40];
+  float vals[40];
+  CHECK_OK(tqm_open(path, &f));
+  if (f == NULL) return;
+  CHECK_OK(tqm_verify(f));
+  for (i = 0; i < sizeof(kRaw) / sizeof(kRaw[0]); ++i) {
+    const size_t esize = dtype_size(kRaw[i].dtype);
+    CHECK_OK(tqm_tensor_find(f, kRaw[i].name, &idx));
+    CHECK_OK(tqm_tensor_storage(f, idx, &storage));
+    CHECK(storage == TQM_STORAGE_RAW);
+    CHECK_OK(tqm_tensor_source_dtype(f, idx, &dtype));
+    CHECK(dtype == kRaw[i].dtype);
+    CHECK_OK(tqm_tensor_bits(f, idx, &bits));
+    CHECK(bits == 0);
+    CHECK_OK(tqm_tensor_byte_size(f, idx, &size));
+    CHECK(size == 6 * esize);
+    CHECK_OK(tqm_tensor_affine_count(f, idx, &count));
+    CHECK(count == 0);
+    memset(buf, 0xEE, sizeof(buf));
+    CHECK(tqm_tensor_decode(f, idx, buf, (size_t)size - 1) == TQM_INVALID_ARGUMENT);
+    CHECK_OK(tqm_tensor_decode(f, idx, buf, sizeof(buf)));
+    for (k = 0; k < size; ++k) {
+      const unsigned want =
+          kRaw[i].dtype == TQM_DTYPE_BOOL ? (unsigned)(k % 2) : (unsigned)((29 * k + 7) & 0xFF);
+      CHECK(buf[k] == want);
+    }
+    CHECK(buf[size] == 0xEE); /* nothing past byte_size */
+    CHECK(tqm_tensor_read_u8(f, idx, codes, sizeof(codes)) == TQM_FAILED_PRECONDITION);
+  }
+  /* Float reads convert RAW elements: I8 exactly, BOOL to 0/1. */
+  CHECK_OK(tqm_tensor_find(f, "raw.I8", &idx));
+  CHECK_OK(tqm_tensor_read_f32(f, idx, vals, 6));
+  for (k = 0; k < 6; ++k) CHECK(vals[k] == (float)(signed char)((29 * k + 7) & 0xFF));
+  CHECK_OK(tqm_tensor_find(f, "raw.BOOL", &idx));
+  CHECK_OK(tqm_tensor_read_f32(f, idx, vals, 6));
+  for (k = 0; k < 6; ++k) CHECK(vals[k] == (float)(k % 2));
+
+  /* 0-d: no dimensions, one element. */
+  CHECK_OK(tqm_tensor_find(f, "raw.scalar", &idx));
+  CHECK_OK(tqm_tensor_ndim(f, idx, &ndim));
+  CHECK(ndim == 0);
+  CHECK_OK(tqm_tensor_numel(f, idx, &numel));
+  CHECK(numel == 1);
+  CHECK_OK(tqm_tensor_decode(f, idx, buf, 4));
+  CHECK(buf[0] == 42 && buf[1] == 0 && buf[2] == 0 && buf[3] == 0);
+  CHECK_OK(tqm_tensor_find(f, "f32.scalar", &idx));
+  CHECK_OK(tqm_tensor_read_f32(f, idx, vals, 1));
+  CHECK(vals[0] == 2.5f);
+  /* Empty: a zero dimension, no bytes; a NULL buffer is fine. */
+  CHECK_OK(tqm_tensor_find(f, "raw.empty", &idx));
+  CHECK_OK(tqm_tensor_dims(f, idx, dims, TQM_MAX_DIMS));
+  CHECK(dims[0] == 3 && dims[1] == 0);
+  CHECK_OK(tqm_tensor_source_dtype(f, idx, &dtype));
+  CHECK(dtype == TQM_DTYPE_I64);
+  CHECK_OK(tqm_tensor_byte_size(f, idx, &size));
+  CHECK(size == 0);
+  CHECK_OK(tqm_tensor_decode(f, idx, NULL, 0));
+  CHECK_OK(tqm_tensor_find(f, "f32.empty", &idx));
+  CHECK_OK(tqm_tensor_read_f32(f, idx, NULL, 0));
+
+  /* Group storage: codes, one pair per group of 8 along the last dimension. */
+  CHECK_OK(tqm_tensor_find(f, "group", &idx));
+  CHECK_OK(tqm_tensor_storage(f, idx, &storage));
+  CHECK(storage == TQM_STORAGE_U8_GROUP);
+  CHECK_OK(tqm_tensor_bits(f, idx, &bits));
+  CHECK(bits == 4);
+  CHECK_OK(tqm_tensor_group_size(f, idx, &group_size));
+  CHECK(group_size == 8);
+  CHECK_OK(tqm_tensor_affine_count(f, idx, &count));
+  CHECK(count == 6);
+  {
+    tqm_affine pairs[6];
+    CHECK_OK(tqm_tensor_affine(f, idx, pairs, 6));
+    for (k = 0; k < 6; ++k) {
+      CHECK(pairs[k].scale == 0.5f * (float)(k + 1) && pairs[k].zero == (float)k);
+    }
+  }
+  CHECK_OK(tqm_tensor_read_u8(f, idx, codes, 40));
+  for (k = 0; k < 40; ++k) CHECK(codes[k] == (7 * k) % 16);
+  CHECK_OK(tqm_tensor_read_f32(f, idx, vals, 40));
+  for (k = 0; k < 40; ++k) {
+    const size_t g = (k / 20) * 3 + (k % 20) / 8;
+    CHECK(vals[k] == 0.5f * (float)(g + 1) * ((float)codes[k] - (float)g));
+  }
+  /* Tensors of other storages report no bits and no group size. */
+  CHECK_OK(tqm_tensor_find(f, "f32.scalar", &idx));
+  CHECK_OK(tqm_tensor_group_size(f, idx, &group_size));
+  CHECK(group_size == 0);
+  CHECK(tqm_tensor_bits(f, idx, NULL) == TQM_INVALID_ARGUMENT);
+  tqm_close(f);
+}
+
 int main(void) {
   const char* dir = TQM_SOURCE_DIR "/spec/vectors/";
   char path[1024], decoded[1024];
@@ -331,6 +463,8 @@ int main(void) {
   check_vector(path, decoded);
   check_metadata(path);
   check_options(path);
+  snprintf(path, sizeof(path), "%s/tests/c/format13.tqm", TQM_SOURCE_DIR);
+  check_format13(path);
   if (failures) {
     fprintf(stderr, "c_api_test: %d check(s) failed\n", failures);
     return 1;

@@ -167,6 +167,89 @@ class Errors(unittest.TestCase):
         self.assertTrue(os.path.exists(tqm.library_path()))
 
 
+FORMAT13 = os.path.join(SOURCE, "tests", "c", "format13.tqm")
+RAW_NUMPY = {
+    "F16": np.dtype("<f2"),
+    "BF16": np.dtype("<u2"),  # bit patterns: numpy has no bfloat16
+    "F64": np.dtype("<f8"),
+    "I8": np.dtype("i1"),
+    "I16": np.dtype("<i2"),
+    "I32": np.dtype("<i4"),
+    "I64": np.dtype("<i8"),
+    "U8": np.dtype("u1"),
+    "U16": np.dtype("<u2"),
+    "U32": np.dtype("<u4"),
+    "U64": np.dtype("<u8"),
+    "BOOL": np.dtype("bool"),
+}
+
+
+class Format13(unittest.TestCase):
+    """tests/c/format13.tqm: the formulas are in export_test's Format13Vector."""
+
+    def setUp(self):
+        self.m = tqm.open(FORMAT13)
+
+    def tearDown(self):
+        self.m.close()
+
+    def test_raw_tensors_in_their_own_dtype_bit_exact(self):
+        for name, dtype in RAW_NUMPY.items():
+            arr = self.m.tensor("raw." + name)
+            info = self.m.info("raw." + name)
+            self.assertEqual(info.storage, "raw")
+            self.assertEqual(info.source_dtype, name.lower())
+            self.assertEqual((info.bits, info.group_size, len(info.affine)), (0, 0, 0))
+            self.assertEqual(arr.dtype, dtype, name)
+            self.assertEqual(arr.shape, (2, 3), name)
+            k = np.arange(6 * dtype.itemsize)
+            want = (k % 2 if name == "BOOL" else (29 * k + 7) % 256).astype(np.uint8)
+            self.assertEqual(arr.tobytes(), want.tobytes(), name)
+            # dequantize=False changes nothing for verbatim tensors.
+            self.assertEqual(self.m.tensor("raw." + name, dequantize=False).tobytes(), want.tobytes())
+        bf = self.m.tensor("raw.BF16")
+        np.testing.assert_array_equal(
+            tqm.bfloat16_to_float32(bf).view(np.uint32), bf.astype(np.uint32) << 16
+        )
+
+    def test_zero_dimensional_and_empty(self):
+        s = self.m.tensor("raw.scalar")
+        self.assertEqual((s.shape, s.dtype, int(s)), ((), np.dtype("<i4"), 42))
+        f = self.m.tensor("f32.scalar")
+        self.assertEqual((f.shape, f.dtype, float(f)), ((), np.float32, 2.5))
+        e = self.m.tensor("raw.empty")
+        self.assertEqual((e.shape, e.dtype, e.size), ((3, 0), np.dtype("<i8"), 0))
+        e = self.m.tensor("f32.empty")
+        self.assertEqual((e.shape, e.dtype), ((0, 4), np.float32))
+
+    def test_group_codes_and_parameters(self):
+        q = self.m.quantized("group")
+        e = np.arange(40)
+        np.testing.assert_array_equal(q.codes, ((7 * e) % 16).astype(np.uint8).reshape(2, 20))
+        self.assertEqual((q.bits, q.group_size), (4, 8))
+        self.assertEqual(q.scale.shape, (2, 3))
+        g = np.arange(6, dtype=np.float32).reshape(2, 3)
+        np.testing.assert_array_equal(q.scale, 0.5 * (g + 1))
+        np.testing.assert_array_equal(q.zero, g)
+        # Dequantized: element e uses pair (row, column // 8).
+        row, col = np.divmod(e, 20)
+        group = row * 3 + col // 8
+        want = (0.5 * (group + 1)).astype(np.float32) * (q.codes.reshape(-1).astype(np.float32) - group)
+        np.testing.assert_array_equal(self.m.tensor("group"), want.reshape(2, 20))
+        with self.assertRaises(tqm.TqmError) as cm:
+            self.m.quantized("raw.I64")
+        self.assertEqual(cm.exception.status, "TQM_FAILED_PRECONDITION")
+
+    def test_loader_views_match_tensors(self):
+        for dequantize in (True, False):
+            layer = self.m.layer(None, dequantize=dequantize)
+            self.assertEqual(set(layer), set(self.m.names))
+            for name, arr in layer.items():
+                want = self.m.tensor(name, dequantize=dequantize)
+                self.assertEqual((arr.dtype, arr.shape), (want.dtype, want.shape), name)
+                self.assertEqual(arr.tobytes(), want.tobytes(), name)
+
+
 def read_llama2c(path):
     """stories260K.bin read with numpy alone: {hf name: float32 array}."""
     raw = read(path)

@@ -59,19 +59,38 @@ typedef enum tqm_meta_type {
   TQM_META_BYTES = 4   /* opaque bytes (e.g. tokenizer.llama2c) */
 } tqm_meta_type;
 
-/* How a tensor is stored (what decoding it yields). */
+/* How a tensor is stored (what decoding it yields). The numbers are those of
+ * the file format (spec/FORMAT.md); new ones are only added. */
 typedef enum tqm_storage {
   TQM_STORAGE_F32 = 1,       /* float32 values */
   TQM_STORAGE_U8_TENSOR = 2, /* uint8 codes, one (scale, zero) for the tensor */
-  TQM_STORAGE_U8_ROW = 3     /* uint8 codes, one (scale, zero) per row (dims[0]) */
+  TQM_STORAGE_U8_ROW = 3,    /* uint8 codes, one (scale, zero) per row (dims[0]) */
+  /* uint8 codes, one (scale, zero) per group of tqm_tensor_group_size
+   * elements along the last dimension (a row's last group may be shorter);
+   * the pairs are row-major: the groups of the first row first. */
+  TQM_STORAGE_U8_GROUP = 4,
+  /* The source's bytes verbatim: little-endian elements of the tensor's
+   * tqm_source_dtype (integers, bool, float64, float16 ...). */
+  TQM_STORAGE_RAW = 5
 } tqm_storage;
 
-/* The tensor's element type in the model it was packed from. */
+/* The tensor's element type in the model it was packed from; for
+ * TQM_STORAGE_RAW the type of its bytes. Numbers as in the file format. */
 typedef enum tqm_source_dtype {
   TQM_DTYPE_F32 = 1,
   TQM_DTYPE_F16 = 2,
   TQM_DTYPE_BF16 = 3,
-  TQM_DTYPE_Q8_0 = 4
+  TQM_DTYPE_Q8_0 = 4, /* GGUF blocks, dequantized before packing; never RAW */
+  TQM_DTYPE_F64 = 5,
+  TQM_DTYPE_I8 = 6,
+  TQM_DTYPE_I16 = 7,
+  TQM_DTYPE_I32 = 8,
+  TQM_DTYPE_I64 = 9,
+  TQM_DTYPE_U8 = 10,
+  TQM_DTYPE_U16 = 11,
+  TQM_DTYPE_U32 = 12,
+  TQM_DTYPE_U64 = 13,
+  TQM_DTYPE_BOOL = 14 /* one byte, 0 or 1 */
 } tqm_source_dtype;
 
 #define TQM_MAX_DIMS 8
@@ -157,36 +176,51 @@ TQM_API size_t tqm_tensor_count(const tqm_file* file);
 /* Index of the tensor called `name`; TQM_NOT_FOUND when there is none. */
 TQM_API tqm_status tqm_tensor_find(const tqm_file* file, const char* name, size_t* index);
 TQM_API tqm_status tqm_tensor_name(const tqm_file* file, size_t index, const char** name);
+/* 0 for a 0-d tensor (one element). A dimension may be 0 (no elements). */
 TQM_API tqm_status tqm_tensor_ndim(const tqm_file* file, size_t index, size_t* ndim);
 /* Writes ndim dimensions (row-major, dims[0] = rows) into dims[0..capacity). */
 TQM_API tqm_status tqm_tensor_dims(const tqm_file* file, size_t index, uint64_t* dims,
                                    size_t capacity);
 TQM_API tqm_status tqm_tensor_numel(const tqm_file* file, size_t index, uint64_t* numel);
-/* Bytes tqm_tensor_decode writes: numel (uint8 storage) or 4 * numel (float32). */
+/* Bytes tqm_tensor_decode writes: numel (uint8 storage), 4 * numel (float32)
+ * or numel * the size of the source dtype (RAW storage). */
 TQM_API tqm_status tqm_tensor_byte_size(const tqm_file* file, size_t index,
                                         uint64_t* size);
 TQM_API tqm_status tqm_tensor_storage(const tqm_file* file, size_t index,
                                       tqm_storage* storage);
 TQM_API tqm_status tqm_tensor_source_dtype(const tqm_file* file, size_t index,
                                            tqm_source_dtype* dtype);
+/* Bits of the codes of a quantized tensor: every code is below 2^bits (1..8;
+ * 8 in files before format 1.3); 0 for float32 and RAW storage. */
+TQM_API tqm_status tqm_tensor_bits(const tqm_file* file, size_t index, int32_t* bits);
+/* Elements per group of TQM_STORAGE_U8_GROUP; 0 for every other storage. */
+TQM_API tqm_status tqm_tensor_group_size(const tqm_file* file, size_t index,
+                                         uint32_t* group_size);
 /* Layer number, or TQM_NO_LAYER (-1). */
 TQM_API tqm_status tqm_tensor_layer(const tqm_file* file, size_t index, int32_t* layer);
-/* Number of affine pairs: 0 (float32), 1 (per tensor) or dims[0] (per row). */
+/* Number of affine pairs: 0 (float32, RAW), 1 (per tensor), dims[0] (per
+ * row) or rows * ceil(dims[ndim-1] / group_size) (per group, rows being the
+ * product of the other dimensions). */
 TQM_API tqm_status tqm_tensor_affine_count(const tqm_file* file, size_t index,
                                            size_t* count);
 /* Copies the affine pairs into affine[0..capacity). */
 TQM_API tqm_status tqm_tensor_affine(const tqm_file* file, size_t index,
                                      tqm_affine* affine, size_t capacity);
 
-/* Decodes tensor `index` as stored (uint8 codes or float32 values) into
- * out[0..size), size >= tqm_tensor_byte_size. Checksums are verified. */
+/* Decodes tensor `index` as stored into out[0..size), size >=
+ * tqm_tensor_byte_size: uint8 codes (quantized storages), float32 values
+ * (TQM_STORAGE_F32) or the source's bytes verbatim (TQM_STORAGE_RAW, e.g.
+ * int64 or bool elements, bit-exact). Checksums are verified. */
 TQM_API tqm_status tqm_tensor_decode(const tqm_file* file, size_t index, void* out,
                                      size_t size);
 /* The uint8 codes of a quantized tensor into out[0..count), count >= numel;
- * TQM_FAILED_PRECONDITION for a float32 tensor. */
+ * TQM_FAILED_PRECONDITION for float32 and RAW storage. */
 TQM_API tqm_status tqm_tensor_read_u8(const tqm_file* file, size_t index, uint8_t* out,
                                       size_t count);
-/* Float32 values (dequantized when quantized) into out[0..count), count >= numel. */
+/* Float32 values into out[0..count), count >= numel, for every storage:
+ * quantized tensors dequantized with each element's pair (tensor, row or
+ * group), RAW tensors converted (float16/bfloat16 exactly; float64 and
+ * 32/64-bit integers rounded to nearest; bool as 0 or 1). */
 TQM_API tqm_status tqm_tensor_read_f32(const tqm_file* file, size_t index, float* out,
                                        size_t count);
 
@@ -203,7 +237,11 @@ TQM_API void tqm_layer_release(tqm_layer* layer);
 TQM_API size_t tqm_layer_tensor_count(const tqm_layer* layer);
 
 /* One tensor of a pinned layer. Pointers stay valid until the layer is
- * released. Exactly one of q / f32 is non-NULL. */
+ * released. At most one of q / f32 is non-NULL: both are NULL for a tensor
+ * with no elements and for RAW storage (read those with tqm_tensor_decode).
+ * For group storage, the pair of element e is affine[(e / cols_last) *
+ * groups_per_row + (e % cols_last) / group_size], cols_last being the last
+ * dimension (tqm_tensor_dims, tqm_tensor_group_size). */
 typedef struct tqm_view {
   size_t tensor; /* index in the file */
   const char* name;

@@ -43,26 +43,67 @@ struct LlamaDims {
 
 // Derives LlamaDims from `r`: the Hugging Face Llama tensors must all be
 // present (embedding, final norm, and nine tensors per layer 0..n-1) with
-// consistent shapes; metadata that contradicts the shapes is an error.
-// FailedPrecondition naming what is missing or inconsistent.
+// consistent shapes and a floating-point type (F32 or quantized storage, or
+// RAW F16/BF16/F32/F64); metadata that contradicts the shapes is an error.
+// With `allow_extra` false, any other tensor is an error as well (GGUF and
+// llama2.c have no place for it). FailedPrecondition naming what is missing
+// or inconsistent.
 absl::StatusOr<LlamaDims> DescribeLlama(const Reader& r,
-                                        const ExportOverrides& overrides = {});
+                                        const ExportOverrides& overrides = {},
+                                        bool allow_extra = false);
 
 enum class SafetensorsExportType { kF32, kF16, kBF16, kU8 };
 
 struct SafetensorsExportOptions {
-  // kF32/kF16/kBF16: every tensor dequantized and converted (InvalidArgument
-  // naming the tensor when a value is out of float16's range).
+  // kF32/kF16/kBF16: every F32-storage and quantized tensor dequantized and
+  // converted (InvalidArgument naming the tensor when a value is out of
+  // float16's range).
   // kU8: quantized tensors as U8 codes plus F32 companions NAME.scale and
-  // NAME.zero (one per tensor or one per row); float32 tensors stay F32.
+  // NAME.zero: shape [1] for one pair per tensor, [rows] for one per row,
+  // [rows, groups_per_row] for group storage (rows = the product of every
+  // dimension but the last, groups_per_row = ceil(last / group_size)).
+  // float32 tensors stay F32.
+  // Whatever the type, RAW-storage tensors are written with their own dtype
+  // (I64, BOOL, F64, F16, ...) and their bytes verbatim, so they come back
+  // bit-exact; 0-d tensors get shape [] and empty ones their zero dimension.
   SafetensorsExportType type = SafetensorsExportType::kF32;
 };
 
 // Writes every tensor of `r` under its own name; string and number metadata
 // go to "__metadata__" (the tokenizer blob does not fit a string map), plus
-// tqm.unpacked_as = f32|f16|bf16|u8.
+// tqm.unpacked_as = f32|f16|bf16|u8. With kU8, each quantized tensor whose
+// codes are narrower than 8 bits adds "tqm.bits.NAME" (decimal, 1..7: every
+// code is below 2^bits), and each group-storage tensor adds
+// "tqm.group_size.NAME" (decimal elements per group along the last
+// dimension), so that the codes and pairs can be read back without guessing.
 absl::Status ExportSafetensors(const Reader& r, const std::string& out_path,
                                const SafetensorsExportOptions& options = {});
+
+struct HfExportOptions {
+  // kF32, kF16 or kBF16 (the config's torch_dtype); kU8 is InvalidArgument
+  // (transformers cannot load codes). RAW tensors keep their own dtype.
+  SafetensorsExportType type = SafetensorsExportType::kF32;
+  ExportOverrides overrides;
+};
+
+// Writes a Hugging Face Llama model directory `dir`:
+//  - config.json: architectures ["LlamaForCausalLM"], model_type "llama",
+//    hidden_size, intermediate_size, num_hidden_layers, num_attention_heads,
+//    num_key_value_heads, vocab_size, max_position_embeddings (seq_len),
+//    rms_norm_eps, rope_theta, tie_word_embeddings, hidden_act "silu",
+//    torch_dtype, from DescribeLlama;
+//  - model.safetensors with {"format": "pt"} as its __metadata__, every
+//    tensor under its Hugging Face name (the names tqm stores), q_proj and
+//    k_proj rows in the Hugging Face rotary layout (permuted per head when
+//    the file says llama.rope_layout=meta, e.g. a llama2.c checkpoint),
+//    converted as SafetensorsExportOptions describes. Tensors outside the
+//    Llama layout (buffers, integer tensors) are written too, as they are.
+// No tokenizer files are written. `dir` is created when missing; an existing
+// `dir` must be an empty directory (FailedPrecondition otherwise: nothing in
+// it is replaced). Both files appear together or not at all; on failure a
+// directory created by the call is removed again.
+absl::Status ExportHuggingFace(const Reader& r, const std::string& dir,
+                               const HfExportOptions& options = {});
 
 enum class GgufExportType { kF32, kF16, kQ8_0 };
 
