@@ -154,7 +154,8 @@ inline void ScanIndex(const std::string& b, const SectionLoc& s, Layout* l) {
     }
     t.affine = t.dims + 8 * uint64_t{ndim};
     if (t.storage_value == format::kStorageU8Tensor) t.n_affine = 1;
-    if (t.storage_value == format::kStorageU8Row && ndim > 0) t.n_affine = t.dim_values[0];
+    if (t.storage_value == format::kStorageU8Row && ndim > 0)
+      t.n_affine = t.dim_values[0];
     if (t.storage_value == format::kStorageU8Group) {
       // Format 1.3: the group size and a reserved word precede the pairs,
       // one per group of each row along the last dimension. Walked whatever

@@ -621,12 +621,18 @@ void Catalogue::Build() {
     return Tensor(l, ext_, name);
   };
   const char kGroup[] = "model.layers.0.wg";
-  auto on_ext = [&](const std::string& name, absl::StatusCode code, const std::string& message,
-                    Edit edit) { Add(name, "open", code, message, std::move(edit), kAll, &ext_); };
+  auto on_ext = [&](const std::string& name, absl::StatusCode code,
+                    const std::string& message, Edit edit) {
+    Add(name, "open", code, message, std::move(edit), kAll, &ext_);
+  };
   on_ext("bits_zero", kLoss, "'model.layers.0.wg': bits 0 is not 1 to 8",
-         [&](std::string* b, const Layout& l) { Store<uint8_t>(b, ext(l, kGroup).reserved, 0); });
+         [&](std::string* b, const Layout& l) {
+           Store<uint8_t>(b, ext(l, kGroup).reserved, 0);
+         });
   on_ext("bits_nine", kLoss, "'model.layers.0.wg': bits 9 is not 1 to 8",
-         [&](std::string* b, const Layout& l) { Store<uint8_t>(b, ext(l, kGroup).reserved, 9); });
+         [&](std::string* b, const Layout& l) {
+           Store<uint8_t>(b, ext(l, kGroup).reserved, 9);
+         });
   on_ext("bits_for_raw", kLoss, "'model.ids': bits is 8, must be 0 for storage 5",
          [&](std::string* b, const Layout& l) {
            Store<uint8_t>(b, ext(l, "model.ids").reserved, 8);
@@ -640,7 +646,9 @@ void Catalogue::Build() {
            Store<uint8_t>(b, ext(l, "model.ids").dtype, format::kDTypeQ8_0);
          });
   on_ext("group_size_zero", kLoss, "'model.layers.0.wg': group_size 0 is not 1 to 65536",
-         [&](std::string* b, const Layout& l) { Store<uint32_t>(b, ext(l, kGroup).group, 0); });
+         [&](std::string* b, const Layout& l) {
+           Store<uint32_t>(b, ext(l, kGroup).group, 0);
+         });
   on_ext("group_size_65537", kLoss, "group_size 65537 is not 1 to 65536",
          [&](std::string* b, const Layout& l) {
            Store<uint32_t>(b, ext(l, kGroup).group, format::kMaxGroupSize + 1);
@@ -655,22 +663,29 @@ void Catalogue::Build() {
            Store<uint64_t>(b, ext(l, kGroup).dims, uint64_t{1} << 40);  // x 3 groups
          });
   on_ext("source_dtype_15", kLoss, "source_dtype 15 is not 1 to 14",
-         [&](std::string* b, const Layout& l) { Store<uint8_t>(b, ext(l, "model.ids").dtype, 15); });
+         [&](std::string* b, const Layout& l) {
+           Store<uint8_t>(b, ext(l, "model.ids").dtype, 15);
+         });
   on_ext("storage_6", kLoss, "storage 6 is not 1 to 5",
          [&](std::string* b, const Layout& l) {
            Store<uint8_t>(b, ext(l, "model.ids").storage, 6);
          });
   on_ext("ndim_zero_group", kLoss, "'model.layers.0.wg': ndim is 0",
-         [&](std::string* b, const Layout& l) { Store<uint8_t>(b, ext(l, kGroup).ndim, 0); });
+         [&](std::string* b, const Layout& l) {
+           Store<uint8_t>(b, ext(l, kGroup).ndim, 0);
+         });
   on_ext("zero_dimension_group", kLoss, "'model.layers.0.wg': dims[1] is 0",
-         [&](std::string* b, const Layout& l) { Store<uint64_t>(b, ext(l, kGroup).dims + 8, 0); });
+         [&](std::string* b, const Layout& l) {
+           Store<uint64_t>(b, ext(l, kGroup).dims + 8, 0);
+         });
   on_ext("empty_tensor_with_chunk", kLoss,
          "'model.ids': chunk 0: chunks 0-0 decode to more than the tensor's 0 bytes",
          [&](std::string* b, const Layout& l) {
            Store<uint64_t>(b, ext(l, "model.ids").dims, 0);
          });
   // Without the flag, the 1.3 values are what they were in 1.2: corrupt.
-  on_ext("extended_flag_cleared", kLoss, "'model.layers.0.wg': storage 4 is not 1, 2 or 3",
+  on_ext("extended_flag_cleared", kLoss,
+         "'model.layers.0.wg': storage 4 is not 1, 2 or 3",
          [](std::string* b, const Layout&) { Store<uint32_t>(b, 12, 0); });
   Add("source_dtype_5_without_flag", "open", kLoss, "source_dtype 5 is not 1, 2, 3 or 4",
       [&](std::string* b, const Layout& l) { Store<uint8_t>(b, norm(l).dtype, 5); });
