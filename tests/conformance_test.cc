@@ -26,6 +26,7 @@
 #include "tqm/codec.h"
 #include "tqm/format.h"
 #include "tqm/reader.h"
+#include "tqm/source.h"
 #include "tqm/writer.h"
 
 namespace {
@@ -1751,6 +1752,39 @@ TEST(Extended, DataIsEmptyWhenEveryTensorIsEmpty) {
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ((*r)->header().flags, kExtFlag);
   EXPECT_TRUE((*r)->Verify().ok());
+}
+
+// spec/FORMAT.md "Layer numbers": the table of examples, row by row, as the
+// reference writer derives the field.
+TEST(LayerNumbers, SpecExamples) {
+  const std::pair<const char*, int32_t> rows[] = {
+      {"model.layers.12.mlp.up_proj.weight", 12},
+      {"model.layers.0.input_layernorm.weight", 0},
+      {"model.decoder.layers.5.fc1.weight", 5},
+      {"transformer.h.7.attn.c_attn.weight", 7},
+      {"bert.encoder.layer.3.output.dense.weight", 3},
+      {"layers.2.attention.wq.weight", 2},
+      {"blk.3.attn_q.weight", 3},
+      {"blocks.4.attn.qkv.weight", 4},
+      {"block.4.mlp.weight", 4},
+      {"model.layers.01.mlp.up_proj.weight", -1},
+      {"model.layers.3x.weight", -1},
+      {"model.layers.2147483648.weight", -1},
+      {"myblk.3.weight", -1},
+      {"model.embed_tokens.weight", -1},
+      {"model.norm.weight", -1},
+      {"lm_head.weight", -1},
+      // A pair that fails does not stop the search.
+      {"layers.3x.blk.4.weight", 4},
+      {"model.layers.2147483647", 2147483647},
+  };
+  for (const auto& [name, layer] : rows)
+    EXPECT_EQ(tqm::LayerFromName(name), layer) << name;
+  // The writer records it.
+  tqm::MemorySource m;
+  m.Add("transformer.h.7.mlp.weight", {2}, {1, 2});
+  File f = Pack(m);
+  EXPECT_EQ(f.Get<int32_t>(WalkIndex(f)[0].layer), 7);
 }
 
 // ---------------------------------------------------------------------------
