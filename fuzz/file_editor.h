@@ -73,9 +73,11 @@ struct TensorLoc {
   uint64_t name = 0;
   uint16_t name_len = 0;
   uint64_t dtype = 0, storage = 0, ndim = 0, reserved = 0, layer = 0;
-  uint64_t dims = 0;  // dims[0]; dims[i] at dims + 8 i
+  uint64_t dims = 0;  // dims[0]; dims[i] at dims + 8 i (none when ndim is 0)
   std::vector<uint64_t> dim_values;
   uint8_t storage_value = 0;
+  uint64_t group = 0;   // U8_GROUP: u32 group_size, then u32 reserved; else 0
+  uint32_t group_size = 0;
   uint64_t affine = 0;  // first (scale, zero) pair
   uint64_t n_affine = 0;
   uint64_t chunk_count = 0;  // u32 chunk count
@@ -152,7 +154,28 @@ inline void ScanIndex(const std::string& b, const SectionLoc& s, Layout* l) {
     }
     t.affine = t.dims + 8 * uint64_t{ndim};
     if (t.storage_value == format::kStorageU8Tensor) t.n_affine = 1;
-    if (t.storage_value == format::kStorageU8Row && ndim > 0) t.n_affine = t.dim_values[0];
+    if (t.storage_value == format::kStorageU8Row && ndim > 0)
+      t.n_affine = t.dim_values[0];
+    if (t.storage_value == format::kStorageU8Group) {
+      // Format 1.3: the group size and a reserved word precede the pairs,
+      // one per group of each row along the last dimension. Walked whatever
+      // the header flag says (a tolerant walk).
+      t.group = t.affine;
+      if (t.group > end || end - t.group < 8 || !Load(b, t.group, &t.group_size)) return;
+      t.affine = t.group + 8;
+      if (ndim > 0 && t.group_size != 0) {
+        uint64_t rows = 1;
+        for (uint8_t d = 0; d + 1 < ndim && rows != 0; ++d) {
+          const uint64_t v = t.dim_values[d];
+          if (v != 0 && rows > ~uint64_t{0} / v) return;  // not a valid shape anyway
+          rows *= v;
+        }
+        const uint64_t cols = t.dim_values[ndim - 1];
+        const uint64_t per_row = cols / t.group_size + (cols % t.group_size != 0);
+        if (per_row != 0 && rows > ~uint64_t{0} / per_row) return;
+        t.n_affine = rows * per_row;
+      }
+    }
     if (t.affine > end || t.n_affine > (end - t.affine) / 8) return;
     t.chunk_count = t.affine + 8 * t.n_affine;
     uint32_t chunks;

@@ -23,8 +23,11 @@
 #include "fuzz_check.h"
 #include "tqm/format.h"
 #include "tqm/reader.h"
+#include "tqm/source.h"
 
 namespace {
+
+namespace format = tqm::format;
 
 // Codes a rejected file may produce (STYLE.md, "Errors").
 void CheckRejection(const absl::Status& s) {
@@ -65,21 +68,50 @@ void CheckIndex(const tqm::Reader& r) {
   absl::flat_hash_set<std::string> keys;
   for (const tqm::MetaEntry& e : r.metadata()) FUZZ_CHECK(keys.insert(e.key).second);
 
+  // Format 1.3: what the EXTENDED_TENSORS flag allows (spec "Tensor record").
+  const bool ext = (r.header().flags & format::kHeaderFlagExtendedTensors) != 0;
   std::vector<std::pair<uint64_t, uint64_t>> chunks;
   for (size_t t = 0; t < r.tensors().size(); ++t) {
     const tqm::TensorInfo& ti = r.tensors()[t];
     FUZZ_CHECK(r.FindTensor(ti.name) == static_cast<int>(t));
-    FUZZ_CHECK(!ti.dims.empty() && ti.dims.size() <= tqm::format::kMaxDims);
+    FUZZ_CHECK(ti.source_dtype >= format::kDTypeF32 &&
+               ti.source_dtype <= (ext ? format::kMaxDType : format::kMaxDTypeV12));
+    FUZZ_CHECK(ti.storage >= format::kStorageF32 &&
+               ti.storage <= (ext ? format::kMaxStorage : format::kMaxStorageV12));
+    // 0-d tensors and zero dimensions: only unquantized, only with the flag.
+    const bool shapeless_ok = ext && !ti.quantized();
+    FUZZ_CHECK(ti.dims.size() <= format::kMaxDims);
+    FUZZ_CHECK(!ti.dims.empty() || shapeless_ok);
     uint64_t numel = 1;
     for (uint64_t d : ti.dims) {
-      FUZZ_CHECK(d >= 1 && d <= (uint64_t{1} << 62) / numel);
+      FUZZ_CHECK(d >= 1 || shapeless_ok);
+      FUZZ_CHECK(numel == 0 || d <= (uint64_t{1} << 62) / numel);
       numel *= d;
     }
     FUZZ_CHECK(numel == ti.numel);
-    FUZZ_CHECK(ti.byte_size == (ti.quantized() ? numel : 4 * numel));
-    const size_t n_affine = ti.storage == tqm::format::kStorageF32      ? 0
-                            : ti.storage == tqm::format::kStorageU8Tensor ? 1
-                                                                          : ti.dims[0];
+    uint64_t elem = 1;
+    if (ti.storage == format::kStorageF32) elem = 4;
+    if (ti.raw()) {
+      FUZZ_CHECK(ti.source_dtype != format::kDTypeQ8_0);
+      elem = tqm::DTypeSize(ti.source_dtype);
+    }
+    FUZZ_CHECK(elem >= 1 && elem <= 8);
+    FUZZ_CHECK(ti.byte_size == elem * numel && ti.byte_size < (uint64_t{1} << 62));
+    FUZZ_CHECK(ti.element_size() == elem);
+    if (ti.quantized()) {
+      FUZZ_CHECK(ti.bits >= format::kMinBits && ti.bits <= format::kMaxBits);
+      FUZZ_CHECK(ext || ti.bits == 8);
+    } else {
+      FUZZ_CHECK(ti.bits == 0);
+    }
+    size_t n_affine = 0;
+    if (ti.storage == format::kStorageU8Tensor) n_affine = 1;
+    if (ti.storage == format::kStorageU8Row) n_affine = ti.dims[0];
+    if (ti.storage == format::kStorageU8Group) {
+      FUZZ_CHECK(ti.group_size >= 1 && ti.group_size <= format::kMaxGroupSize);
+      const uint64_t cols = ti.dims.back();
+      n_affine = numel / cols * ((cols + ti.group_size - 1) / ti.group_size);
+    }
     FUZZ_CHECK(ti.affine.size() == n_affine);
     for (const tqm::Affine& a : ti.affine) {
       FUZZ_CHECK(std::isfinite(a.scale) && a.scale > 0 && std::isfinite(a.zero));
@@ -105,6 +137,7 @@ void CheckIndex(const tqm::Reader& r) {
       chunks.push_back({ch.offset, ch.encoded_size});
     }
     FUZZ_CHECK(decoded == ti.byte_size);
+    FUZZ_CHECK(ti.chunks.empty() == (ti.byte_size == 0));
     auto in_place = r.InPlace(t);
     if (!in_place.empty()) {
       FUZZ_CHECK(in_place.size() == ti.byte_size);
@@ -132,15 +165,38 @@ void Exercise(const tqm::Reader& r) {
       if (!s.ok()) CheckRejection(s);
     }
     // Wrong-size buffers and bad indexes are caller errors, not crashes.
-    buf.resize(ti.chunks[0].decoded_size + 1);
-    FUZZ_CHECK(r.DecodeChunk(t, 0, absl::MakeSpan(buf)).code() ==
-               absl::StatusCode::kInvalidArgument);
+    // (An empty tensor has no chunk 0.)
+    if (!ti.chunks.empty()) {
+      buf.resize(ti.chunks[0].decoded_size + 1);
+      FUZZ_CHECK(r.DecodeChunk(t, 0, absl::MakeSpan(buf)).code() ==
+                 absl::StatusCode::kInvalidArgument);
+    }
     FUZZ_CHECK(r.DecodeChunk(t, ti.chunks.size(), absl::MakeSpan(buf)).code() ==
                absl::StatusCode::kOutOfRange);
     if (ti.numel <= (1u << 20)) {
       std::vector<float> f(ti.numel);
       absl::Status s = r.ReadFloat(t, absl::MakeSpan(f));
-      if (!s.ok()) CheckRejection(s);
+      if (!s.ok()) {
+        CheckRejection(s);
+      } else if (ti.quantized()) {
+        // Each element dequantizes with the pair the spec assigns it
+        // ("Tensor data"), computed here from the shape alone.
+        std::vector<uint8_t> q(ti.byte_size);
+        FUZZ_CHECK(r.DecodeTensor(t, absl::MakeSpan(q)).ok());
+        const uint64_t cols = ti.dims.back();
+        for (uint64_t e = 0; e < ti.numel; ++e) {
+          uint64_t k = 0;
+          if (ti.storage == format::kStorageU8Row) k = e / (ti.numel / ti.dims[0]);
+          if (ti.storage == format::kStorageU8Group) {
+            k = e / cols * ((cols + ti.group_size - 1) / ti.group_size) +
+                e % cols / ti.group_size;
+          }
+          const tqm::Affine& a = ti.affine[k];
+          const float want = a.scale * (static_cast<float>(q[e]) - a.zero);
+          FUZZ_CHECK(std::memcmp(&want, &f[e], sizeof(float)) == 0 ||
+                     (std::isnan(want) && std::isnan(f[e])));
+        }
+      }
     }
   }
   FUZZ_CHECK(r.DecodeChunk(r.tensors().size(), 0, absl::MakeSpan(buf)).code() ==

@@ -80,6 +80,34 @@ std::string BaseFile(tqm::Granularity g) {
   return *s;
 }
 
+// A format 1.3 file (EXTENDED_TENSORS): a 4 x 20 tensor of 4-bit codes in
+// groups of 8 (groups of 8, 8 and 4 per row: 12 pairs), an F32 vector, six
+// RAW I32 values, a 0-d F32 scalar and an empty RAW I64 tensor, in that
+// order.
+std::string ExtendedFile() {
+  tqm::MemorySource m;
+  m.Add("model.layers.0.wg", {4, 20}, tqm_test::RepeatingPattern(80, 5));
+  m.Add("model.norm.weight", {12}, tqm_test::RepeatingPattern(12, 3));
+  std::string ids;
+  for (int32_t i = 0; i < 6; ++i) ids.append(reinterpret_cast<const char*>(&i), 4);
+  m.AddRaw("model.ids", {6}, format::kDTypeI32, ids);
+  m.Add("model.scale", {}, {0.5f});
+  m.AddRaw("model.empty", {0, 3}, format::kDTypeI64, "");
+  tqm::PackOptions o;
+  o.chunk_size = 64;
+  o.bits = 4;
+  o.granularity = tqm::Granularity::kGroup;
+  o.group_size = 8;
+  o.entropy = false;
+  o.threads = 1;
+  absl::StatusOr<std::string> s = tqm::PackToString(m, o);
+  if (!s.ok()) {
+    ADD_FAILURE() << s.status();
+    return "";
+  }
+  return *s;
+}
+
 // One catalogue entry.
 struct BadFile {
   std::string name;     // file name in spec/vectors/bad/
@@ -95,6 +123,7 @@ class Catalogue {
   Catalogue() {
     base_ = BaseFile(tqm::Granularity::kTensor);
     rows_ = BaseFile(tqm::Granularity::kRow);
+    ext_ = ExtendedFile();
     Build();
   }
   const std::vector<BadFile>& files() const { return files_; }
@@ -187,7 +216,7 @@ class Catalogue {
 
   void Build();
 
-  std::string base_, rows_;
+  std::string base_, rows_, ext_;
   std::vector<BadFile> files_;
 };
 
@@ -587,6 +616,84 @@ void Catalogue::Build() {
         Store<uint32_t>(b, c.record + 16, 52);
       });
 
+  // ---- format 1.3 tensor records (EXTENDED_TENSORS) ----
+  auto ext = [this](const Layout& l, const char* name) -> const TensorLoc& {
+    return Tensor(l, ext_, name);
+  };
+  const char kGroup[] = "model.layers.0.wg";
+  auto on_ext = [&](const std::string& name, absl::StatusCode code,
+                    const std::string& message, Edit edit) {
+    Add(name, "open", code, message, std::move(edit), kAll, &ext_);
+  };
+  on_ext("bits_zero", kLoss, "'model.layers.0.wg': bits 0 is not 1 to 8",
+         [&](std::string* b, const Layout& l) {
+           Store<uint8_t>(b, ext(l, kGroup).reserved, 0);
+         });
+  on_ext("bits_nine", kLoss, "'model.layers.0.wg': bits 9 is not 1 to 8",
+         [&](std::string* b, const Layout& l) {
+           Store<uint8_t>(b, ext(l, kGroup).reserved, 9);
+         });
+  on_ext("bits_for_raw", kLoss, "'model.ids': bits is 8, must be 0 for storage 5",
+         [&](std::string* b, const Layout& l) {
+           Store<uint8_t>(b, ext(l, "model.ids").reserved, 8);
+         });
+  on_ext("bits_for_f32", kLoss, "'model.scale': bits is 1, must be 0 for storage 1",
+         [&](std::string* b, const Layout& l) {
+           Store<uint8_t>(b, ext(l, "model.scale").reserved, 1);
+         });
+  on_ext("raw_q8_0", kLoss, "'model.ids': RAW storage of source_dtype 4 (Q8_0)",
+         [&](std::string* b, const Layout& l) {
+           Store<uint8_t>(b, ext(l, "model.ids").dtype, format::kDTypeQ8_0);
+         });
+  on_ext("group_size_zero", kLoss, "'model.layers.0.wg': group_size 0 is not 1 to 65536",
+         [&](std::string* b, const Layout& l) {
+           Store<uint32_t>(b, ext(l, kGroup).group, 0);
+         });
+  on_ext("group_size_65537", kLoss, "group_size 65537 is not 1 to 65536",
+         [&](std::string* b, const Layout& l) {
+           Store<uint32_t>(b, ext(l, kGroup).group, format::kMaxGroupSize + 1);
+         });
+  on_ext("group_reserved", kLoss, "reserved field params reserved is 1, must be 0",
+         [&](std::string* b, const Layout& l) {
+           Store<uint32_t>(b, ext(l, kGroup).group + 4, 1);
+         });
+  on_ext("group_pairs_past_end", kLoss,
+         "3298534883328 (scale, zero) pairs of 8 bytes run past the end",
+         [&](std::string* b, const Layout& l) {
+           Store<uint64_t>(b, ext(l, kGroup).dims, uint64_t{1} << 40);  // x 3 groups
+         });
+  on_ext("source_dtype_15", kLoss, "source_dtype 15 is not 1 to 14",
+         [&](std::string* b, const Layout& l) {
+           Store<uint8_t>(b, ext(l, "model.ids").dtype, 15);
+         });
+  on_ext("storage_6", kLoss, "storage 6 is not 1 to 5",
+         [&](std::string* b, const Layout& l) {
+           Store<uint8_t>(b, ext(l, "model.ids").storage, 6);
+         });
+  on_ext("ndim_zero_group", kLoss, "'model.layers.0.wg': ndim is 0",
+         [&](std::string* b, const Layout& l) {
+           Store<uint8_t>(b, ext(l, kGroup).ndim, 0);
+         });
+  on_ext("zero_dimension_group", kLoss, "'model.layers.0.wg': dims[1] is 0",
+         [&](std::string* b, const Layout& l) {
+           Store<uint64_t>(b, ext(l, kGroup).dims + 8, 0);
+         });
+  on_ext("empty_tensor_with_chunk", kLoss,
+         "'model.ids': chunk 0: chunks 0-0 decode to more than the tensor's 0 bytes",
+         [&](std::string* b, const Layout& l) {
+           Store<uint64_t>(b, ext(l, "model.ids").dims, 0);
+         });
+  // Without the flag, the 1.3 values are what they were in 1.2: corrupt.
+  on_ext("extended_flag_cleared", kLoss,
+         "'model.layers.0.wg': storage 4 is not 1, 2 or 3",
+         [](std::string* b, const Layout&) { Store<uint32_t>(b, 12, 0); });
+  Add("source_dtype_5_without_flag", "open", kLoss, "source_dtype 5 is not 1, 2, 3 or 4",
+      [&](std::string* b, const Layout& l) { Store<uint8_t>(b, norm(l).dtype, 5); });
+  Add("ndim_zero_without_flag", "open", kLoss, "'model.norm.weight': ndim is 0",
+      [&](std::string* b, const Layout& l) { Store<uint8_t>(b, norm(l).ndim, 0); });
+  Add("zero_dimension_without_flag", "open", kLoss, "'model.norm.weight': dims[0] is 0",
+      [&](std::string* b, const Layout& l) { Store<uint64_t>(b, norm(l).dims, 0); });
+
   // ---- only tensor data can show these: Open() succeeds, Verify() fails ----
   Add("data_checksum", "verify", kLoss, "section DATA (id 4): checksum",
       [&](std::string* b, const Layout& l) { (*b)[norm(l).chunks.at(0).offset] ^= 1; },
@@ -785,6 +892,43 @@ TEST(BadFiles, BaseFilesAndOptionalSectionsAreAccepted) {
     auto r = tqm::Reader::FromBuffer(tqm_fuzz::Bytes(b), "base.tqm");
     ASSERT_TRUE(r.ok()) << r.status();
     EXPECT_TRUE((*r)->Verify().ok());
+    EXPECT_EQ((*r)->header().flags, 0u);
+  }
+  // The 1.3 base is what its catalogue entries assume, and the editor walks
+  // its group parameters and its 0-d and empty tensors as the reader does.
+  {
+    const std::string b = ExtendedFile();
+    auto r = tqm::Reader::FromBuffer(tqm_fuzz::Bytes(b), "extended.tqm");
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_TRUE((*r)->Verify().ok());
+    EXPECT_EQ((*r)->header().flags, format::kHeaderFlagExtendedTensors);
+    EXPECT_EQ((*r)->header().minor, 3);
+    const Layout l = Scan(b);
+    const auto& ts = (*r)->tensors();
+    ASSERT_EQ(l.tensors.size(), ts.size());
+    ASSERT_EQ(ts.size(), 5u);
+    EXPECT_EQ(ts[0].storage, format::kStorageU8Group);
+    EXPECT_EQ(ts[0].group_size, 8u);
+    EXPECT_EQ(ts[0].bits, 4);
+    EXPECT_EQ(ts[0].affine.size(), 12u);
+    EXPECT_EQ(ts[2].storage, format::kStorageRaw);
+    EXPECT_TRUE(ts[3].dims.empty());
+    EXPECT_EQ(ts[4].numel, 0u);
+    EXPECT_TRUE(ts[4].chunks.empty());
+    for (size_t i = 0; i < ts.size(); ++i) {
+      SCOPED_TRACE(ts[i].name);
+      EXPECT_EQ(b.compare(l.tensors[i].name, l.tensors[i].name_len, ts[i].name), 0);
+      EXPECT_EQ(l.tensors[i].n_affine, ts[i].affine.size());
+      EXPECT_EQ(l.tensors[i].chunks.size(), ts[i].chunks.size());
+      if (!ts[i].affine.empty()) {
+        float scale;
+        ASSERT_TRUE(tqm_fuzz::Load(b, l.tensors[i].affine, &scale));
+        EXPECT_EQ(scale, ts[i].affine[0].scale);
+      }
+    }
+    std::string again = b;
+    FixChecksums(&again);
+    EXPECT_EQ(again, b);
   }
   // An unknown section without the REQUIRED flag is skipped.
   std::string b = BaseFile(tqm::Granularity::kTensor);

@@ -1,10 +1,10 @@
 // Conformance of tqm::Reader to spec/FORMAT.md, "Validation": for every
-// reader rule R1..R66, a valid small file from tqm::PackToString is mutated to
-// break exactly that rule (checksums recomputed so that the intended check is
-// the one that fires), and the test asserts the error class the spec assigns
-// and that the message names the file, the structure or field and the offset.
-// Also: the check orders the spec mandates, valid edge cases a reader must
-// accept, and the worked example of Appendix A against spec/vectors/tiny.tqm.
+// reader rule R1..R66 and R86..R89, a valid small file from tqm::PackToString is mutated
+// to break exactly that rule (checksums recomputed so that the intended check is the one
+// that fires), and the test asserts the error class the spec assigns and that the message
+// names the file, the structure or field and the offset. Also: the check orders the spec
+// mandates, valid edge cases a reader must accept, and the worked example of Appendix A
+// against spec/vectors/tiny.tqm.
 //
 // File-based goldens of corrupt files live in tests/bad_files_test.cc; this
 // file covers rules, building its inputs in memory.
@@ -26,6 +26,7 @@
 #include "tqm/codec.h"
 #include "tqm/format.h"
 #include "tqm/reader.h"
+#include "tqm/source.h"
 #include "tqm/writer.h"
 
 namespace {
@@ -147,9 +148,11 @@ std::vector<MetaLayout> WalkMetadata(const File& f) {
 }
 
 // Offsets of the fields of one tensor record and its chunk records.
+// `reserved0` is the `bits` byte in a file with EXTENDED_TENSORS; for
+// U8_GROUP, `params` is the group_size field and `pairs` the first pair.
 struct TensorLayout {
-  uint64_t rec, name, dtype, storage, ndim, reserved0, layer, dims, params, chunk_count,
-      reserved1;
+  uint64_t rec, name, dtype, storage, ndim, reserved0, layer, dims, params, pairs,
+      chunk_count, reserved1;
   std::vector<uint64_t> chunks;  // offsets of the 32-byte chunk records
 };
 
@@ -170,8 +173,19 @@ std::vector<TensorLayout> WalkIndex(const File& f) {
     t.layer = t.dtype + 4;
     t.dims = t.dtype + 8;
     const uint8_t ndim = f.Get<uint8_t>(t.ndim), storage = f.Get<uint8_t>(t.storage);
-    t.params = t.dims + 8 * ndim;
-    const uint64_t q = storage == 1 ? 0 : storage == 2 ? 8 : 8 * f.Get<uint64_t>(t.dims);
+    t.params = t.pairs = t.dims + 8 * ndim;
+    uint64_t q = 0;  // F32 (1), RAW (5)
+    if (storage == 2) q = 8;
+    if (storage == 3) q = 8 * f.Get<uint64_t>(t.dims);
+    if (storage == 4) {
+      // u32 group_size, u32 reserved, then one pair per group of each row.
+      uint64_t rows = 1;
+      for (uint8_t d = 0; d + 1 < ndim; ++d) rows *= f.Get<uint64_t>(t.dims + 8 * d);
+      const uint64_t cols = f.Get<uint64_t>(t.dims + 8 * (ndim - 1));
+      const uint32_t g = f.Get<uint32_t>(t.params);
+      t.pairs = t.params + 8;
+      q = 8 + 8 * rows * ((cols + g - 1) / g);
+    }
     t.chunk_count = t.params + q;
     t.reserved1 = t.chunk_count + 4;
     const uint32_t cc = f.Get<uint32_t>(t.chunk_count);
@@ -1407,6 +1421,370 @@ TEST(Verify, R66_EveryChunkIsDecoded) {
   f.Set<uint16_t>(ChunkData(f, 0) + 2, 7);
   SealChunk(&f, 0);
   ExpectVerifyError(f, {kT0, "invalid code 7", "payload byte 2"});
+}
+
+// ---------------------------------------------------------------------------
+// Format 1.3: tensor records in a file that sets EXTENDED_TENSORS (R5, R35,
+// R36, R41-R44, R46, R57 as amended; R86-R89).
+
+constexpr uint32_t kExtFlag = tqm::format::kHeaderFlagExtendedTensors;
+const char kG[] = "model.layers.0.g";
+
+// Tensor 0: 2 x 3 I16 values stored RAW; 1: a 0-d F32 scalar; 2: an empty
+// RAW U8 tensor of shape [3, 0] (no chunk); 3: a 3 x 10 tensor of 3-bit
+// codes in groups of 4 (U8_GROUP: groups of 4, 4 and 2 per row, 9 pairs),
+// last so that the section can be cut inside its parameters.
+tqm::MemorySource ExtSource() {
+  tqm::MemorySource m;
+  const int16_t v[6] = {-3, 0, 7, 32767, -32768, 1};
+  m.AddRaw("a.raw", {2, 3}, tqm::format::kDTypeI16,
+           std::string(reinterpret_cast<const char*>(v), sizeof(v)));
+  m.Add("s", {}, {0.25f});
+  m.AddRaw("e", {3, 0}, tqm::format::kDTypeU8, "");
+  std::vector<float> w(30);
+  for (size_t i = 0; i < w.size(); ++i) w[i] = static_cast<float>((i * 7) % 11) - 5.0f;
+  m.Add(kG, {3, 10}, w);
+  return m;
+}
+
+File Ext() {
+  tqm::PackOptions o = V10();
+  o.bits = 3;
+  o.granularity = tqm::Granularity::kGroup;
+  o.group_size = 4;
+  return Pack(ExtSource(), o);
+}
+
+TEST(Extended, BaseFileIsValidAndShapedAsTheTestsAssume) {
+  const File f = Ext();
+  auto r = Open(f);
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_TRUE((*r)->Verify().ok());
+  EXPECT_EQ((*r)->header().flags, kExtFlag);
+  EXPECT_EQ((*r)->header().minor, 3);
+  const auto& t = (*r)->tensors();
+  ASSERT_EQ(t.size(), 4u);
+  EXPECT_EQ(t[0].storage, tqm::format::kStorageRaw);
+  EXPECT_EQ(t[0].byte_size, 12u);
+  EXPECT_TRUE(t[1].dims.empty());
+  EXPECT_EQ(t[1].numel, 1u);
+  EXPECT_EQ(t[2].numel, 0u);
+  EXPECT_TRUE(t[2].chunks.empty());
+  EXPECT_EQ(t[3].storage, tqm::format::kStorageU8Group);
+  EXPECT_EQ(t[3].bits, 3);
+  EXPECT_EQ(t[3].group_size, 4u);
+  EXPECT_EQ(t[3].affine.size(), 9u);
+  auto idx = WalkIndex(f);
+  ASSERT_EQ(idx.size(), 4u);
+  EXPECT_EQ(f.Get<uint8_t>(idx[3].reserved0), 3);
+  EXPECT_EQ(f.Get<uint32_t>(idx[3].params), 4u);
+  EXPECT_EQ(f.Get<float>(idx[3].pairs + 8 * 8), t[3].affine[8].scale);
+  EXPECT_EQ(idx[3].reserved1 + 4 + 32 * t[3].chunks.size(), f.SecOff(3) + f.SecLen(3));
+  // Record sizes: 18 + L + 8D + Q + 32C (the 0-d one has D = 0, the empty
+  // one C = 0, the group one Q = 8 + 8 * 9).
+  EXPECT_EQ(idx[2].rec - idx[1].rec, 18u + 1 + 0 + 0 + 32);
+  EXPECT_EQ(idx[3].rec - idx[2].rec, 18u + 1 + 16 + 0 + 0);
+}
+
+TEST(Extended, R5_ExtendedTensorsIsAKnownFlag) {
+  // Bit 0 on a file of 1.2 records: known, and it makes reserved0 the bits
+  // field, so the U8 tensor now needs a width (R87).
+  File f = Base();
+  f.Set<uint32_t>(12, kExtFlag);
+  f.SealHeader();
+  ExpectOpenError(f, StatusCode::kDataLoss, {kT0, "bits 0 is not 1 to 8"});
+  f.At(WalkIndex(f)[0].reserved0) = 8;
+  f.Reseal();
+  auto r = Open(f);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ((*r)->tensors()[0].bits, 8);
+  // Every other bit is still unknown, with or without bit 0.
+  f = Ext();
+  f.Set<uint32_t>(12, kExtFlag | 2);
+  f.SealHeader();
+  ExpectOpenError(f, StatusCode::kUnimplemented, {"flags"}, /*offset=*/false);
+}
+
+TEST(Extended, FlagClearedMakesTheExtensionsCorrupt) {
+  File f = Ext();
+  f.Set<uint32_t>(12, 0);
+  f.SealHeader();
+  // Tensor 0 is RAW I16: source_dtype 7 is not a 1.2 value (checked before
+  // its storage 5, which is not one either).
+  ExpectOpenError(f, StatusCode::kDataLoss,
+                  {"tensor 0 'a.raw'", "source_dtype 7 is not 1, 2, 3 or 4"});
+  f.At(WalkIndex(f)[0].dtype) = tqm::format::kDTypeF16;
+  f.Reseal();
+  ExpectOpenError(f, StatusCode::kDataLoss,
+                  {"tensor 0 'a.raw'", "storage 5 is not 1, 2 or 3"});
+}
+
+TEST(Extended, R35_TensorCountBoundUses27ByteRecords) {
+  File f = Ext();
+  const uint64_t fit = (f.SecLen(3) - 8) / 27;
+  ASSERT_GT(fit, (f.SecLen(3) - 8) / 59);
+  f.Set<uint32_t>(f.SecOff(3), static_cast<uint32_t>(fit + 1));
+  f.Reseal();
+  ExpectOpenError(f, StatusCode::kDataLoss,
+                  {"TENSOR_INDEX", "records of at least 27 bytes"});
+  // A count within the 27-byte bound gets past R35 to the records.
+  f.Set<uint32_t>(f.SecOff(3), static_cast<uint32_t>(fit));
+  f.Reseal();
+  auto r = Open(f);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().message().find("records of at least"), std::string::npos)
+      << r.status();
+}
+
+TEST(Extended, R36_GroupParametersPastTheEnd) {
+  // dims[0] = 2^40 rows of 3 groups: the pairs are checked against the
+  // bytes left before anything is allocated.
+  File f = Ext();
+  auto t = WalkIndex(f);
+  f.Set<uint64_t>(t[3].dims, uint64_t{1} << 40);
+  f.Reseal();
+  ExpectOpenError(f, StatusCode::kDataLoss,
+                  {kG, "3298534883328 (scale, zero) pairs", "past the end"});
+  // The section ends inside group_size.
+  f = Ext();
+  f.Set<uint64_t>(f.Entry(3) + 16, t[3].params + 2 - f.SecOff(3));
+  f.Reseal();
+  ExpectOpenError(f, StatusCode::kDataLoss, {kG, "group_size", "remain"});
+}
+
+TEST(Extended, R41_SourceDType) {
+  for (uint8_t v : {0, 15, 255}) {
+    File f = Ext();
+    f.At(WalkIndex(f)[1].dtype) = v;
+    f.Reseal();
+    ExpectOpenError(
+        f, StatusCode::kDataLoss,
+        {"tensor 1 's'", absl::StrFormat("source_dtype %d is not 1 to 14", v)});
+  }
+  // Informational for F32 storage: every value 1 to 14 is valid.
+  for (uint8_t v = 1; v <= 14; ++v) {
+    File f = Ext();
+    f.At(WalkIndex(f)[1].dtype) = v;
+    f.Reseal();
+    ExpectOpens(f);
+  }
+  // For RAW it is the element type: another 2-byte type keeps the sizes.
+  for (uint8_t v :
+       {tqm::format::kDTypeF16, tqm::format::kDTypeBF16, tqm::format::kDTypeU16}) {
+    File f = Ext();
+    f.At(WalkIndex(f)[0].dtype) = v;
+    f.Reseal();
+    ExpectOpens(f);
+  }
+  // A 4-byte type doubles the byte size: the chunk no longer covers it.
+  File f = Ext();
+  f.At(WalkIndex(f)[0].dtype) = tqm::format::kDTypeI32;
+  f.Reseal();
+  ExpectOpenError(f, StatusCode::kDataLoss,
+                  {"'a.raw'", "decode to 12 bytes but the tensor has 24"});
+}
+
+TEST(Extended, R42_Storage) {
+  for (uint8_t v : {0, 6, 255}) {
+    File f = Ext();
+    f.At(WalkIndex(f)[1].storage) = v;
+    f.Reseal();
+    ExpectOpenError(f, StatusCode::kDataLoss,
+                    {"tensor 1 's'", absl::StrFormat("storage %d is not 1 to 5", v)});
+  }
+}
+
+TEST(Extended, R43_R46_ShapelessOnlyForF32AndRaw) {
+  // ndim 0 and a zero dimension on the U8_GROUP tensor.
+  File f = Ext();
+  auto t = WalkIndex(f);
+  f.At(t[3].ndim) = 0;
+  f.Reseal();
+  ExpectOpenError(f, StatusCode::kDataLoss, {kG, "ndim is 0"});
+  f = Ext();
+  f.Set<uint64_t>(t[3].dims + 8, 0);
+  f.Reseal();
+  ExpectOpenError(f, StatusCode::kDataLoss,
+                  {kG, "dims[1] is 0", absl::StrFormat("offset %d", t[3].dims + 8)});
+  f = Ext();
+  f.At(t[3].ndim) = 9;
+  f.Reseal();
+  ExpectOpenError(f, StatusCode::kResourceExhausted, {kG, "ndim 9", "limit"});
+  // Without the flag, not even for F32.
+  f = Base();
+  auto b = WalkIndex(f);
+  f.Set<uint64_t>(b[1].dims, 0);
+  f.Reseal();
+  ExpectOpenError(f, StatusCode::kDataLoss, {"'a.weight'", "dims[0] is 0"});
+  // A zero dimension before a huge one: the product is 0, no overflow.
+  tqm::MemorySource m;
+  m.AddRaw("z", {0, ~uint64_t{0}, 5}, tqm::format::kDTypeF64, "");
+  File z = Pack(m);
+  auto r = Open(z);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ((*r)->tensors()[0].byte_size, 0u);
+}
+
+TEST(Extended, R44_R87_Bits) {
+  for (uint8_t v : {0, 9, 255}) {
+    File f = Ext();
+    auto t = WalkIndex(f);
+    f.At(t[3].reserved0) = v;
+    f.Reseal();
+    ExpectOpenError(f, StatusCode::kDataLoss,
+                    {kG, absl::StrFormat("bits %d is not 1 to 8", v),
+                     absl::StrFormat("offset %d", t[3].reserved0)});
+  }
+  for (int k : {0, 1}) {  // RAW, F32
+    File f = Ext();
+    auto t = WalkIndex(f);
+    f.At(t[k].reserved0) = 8;
+    f.Reseal();
+    ExpectOpenError(f, StatusCode::kDataLoss,
+                    {absl::StrFormat("tensor %d", k), "bits is 8, must be 0"});
+  }
+  // reserved1 stays reserved.
+  File f = Ext();
+  f.Set<uint32_t>(WalkIndex(f)[2].reserved1, 1);
+  f.Reseal();
+  ExpectOpenError(f, StatusCode::kDataLoss, {"tensor 2 'e'", "reserved1"});
+}
+
+TEST(Extended, R89_CodeWidthIsAnOptionalCheckThisReaderSkips) {
+  // bits 1 with codes up to 7: a writer error the reader need not catch.
+  File f = Ext();
+  f.At(WalkIndex(f)[3].reserved0) = 1;
+  f.Reseal();
+  auto r = Open(f);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ((*r)->tensors()[3].bits, 1);
+  EXPECT_TRUE((*r)->Verify().ok());
+}
+
+TEST(Extended, R57_EmptyTensorWithAChunk) {
+  File f = Ext();
+  f.Set<uint64_t>(WalkIndex(f)[0].dims, 0);  // a.raw keeps its 12-byte chunk
+  f.Reseal();
+  ExpectOpenError(f, StatusCode::kDataLoss,
+                  {"'a.raw': chunk 0", "more than the tensor's 0 bytes"});
+}
+
+TEST(Extended, R86_RawOfQ8_0) {
+  File f = Ext();
+  auto t = WalkIndex(f);
+  f.At(t[0].dtype) = tqm::format::kDTypeQ8_0;
+  f.Reseal();
+  ExpectOpenError(f, StatusCode::kDataLoss,
+                  {"'a.raw'", "RAW storage of source_dtype 4",
+                   absl::StrFormat("offset %d", t[0].dtype)});
+}
+
+TEST(Extended, R88_GroupSizeAndReserved) {
+  for (uint32_t g : {0u, 65537u, 0xFFFFFFFFu}) {
+    File f = Ext();
+    auto t = WalkIndex(f);
+    f.Set<uint32_t>(t[3].params, g);
+    f.Reseal();
+    ExpectOpenError(f, StatusCode::kDataLoss,
+                    {kG, absl::StrFormat("group_size %d is not 1 to 65536", g),
+                     absl::StrFormat("offset %d", t[3].params)});
+  }
+  File f = Ext();
+  f.Set<uint32_t>(WalkIndex(f)[3].params + 4, 1);
+  f.Reseal();
+  ExpectOpenError(f, StatusCode::kDataLoss, {kG, "reserved", "must be 0"});
+}
+
+TEST(Extended, GroupPairsFollowTheSpecFormula) {
+  // "Tensor data": element i uses pair floor(i / C) * ceil(C / G) +
+  // floor((i mod C) / G); each value is scale * (q - zero) in binary32.
+  for (uint32_t g : {1u, 3u, 4u, 10u, 64u}) {
+    SCOPED_TRACE(g);
+    tqm::PackOptions o = V10();
+    o.bits = 5;
+    o.granularity = tqm::Granularity::kGroup;
+    o.group_size = g;
+    File f = Pack(ExtSource(), o);
+    auto r = Open(f);
+    ASSERT_TRUE(r.ok()) << r.status();
+    const tqm::TensorInfo& t = (*r)->tensors()[3];
+    const uint64_t c = 10, per_row = (c + g - 1) / g;
+    ASSERT_EQ(t.affine.size(), 3 * per_row);
+    std::vector<uint8_t> q(t.numel);
+    std::vector<float> x(t.numel);
+    ASSERT_TRUE((*r)->DecodeTensor(3, absl::MakeSpan(q)).ok());
+    ASSERT_TRUE((*r)->ReadFloat(3, absl::MakeSpan(x)).ok());
+    for (uint64_t i = 0; i < t.numel; ++i) {
+      EXPECT_LT(q[i], 32);
+      const tqm::Affine& a = t.affine[i / c * per_row + i % c / g];
+      EXPECT_EQ(x[i], a.scale * (static_cast<float>(q[i]) - a.zero)) << i;
+    }
+  }
+}
+
+TEST(Extended, RawElementsAreTheSourceBytes) {
+  File f = Ext();
+  auto r = Open(f);
+  ASSERT_TRUE(r.ok()) << r.status();
+  std::vector<uint8_t> raw(12);
+  ASSERT_TRUE((*r)->DecodeTensor(0, absl::MakeSpan(raw)).ok());
+  std::vector<float> x(6);
+  ASSERT_TRUE((*r)->ReadFloat(0, absl::MakeSpan(x)).ok());
+  const int16_t v[6] = {-3, 0, 7, 32767, -32768, 1};
+  for (int i = 0; i < 6; ++i) {
+    EXPECT_EQ(raw[2 * i] | raw[2 * i + 1] << 8,
+              static_cast<uint16_t>(v[i]));  // little-endian
+    EXPECT_EQ(x[i], v[i]);
+  }
+  // The 0-d scalar and the empty tensor.
+  float s = 0;
+  ASSERT_TRUE((*r)->ReadFloat(1, absl::MakeSpan(&s, 1)).ok());
+  EXPECT_EQ(s, 0.25f);
+  EXPECT_TRUE((*r)->ReadFloat(2, absl::Span<float>()).ok());
+}
+
+TEST(Extended, DataIsEmptyWhenEveryTensorIsEmpty) {
+  tqm::MemorySource m;
+  m.AddRaw("e", {0}, tqm::format::kDTypeBool, "");
+  File f = Pack(m);
+  EXPECT_EQ(f.SecLen(4), 0u);
+  auto r = Open(f);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ((*r)->header().flags, kExtFlag);
+  EXPECT_TRUE((*r)->Verify().ok());
+}
+
+// spec/FORMAT.md "Layer numbers": the table of examples, row by row, as the
+// reference writer derives the field.
+TEST(LayerNumbers, SpecExamples) {
+  const std::pair<const char*, int32_t> rows[] = {
+      {"model.layers.12.mlp.up_proj.weight", 12},
+      {"model.layers.0.input_layernorm.weight", 0},
+      {"model.decoder.layers.5.fc1.weight", 5},
+      {"transformer.h.7.attn.c_attn.weight", 7},
+      {"bert.encoder.layer.3.output.dense.weight", 3},
+      {"layers.2.attention.wq.weight", 2},
+      {"blk.3.attn_q.weight", 3},
+      {"blocks.4.attn.qkv.weight", 4},
+      {"block.4.mlp.weight", 4},
+      {"model.layers.01.mlp.up_proj.weight", -1},
+      {"model.layers.3x.weight", -1},
+      {"model.layers.2147483648.weight", -1},
+      {"myblk.3.weight", -1},
+      {"model.embed_tokens.weight", -1},
+      {"model.norm.weight", -1},
+      {"lm_head.weight", -1},
+      // A pair that fails does not stop the search.
+      {"layers.3x.blk.4.weight", 4},
+      {"model.layers.2147483647", 2147483647},
+  };
+  for (const auto& [name, layer] : rows)
+    EXPECT_EQ(tqm::LayerFromName(name), layer) << name;
+  // The writer records it.
+  tqm::MemorySource m;
+  m.Add("transformer.h.7.mlp.weight", {2}, {1, 2});
+  File f = Pack(m);
+  EXPECT_EQ(f.Get<int32_t>(WalkIndex(f)[0].layer), 7);
 }
 
 // ---------------------------------------------------------------------------
