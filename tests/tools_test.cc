@@ -481,3 +481,153 @@ TEST_F(ToolsContract, QuietPrintsNothingOnSuccess) {
 }
 
 }  // namespace
+
+namespace round_trips {
+
+// Every tensor of `a` is in `b` with the same dtype, shape and bytes
+// (decoded, as the file stores them).
+void ExpectSameStoredTensors(const std::string& a, const std::string& b) {
+  auto ra = tqm::Reader::Open(a);
+  auto rb = tqm::Reader::Open(b);
+  ASSERT_TRUE(ra.ok()) << ra.status();
+  ASSERT_TRUE(rb.ok()) << rb.status();
+  ASSERT_EQ((*ra)->tensors().size(), (*rb)->tensors().size());
+  for (size_t i = 0; i < (*ra)->tensors().size(); ++i) {
+    const tqm::TensorInfo& t = (*ra)->tensors()[i];
+    const int j = (*rb)->FindTensor(t.name);
+    ASSERT_GE(j, 0) << t.name;
+    const tqm::TensorInfo& u = (*rb)->tensors()[j];
+    EXPECT_EQ(t.storage, u.storage) << t.name;
+    EXPECT_EQ(t.dims, u.dims) << t.name;
+    EXPECT_EQ(t.bits, u.bits) << t.name;
+    ASSERT_EQ(t.affine.size(), u.affine.size()) << t.name;
+    for (size_t k = 0; k < t.affine.size(); ++k) {
+      EXPECT_EQ(t.affine[k].scale, u.affine[k].scale) << t.name;
+      EXPECT_EQ(t.affine[k].zero, u.affine[k].zero) << t.name;
+    }
+    std::vector<uint8_t> x(t.byte_size), y(u.byte_size);
+    ASSERT_TRUE((*ra)->DecodeTensor(i, absl::MakeSpan(x)).ok());
+    ASSERT_TRUE((*rb)->DecodeTensor(j, absl::MakeSpan(y)).ok());
+    EXPECT_TRUE(x == y) << t.name;
+  }
+}
+
+class RoundTrip : public Tools {};
+
+// A checkpoint with the buffers real ones carry (int64 position ids, a
+// 0-d scalar, an empty tensor, a bool mask, an F64 table) goes through
+// tqm-pack -> tqm-unpack --format hf -> tqm-pack DIR with every tensor intact.
+TEST_F(RoundTrip, HfDirectoryWithBuffersSurvivesPackUnpackPack) {
+  // A complete one-layer Llama (dim 16, 2 heads, 1 kv head, hidden 24,
+  // vocab 32) in the Hugging Face layout.
+  tqm::MemorySource m;
+  const uint64_t d = 16, kv = 8, h = 24, v = 32;
+  uint32_t seed = 1;
+  auto add = [&](const std::string& name, std::vector<uint64_t> dims) {
+    uint64_t n = 1;
+    for (uint64_t x : dims) n *= x;
+    m.Add(name, dims, dims.size() == 1 ? std::vector<float>(n, 1.0f)
+                                       : tqm_test::Gaussian(n, seed++));
+  };
+  add("model.embed_tokens.weight", {v, d});
+  add("model.layers.0.input_layernorm.weight", {d});
+  add("model.layers.0.self_attn.q_proj.weight", {d, d});
+  add("model.layers.0.self_attn.k_proj.weight", {kv, d});
+  add("model.layers.0.self_attn.v_proj.weight", {kv, d});
+  add("model.layers.0.self_attn.o_proj.weight", {d, d});
+  add("model.layers.0.post_attention_layernorm.weight", {d});
+  add("model.layers.0.mlp.gate_proj.weight", {h, d});
+  add("model.layers.0.mlp.up_proj.weight", {h, d});
+  add("model.layers.0.mlp.down_proj.weight", {d, h});
+  add("model.norm.weight", {d});
+  using tqm::MetaValue;
+  namespace k = tqm::meta_keys;
+  m.AddMeta({k::kArchitecture, MetaValue::String("llama")});
+  m.AddMeta({k::kDim, MetaValue::Int(d)});
+  m.AddMeta({k::kHiddenDim, MetaValue::Int(h)});
+  m.AddMeta({k::kLayers, MetaValue::Int(1)});
+  m.AddMeta({k::kHeads, MetaValue::Int(2)});
+  m.AddMeta({k::kKvHeads, MetaValue::Int(1)});
+  m.AddMeta({k::kVocabSize, MetaValue::Int(v)});
+  m.AddMeta({k::kSeqLen, MetaValue::Int(64)});
+  m.AddMeta({k::kNormEps, MetaValue::Float(1e-5)});
+  m.AddMeta({k::kRopeTheta, MetaValue::Float(10000)});
+  m.AddMeta({k::kRopeLayout, MetaValue::String("hf")});
+  m.AddMeta({k::kTiedClassifier, MetaValue::Int(1)});
+  std::string ids;
+  for (int64_t i = 0; i < 8; ++i) ids.append(reinterpret_cast<const char*>(&i), 8);
+  m.AddRaw("model.position_ids", {1, 8}, tqm::format::kDTypeI64, ids);
+  m.AddRaw("model.mask", {4}, tqm::format::kDTypeBool, std::string("\x01\x00\x00\x01", 4));
+  const double table[3] = {0.5, -1.25, 3e300};
+  m.AddRaw("model.freqs", {3}, tqm::format::kDTypeF64,
+           std::string(reinterpret_cast<const char*>(table), sizeof table));
+  m.Add("model.scale", {}, {0.125f});
+  m.AddRaw("model.empty", {0}, tqm::format::kDTypeI32, "");
+  const std::string a = Path("a.tqm");
+  ASSERT_TRUE(tqm::Pack(m, a, {}).ok());
+  ASSERT_EQ(Sh(Bin("tqm-inspect") + " -q --verify " + a).exit_code, 0);
+
+  // Unpacked as float32 and packed again with --keep '.*': the same bytes.
+  CmdResult r = Sh(Bin("tqm-unpack") + " -q --format hf " + a + " -o " + Path("hf1"));
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  r = Sh(Bin("tqm-pack") + " -q " + Path("hf1") + " -o " + Path("b.tqm") + " --keep '.*'");
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  r = Sh(Bin("tqm-unpack") + " -q --format hf " + Path("b.tqm") + " -o " + Path("hf2"));
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_EQ(tqm_test::ReadFile(Path("hf1/model.safetensors")),
+            tqm_test::ReadFile(Path("hf2/model.safetensors")));
+  // The buffers are verbatim in b.tqm, with their dtypes and shapes.
+  auto rb = tqm::Reader::Open(Path("b.tqm"));
+  ASSERT_TRUE(rb.ok()) << rb.status();
+  for (const char* name : {"model.position_ids", "model.mask", "model.freqs", "model.empty"}) {
+    const int t = (*rb)->FindTensor(name);
+    ASSERT_GE(t, 0) << name;
+    EXPECT_TRUE((*rb)->tensors()[t].raw()) << name;
+  }
+  const int s = (*rb)->FindTensor("model.scale");
+  ASSERT_GE(s, 0);
+  EXPECT_TRUE((*rb)->tensors()[s].dims.empty());
+  // Packed again by default, the weights are quantized again and the
+  // buffers still kept.
+  r = Sh(Bin("tqm-pack") + " -q " + Path("hf1") + " -o " + Path("c.tqm"));
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  auto rc = tqm::Reader::Open(Path("c.tqm"));
+  ASSERT_TRUE(rc.ok());
+  EXPECT_EQ((*rc)->tensors().size(), (*rb)->tensors().size());
+  EXPECT_TRUE((*rc)->tensors()[(*rc)->FindTensor("model.position_ids")].raw());
+}
+
+// tqm-unpack --dtype u8 -> tqm-pack keeps every code and parameter.
+TEST_F(RoundTrip, U8ExportRepacksWithoutRequantizing) {
+  for (const std::string& gran : {"tensor", "row"}) {
+    SCOPED_TRACE(gran);
+    const std::string a = Path("u8-" + gran + ".tqm"), u = Path("u8-" + gran + ".safetensors"),
+                      b = Path("u8-" + gran + "-again.tqm");
+    ASSERT_EQ(Sh(Bin("tqm-pack") + " -q " + model_ + " --granularity " + gran + " -o " + a)
+                  .exit_code,
+              0);
+    ASSERT_EQ(Sh(Bin("tqm-unpack") + " -q --dtype u8 " + a + " -o " + u).exit_code, 0);
+    CmdResult r = Sh(Bin("tqm-pack") + " -q " + u + " -o " + b);
+    ASSERT_EQ(r.exit_code, 0) << r.out;
+    ExpectSameStoredTensors(a, b);
+  }
+}
+
+// --bits and --granularity group:G through the command line; the file
+// verifies and tqm-inspect names the storage.
+TEST_F(RoundTrip, BitsAndGroupsFromTheCommandLine) {
+  const std::string a = Path("g.tqm");
+  CmdResult r = Sh(Bin("tqm-pack") + " -q " + model_ + " --bits 4 --granularity group:64 -o " + a);
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  r = Sh(Bin("tqm-inspect") + " --verify " + a);
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_NE(r.out.find("u4/group:64"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("tqm 1.3"), std::string::npos) << r.out;
+  for (const char* bad : {"--bits 1", "--bits 9", "--granularity group:48", "--keep '('"}) {
+    r = Sh(Bin("tqm-pack") + " -q " + model_ + " " + bad + " -o " + Path("bad.tqm"));
+    EXPECT_EQ(r.exit_code, 2) << bad << ": " << r.out;
+    EXPECT_FALSE(tqm_test::Exists(Path("bad.tqm"))) << bad;
+  }
+}
+
+}  // namespace round_trips
