@@ -1,4 +1,4 @@
-// tqm-pack: quantize a model to 8 bits and write it as one .tqm file.
+// tqm-pack: quantize a model and write it as one .tqm file.
 
 #include <fstream>
 #include <iostream>
@@ -15,25 +15,32 @@
 
 int main(int argc, char** argv) {
   CLI::App app{
-      "tqm-pack: quantize a model to 8 bits (affine scale/zero per tensor or per row) and\n"
-      "write it as one compressed, memory-mappable .tqm file.\n\n"
-      "Inputs: a llama2.c checkpoint (e.g. stories260K.bin), a safetensors file or\n"
-      "sharded model directory (F32/F16/BF16), or a GGUF file (F32/F16/BF16/Q8_0).\n"
-      "Tensors are named in the Hugging Face Llama convention.\n"
-      "1-D tensors (norms, biases) stay float32 unless --quantize-all.\n"
+      "tqm-pack: quantize a model (8 bits by default, --bits 2..8; one affine scale/zero\n"
+      "per tensor, per row or per group of weights) and write it as one compressed,\n"
+      "memory-mappable .tqm file.\n\n"
+      "Inputs, recognised by content: a llama2.c checkpoint (e.g. stories260K.bin), a\n"
+      "safetensors file, a Hugging Face model directory (model.safetensors or\n"
+      "model.safetensors.index.json + shards, hyperparameters from config.json), a GGUF\n"
+      "file, or a tqm-unpack --dtype u8 export (codes kept as they are). Float tensors\n"
+      "(F32/F16/BF16, GGUF Q8_0) are quantized; integer, bool and F64 tensors, 0-d and\n"
+      "empty ones, and any tensor --keep names are stored verbatim. 1-D float tensors\n"
+      "(norms, biases) stay float32 unless --quantize-all. A tokenizer must parse and\n"
+      "match the model's vocabulary; hyperparameters must match the tensor shapes.\n"
       "Each 256 KiB chunk gets the codec --profile picks among stored, seqtable\n"
       "(the file's sequence table), lanes, Huffman, rANS and (size profile) zstd; a chunk is\n"
       "stored raw when nothing is smaller, so the file is never larger than raw int8\n"
       "plus a small index.\n\n"
-      "Example:\n"
+      "Examples:\n"
       "  tqm-pack ../shared/models/stories260K/stories260K.bin -o stories260K.tqm \\\n"
-      "           --tokenizer ../shared/models/stories260K/tok512.bin\n"};
+      "           --tokenizer ../shared/models/stories260K/tok512.bin\n"
+      "  tqm-pack ./Llama-hf-dir -o model.tqm --granularity row\n"
+      "  tqm-pack model.safetensors -o m4.tqm --bits 4 --granularity group:64\n"};
   tqm::SetUpCommandLine(app, "tqm-pack");
   std::string input, output, tokenizer, granularity = "tensor";
   bool quantize_all = false, quiet = false, json = false, no_table = false;
   uint32_t chunk_size = tqm::format::kDefaultChunkSize;
   uint32_t max_table = tqm::format::kMaxTableEntries;
-  app.add_option("INPUT", input, "model to pack (llama2.c .bin, .safetensors, a directory with model.safetensors.index.json, or .gguf)")
+  app.add_option("INPUT", input, "model to pack: llama2.c .bin, .safetensors, a Hugging Face model directory, or .gguf")
       ->required()
       ->check(CLI::ExistingPath);
   app.add_option("-o,--output", output,
