@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdio>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -296,6 +297,45 @@ TEST(Extended, LowerBitWidthsCostLessThanEightBits) {
     ASSERT_TRUE(PackToString(src, o, &st).ok());
     EXPECT_LT(st.file_bytes, last) << bits;
     last = st.file_bytes;
+  }
+}
+
+TEST(Extended, BoolBytesMustBeZeroOrOne) {
+  MemorySource src;
+  src.AddRaw("mask", {3}, format::kDTypeBool, std::string("\x01\x02\x00", 3));
+  auto file = PackToString(src, PackOptions());
+  ASSERT_FALSE(file.ok());
+  EXPECT_NE(file.status().message().find("BOOL element 1 is 2"), std::string::npos)
+      << file.status();
+}
+
+// The lazy loader groups tensors by the layer number the writer derives
+// from each common naming scheme.
+TEST(Extended, LoaderGroupsCommonNamingSchemes) {
+  const std::vector<std::vector<std::string>> schemes = {
+      {"model.layers.%d.mlp.up_proj.weight"},
+      {"model.decoder.layers.%d.fc1.weight"},
+      {"transformer.h.%d.mlp.c_fc.weight"},
+      {"encoder.layer.%d.intermediate.dense.weight"},
+      {"layers.%d.feed_forward.w1.weight"},
+      {"blk.%d.ffn_up.weight"},
+  };
+  for (const auto& scheme : schemes) {
+    SCOPED_TRACE(scheme[0]);
+    MemorySource src;
+    for (int l = 0; l < 3; ++l) {
+      char name[128];
+      std::snprintf(name, sizeof name, scheme[0].c_str(), l);
+      src.Add(name, {8, 8}, Gaussian(64, l + 1));
+    }
+    src.Add("embeddings.weight", {4, 8}, Gaussian(32, 9));
+    auto file = PackToString(src, PackOptions());
+    ASSERT_TRUE(file.ok());
+    auto m = Model::FromReader(Open(*file));
+    ASSERT_TRUE(m.ok()) << m.status();
+    EXPECT_EQ((*m)->num_layers(), 3);
+    for (int l = 0; l < 3; ++l) EXPECT_EQ((*m)->LayerTensors(l).size(), 1u) << l;
+    EXPECT_EQ((*m)->LayerTensors(format::kNoLayer).size(), 1u);
   }
 }
 

@@ -167,7 +167,7 @@ inline std::string CpuModel() {
 // The core clock in GHz while this runs, from a chain of dependent adds (one
 // per cycle on every x86-64 core): the fastest of five runs of ~3 ms each;
 // 0 where that is not available. A VM's clock is not fixed: this project's
-// 2-core machine ran at 4.0-4.2 GHz in earlier sessions and at 3.2-3.7 on
+// 2-core machine ran at 4.0-4.2 GHz on 2026-11-23 and at 3.2-3.7 on
 // 2026-12-07, and per-core GB/s follow it, so benchmarks print it.
 inline double MeasureGhz() {
 #if defined(__x86_64__) && defined(__GNUC__)

@@ -775,7 +775,7 @@ absl::StatusOr<std::vector<MetaEntry>> BuildMetadata(const std::string& path,
     TQM_RETURN_IF_ERROR(
         float_key(arch + ".rope.freq_base", meta_keys::kRopeTheta, 10000.0));
     // llama.cpp's LLAMA architecture rotates adjacent pairs: q/k rows stay as
-    // they are (LLAMA-LAYOUTS.md).
+    // they are (docs/LLAMA.md).
     meta.push_back({meta_keys::kRopeLayout, MetaValue::String("meta")});
     if (embd != nullptr) {
       meta.push_back(

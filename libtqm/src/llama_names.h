@@ -1,6 +1,6 @@
 // Internals shared by the GGUF importer and the exporters (gguf.cc,
 // export.cc): Llama tensor names in the Hugging Face and llama.cpp
-// conventions (../shared/LLAMA-LAYOUTS.md), the per-head q/k row permutation
+// conventions (docs/LLAMA.md), the per-head q/k row permutation
 // between the Hugging Face and Meta rotary layouts, float16/bfloat16
 // rounding, and reading a tensor of a .tqm file ready for export.
 

@@ -251,6 +251,16 @@ absl::Status Prepare(TensorSource& src, size_t i, const PackOptions& o,
             "tensor '%s': source returned %d bytes, shape and dtype %s say %d", t.name,
             raw.size(), DTypeName(t.dtype), out->numel * elem));
       }
+      if (t.dtype == format::kDTypeBool) {
+        // The format's BOOL is one byte, 0 or 1.
+        for (size_t e = 0; e < raw.size(); ++e) {
+          if (static_cast<uint8_t>(raw[e]) > 1) {
+            return absl::InvalidArgumentError(absl::StrFormat(
+                "tensor '%s': BOOL element %d is %d, not 0 or 1", t.name, e,
+                static_cast<uint8_t>(raw[e])));
+          }
+        }
+      }
       out->storage = t.dtype == format::kDTypeF32 ? format::kStorageF32 : format::kStorageRaw;
       q->assign(raw.begin(), raw.end());
       return absl::OkStatus();

@@ -5,7 +5,7 @@
 // renamed into place only when complete; a failed export leaves `out_path`
 // as it was).
 //
-// Llama layouts (../shared/LLAMA-LAYOUTS.md): GGUF and llama2.c want the
+// Llama layouts (docs/LLAMA.md): GGUF and llama2.c want the
 // Meta rotary layout for q/k; a file whose metadata says
 // llama.rope_layout="hf" has its q_proj/k_proj rows permuted back per head
 // while exporting. Hyperparameters come from the file's llama.* metadata,

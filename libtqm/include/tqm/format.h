@@ -98,9 +98,7 @@ inline constexpr uint8_t kMaxStorage = kStorageRaw;
 // 1.3: bit widths of quantized codes (the `bits` field).
 inline constexpr uint8_t kMinBits = 1;
 inline constexpr uint8_t kMaxBits = 8;
-// 1.3: U8_GROUP group sizes: a multiple of kGroupSizeMultiple from
-// kGroupSizeMultiple up to kMaxGroupSize.
-inline constexpr uint32_t kGroupSizeMultiple = 8;
+// 1.3: U8_GROUP group sizes, 1 to kMaxGroupSize.
 inline constexpr uint32_t kMaxGroupSize = 1u << 16;
 
 // Chunk codecs. A reader rejects (UnimplementedError) a file or chunk that

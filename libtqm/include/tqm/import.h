@@ -1,6 +1,6 @@
 // Importers: model files in other formats opened as a TensorSource.
 // Tensor names follow the Hugging Face Llama convention
-// ("model.layers.3.self_attn.q_proj.weight"); see ../shared/LLAMA-LAYOUTS.md.
+// ("model.layers.3.self_attn.q_proj.weight"); see docs/LLAMA.md.
 
 #ifndef TQM_IMPORT_H_
 #define TQM_IMPORT_H_
