@@ -220,6 +220,17 @@ absl::Status CheckQuantized(const SourceTensor& t, const QuantizedTensor& qt) {
   return absl::OkStatus();
 }
 
+// Reads float tensor `i` into `f`, checking its size against its shape.
+absl::Status ReadFloats(TensorSource& src, size_t i, std::vector<float>* f) {
+  const SourceTensor& t = src.tensors()[i];
+  TQM_RETURN_IF_ERROR(src.Read(i, f));
+  if (f->size() != Numel(t)) {
+    return absl::InternalError(absl::StrFormat(
+        "tensor '%s': source returned %d values, shape says %d", t.name, f->size(), Numel(t)));
+  }
+  return absl::OkStatus();
+}
+
 // Reads tensor `i` and turns it into what the file stores: `q` gets the
 // decoded bytes (codes, float32 or verbatim source bytes), `out` the rest.
 absl::Status Prepare(TensorSource& src, size_t i, const PackOptions& o,
@@ -265,22 +276,12 @@ absl::Status Prepare(TensorSource& src, size_t i, const PackOptions& o,
       q->assign(raw.begin(), raw.end());
       return absl::OkStatus();
     }
-    TQM_RETURN_IF_ERROR(src.Read(i, f));
-    if (f->size() != out->numel) {
-      return absl::InternalError(absl::StrFormat(
-          "tensor '%s': source returned %d values, shape says %d", t.name, f->size(),
-          out->numel));
-    }
+    TQM_RETURN_IF_ERROR(ReadFloats(src, i, f));
     q->resize(f->size() * 4);
     if (!f->empty()) std::memcpy(q->data(), f->data(), q->size());
     return absl::OkStatus();
   }
-  TQM_RETURN_IF_ERROR(src.Read(i, f));
-  if (f->size() != out->numel) {
-    return absl::InternalError(absl::StrFormat(
-        "tensor '%s': source returned %d values, shape says %d", t.name, f->size(),
-        out->numel));
-  }
+  TQM_RETURN_IF_ERROR(ReadFloats(src, i, f));
   out->storage = QuantizedStorage(t, o);
   out->bits = static_cast<uint8_t>(o.bits);
   out->group_size = out->storage == format::kStorageU8Group ? o.group_size : 0;
@@ -339,12 +340,7 @@ absl::Status PrepareSlices(TensorSource& src, size_t i, const PackOptions& o,
     for (const auto& [b, e] : ranges) out->insert(out->end(), q.begin() + b, q.begin() + e);
     return absl::OkStatus();
   }
-  TQM_RETURN_IF_ERROR(src.Read(i, f));
-  if (f->size() != Numel(t)) {
-    return absl::InternalError(
-        absl::StrFormat("tensor '%s': source returned %d values, shape says %d", t.name,
-                        f->size(), Numel(t)));
-  }
+  TQM_RETURN_IF_ERROR(ReadFloats(src, i, f));
   const format::Storage storage = QuantizedStorage(t, o);
   const ParamBlocks blocks(storage, t.dims,
                            storage == format::kStorageU8Group ? o.group_size : 0, f->size());
