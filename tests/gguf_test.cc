@@ -22,7 +22,10 @@
 #include "llama_names.h"
 #include "test_util.h"
 #include "tqm/import.h"
+#include "tqm/export.h"
 #include "tqm/metadata.h"
+#include "tqm/reader.h"
+#include "tqm/writer.h"
 
 namespace tqm {
 namespace {
@@ -192,6 +195,53 @@ TEST(GgufFixtures, Q8_0WithinBlockScale) {
   }
   EXPECT_EQ(q8, 32);
   EXPECT_EQ(f16, 5);
+}
+
+// Q8_0 imports as group:32 codes with zero 128 and exports back to the
+// fixture's blocks bit for bit (issue: lossless Q8_0).
+TEST(GgufFixtures, Q8_0ImportsAsGroupCodesAndExportsBitExact) {
+  SKIP_WITHOUT(Fixture("stories260K-q8_0.gguf"));
+  const std::string fixture = Fixture("stories260K-q8_0.gguf");
+  auto g = OpenGguf(fixture);
+  ASSERT_TRUE(g.ok()) << g.status();
+  const std::string dir = ::testing::TempDir();
+  const std::string packed = dir + "/q8_lossless.tqm", back = dir + "/q8_back.gguf";
+  ASSERT_TRUE(Pack(**g, packed, PackOptions()).ok());
+  auto r = Reader::Open(packed);
+  ASSERT_TRUE(r.ok()) << r.status();
+  int groups = 0;
+  for (size_t t = 0; t < (*r)->tensors().size(); ++t) {
+    const TensorInfo& ti = (*r)->tensors()[t];
+    if (ti.source_dtype != format::kDTypeQ8_0) continue;
+    ++groups;
+    EXPECT_EQ(ti.storage, format::kStorageU8Group) << ti.name;
+    EXPECT_EQ(ti.group_size, 32u) << ti.name;
+    // The dequantized values are the fixture's, exactly.
+    const std::vector<float> want = ReadAll(**g, ti.name);
+    std::vector<float> got(ti.numel);
+    ASSERT_TRUE((*r)->ReadFloat(t, absl::MakeSpan(got)).ok());
+    EXPECT_EQ(got, want) << ti.name;
+  }
+  EXPECT_EQ(groups, 32);
+  GgufExportOptions o;
+  o.type = GgufExportType::kQ8_0;
+  ASSERT_TRUE(ExportGguf(**r, back, o).ok());
+  auto a = ReadGgufInfo(fixture);
+  auto b = ReadGgufInfo(back);
+  ASSERT_TRUE(a.ok() && b.ok());
+  const std::string fa = ReadFile(fixture), fb = ReadFile(back);
+  int compared = 0;
+  for (const GgufTensorInfo& ta : a->tensors) {
+    if (ta.type != gguf::kGgmlQ8_0) continue;
+    for (const GgufTensorInfo& tb : b->tensors) {
+      if (tb.name != ta.name) continue;
+      ASSERT_EQ(tb.type, gguf::kGgmlQ8_0) << ta.name;
+      ASSERT_EQ(tb.size, ta.size) << ta.name;
+      EXPECT_EQ(fa.compare(ta.offset, ta.size, fb, tb.offset, tb.size), 0) << ta.name;
+      ++compared;
+    }
+  }
+  EXPECT_EQ(compared, 32);
 }
 
 TEST(GgufFixtures, MetadataMapped) {

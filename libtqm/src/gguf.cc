@@ -542,6 +542,64 @@ class GgufSource : public TensorSource {
     return absl::OkStatus();
   }
 
+  // Q8_0 blocks as group:32 codes, losslessly: a block (fp16 d, int8 q[32])
+  // is the pair (scale d, zero 128) and the codes q + 128, so that
+  // scale * (code - zero) = d * q exactly, as ggml dequantizes. A block with
+  // d = 0 is all zeros (scale 1, codes 128); d < 0 flips the codes (scale -d,
+  // codes 128 - q). A non-finite d, or q = -128 with d < 0, has no such
+  // pair: an error naming the tensor and block.
+  absl::Status ReadQuantized(size_t i, QuantizedTensor* out) override {
+    TQM_RETURN_IF_ERROR(CheckIndex(i));
+    const GgufTensorInfo& t = infos_[i];
+    if (tensors_[i].kind != TensorKind::kQuantized) return TensorSource::ReadQuantized(i, out);
+    if (t.numel > (uint64_t{1} << 40) || t.size > out->codes.max_size()) {
+      return absl::ResourceExhaustedError(
+          absl::StrFormat("%s: tensor '%s': %d elements do not fit in memory",
+                          file_->path(), t.name, t.numel));
+    }
+    const size_t blocks = static_cast<size_t>(t.numel / gguf::kQ8_0BlockWeights);
+    out->storage = format::kStorageU8Group;
+    out->bits = 8;
+    out->group_size = gguf::kQ8_0BlockWeights;
+    out->codes.resize(static_cast<size_t>(t.numel));
+    out->params.resize(blocks);
+    std::vector<uint8_t> buf;
+    constexpr size_t kBlocks = 4096;
+    buf.resize(std::min(blocks, kBlocks) * gguf::kQ8_0BlockBytes);
+    for (size_t done = 0; done < blocks;) {
+      const size_t m = std::min(blocks - done, kBlocks);
+      TQM_RETURN_IF_ERROR(file_->ReadAt(t.offset + done * gguf::kQ8_0BlockBytes, buf.data(),
+                                        m * gguf::kQ8_0BlockBytes));
+      for (size_t b = 0; b < m; ++b) {
+        const uint8_t* blk = buf.data() + b * gguf::kQ8_0BlockBytes;
+        const float d = internal::HalfToFloat(internal::LoadLE16(blk));
+        uint8_t* codes = out->codes.data() + (done + b) * gguf::kQ8_0BlockWeights;
+        Affine& a = out->params[done + b];
+        a.zero = 128.0f;
+        bool ok = std::isfinite(d);
+        for (size_t j = 0; ok && j < gguf::kQ8_0BlockWeights; ++j) {
+          const int q = static_cast<int8_t>(blk[2 + j]);
+          if (d > 0) {
+            codes[j] = static_cast<uint8_t>(q + 128);
+          } else if (d == 0) {
+            codes[j] = 128;
+          } else {
+            ok = q != -128;
+            codes[j] = static_cast<uint8_t>(128 - q);
+          }
+        }
+        if (!ok) {
+          return absl::DataLossError(absl::StrFormat(
+              "%s: tensor '%s': Q8_0 block %d (scale %g) has no exact (scale, zero) pair",
+              file_->path(), t.name, done + b, d));
+        }
+        a.scale = d > 0 ? d : (d == 0 ? 1.0f : -d);
+      }
+      done += m;
+    }
+    return absl::OkStatus();
+  }
+
   // The stored bytes: every type but Q8_0, whose blocks are not elements of
   // one dtype.
   absl::Status ReadRaw(size_t i, std::string* out) override {
@@ -919,6 +977,8 @@ absl::StatusOr<std::unique_ptr<TensorSource>> OpenGguf(const std::string& path) 
                          t.type == gguf::kGgmlBF16 || t.type == gguf::kGgmlQ8_0;
     s.kind = weights && (t.numel > 0 || t.type == gguf::kGgmlQ8_0) ? TensorKind::kFloat
                                                                     : TensorKind::kRaw;
+    // Q8_0 blocks are kept as group:32 codes (ReadQuantized).
+    if (t.type == gguf::kGgmlQ8_0 && t.numel > 0) s.kind = TensorKind::kQuantized;
     tensors.push_back(std::move(s));
   }
   return std::unique_ptr<TensorSource>(new GgufSource(
@@ -1129,6 +1189,38 @@ const MetaValue* FindTyped(const Reader& r, const std::string& key,
 
 }  // namespace
 
+// Writes tensor t's Q8_0 blocks into `out` when its codes are Q8_0 blocks
+// already, bit for bit: U8_GROUP of 32 along rows, 8 bits, every zero 128,
+// every scale an fp16 value, and no row permutation needed (q/k rows of a
+// file in the Hugging Face rotary order are permuted through floats).
+// Returns false, leaving `out` empty, otherwise.
+bool Q8_0Blocks(const Reader& r, size_t t, const LlamaDims& d, std::string* out) {
+  const TensorInfo& ti = r.tensors()[t];
+  if (ti.storage != format::kStorageU8Group || ti.group_size != gguf::kQ8_0BlockWeights ||
+      ti.bits != 8 || ti.dims.empty() || ti.dims.back() % gguf::kQ8_0BlockWeights != 0) {
+    return false;
+  }
+  if (d.rope_hf && (internal::IsQProj(ti.name) || internal::IsKProj(ti.name))) return false;
+  for (const Affine& a : ti.affine) {
+    if (a.zero != 128.0f || internal::HalfToFloat(internal::FloatToHalf(a.scale)) != a.scale) {
+      return false;
+    }
+  }
+  std::vector<uint8_t> codes(ti.numel);
+  if (!r.DecodeTensor(t, absl::MakeSpan(codes)).ok()) return false;
+  out->resize(ti.affine.size() * gguf::kQ8_0BlockBytes);
+  for (size_t b = 0; b < ti.affine.size(); ++b) {
+    char* blk = out->data() + b * gguf::kQ8_0BlockBytes;
+    const uint16_t h = internal::FloatToHalf(ti.affine[b].scale);
+    blk[0] = static_cast<char>(h & 0xFF);
+    blk[1] = static_cast<char>(h >> 8);
+    for (size_t j = 0; j < gguf::kQ8_0BlockWeights; ++j) {
+      blk[2 + j] = static_cast<char>(static_cast<int>(codes[b * gguf::kQ8_0BlockWeights + j]) - 128);
+    }
+  }
+  return true;
+}
+
 absl::Status ExportGguf(const Reader& r, const std::string& out_path,
                         const GgufExportOptions& options) {
   TQM_ASSIGN_OR_RETURN(LlamaDims d, DescribeLlama(r, options.overrides));
@@ -1245,20 +1337,22 @@ absl::Status ExportGguf(const Reader& r, const std::string& out_path,
   std::vector<float> f;
   std::string bytes;
   for (const OutTensor& o : out) {
-    TQM_RETURN_IF_ERROR(internal::ReadMetaLayout(r, o.index, d, &f));
     bytes.clear();
-    if (o.type == gguf::kGgmlF32) {
-      bytes.assign(reinterpret_cast<const char*>(f.data()), f.size() * 4);
-    } else if (o.type == gguf::kGgmlF16) {
-      bytes.resize(f.size() * 2);
-      for (size_t j = 0; j < f.size(); ++j) {
-        const uint16_t h = internal::FloatToHalf(f[j]);
-        bytes[2 * j] = static_cast<char>(h & 0xFF);
-        bytes[2 * j + 1] = static_cast<char>(h >> 8);
+    if (o.type != gguf::kGgmlQ8_0 || !Q8_0Blocks(r, o.index, d, &bytes)) {
+      TQM_RETURN_IF_ERROR(internal::ReadMetaLayout(r, o.index, d, &f));
+      if (o.type == gguf::kGgmlF32) {
+        bytes.assign(reinterpret_cast<const char*>(f.data()), f.size() * 4);
+      } else if (o.type == gguf::kGgmlF16) {
+        bytes.resize(f.size() * 2);
+        for (size_t j = 0; j < f.size(); ++j) {
+          const uint16_t h = internal::FloatToHalf(f[j]);
+          bytes[2 * j] = static_cast<char>(h & 0xFF);
+          bytes[2 * j + 1] = static_cast<char>(h >> 8);
+        }
+      } else {
+        bytes.reserve(o.size);
+        internal::QuantizeQ8_0(f.data(), f.size(), &bytes);
       }
-    } else {
-      bytes.reserve(o.size);
-      internal::QuantizeQ8_0(f.data(), f.size(), &bytes);
     }
     if (file->size() != data_start + o.offset || bytes.size() != o.size) {
       return absl::InternalError(
