@@ -843,8 +843,18 @@ absl::StatusOr<GgufInfo> ReadGgufInfo(const std::string& path) {
   return ParseGguf(*file);
 }
 
+absl::StatusOr<GgufInfo> internal::ReadGgufInfo(const InputFile& file) {
+  return ParseGguf(file);
+}
+
 absl::StatusOr<std::unique_ptr<TensorSource>> OpenGguf(const std::string& path) {
   TQM_ASSIGN_OR_RETURN(std::unique_ptr<InputFile> file, InputFile::Open(path));
+  return internal::OpenGgufInput(std::move(file));
+}
+
+absl::StatusOr<std::unique_ptr<TensorSource>> internal::OpenGgufInput(
+    std::unique_ptr<InputFile> file) {
+  const std::string path = file->path();
   TQM_ASSIGN_OR_RETURN(GgufInfo info, ParseGguf(*file));
   TQM_ASSIGN_OR_RETURN(std::vector<MetaEntry> meta, BuildMetadata(path, info));
   std::vector<SourceTensor> tensors;

@@ -49,6 +49,12 @@ absl::StatusOr<std::unique_ptr<InputFile>> InputFile::Open(const std::string& pa
       new InputFile(path, fd, static_cast<uint64_t>(st.st_size)));
 }
 
+std::unique_ptr<InputFile> InputFile::FromBuffer(absl::Span<const uint8_t> bytes,
+                                                 std::string name) {
+  return std::unique_ptr<InputFile>(
+      new InputFile(std::move(name), -1, bytes.size(), bytes.data()));
+}
+
 InputFile::~InputFile() {
   if (fd_ >= 0) close(fd_);
 }
@@ -58,6 +64,10 @@ absl::Status InputFile::ReadAt(uint64_t offset, void* dst, size_t n) const {
     return absl::DataLossError(absl::StrFormat(
         "%s: read of %d bytes at offset %d past the end of the file (%d bytes)", path_, n,
         offset, size_));
+  }
+  if (fd_ < 0) {
+    if (n > 0) std::memcpy(dst, memory_ + offset, n);
+    return absl::OkStatus();
   }
   uint8_t* p = static_cast<uint8_t*>(dst);
   size_t done = 0;
@@ -178,13 +188,14 @@ class ShardedSource : public TensorSource {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<TensorSource>> OpenSafetensorsIndex(
-    const std::string& path) {
-  TQM_ASSIGN_OR_RETURN(std::string text, ReadSmallFile(path));
+namespace internal {
+
+absl::StatusOr<ShardIndex> ParseShardIndex(absl::string_view json, const std::string& path) {
   json::ParseOptions options;
   options.max_size = kMaxIndexSize;
   options.max_depth = 16;
-  absl::StatusOr<json::Value> root = json::Parse(text, options);
+  absl::StatusOr<json::Value> root =
+      json::Parse(std::string_view(json.data(), json.size()), options);
   if (!root.ok()) {
     return absl::DataLossError(
         absl::StrFormat("%s: safetensors index: %s", path, root.status().message()));
@@ -195,8 +206,7 @@ absl::StatusOr<std::unique_ptr<TensorSource>> OpenSafetensorsIndex(
     return IndexError(path, "no \"weight_map\" object");
   }
   if (map->object().empty()) return IndexError(path, "\"weight_map\" is empty");
-  // shard file -> tensor names the index puts there.
-  std::map<std::string, std::set<std::string>> by_shard;
+  ShardIndex index;
   for (const json::Member& m : map->object()) {
     if (!m.value.is_string()) {
       return IndexError(
@@ -210,20 +220,34 @@ absl::StatusOr<std::unique_ptr<TensorSource>> OpenSafetensorsIndex(
                                         "index's directory",
                                         json::Quote(m.key), json::Quote(file)));
     }
-    by_shard[file].insert(m.key);
+    index.by_shard[file].insert(m.key);
   }
+  if (const json::Value* meta = root->Find("metadata"); meta != nullptr) {
+    if (!meta->is_object()) return IndexError(path, "\"metadata\" is not an object");
+    std::string v;
+    for (const json::Member& m : meta->object()) {
+      if (ScalarText(m.value, &v)) index.metadata.emplace_back(m.key, v);
+    }
+  }
+  return index;
+}
+
+}  // namespace internal
+
+absl::StatusOr<std::unique_ptr<TensorSource>> OpenSafetensorsIndex(
+    const std::string& path) {
+  TQM_ASSIGN_OR_RETURN(std::string text, ReadSmallFile(path));
+  TQM_ASSIGN_OR_RETURN(internal::ShardIndex index, internal::ParseShardIndex(text, path));
+  const std::map<std::string, std::set<std::string>>& by_shard = index.by_shard;
   std::vector<std::pair<std::string, std::string>> raw;
   std::set<std::string> raw_keys;
   auto add_raw = [&](const std::string& k, const std::string& v) {
     if (raw_keys.insert(k).second) raw.emplace_back(k, v);
   };
-  if (const json::Value* meta = root->Find("metadata"); meta != nullptr) {
-    if (!meta->is_object()) return IndexError(path, "\"metadata\" is not an object");
-    std::string v;
-    for (const json::Member& m : meta->object()) {
-      if (ScalarText(m.value, &v)) add_raw(m.key, v);
-    }
-  }
+  for (const auto& [k, v] : index.metadata) add_raw(k, v);
+  json::ParseOptions options;
+  options.max_size = kMaxIndexSize;
+  options.max_depth = 16;
   const std::string dir = Dirname(path);
   // config.json beside the index: hyperparameters the shapes cannot give.
   std::set<std::string> from_config;

@@ -33,6 +33,7 @@
 #include "tqm/import.h"
 #include "tqm/metadata.h"
 #include "tqm/source.h"
+#include "tqm/status.h"
 
 namespace tqm {
 namespace {
@@ -440,12 +441,9 @@ namespace {
 // Opens and validates `path`; the source's metadata is left empty and the
 // raw "__metadata__" pairs are returned in *raw_meta_out.
 absl::StatusOr<std::unique_ptr<SafetensorsSource>> OpenFile(
-    const std::string& path,
+    std::unique_ptr<internal::InputFile> file,
     std::vector<std::pair<std::string, std::string>>* raw_meta_out) {
-  absl::StatusOr<std::unique_ptr<internal::InputFile>> opened =
-      internal::InputFile::Open(path);
-  if (!opened.ok()) return opened.status();
-  std::unique_ptr<internal::InputFile> file = std::move(opened).value();
+  const std::string path = file->path();
   const uint64_t size = file->size();
   if (size < 8) {
     return absl::DataLossError(absl::StrFormat(
@@ -555,8 +553,9 @@ namespace internal {
 
 absl::StatusOr<SafetensorsShard> OpenSafetensorsShard(const std::string& path) {
   SafetensorsShard shard;
+  TQM_ASSIGN_OR_RETURN(std::unique_ptr<InputFile> file, InputFile::Open(path));
   absl::StatusOr<std::unique_ptr<SafetensorsSource>> src =
-      OpenFile(path, &shard.raw_metadata);
+      OpenFile(std::move(file), &shard.raw_metadata);
   if (!src.ok()) return src.status();
   shard.source = std::move(src).value();
   return shard;
@@ -568,17 +567,26 @@ absl::StatusOr<std::vector<MetaEntry>> SafetensorsMetadata(
   return BuildMetadata(path, tensors, raw);
 }
 
-}  // namespace internal
-
-absl::StatusOr<std::unique_ptr<TensorSource>> OpenSafetensors(const std::string& path) {
+absl::StatusOr<std::unique_ptr<TensorSource>> OpenSafetensorsInput(
+    std::unique_ptr<InputFile> file) {
+  const std::string path = file->path();
   std::vector<std::pair<std::string, std::string>> raw_meta;
-  absl::StatusOr<std::unique_ptr<SafetensorsSource>> src = OpenFile(path, &raw_meta);
+  absl::StatusOr<std::unique_ptr<SafetensorsSource>> src =
+      OpenFile(std::move(file), &raw_meta);
   if (!src.ok()) return src.status();
   absl::StatusOr<std::vector<MetaEntry>> meta =
       BuildMetadata(path, (*src)->tensors(), raw_meta);
   if (!meta.ok()) return meta.status();
   (*src)->set_metadata(std::move(meta).value());
   return std::unique_ptr<TensorSource>(std::move(src).value());
+}
+
+}  // namespace internal
+
+absl::StatusOr<std::unique_ptr<TensorSource>> OpenSafetensors(const std::string& path) {
+  TQM_ASSIGN_OR_RETURN(std::unique_ptr<internal::InputFile> file,
+                       internal::InputFile::Open(path));
+  return internal::OpenSafetensorsInput(std::move(file));
 }
 
 // ---- writer ----
