@@ -1,0 +1,68 @@
+// Fuzz target: the JSON files a model import reads besides the weights: a
+// sharded model's index (model.safetensors.index.json) and a Hugging Face
+// config.json. The bytes go through the strict JSON parser (json.h), then
+// through the index parser (ParseShardIndex), then through the config
+// reader. Rejections must be errors with messages, never crashes.
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "fuzz_check.h"
+#include "import_internal.h"
+#include "json.h"
+
+namespace {
+
+void CheckError(const absl::Status& s, absl::StatusCode want) {
+  FUZZ_CHECK(!s.ok());
+  if (s.code() != want && s.code() != absl::StatusCode::kResourceExhausted) {
+    fprintf(stderr, "unexpected status: %s\n", s.ToString().c_str());
+    abort();
+  }
+  FUZZ_CHECK(!s.message().empty());
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  const std::string_view text(reinterpret_cast<const char*>(data), size);
+
+  // The parser alone, with its default limits and with a shallow depth.
+  absl::StatusOr<tqm::json::Value> v = tqm::json::Parse(text);
+  if (!v.ok()) CheckError(v.status(), absl::StatusCode::kInvalidArgument);
+  tqm::json::ParseOptions shallow;
+  shallow.max_depth = 2;
+  absl::StatusOr<tqm::json::Value> s = tqm::json::Parse(text, shallow);
+  if (!s.ok()) CheckError(s.status(), absl::StatusCode::kInvalidArgument);
+  // Valid strings quote into valid JSON that parses back to themselves.
+  if (v.ok() && v->is_string()) {
+    auto back = tqm::json::Parse(tqm::json::Quote(v->as_string()));
+    FUZZ_CHECK_OK(back.status());
+    FUZZ_CHECK(back->is_string() && back->as_string() == v->as_string());
+  }
+
+  // The shard index.
+  const std::string index_name = "fuzz.index.json";
+  auto index =
+      tqm::internal::ParseShardIndex(absl::string_view(text.data(), text.size()), index_name);
+  if (!index.ok()) {
+    CheckError(index.status(), absl::StatusCode::kDataLoss);
+    FUZZ_CHECK(index.status().message().find(index_name) != std::string::npos);
+  } else {
+    FUZZ_CHECK(v.ok() && v->is_object());
+    FUZZ_CHECK(!index->by_shard.empty());
+    for (const auto& [file, names] : index->by_shard) {
+      FUZZ_CHECK(!file.empty() && file != "." && file != "..");
+      FUZZ_CHECK(file.find('/') == std::string::npos);
+      FUZZ_CHECK(file.find('\0') == std::string::npos);
+      FUZZ_CHECK(!names.empty());
+    }
+  }
+
+  // config.json. ---- Hook for the config reader: once
+  // internal::HfConfigToMetadata(json, path) exists, call it here on `text`
+  // with path "fuzz.config.json" and check it as the index is checked
+  // above (DataLoss naming the path, or metadata with valid keys). ----
+  return 0;
+}
