@@ -3,6 +3,7 @@
 
 #include "tokenizer.h"
 
+#include <algorithm>
 #include <cctype>
 #include <cstring>
 #include <fstream>
@@ -32,8 +33,11 @@ absl::StatusOr<Tokenizer> Tokenizer::FromBytes(absl::string_view bytes, int voca
   int32_t max_len = 0;
   if (auto s = read4("header", -1, &max_len); !s.ok()) return s;
   Tokenizer t;
-  t.vocab_.reserve(vocab_size);
-  t.scores_.reserve(vocab_size);
+  // Every token takes at least 8 bytes: reserving for a vocabulary size the
+  // bytes cannot hold would allocate up to 16M strings for a tiny file.
+  const size_t fits = (bytes.size() - pos) / 8;
+  t.vocab_.reserve(std::min<size_t>(vocab_size, fits));
+  t.scores_.reserve(std::min<size_t>(vocab_size, fits));
   for (int i = 0; i < vocab_size; ++i) {
     float score = 0;
     int32_t len = 0;
