@@ -367,3 +367,41 @@ TEST(ImportCampaign, HeapAccountingSeesAllocations) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST(InputFileFromBuffer, ReadsLikeAFile) {
+  const std::vector<uint8_t> bytes = {1, 2, 3, 4, 5};
+  std::unique_ptr<InputFile> f = InputFile::FromBuffer(absl::MakeConstSpan(bytes), "mem.bin");
+  EXPECT_EQ(f->size(), 5u);
+  EXPECT_EQ(f->path(), "mem.bin");
+  uint8_t out[3] = {};
+  ASSERT_TRUE(f->ReadAt(2, out, 3).ok());
+  EXPECT_EQ(out[0], 3);
+  EXPECT_EQ(out[2], 5);
+  EXPECT_TRUE(f->ReadAt(5, out, 0).ok());
+  const absl::Status past = f->ReadAt(3, out, 3);
+  EXPECT_EQ(past.code(), absl::StatusCode::kDataLoss);
+  EXPECT_NE(past.message().find("mem.bin"), std::string::npos) << past;
+  EXPECT_EQ(f->ReadAt(~uint64_t{0}, out, 1).code(), absl::StatusCode::kDataLoss);
+}
+
+TEST(ParseShardIndex, WeightMapAndMetadata) {
+  auto index = tqm::internal::ParseShardIndex(
+      R"({"metadata": {"total_size": 12, "x": [1]},
+          "weight_map": {"a": "s1.safetensors", "b": "s2.safetensors", "c": "s1.safetensors"}})",
+      "m.index.json");
+  ASSERT_TRUE(index.ok()) << index.status();
+  ASSERT_EQ(index->by_shard.size(), 2u);
+  EXPECT_EQ(index->by_shard.at("s1.safetensors").size(), 2u);
+  ASSERT_EQ(index->metadata.size(), 1u);  // arrays are not scalars
+  EXPECT_EQ(index->metadata[0].second, "12");
+  for (const char* bad : {R"({"weight_map": {"a": "../s.safetensors"}})",
+                          R"({"weight_map": {}})", "[1]", "{"}) {
+    auto s = tqm::internal::ParseShardIndex(bad, "m.index.json");
+    EXPECT_EQ(s.status().code(), absl::StatusCode::kDataLoss) << bad;
+    EXPECT_NE(s.status().message().find("m.index.json"), std::string::npos) << s.status();
+  }
+}
+
+}  // namespace
