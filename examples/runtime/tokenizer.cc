@@ -16,9 +16,11 @@ namespace rt {
 
 absl::StatusOr<Tokenizer> Tokenizer::FromBytes(absl::string_view bytes, int vocab_size,
                                                std::string name) {
-  if (vocab_size <= 0 || vocab_size > (1 << 24)) {
-    return absl::InvalidArgumentError(
-        absl::StrFormat("%s: vocabulary size %d out of range", name, vocab_size));
+  // Encode emits the ids of <s> and </s> (1, 2) and byte fallbacks from 3 on:
+  // a smaller vocabulary would index past its end.
+  if (vocab_size < 3 || vocab_size > (1 << 24)) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "%s: vocabulary size %d out of range (3..%d)", name, vocab_size, 1 << 24));
   }
   size_t pos = 0;
   auto read4 = [&](const char* field, int token, void* out) -> absl::Status {
