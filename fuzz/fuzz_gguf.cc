@@ -18,7 +18,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const absl::Span<const uint8_t> bytes(data, size);
   auto info =
       tqm::internal::ReadGgufInfo(*tqm::internal::InputFile::FromBuffer(bytes, name));
-  auto src = tqm::internal::OpenGgufInput(tqm::internal::InputFile::FromBuffer(bytes, name));
+  auto src =
+      tqm::internal::OpenGgufInput(tqm::internal::InputFile::FromBuffer(bytes, name));
   // The importer validates no less than the header reader.
   if (!info.ok()) {
     tqm_fuzz::CheckRejection(info.status(), name);

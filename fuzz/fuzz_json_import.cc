@@ -44,8 +44,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
 
   // The shard index.
   const std::string index_name = "fuzz.index.json";
-  auto index =
-      tqm::internal::ParseShardIndex(absl::string_view(text.data(), text.size()), index_name);
+  auto index = tqm::internal::ParseShardIndex(absl::string_view(text.data(), text.size()),
+                                              index_name);
   if (!index.ok()) {
     CheckError(index.status(), absl::StatusCode::kDataLoss);
     FUZZ_CHECK(index.status().message().find(index_name) != std::string::npos);

@@ -10,8 +10,9 @@
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string name = "fuzz.bin";
-  tqm_fuzz::CheckOpened(tqm::internal::OpenLlama2cInput(tqm::internal::InputFile::FromBuffer(
-                            absl::Span<const uint8_t>(data, size), name)),
-                        name, size);
+  tqm_fuzz::CheckOpened(
+      tqm::internal::OpenLlama2cInput(tqm::internal::InputFile::FromBuffer(
+          absl::Span<const uint8_t>(data, size), name)),
+      name, size);
   return 0;
 }

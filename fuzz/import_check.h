@@ -82,7 +82,8 @@ inline std::string ExerciseSource(tqm::TensorSource& src, const std::string& nam
       ++stats->read_errors;
       continue;
     }
-    if (out.size() != numel) return "tensor '" + t.name + "' read the wrong element count";
+    if (out.size() != numel)
+      return "tensor '" + t.name + "' read the wrong element count";
     ++stats->tensors_read;
   }
   // Out-of-range indexes are caller errors, not crashes.

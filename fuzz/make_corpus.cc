@@ -3,12 +3,15 @@
 // committed fuzz/corpus/ was made with
 //   build/bin/tqm_make_fuzz_corpus fuzz/corpus ../shared
 // (the shared directory, by default the one the build was configured with,
-// supplies tok512.bin; without it that seed is left out). The importer seeds are tiny models written by the library's own
-// exporters (ExportGguf, ExportLlama2c, SafetensorsWriter), so that they stay
-// a few KiB where the shared fixtures are megabytes.
-// Files libFuzzer later found interesting may be merged in beside these.
+// supplies tok512.bin; without it that seed is left out). The importer seeds
+// are tiny models written by the library's own exporters (ExportGguf,
+// ExportLlama2c, SafetensorsWriter), so that they stay a few KiB where the
+// shared fixtures are megabytes. Files libFuzzer later found interesting may
+// be merged in beside these.
 
+#include <stdlib.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <cmath>
 #include <cstdint>
@@ -19,20 +22,17 @@
 #include <string>
 #include <vector>
 
-#include <stdlib.h>
-#include <unistd.h>
-
+#include "entropy.h"
 #include "file_editor.h"
 #include "inputs.h"
 #include "repeating_pattern.h"
-#include "entropy.h"
 #include "test_util.h"
 #include "tqm/codec.h"
 #include "tqm/export.h"
+#include "tqm/format.h"
 #include "tqm/gguf.h"
 #include "tqm/reader.h"
 #include "tqm/safetensors.h"
-#include "tqm/format.h"
 #include "tqm/writer.h"
 
 namespace {
@@ -304,8 +304,10 @@ std::string TempDir() {
 // words with spaces and one with U+2581.
 std::string TinyTokenizer(int n) {
   tqm::GgufVocab v;
-  const char* words[] = {"<unk>", "<s>",  "</s>", "<0x41>", " a",   "b",
-                         "\xE2\x96\x81" "c", "hello", " t",      "\xC3\xA9", "<0xZZ>", ""};
+  // "\u2581" is U+2581 in UTF-8 (a universal character name: exactly four
+  // hex digits, unlike "\x81" which would swallow the "c").
+  const char* words[] = {"<unk>",   "<s>",   "</s>", "<0x41>", " a",     "b",
+                         "\u2581c", "hello", " t",   "\u00e9", "<0xZZ>", ""};
   for (int i = 0; i < n; ++i) {
     v.tokens.push_back(i < 12 ? words[i] : "w" + std::to_string(i));
     v.scores.push_back(-static_cast<float>(i) / 2);
@@ -417,7 +419,8 @@ void TokenizerCorpus(const std::string& dir, const std::string& shared) {
   Write(dir, "zero_tokens.bin", with_size(0, tiny.substr(0, 4)));
   if (!shared.empty()) {
     const std::string path = shared + "/models/stories260K/tok512.bin";
-    if (access(path.c_str(), R_OK) == 0) Write(dir, "tok512.bin", with_size(512, ReadBack(path)));
+    if (access(path.c_str(), R_OK) == 0)
+      Write(dir, "tok512.bin", with_size(512, ReadBack(path)));
   }
 }
 
@@ -447,8 +450,7 @@ void JsonCorpus(const std::string& dir) {
 
 int main(int argc, char** argv) {
   if (argc != 2 && argc != 3) {
-    fprintf(stderr,
-            "usage: %s CORPUS_DIR [SHARED_DIR]   (writes CORPUS_DIR/fuzz_*/)\n",
+    fprintf(stderr, "usage: %s CORPUS_DIR [SHARED_DIR]   (writes CORPUS_DIR/fuzz_*/)\n",
             argv[0]);
     return 2;
   }

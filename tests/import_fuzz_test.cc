@@ -82,8 +82,12 @@ void Release(void* p) {
 
 void* operator new(size_t n) { return Allocate(n, 0, false); }
 void* operator new[](size_t n) { return Allocate(n, 0, false); }
-void* operator new(size_t n, const std::nothrow_t&) noexcept { return Allocate(n, 0, true); }
-void* operator new[](size_t n, const std::nothrow_t&) noexcept { return Allocate(n, 0, true); }
+void* operator new(size_t n, const std::nothrow_t&) noexcept {
+  return Allocate(n, 0, true);
+}
+void* operator new[](size_t n, const std::nothrow_t&) noexcept {
+  return Allocate(n, 0, true);
+}
 void* operator new(size_t n, std::align_val_t a) {
   return Allocate(n, static_cast<size_t>(a), false);
 }
@@ -136,9 +140,9 @@ struct Campaign {
   std::string name;
   Opener open;
   size_t inputs = 0, opened = 0, rejected = 0, tensors_read = 0, read_errors = 0;
-  uint64_t largest_alloc = 0;      // bytes, one allocation
-  uint64_t worst_peak = 0;         // live bytes above the baseline
-  uint64_t worst_peak_input = 0;   // the size of the input that caused it
+  uint64_t largest_alloc = 0;     // bytes, one allocation
+  uint64_t worst_peak = 0;        // live bytes above the baseline
+  uint64_t worst_peak_input = 0;  // the size of the input that caused it
   std::vector<std::string> problems;
 
   // Opens `bytes` (an exactly sized heap copy, so ASan sees overreads) and
@@ -157,8 +161,7 @@ struct Campaign {
         if (!p.empty()) Problem(what + ": " + p);
       } else {
         tqm_fuzz::ReadStats stats;
-        const std::string p =
-            tqm_fuzz::ExerciseSource(**src, name, bytes.size(), &stats);
+        const std::string p = tqm_fuzz::ExerciseSource(**src, name, bytes.size(), &stats);
         if (!p.empty()) Problem(what + ": " + p);
         opened += stats.opened;
         tensors_read += stats.tensors_read;
@@ -173,8 +176,9 @@ struct Campaign {
     }
     const uint64_t bound = 4 * uint64_t{bytes.size()} + (1 << 20);
     if (peak > bound) {
-      Problem(absl::StrFormat("%s: peak heap %d bytes above the bound %d (input %d bytes)",
-                              what, peak, bound, bytes.size()));
+      Problem(
+          absl::StrFormat("%s: peak heap %d bytes above the bound %d (input %d bytes)",
+                          what, peak, bound, bytes.size()));
     }
   }
 
@@ -234,7 +238,8 @@ void RunCampaign(Campaign& c, const std::string& file, size_t header_end) {
   const double secs =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const std::string summary = absl::StrFormat(
-      "%s (%d bytes, header %d): %s; %d flip positions x %d values, %d truncations; %.1f s",
+      "%s (%d bytes, header %d): %s; %d flip positions x %d values, %d truncations; %.1f "
+      "s",
       c.name, file.size(), header_end, c.Summary(), flips.size(), sizeof(kFlips),
       cuts.size(), secs);
   std::cout << "[import campaign] " << summary << "\n";
@@ -243,7 +248,9 @@ void RunCampaign(Campaign& c, const std::string& file, size_t header_end) {
 }
 
 Opener Gguf() {
-  return [](std::unique_ptr<InputFile> f) { return tqm::internal::OpenGgufInput(std::move(f)); };
+  return [](std::unique_ptr<InputFile> f) {
+    return tqm::internal::OpenGgufInput(std::move(f));
+  };
 }
 
 class GgufCampaign : public ::testing::TestWithParam<std::string> {};
@@ -310,7 +317,8 @@ TEST(ImportCampaign, SafetensorsFromStories260K) {
   const std::string file = tqm_test::ReadFile(path);
   unlink(path.c_str());
   uint64_t header_len = 0;
-  for (int i = 7; i >= 0; --i) header_len = header_len << 8 | static_cast<uint8_t>(file[i]);
+  for (int i = 7; i >= 0; --i)
+    header_len = header_len << 8 | static_cast<uint8_t>(file[i]);
   Campaign c{"stories260K.safetensors", [](std::unique_ptr<InputFile> f) {
                return tqm::internal::OpenSafetensorsInput(std::move(f));
              }};
@@ -334,9 +342,13 @@ TEST(ImportCampaign, SeedCorporaImport) {
          return tqm::internal::OpenSafetensorsInput(std::move(f));
        }},
       {"fuzz_llama2c", "tiny_shared.bin",
-       [](std::unique_ptr<InputFile> f) { return tqm::internal::OpenLlama2cInput(std::move(f)); }},
+       [](std::unique_ptr<InputFile> f) {
+         return tqm::internal::OpenLlama2cInput(std::move(f));
+       }},
       {"fuzz_llama2c", "tiny_lm_head.bin",
-       [](std::unique_ptr<InputFile> f) { return tqm::internal::OpenLlama2cInput(std::move(f)); }},
+       [](std::unique_ptr<InputFile> f) {
+         return tqm::internal::OpenLlama2cInput(std::move(f));
+       }},
   };
   for (const auto& s : seeds) {
     const std::string path =
@@ -372,7 +384,8 @@ namespace {
 
 TEST(InputFileFromBuffer, ReadsLikeAFile) {
   const std::vector<uint8_t> bytes = {1, 2, 3, 4, 5};
-  std::unique_ptr<InputFile> f = InputFile::FromBuffer(absl::MakeConstSpan(bytes), "mem.bin");
+  std::unique_ptr<InputFile> f =
+      InputFile::FromBuffer(absl::MakeConstSpan(bytes), "mem.bin");
   EXPECT_EQ(f->size(), 5u);
   EXPECT_EQ(f->path(), "mem.bin");
   uint8_t out[3] = {};

@@ -190,7 +190,8 @@ class ShardedSource : public TensorSource {
 
 namespace internal {
 
-absl::StatusOr<ShardIndex> ParseShardIndex(absl::string_view json, const std::string& path) {
+absl::StatusOr<ShardIndex> ParseShardIndex(absl::string_view json,
+                                           const std::string& path) {
   json::ParseOptions options;
   options.max_size = kMaxIndexSize;
   options.max_depth = 16;

@@ -69,7 +69,8 @@ absl::StatusOr<std::unique_ptr<TensorSource>> OpenSafetensorsInput(
     std::unique_ptr<InputFile> file);
 absl::StatusOr<std::unique_ptr<TensorSource>> OpenLlama2cInput(
     std::unique_ptr<InputFile> file);
-absl::StatusOr<std::unique_ptr<TensorSource>> OpenGgufInput(std::unique_ptr<InputFile> file);
+absl::StatusOr<std::unique_ptr<TensorSource>> OpenGgufInput(
+    std::unique_ptr<InputFile> file);
 absl::StatusOr<GgufInfo> ReadGgufInfo(const InputFile& file);
 
 // A safetensors index (model.safetensors.index.json) parsed and checked
@@ -83,7 +84,8 @@ struct ShardIndex {
 };
 // DataLossError naming `path` for anything but a JSON object with a
 // non-empty "weight_map" of plain file names.
-absl::StatusOr<ShardIndex> ParseShardIndex(absl::string_view json, const std::string& path);
+absl::StatusOr<ShardIndex> ParseShardIndex(absl::string_view json,
+                                           const std::string& path);
 
 // *out = a * b; false on overflow.
 inline bool CheckedMul(uint64_t a, uint64_t b, uint64_t* out) {
