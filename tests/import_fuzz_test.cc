@@ -382,6 +382,44 @@ TEST(ImportCampaign, HeapAccountingSeesAllocations) {
 
 namespace {
 
+// A GGUF header of `n` metadata pairs, each the smallest possible (a short
+// key, a u8 value), and no tensors.
+std::vector<uint8_t> TinyPairsGguf(uint64_t n) {
+  std::vector<uint8_t> s = {'G', 'G', 'U', 'F'};
+  auto put = [&](uint64_t v, int bytes) {
+    for (int i = 0; i < bytes; ++i) s.push_back(static_cast<uint8_t>(v >> (8 * i)));
+  };
+  put(3, 4);
+  put(0, 8);
+  put(n, 8);
+  for (uint64_t i = 0; i < n; ++i) {
+    const std::string key = std::to_string(i);
+    put(key.size(), 8);
+    s.insert(s.end(), key.begin(), key.end());
+    put(tqm::gguf::kTypeU8, 4);
+    put(1, 1);
+  }
+  return s;
+}
+
+// Each pair costs ~300 bytes in memory once imported for 14-18 in the file:
+// the reader caps the count (1024) so that such a file stays within the
+// bound, and says so for more.
+TEST(ImportCampaign, GgufOfTinyMetadataPairsIsBounded) {
+  for (uint64_t n : {uint64_t{1024}, uint64_t{50000}}) {
+    const std::vector<uint8_t> file = TinyPairsGguf(n);
+    Campaign c{"pairs.gguf", Gguf()};
+    c.Try(file, absl::StrFormat("%d pairs", n));
+    for (const std::string& p : c.problems) ADD_FAILURE() << p;
+    EXPECT_EQ(c.opened, n <= 1024 ? 1u : 0u) << n;
+    std::cout << "[import campaign] " << n << " tiny metadata pairs: " << c.Summary()
+              << "\n";
+  }
+  auto big = tqm::internal::ReadGgufInfo(
+      *InputFile::FromBuffer(absl::MakeConstSpan(TinyPairsGguf(1025)), "pairs.gguf"));
+  EXPECT_EQ(big.status().code(), absl::StatusCode::kResourceExhausted) << big.status();
+}
+
 TEST(InputFileFromBuffer, ReadsLikeAFile) {
   const std::vector<uint8_t> bytes = {1, 2, 3, 4, 5};
   std::unique_ptr<InputFile> f =

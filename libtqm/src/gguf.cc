@@ -45,6 +45,11 @@ using internal::InputFile;
 constexpr char kSpaceMarker[] = "\xE2\x96\x81";  // U+2581, SentencePiece's space
 // A key this long is surely not a real GGUF key; it bounds allocation.
 constexpr uint64_t kMaxKeyLength = 1 << 16;
+// Metadata pairs in one file. llama.cpp writes a few dozen (the vocabulary
+// is one array pair); each costs ~300 bytes in memory once imported for as
+// few as 14 in the file, so the cap is what keeps a file of tiny pairs from
+// costing 20-30x its size (1024 pairs: well under 1 MiB).
+constexpr uint64_t kMaxMetadataPairs = 1 << 10;
 // Containers are reserved up to this many elements from a count the file
 // states; past it they grow only as elements are actually read, so a count
 // near the file-size cap cannot make the reader allocate many times the file.
@@ -424,6 +429,12 @@ absl::StatusOr<GgufInfo> ParseGguf(const InputFile& file) {
                                     n_kv, in.remaining()),
                     16);
   }
+  // A count the file could hold but more pairs than any real file has.
+  if (n_kv > kMaxMetadataPairs) {
+    return absl::ResourceExhaustedError(
+        absl::StrFormat("%s: GGUF metadata count %d at offset 16 exceeds the limit of %d",
+                        path, n_kv, kMaxMetadataPairs));
+  }
   if (n_tensors > in.remaining() / 33) {
     return in.Error(absl::StrFormat("tensor count %d cannot fit in the %d bytes left",
                                     n_tensors, in.remaining()),
@@ -454,7 +465,7 @@ absl::StatusOr<GgufInfo> ParseGguf(const InputFile& file) {
       }
       info.alignment = static_cast<uint32_t>(a);
     }
-    info.metadata.push_back(std::move(kv));
+    PushBounded(&info.metadata, std::move(kv), n_kv);
   }
   if (n_tensors > in.remaining() / 33) {
     return in.Error(absl::StrFormat("tensor count %d cannot fit in the %d bytes left",
@@ -470,7 +481,7 @@ absl::StatusOr<GgufInfo> ParseGguf(const InputFile& file) {
     if (!names.insert(t.name).second) {
       return in.Error(absl::StrFormat("duplicate tensor name '%s'", t.name), at);
     }
-    info.tensors.push_back(std::move(t));
+    PushBounded(&info.tensors, std::move(t), n_tensors);
   }
   // The data area starts at the next multiple of the alignment.
   const uint64_t end = in.offset();
