@@ -10,7 +10,7 @@
 #   TQM_FUZZ_SECONDS       seconds per fuzz target (default 60; 0 skips fuzzing)
 #   TQM_IMPORT_FUZZ_SECONDS  seconds per importer fuzz target (fuzz_gguf,
 #                          fuzz_safetensors, fuzz_llama2c, fuzz_tokenizer,
-#                          fuzz_json_import; default 45, or TQM_FUZZ_SECONDS
+#                          fuzz_json_import; default 40, or TQM_FUZZ_SECONDS
 #                          when that is less)
 #   TQM_ASAN_BUILD_DIR     default build-asan
 #   TQM_FUZZ_BUILD_DIR     default build-fuzz (its corpus/ keeps what the
@@ -31,7 +31,7 @@ FUZZ_SECONDS=${TQM_FUZZ_SECONDS:-60}
 JOBS=${JOBS:-$(nproc 2>/dev/null || echo 2)}
 TARGETS=(fuzz_open fuzz_chunk fuzz_roundtrip)
 IMPORT_TARGETS=(fuzz_gguf fuzz_safetensors fuzz_llama2c fuzz_tokenizer fuzz_json_import)
-IMPORT_FUZZ_SECONDS=${TQM_IMPORT_FUZZ_SECONDS:-$(( FUZZ_SECONDS < 45 ? FUZZ_SECONDS : 45 ))}
+IMPORT_FUZZ_SECONDS=${TQM_IMPORT_FUZZ_SECONDS:-$(( FUZZ_SECONDS < 40 ? FUZZ_SECONDS : 40 ))}
 CTEST_EXCLUDE=${TQM_SANITIZE_CTEST_EXCLUDE:-^py_}
 
 if ! command -v clang++ >/dev/null; then
