@@ -1,24 +1,38 @@
 // Writes the seed corpora of the fuzz targets: small valid inputs (and a few
 // near-misses) from which libFuzzer mutates. Output is deterministic; the
 // committed fuzz/corpus/ was made with
-//   build/bin/tqm_make_fuzz_corpus fuzz/corpus
-// Files libFuzzer later found interesting may be merged in beside these.
+//   build/bin/tqm_make_fuzz_corpus fuzz/corpus ../shared
+// (the shared directory, by default the one the build was configured with,
+// supplies tok512.bin; without it that seed is left out). The importer seeds
+// are tiny models written by the library's own exporters (ExportGguf,
+// ExportLlama2c, SafetensorsWriter), so that they stay a few KiB where the
+// shared fixtures are megabytes. Files libFuzzer later found interesting may
+// be merged in beside these.
 
+#include <stdlib.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <fstream>
+#include <iterator>
+#include <memory>
 #include <string>
 #include <vector>
 
+#include "entropy.h"
 #include "file_editor.h"
 #include "inputs.h"
 #include "repeating_pattern.h"
-#include "entropy.h"
+#include "test_util.h"
 #include "tqm/codec.h"
+#include "tqm/export.h"
 #include "tqm/format.h"
+#include "tqm/gguf.h"
+#include "tqm/reader.h"
+#include "tqm/safetensors.h"
 #include "tqm/writer.h"
 
 namespace {
@@ -257,11 +271,187 @@ void RoundtripCorpus(const std::string& dir) {
         B({opt(false, true, 6, 7), 1 | (2 << 1), 0 | (24 << 2), 0, 0, 2, 15, 15, 15}) + skew);
 }
 
+// ---- importer seeds ----
+
+void Check(const absl::Status& s, const char* what) {
+  if (!s.ok()) {
+    fprintf(stderr, "%s: %s\n", what, s.ToString().c_str());
+    exit(1);
+  }
+}
+
+std::string ReadBack(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  std::string s((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  if (!f && !f.eof()) {
+    fprintf(stderr, "cannot read %s\n", path.c_str());
+    exit(1);
+  }
+  return s;
+}
+
+// A scratch directory for the exporters, which write files.
+std::string TempDir() {
+  char tmpl[] = "/tmp/tqm_corpus_XXXXXX";
+  if (mkdtemp(tmpl) == nullptr) {
+    perror("mkdtemp");
+    exit(1);
+  }
+  return tmpl;
+}
+
+// A llama2.c tokenizer blob of `n` tokens: the special ones, byte tokens,
+// words with spaces and one with U+2581.
+std::string TinyTokenizer(int n) {
+  tqm::GgufVocab v;
+  // "\u2581" is U+2581 in UTF-8 (a universal character name: exactly four
+  // hex digits, unlike "\x81" which would swallow the "c").
+  const char* words[] = {"<unk>",   "<s>",   "</s>", "<0x41>", " a",     "b",
+                         "\u2581c", "hello", " t",   "\u00e9", "<0xZZ>", ""};
+  for (int i = 0; i < n; ++i) {
+    v.tokens.push_back(i < 12 ? words[i] : "w" + std::to_string(i));
+    v.scores.push_back(-static_cast<float>(i) / 2);
+  }
+  absl::StatusOr<std::string> blob = tqm::Llama2cTokenizerFromVocab(v);
+  Check(blob.status(), "tokenizer");
+  return *blob;
+}
+
+// A packed tiny Llama model (dim x hidden, one layer, `vocab` tokens) with
+// its tokenizer, as a Reader over `*bytes`.
+std::unique_ptr<tqm::Reader> TinyLlama(int dim, int hidden, int vocab, bool lm_head,
+                                       std::string* bytes) {
+  tqm::MemorySource m = tqm_test::SmallModel(1, dim, hidden, vocab, 3);
+  if (lm_head) {
+    m.Add("lm_head.weight", {uint64_t(vocab), uint64_t(dim)},
+          tqm_test::Gaussian(uint64_t(vocab) * dim, 4));
+  }
+  m.AddMeta({"tokenizer.llama2c", tqm::MetaValue::Bytes(TinyTokenizer(vocab))});
+  tqm::PackOptions o;
+  *bytes = Pack(m, o);
+  absl::StatusOr<std::unique_ptr<tqm::Reader>> r = tqm::Reader::FromBuffer(
+      absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(bytes->data()), bytes->size()),
+      "tiny.tqm");
+  Check(r.status(), "reader");
+  return std::move(r).value();
+}
+
+void GgufCorpus(const std::string& dir, const std::string& tmp) {
+  const struct {
+    const char* name;
+    int dim, hidden;
+    tqm::GgufExportType type;
+    bool lm_head;
+  } kinds[] = {
+      {"tiny_f32.gguf", 8, 16, tqm::GgufExportType::kF32, false},
+      {"tiny_f16_lm_head.gguf", 8, 16, tqm::GgufExportType::kF16, true},
+      {"tiny_q8_0.gguf", 32, 32, tqm::GgufExportType::kQ8_0, false},
+  };
+  for (const auto& k : kinds) {
+    std::string packed;
+    std::unique_ptr<tqm::Reader> r = TinyLlama(k.dim, k.hidden, 8, k.lm_head, &packed);
+    tqm::GgufExportOptions o;
+    o.type = k.type;
+    o.overrides.n_heads = 2;
+    o.overrides.n_kv_heads = 1;
+    o.overrides.seq_len = 4;
+    const std::string path = tmp + "/" + k.name;
+    Check(tqm::ExportGguf(*r, path, o), k.name);
+    Write(dir, k.name, ReadBack(path));
+    unlink(path.c_str());
+  }
+}
+
+void Llama2cCorpus(const std::string& dir, const std::string& tmp) {
+  for (bool lm_head : {false, true}) {
+    std::string packed;
+    std::unique_ptr<tqm::Reader> r = TinyLlama(8, 16, 8, lm_head, &packed);
+    tqm::ExportOverrides o;
+    o.n_heads = 2;
+    o.n_kv_heads = 1;
+    o.seq_len = 2;
+    const std::string name = lm_head ? "tiny_lm_head.bin" : "tiny_shared.bin";
+    const std::string path = tmp + "/" + name;
+    Check(tqm::ExportLlama2c(*r, path, o), name.c_str());
+    Write(dir, name, ReadBack(path));
+    unlink(path.c_str());
+  }
+}
+
+void SafetensorsCorpus(const std::string& dir, const std::string& tmp) {
+  auto write = [&](const std::string& name, std::vector<tqm::SafetensorsEntry> entries,
+                   std::vector<std::pair<std::string, std::string>> meta) {
+    const std::string path = tmp + "/" + name;
+    auto w = tqm::SafetensorsWriter::Create(path, entries, std::move(meta));
+    Check(w.status(), name.c_str());
+    for (const tqm::SafetensorsEntry& e : entries) {
+      uint64_t n = tqm::SafetensorsDTypeSize(e.dtype);
+      for (uint64_t d : e.shape) n *= d;
+      std::vector<uint8_t> bytes(n);
+      for (uint64_t i = 0; i < n; ++i) bytes[i] = static_cast<uint8_t>(i * 37 + 60);
+      Check((*w)->Write(absl::MakeConstSpan(bytes)), name.c_str());
+    }
+    Check((*w)->Finish(), name.c_str());
+    Write(dir, name, ReadBack(path));
+    unlink(path.c_str());
+  };
+  write("dtypes.safetensors",
+        {{"model.embed_tokens.weight", "F32", {4, 2}},
+         {"model.layers.0.input_layernorm.weight", "F16", {2}},
+         {"model.layers.0.mlp.up_proj.weight", "BF16", {3, 2}},
+         {"empty", "F32", {0, 3}},
+         {"scalar", "F32", {}}},
+        {{"format", "pt"}, {"llama.dim", "2"}, {"llama.rope_layout", "hf"}});
+  write("one_tensor.safetensors", {{"w", "F16", {2, 2}}}, {});
+  write("unsupported_dtype.safetensors", {{"w", "I8", {3}}}, {});
+}
+
+void TokenizerCorpus(const std::string& dir, const std::string& shared) {
+  auto with_size = [](uint32_t n, const std::string& blob) {
+    return std::string{static_cast<char>(n), static_cast<char>(n >> 8),
+                       static_cast<char>(n >> 16)} +
+           blob;
+  };
+  const std::string tiny = TinyTokenizer(16);
+  Write(dir, "tiny16.bin", with_size(16, tiny));
+  Write(dir, "tiny16_as_17.bin", with_size(17, tiny));
+  Write(dir, "tiny16_cut.bin", with_size(16, tiny.substr(0, tiny.size() - 3)));
+  Write(dir, "zero_tokens.bin", with_size(0, tiny.substr(0, 4)));
+  if (!shared.empty()) {
+    const std::string path = shared + "/models/stories260K/tok512.bin";
+    if (access(path.c_str(), R_OK) == 0)
+      Write(dir, "tok512.bin", with_size(512, ReadBack(path)));
+  }
+}
+
+void JsonCorpus(const std::string& dir) {
+  Write(dir, "index.json",
+        "{\"metadata\": {\"total_size\": 1234, \"format\": \"pt\", \"ok\": true, "
+        "\"eps\": 1e-5, \"n\": null},\n \"weight_map\": {\"model.embed_tokens.weight\": "
+        "\"model-00001-of-00002.safetensors\", \"model.norm.weight\": "
+        "\"model-00002-of-00002.safetensors\", \"lm_head.weight\": "
+        "\"model-00002-of-00002.safetensors\"}}\n");
+  Write(dir, "index_bad_file.json", "{\"weight_map\": {\"a\": \"../x.safetensors\"}}");
+  Write(dir, "index_empty_map.json", "{\"weight_map\": {}, \"metadata\": []}");
+  Write(dir, "config.json",
+        "{\n  \"architectures\": [\"LlamaForCausalLM\"],\n  \"hidden_size\": 64,\n"
+        "  \"intermediate_size\": 172,\n  \"num_hidden_layers\": 5,\n"
+        "  \"num_attention_heads\": 8,\n  \"num_key_value_heads\": 4,\n"
+        "  \"vocab_size\": 512,\n  \"max_position_embeddings\": 512,\n"
+        "  \"rms_norm_eps\": 1e-05,\n  \"rope_theta\": 10000.0,\n"
+        "  \"rope_scaling\": null,\n  \"tie_word_embeddings\": true,\n"
+        "  \"torch_dtype\": \"float32\"\n}\n");
+  Write(dir, "strings.json",
+        "[\"\\u00e9\\ud83d\\ude00\\n\\\"\", \"\xC3\xA9\", -0, 1.5e300, "
+        "9223372036854775807, -9223372036854775808, 18446744073709551616, [[[]]], {}]");
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc != 2) {
-    fprintf(stderr, "usage: %s CORPUS_DIR   (writes CORPUS_DIR/fuzz_*/)\n", argv[0]);
+  if (argc != 2 && argc != 3) {
+    fprintf(stderr, "usage: %s CORPUS_DIR [SHARED_DIR]   (writes CORPUS_DIR/fuzz_*/)\n",
+            argv[0]);
     return 2;
   }
   const std::string root = argv[1];
@@ -271,5 +461,12 @@ int main(int argc, char** argv) {
   EntropyChunks(root + "/fuzz_chunk");
   LanesChunks(root + "/fuzz_chunk");
   RoundtripCorpus(root + "/fuzz_roundtrip");
+  const std::string tmp = TempDir();
+  GgufCorpus(root + "/fuzz_gguf", tmp);
+  Llama2cCorpus(root + "/fuzz_llama2c", tmp);
+  SafetensorsCorpus(root + "/fuzz_safetensors", tmp);
+  rmdir(tmp.c_str());
+  TokenizerCorpus(root + "/fuzz_tokenizer", argc == 3 ? argv[2] : TQM_SHARED_DIR);
+  JsonCorpus(root + "/fuzz_json_import");
   return 0;
 }

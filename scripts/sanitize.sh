@@ -8,11 +8,16 @@
 #
 # Environment:
 #   TQM_FUZZ_SECONDS       seconds per fuzz target (default 60; 0 skips fuzzing)
+#   TQM_IMPORT_FUZZ_SECONDS  seconds per importer fuzz target (fuzz_gguf,
+#                          fuzz_safetensors, fuzz_llama2c, fuzz_tokenizer,
+#                          fuzz_json_import; default 40, or TQM_FUZZ_SECONDS
+#                          when that is less)
 #   TQM_ASAN_BUILD_DIR     default build-asan
 #   TQM_FUZZ_BUILD_DIR     default build-fuzz (its corpus/ keeps what the
 #                          fuzzers found between runs; crashes go to artifacts/)
-#   TQM_CORRUPTION_STRIDE  corruption_test tests every n-th byte (default 4 here;
-#                          the plain Release suite tests every byte)
+#   TQM_CORRUPTION_STRIDE  corruption_test and import_fuzz_test test every n-th
+#                          byte (default 4 here; the plain Release suite tests
+#                          every byte)
 #   TQM_SANITIZE_CTEST_EXCLUDE  ctest -E regex (default ^py_: Python cannot load
 #                          the sanitized shared library)
 #   JOBS                   parallel build/test jobs (default: nproc)
@@ -25,6 +30,8 @@ FUZZ_DIR=${TQM_FUZZ_BUILD_DIR:-build-fuzz}
 FUZZ_SECONDS=${TQM_FUZZ_SECONDS:-60}
 JOBS=${JOBS:-$(nproc 2>/dev/null || echo 2)}
 TARGETS=(fuzz_open fuzz_chunk fuzz_roundtrip)
+IMPORT_TARGETS=(fuzz_gguf fuzz_safetensors fuzz_llama2c fuzz_tokenizer fuzz_json_import)
+IMPORT_FUZZ_SECONDS=${TQM_IMPORT_FUZZ_SECONDS:-$(( FUZZ_SECONDS < 40 ? FUZZ_SECONDS : 40 ))}
 CTEST_EXCLUDE=${TQM_SANITIZE_CTEST_EXCLUDE:-^py_}
 
 if ! command -v clang++ >/dev/null; then
@@ -85,15 +92,18 @@ stamp "configure $FUZZ_DIR (-DTQM_FUZZ=ON -DTQM_SANITIZE=ON)"
 CC=clang CXX=clang++ cmake -S . -B "$FUZZ_DIR" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DTQM_FUZZ=ON -DTQM_SANITIZE=ON >/dev/null
 stamp "build fuzzers"
-cmake --build "$FUZZ_DIR" -j "$JOBS" --target "${TARGETS[@]}"
+cmake --build "$FUZZ_DIR" -j "$JOBS" --target "${TARGETS[@]}" "${IMPORT_TARGETS[@]}"
 mkdir -p "$FUZZ_DIR/artifacts"
 failed=0
-for t in "${TARGETS[@]}"; do
+for t in "${TARGETS[@]}" "${IMPORT_TARGETS[@]}"; do
+  seconds=$FUZZ_SECONDS
+  case " ${IMPORT_TARGETS[*]} " in *" $t "*) seconds=$IMPORT_FUZZ_SECONDS ;; esac
+  [ "$seconds" = 0 ] && continue
   work="$FUZZ_DIR/corpus/$t"
   mkdir -p "$work"
-  stamp "fuzz $t for ${FUZZ_SECONDS}s (corpus: $work + fuzz/corpus/$t)"
+  stamp "fuzz $t for ${seconds}s (corpus: $work + fuzz/corpus/$t)"
   # New inputs go to the first directory; the committed corpus is only read.
-  if ! "$FUZZ_DIR/bin/$t" -max_total_time="$FUZZ_SECONDS" -rss_limit_mb=2048 -timeout=10 \
+  if ! "$FUZZ_DIR/bin/$t" -max_total_time="$seconds" -rss_limit_mb=2048 -timeout=10 \
       -malloc_limit_mb=512 -max_len=65536 -print_final_stats=1 \
       -artifact_prefix="$FUZZ_DIR/artifacts/$t-" "$work" "fuzz/corpus/$t" \
       >"$FUZZ_DIR/$t.log" 2>&1; then
@@ -109,5 +119,5 @@ if [ "$failed" != 0 ]; then
   stamp "a fuzzer found a problem: reproduce with $FUZZ_DIR/bin/<target> $FUZZ_DIR/artifacts/<file>"
   finish 1
 fi
-stamp "all fuzzers ran ${FUZZ_SECONDS}s without a finding"
+stamp "all fuzzers ran (${FUZZ_SECONDS}s each, importers ${IMPORT_FUZZ_SECONDS}s) without a finding"
 finish

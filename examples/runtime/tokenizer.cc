@@ -3,6 +3,7 @@
 
 #include "tokenizer.h"
 
+#include <algorithm>
 #include <cctype>
 #include <cstring>
 #include <fstream>
@@ -15,9 +16,11 @@ namespace rt {
 
 absl::StatusOr<Tokenizer> Tokenizer::FromBytes(absl::string_view bytes, int vocab_size,
                                                std::string name) {
-  if (vocab_size <= 0 || vocab_size > (1 << 24)) {
-    return absl::InvalidArgumentError(
-        absl::StrFormat("%s: vocabulary size %d out of range", name, vocab_size));
+  // Encode emits the ids of <s> and </s> (1, 2) and byte fallbacks from 3 on:
+  // a smaller vocabulary would index past its end.
+  if (vocab_size < 3 || vocab_size > (1 << 24)) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "%s: vocabulary size %d out of range (3..%d)", name, vocab_size, 1 << 24));
   }
   size_t pos = 0;
   auto read4 = [&](const char* field, int token, void* out) -> absl::Status {
@@ -32,8 +35,11 @@ absl::StatusOr<Tokenizer> Tokenizer::FromBytes(absl::string_view bytes, int voca
   int32_t max_len = 0;
   if (auto s = read4("header", -1, &max_len); !s.ok()) return s;
   Tokenizer t;
-  t.vocab_.reserve(vocab_size);
-  t.scores_.reserve(vocab_size);
+  // Every token takes at least 8 bytes: reserving for a vocabulary size the
+  // bytes cannot hold would allocate up to 16M strings for a tiny file.
+  const size_t fits = (bytes.size() - pos) / 8;
+  t.vocab_.reserve(std::min<size_t>(vocab_size, fits));
+  t.scores_.reserve(std::min<size_t>(vocab_size, fits));
   for (int i = 0; i < vocab_size; ++i) {
     float score = 0;
     int32_t len = 0;

@@ -45,10 +45,34 @@ using internal::InputFile;
 constexpr char kSpaceMarker[] = "\xE2\x96\x81";  // U+2581, SentencePiece's space
 // A key this long is surely not a real GGUF key; it bounds allocation.
 constexpr uint64_t kMaxKeyLength = 1 << 16;
+// Metadata pairs in one file. llama.cpp writes a few dozen (the vocabulary
+// is one array pair); each costs ~300 bytes in memory once imported for as
+// few as 14 in the file, so the cap is what keeps a file of tiny pairs from
+// costing 20-30x its size (1024 pairs: well under 1 MiB).
+constexpr uint64_t kMaxMetadataPairs = 1 << 10;
 // Containers are reserved up to this many elements from a count the file
 // states; past it they grow only as elements are actually read, so a count
 // near the file-size cap cannot make the reader allocate many times the file.
 constexpr uint64_t kReserve = 1 << 16;
+
+// How many elements of type T to reserve for `count` stated by the file with
+// `remaining` bytes left: at most kReserve, and never more memory than those
+// bytes, so that one corrupt count costs at most the size of the file (a
+// GgufKeyValue is ~170 bytes where the smallest pair on disk is 13).
+template <typename T>
+size_t ReserveFor(uint64_t count, uint64_t remaining) {
+  return static_cast<size_t>(std::min({count, kReserve, remaining / sizeof(T)}));
+}
+
+// push_back that grows `v` toward `count` elements at most: plain doubling
+// could leave a vector of 60000 strings for a 32000-token vocabulary.
+template <typename T>
+void PushBounded(std::vector<T>* v, T x, uint64_t count) {
+  if (v->size() == v->capacity()) {
+    v->reserve(static_cast<size_t>(std::min<uint64_t>(count, 2 * v->capacity() + 16)));
+  }
+  v->push_back(std::move(x));
+}
 
 const char* ValueTypeName(uint32_t t) {
   static const char* const kNames[] = {"u8",  "i8",  "u16",  "i16",    "u32",
@@ -179,7 +203,9 @@ class HeaderReader {
   }
 
  private:
-  static constexpr size_t kBuffer = 1 << 20;
+  // Small: the header is read once, front to back, and a buffer the size of
+  // a whole (small) file would double what opening it costs.
+  static constexpr size_t kBuffer = 1 << 16;
   const InputFile& file_;
   uint64_t size_;
   uint64_t pos_ = 0;
@@ -281,15 +307,15 @@ absl::Status ReadValue(HeaderReader& in, GgufKeyValue* kv) {
   if (elem == gguf::kTypeString) {
     std::string s;
     if (kv->array_kept)
-      kv->array_strings.reserve(static_cast<size_t>(std::min(count, kReserve)));
+      kv->array_strings.reserve(ReserveFor<std::string>(count, in.remaining()));
     for (uint64_t i = 0; i < count; ++i) {
       TQM_RETURN_IF_ERROR(in.String(&s, "array string", gguf::kMaxStringLength));
-      if (kv->array_kept) kv->array_strings.push_back(std::move(s));
+      if (kv->array_kept) PushBounded(&kv->array_strings, std::move(s), count);
     }
     return absl::OkStatus();
   }
   if (!kv->array_kept) return in.Skip(count * min_size, "array data");
-  kv->array_numbers.reserve(static_cast<size_t>(std::min(count, kReserve)));
+  kv->array_numbers.reserve(ReserveFor<double>(count, in.remaining()));
   GgufKeyValue e;
   for (uint64_t i = 0; i < count; ++i) {
     const uint64_t eat = in.offset();
@@ -303,7 +329,7 @@ absl::Status ReadValue(HeaderReader& in, GgufKeyValue* kv) {
     } else {
       v = static_cast<double>(e.uint_value);
     }
-    kv->array_numbers.push_back(v);
+    PushBounded(&kv->array_numbers, v, count);
   }
   return absl::OkStatus();
 }
@@ -414,13 +440,19 @@ absl::StatusOr<GgufInfo> ParseGguf(const InputFile& file) {
                                     n_kv, in.remaining()),
                     16);
   }
+  // A count the file could hold but more pairs than any real file has.
+  if (n_kv > kMaxMetadataPairs) {
+    return absl::ResourceExhaustedError(
+        absl::StrFormat("%s: GGUF metadata count %d at offset 16 exceeds the limit of %d",
+                        path, n_kv, kMaxMetadataPairs));
+  }
   if (n_tensors > in.remaining() / 33) {
     return in.Error(absl::StrFormat("tensor count %d cannot fit in the %d bytes left",
                                     n_tensors, in.remaining()),
                     8);
   }
   absl::flat_hash_set<std::string> keys;
-  info.metadata.reserve(static_cast<size_t>(std::min(n_kv, kReserve)));
+  info.metadata.reserve(ReserveFor<GgufKeyValue>(n_kv, in.remaining()));
   for (uint64_t i = 0; i < n_kv; ++i) {
     GgufKeyValue kv;
     const uint64_t at = in.offset();
@@ -444,7 +476,7 @@ absl::StatusOr<GgufInfo> ParseGguf(const InputFile& file) {
       }
       info.alignment = static_cast<uint32_t>(a);
     }
-    info.metadata.push_back(std::move(kv));
+    PushBounded(&info.metadata, std::move(kv), n_kv);
   }
   if (n_tensors > in.remaining() / 33) {
     return in.Error(absl::StrFormat("tensor count %d cannot fit in the %d bytes left",
@@ -452,7 +484,7 @@ absl::StatusOr<GgufInfo> ParseGguf(const InputFile& file) {
                     8);
   }
   absl::flat_hash_set<std::string> names;
-  info.tensors.reserve(static_cast<size_t>(std::min(n_tensors, kReserve)));
+  info.tensors.reserve(ReserveFor<GgufTensorInfo>(n_tensors, in.remaining()));
   for (uint64_t i = 0; i < n_tensors; ++i) {
     GgufTensorInfo t;
     const uint64_t at = in.offset();
@@ -460,7 +492,7 @@ absl::StatusOr<GgufInfo> ParseGguf(const InputFile& file) {
     if (!names.insert(t.name).second) {
       return in.Error(absl::StrFormat("duplicate tensor name '%s'", t.name), at);
     }
-    info.tensors.push_back(std::move(t));
+    PushBounded(&info.tensors, std::move(t), n_tensors);
   }
   // The data area starts at the next multiple of the alignment.
   const uint64_t end = in.offset();
@@ -729,8 +761,10 @@ constexpr MappedKey kMappedKeys[] = {
     {"context_length", meta_keys::kSeqLen},
 };
 
+// Moves the tokenizer.ggml.tokens strings out of `info` (a second copy of a
+// large vocabulary would dominate what opening the file costs).
 absl::StatusOr<std::vector<MetaEntry>> BuildMetadata(const std::string& path,
-                                                     const GgufInfo& info) {
+                                                     GgufInfo& info) {
   auto corrupt = [&](const std::string& what) {
     return absl::DataLossError(absl::StrFormat("%s: GGUF metadata: %s", path, what));
   };
@@ -845,12 +879,15 @@ absl::StatusOr<std::vector<MetaEntry>> BuildMetadata(const std::string& path,
 
   // The SentencePiece vocabulary as a llama2.c tokenizer blob.
   const GgufKeyValue* model = info.Find("tokenizer.ggml.model");
-  const GgufKeyValue* tokens = info.Find("tokenizer.ggml.tokens");
+  GgufKeyValue* tokens = nullptr;
+  for (GgufKeyValue& kv : info.metadata) {
+    if (kv.key == "tokenizer.ggml.tokens") tokens = &kv;
+  }
   if (model != nullptr && model->type == gguf::kTypeString &&
       model->string_value == "llama" && tokens != nullptr &&
       tokens->type == gguf::kTypeArray && tokens->array_type == gguf::kTypeString) {
     GgufVocab v;
-    v.tokens = tokens->array_strings;
+    v.tokens = std::move(tokens->array_strings);
     if (const GgufKeyValue* s = info.Find("tokenizer.ggml.scores")) {
       if (s->type != gguf::kTypeArray || s->array_size != v.tokens.size() ||
           (s->array_type != gguf::kTypeF32 && s->array_type != gguf::kTypeF64)) {
@@ -954,8 +991,18 @@ absl::StatusOr<GgufInfo> ReadGgufInfo(const std::string& path) {
   return ParseGguf(*file);
 }
 
+absl::StatusOr<GgufInfo> internal::ReadGgufInfo(const InputFile& file) {
+  return ParseGguf(file);
+}
+
 absl::StatusOr<std::unique_ptr<TensorSource>> OpenGguf(const std::string& path) {
   TQM_ASSIGN_OR_RETURN(std::unique_ptr<InputFile> file, InputFile::Open(path));
+  return internal::OpenGgufInput(std::move(file));
+}
+
+absl::StatusOr<std::unique_ptr<TensorSource>> internal::OpenGgufInput(
+    std::unique_ptr<InputFile> file) {
+  const std::string path = file->path();
   TQM_ASSIGN_OR_RETURN(GgufInfo info, ParseGguf(*file));
   TQM_ASSIGN_OR_RETURN(std::vector<MetaEntry> meta, BuildMetadata(path, info));
   std::vector<SourceTensor> tensors;
@@ -995,36 +1042,39 @@ absl::StatusOr<std::string> Llama2cTokenizerFromVocab(const GgufVocab& vocab) {
         absl::StrFormat("tokenizer arrays disagree: %d tokens, %d scores, %d types", n,
                         vocab.scores.size(), vocab.types.size()));
   }
-  std::vector<std::string> texts(n);
+  // One pass straight into the output (no copy of the texts), reserved up
+  // front: every text is at most its token plus the two newlines BOS/EOS get.
+  uint64_t reserve = 4;
+  for (const std::string& t : vocab.tokens) reserve += 8 + t.size() + 2;
+  std::string out;
+  out.reserve(static_cast<size_t>(reserve));
+  auto put32 = [&out](uint32_t v) {
+    for (int b = 0; b < 4; ++b) out.push_back(static_cast<char>(v >> (8 * b)));
+  };
+  put32(0);  // max_token_length, patched below
   uint64_t max_len = 0;
+  std::string t;
   for (size_t i = 0; i < n; ++i) {
-    std::string t = vocab.tokens[i];
-    if (i == vocab.bos_id && t == "<s>") {
+    const std::string& token = vocab.tokens[i];
+    if (i == vocab.bos_id && token == "<s>") {
       t = "\n<s>\n";  // what llama2.c's tokenizer.py writes
-    } else if (i == vocab.eos_id && t == "</s>") {
+    } else if (i == vocab.eos_id && token == "</s>") {
       t = "\n</s>\n";
     } else {
-      t = absl::StrReplaceAll(t, {{kSpaceMarker, " "}});
+      t = absl::StrReplaceAll(token, {{kSpaceMarker, " "}});
     }
     if (t.size() > static_cast<size_t>(std::numeric_limits<int32_t>::max())) {
       return absl::InvalidArgumentError(absl::StrFormat("token %d is too long", i));
     }
     max_len = std::max<uint64_t>(max_len, t.size());
-    texts[i] = std::move(t);
-  }
-  std::string out;
-  auto put32 = [&out](uint32_t v) {
-    for (int b = 0; b < 4; ++b) out.push_back(static_cast<char>(v >> (8 * b)));
-  };
-  put32(static_cast<uint32_t>(max_len));
-  for (size_t i = 0; i < n; ++i) {
-    float score = vocab.scores.empty() ? 0.0f : vocab.scores[i];
+    const float score = vocab.scores.empty() ? 0.0f : vocab.scores[i];
     uint32_t bits;
     std::memcpy(&bits, &score, 4);
     put32(bits);
-    put32(static_cast<uint32_t>(texts[i].size()));
-    out += texts[i];
+    put32(static_cast<uint32_t>(t.size()));
+    out += t;
   }
+  for (int b = 0; b < 4; ++b) out[b] = static_cast<char>(max_len >> (8 * b));
   return out;
 }
 

@@ -56,6 +56,12 @@ absl::StatusOr<std::unique_ptr<InputFile>> InputFile::Open(const std::string& pa
       new InputFile(path, fd, static_cast<uint64_t>(st.st_size)));
 }
 
+std::unique_ptr<InputFile> InputFile::FromBuffer(absl::Span<const uint8_t> bytes,
+                                                 std::string name) {
+  return std::unique_ptr<InputFile>(
+      new InputFile(std::move(name), -1, bytes.size(), bytes.data()));
+}
+
 InputFile::~InputFile() {
   if (fd_ >= 0) close(fd_);
 }
@@ -65,6 +71,10 @@ absl::Status InputFile::ReadAt(uint64_t offset, void* dst, size_t n) const {
     return absl::DataLossError(absl::StrFormat(
         "%s: read of %d bytes at offset %d past the end of the file (%d bytes)", path_, n,
         offset, size_));
+  }
+  if (fd_ < 0) {
+    if (n > 0) std::memcpy(dst, memory_ + offset, n);
+    return absl::OkStatus();
   }
   uint8_t* p = static_cast<uint8_t*>(dst);
   size_t done = 0;

@@ -20,18 +20,25 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "tqm/metadata.h"
+#include "absl/types/span.h"
+#include "tqm/gguf.h"
 #include "tqm/source.h"
 
 namespace tqm {
 namespace internal {
 
-// A regular file opened read-only. ReadAt is safe to call from several
-// threads at once (pread).
+// A regular file opened read-only, or bytes in memory read the same way (so
+// that every importer can be fuzzed without touching the file system).
+// ReadAt is safe to call from several threads at once (pread / memcpy).
 class InputFile {
  public:
   // Fails with the errno mapping (NotFound, PermissionDenied, ...), or
   // InvalidArgument when `path` is not a regular file.
   static absl::StatusOr<std::unique_ptr<InputFile>> Open(const std::string& path);
+  // `bytes` as a file named `name` (used in messages). Nothing is copied: the
+  // caller keeps the bytes alive and unchanged for the InputFile's lifetime.
+  static std::unique_ptr<InputFile> FromBuffer(absl::Span<const uint8_t> bytes,
+                                               std::string name);
   ~InputFile();
   InputFile(const InputFile&) = delete;
   InputFile& operator=(const InputFile&) = delete;
@@ -45,11 +52,12 @@ class InputFile {
   absl::Status ReadAt(uint64_t offset, void* dst, size_t n) const;
 
  private:
-  InputFile(std::string path, int fd, uint64_t size)
-      : path_(std::move(path)), fd_(fd), size_(size) {}
+  InputFile(std::string path, int fd, uint64_t size, const uint8_t* memory = nullptr)
+      : path_(std::move(path)), fd_(fd), size_(size), memory_(memory) {}
   std::string path_;
-  int fd_;
+  int fd_;  // -1 for a memory-backed input
   uint64_t size_;
+  const uint8_t* memory_;  // the caller's bytes when fd_ is -1
 };
 
 // The last component of `path`.
@@ -109,6 +117,17 @@ absl::StatusOr<ShardIndex> ParseShardIndex(absl::string_view json,
 // tokenizer in messages. DataLoss for bytes that are not such a file.
 absl::StatusOr<uint64_t> CountLlama2cTokens(absl::string_view bytes,
                                             const std::string& name);
+
+// The importers over an already open input (a file or bytes in memory): what
+// OpenSafetensors, OpenLlama2c, OpenGguf and ReadGgufInfo do after opening
+// their path. Messages and source.file name file->path().
+absl::StatusOr<std::unique_ptr<TensorSource>> OpenSafetensorsInput(
+    std::unique_ptr<InputFile> file);
+absl::StatusOr<std::unique_ptr<TensorSource>> OpenLlama2cInput(
+    std::unique_ptr<InputFile> file);
+absl::StatusOr<std::unique_ptr<TensorSource>> OpenGgufInput(
+    std::unique_ptr<InputFile> file);
+absl::StatusOr<GgufInfo> ReadGgufInfo(const InputFile& file);
 
 // *out = a * b; false on overflow.
 inline bool CheckedMul(uint64_t a, uint64_t b, uint64_t* out) {

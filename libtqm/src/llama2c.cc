@@ -115,7 +115,12 @@ absl::StatusOr<std::unique_ptr<TensorSource>> OpenLlama2c(const std::string& pat
   absl::StatusOr<std::unique_ptr<internal::InputFile>> opened =
       internal::InputFile::Open(path);
   if (!opened.ok()) return opened.status();
-  std::unique_ptr<internal::InputFile> file = std::move(opened).value();
+  return internal::OpenLlama2cInput(std::move(opened).value());
+}
+
+absl::StatusOr<std::unique_ptr<TensorSource>> internal::OpenLlama2cInput(
+    std::unique_ptr<InputFile> file) {
+  const std::string path = file->path();
   const uint64_t file_size = file->size();
   if (file_size < kHeaderBytes) {
     return absl::DataLossError(

@@ -653,13 +653,10 @@ absl::Status MergeQuantizedTriples(const internal::InputFile& file, uint64_t dat
 // Opens and validates `path`; the source's metadata is left empty and the
 // raw "__metadata__" pairs are returned in *raw_meta_out.
 absl::StatusOr<std::unique_ptr<SafetensorsSource>> OpenFile(
-    const std::string& path,
+    std::unique_ptr<internal::InputFile> file,
     std::vector<std::pair<std::string, std::string>>* raw_meta_out,
     std::vector<std::string>* header_names = nullptr) {
-  absl::StatusOr<std::unique_ptr<internal::InputFile>> opened =
-      internal::InputFile::Open(path);
-  if (!opened.ok()) return opened.status();
-  std::unique_ptr<internal::InputFile> file = std::move(opened).value();
+  const std::string path = file->path();
   const uint64_t size = file->size();
   if (size < 8) {
     return absl::DataLossError(absl::StrFormat(
@@ -773,8 +770,9 @@ namespace internal {
 
 absl::StatusOr<SafetensorsShard> OpenSafetensorsShard(const std::string& path) {
   SafetensorsShard shard;
+  TQM_ASSIGN_OR_RETURN(std::unique_ptr<InputFile> file, InputFile::Open(path));
   absl::StatusOr<std::unique_ptr<SafetensorsSource>> src =
-      OpenFile(path, &shard.raw_metadata, &shard.header_names);
+      OpenFile(std::move(file), &shard.raw_metadata, &shard.header_names);
   if (!src.ok()) return src.status();
   shard.source = std::move(src).value();
   return shard;
@@ -793,8 +791,21 @@ std::map<std::string, MetaValue> DeriveLlamaFromShapes(
 
 absl::StatusOr<std::unique_ptr<TensorSource>> OpenSafetensorsWithConfig(
     const std::string& path, const std::string& config_path) {
+  TQM_ASSIGN_OR_RETURN(std::unique_ptr<InputFile> file, InputFile::Open(path));
+  return OpenSafetensorsInputWithConfig(std::move(file), config_path);
+}
+
+absl::StatusOr<std::unique_ptr<TensorSource>> OpenSafetensorsInput(
+    std::unique_ptr<InputFile> file) {
+  return OpenSafetensorsInputWithConfig(std::move(file), "");
+}
+
+absl::StatusOr<std::unique_ptr<TensorSource>> OpenSafetensorsInputWithConfig(
+    std::unique_ptr<InputFile> file, const std::string& config_path) {
+  const std::string path = file->path();
   std::vector<std::pair<std::string, std::string>> raw_meta;
-  absl::StatusOr<std::unique_ptr<SafetensorsSource>> src = OpenFile(path, &raw_meta);
+  absl::StatusOr<std::unique_ptr<SafetensorsSource>> src =
+      OpenFile(std::move(file), &raw_meta);
   if (!src.ok()) return src.status();
   TQM_ASSIGN_OR_RETURN(std::vector<MetaEntry> meta,
                        BuildMetadata(path, (*src)->tensors(), raw_meta));

@@ -45,6 +45,10 @@ std::map<std::string, MetaValue> DeriveLlamaFromShapes(
 
 // OpenSafetensors, with the Hugging Face config.json at `config_path`
 // applied to the metadata (ApplyHfConfig) unless `config_path` is empty.
+// The same over an already open input (a file or bytes in memory).
+absl::StatusOr<std::unique_ptr<TensorSource>> OpenSafetensorsInputWithConfig(
+    std::unique_ptr<InputFile> file, const std::string& config_path);
+
 absl::StatusOr<std::unique_ptr<TensorSource>> OpenSafetensorsWithConfig(
     const std::string& path, const std::string& config_path);
 
