@@ -1754,7 +1754,7 @@ TEST(Extended, DataIsEmptyWhenEveryTensorIsEmpty) {
   EXPECT_TRUE((*r)->Verify().ok());
 }
 
-// spec/FORMAT.md "Layer numbers": the table of examples, row by row, as the
+// spec/WRITING.md "Layer numbers": the table of examples, row by row, as the
 // reference writer derives the field.
 TEST(LayerNumbers, SpecExamples) {
   const std::pair<const char*, int32_t> rows[] = {

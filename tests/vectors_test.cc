@@ -6,7 +6,9 @@
 
 #include <gtest/gtest.h>
 
+#include <cctype>
 #include <cstdlib>
+#include <map>
 #include <random>
 #include <sstream>
 
@@ -253,6 +255,37 @@ TEST(Vectors, SpecHexDumpMatchesTiny) {
   }
   EXPECT_EQ(bytes, tqm_test::ReadFile(Dir() + "tiny.tqm"))
       << "run scripts/spec_hexdump.py after regenerating the vectors";
+}
+
+// spec/FORMAT.md states each rule once: every R1..R89 has exactly one
+// definition ("- Rn. " at the start of a line, in "Validation"), and every
+// rule the text or WRITING.md cites is defined.
+TEST(Spec, EveryRuleIsDefinedExactlyOnce) {
+  const std::string dir = std::string(TQM_SOURCE_DIR) + "/spec/";
+  const std::string doc = tqm_test::ReadFile(dir + "FORMAT.md");
+  ASSERT_FALSE(doc.empty());
+  std::map<int, int> defined;
+  std::istringstream in(doc);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("- R", 0) != 0) continue;
+    size_t end = 3;
+    while (end < line.size() && std::isdigit(static_cast<unsigned char>(line[end]))) ++end;
+    if (end > 3 && end < line.size() && line[end] == '.') ++defined[std::stoi(line.substr(3))];
+  }
+  for (int r = 1; r <= 89; ++r) EXPECT_EQ(defined[r], 1) << "R" << r;
+  EXPECT_EQ(defined.size(), 89u);
+  for (const char* name : {"FORMAT.md", "WRITING.md"}) {
+    const std::string text = tqm_test::ReadFile(dir + name);
+    for (size_t p = text.find('R'); p != std::string::npos; p = text.find('R', p + 1)) {
+      if (p > 0 && std::isalnum(static_cast<unsigned char>(text[p - 1]))) continue;
+      size_t e = p + 1;
+      while (e < text.size() && std::isdigit(static_cast<unsigned char>(text[e]))) ++e;
+      if (e == p + 1 || e - p > 4 || (e < text.size() && std::isalnum(static_cast<unsigned char>(text[e])))) continue;
+      const int r = std::stoi(text.substr(p + 1, e - p - 1));
+      EXPECT_EQ(defined.count(r), 1u) << name << " cites undefined R" << r;
+    }
+  }
 }
 
 }  // namespace
