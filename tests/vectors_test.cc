@@ -8,8 +8,8 @@
 
 #include <algorithm>
 #include <cctype>
-#include <cstring>
 #include <cstdlib>
+#include <cstring>
 #include <map>
 #include <random>
 #include <sstream>
@@ -35,7 +35,8 @@ struct Vector {
 // `codec`, zeroing what is left of the old bytes (padding), and recomputes
 // the checksums. The payload must fit before the next chunk or the end of
 // DATA.
-void ReplaceChunk(std::string* b, size_t t, size_t c, uint8_t codec, const std::string& payload) {
+void ReplaceChunk(std::string* b, size_t t, size_t c, uint8_t codec,
+                  const std::string& payload) {
   const tqm_fuzz::Layout l = tqm_fuzz::Scan(*b);
   ASSERT_LT(t, l.tensors.size());
   ASSERT_LT(c, l.tensors[t].chunks.size());
@@ -195,7 +196,8 @@ tqm::MemorySource Huffman12() {
   std::vector<float> codes;
   const int big[4] = {2048, 1024, 512, 256};
   const int big_value[4] = {128, 127, 129, 126};
-  for (int i = 0; i < 4; ++i) codes.insert(codes.end(), big[i], static_cast<float>(big_value[i]));
+  for (int i = 0; i < 4; ++i)
+    codes.insert(codes.end(), big[i], static_cast<float>(big_value[i]));
   int twos = 0;
   for (int v = 0; v < 256; ++v) {
     if (v >= 126 && v <= 129) continue;
@@ -270,8 +272,8 @@ std::string ModesEdit(std::string b) {
   for (size_t t = 0; t < 6; ++t) {
     const tqm_fuzz::ChunkLoc& k = l.tensors.at(t).chunks.at(0);
     const std::string bytes = b.substr(k.offset, k.encoded_size);
-    const std::string payload =
-        t < 3 ? std::string(1, '\0') + bytes : std::string("\x01", 1) + bytes.substr(0, 1);
+    const std::string payload = t < 3 ? std::string(1, '\0') + bytes
+                                      : std::string("\x01", 1) + bytes.substr(0, 1);
     ReplaceChunk(&b, t, 0, codecs[t % 3], payload);
   }
   tqm_fuzz::Store<uint16_t>(&b, 10, 2);  // minor_version: codec 5 is used
@@ -399,11 +401,16 @@ TEST(Vectors, Huffman12UsesTwelveBitCodes) {
   const std::string payload = file.substr(c.offset, c.encoded_size);
   const std::string decoded = tqm_test::ReadFile(Dir() + "huffman12.decoded");
   std::string with12, with11;
-  ASSERT_TRUE(tqm::entropy_internal::EncodeHuffmanWithLimit(tqm_test::AsSpan(decoded), 12, &with12).ok());
-  ASSERT_TRUE(tqm::entropy_internal::EncodeHuffmanWithLimit(tqm_test::AsSpan(decoded), 11, &with11).ok());
+  ASSERT_TRUE(tqm::entropy_internal::EncodeHuffmanWithLimit(tqm_test::AsSpan(decoded), 12,
+                                                            &with12)
+                  .ok());
+  ASSERT_TRUE(tqm::entropy_internal::EncodeHuffmanWithLimit(tqm_test::AsSpan(decoded), 11,
+                                                            &with11)
+                  .ok());
   EXPECT_EQ(payload, with12);
   EXPECT_NE(payload, with11);
-  EXPECT_GT(with11.size() * 1000, with12.size() * 1003);  // more than 0.25 % (+ a margin) larger
+  EXPECT_GT(with11.size() * 1000,
+            with12.size() * 1003);  // more than 0.25 % (+ a margin) larger
 }
 
 TEST(Vectors, LanesOneGroupHasASingleGroup) {
@@ -507,8 +514,10 @@ TEST(Spec, EveryRuleIsDefinedExactlyOnce) {
   while (std::getline(in, line)) {
     if (line.rfind("- R", 0) != 0) continue;
     size_t end = 3;
-    while (end < line.size() && std::isdigit(static_cast<unsigned char>(line[end]))) ++end;
-    if (end > 3 && end < line.size() && line[end] == '.') ++defined[std::stoi(line.substr(3))];
+    while (end < line.size() && std::isdigit(static_cast<unsigned char>(line[end])))
+      ++end;
+    if (end > 3 && end < line.size() && line[end] == '.')
+      ++defined[std::stoi(line.substr(3))];
   }
   for (int r = 1; r <= 89; ++r) EXPECT_EQ(defined[r], 1) << "R" << r;
   EXPECT_EQ(defined.size(), 89u);
@@ -518,7 +527,9 @@ TEST(Spec, EveryRuleIsDefinedExactlyOnce) {
       if (p > 0 && std::isalnum(static_cast<unsigned char>(text[p - 1]))) continue;
       size_t e = p + 1;
       while (e < text.size() && std::isdigit(static_cast<unsigned char>(text[e]))) ++e;
-      if (e == p + 1 || e - p > 4 || (e < text.size() && std::isalnum(static_cast<unsigned char>(text[e])))) continue;
+      if (e == p + 1 || e - p > 4 ||
+          (e < text.size() && std::isalnum(static_cast<unsigned char>(text[e]))))
+        continue;
       const int r = std::stoi(text.substr(p + 1, e - p - 1));
       EXPECT_EQ(defined.count(r), 1u) << name << " cites undefined R" << r;
     }
