@@ -13,7 +13,6 @@
 
 #include <dirent.h>
 #include <sys/stat.h>
-
 #include <unistd.h>
 
 #include <algorithm>
@@ -22,6 +21,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <functional>
+#include <initializer_list>
 #include <iostream>
 #include <limits>
 #include <map>
@@ -32,6 +32,7 @@
 #include "../fuzz/file_editor.h"
 #include "absl/status/status.h"
 #include "absl/strings/str_format.h"
+#include "entropy.h"
 #include "gtest/gtest.h"
 #include "test_util.h"
 #include "tqm/format.h"
@@ -108,6 +109,101 @@ std::string ExtendedFile() {
   return *s;
 }
 
+// A file for the codec rules (R67-R85) of formats 1.1 and 1.2: two
+// quantized tensors in one stored chunk each, which the catalogue rewrites
+// into payloads of codecs 2 to 5. "model.layers.0.wq" (16 x 64) holds 1024
+// bytes of a few repeating values, which every entropy codec codes;
+// "model.layers.0.wz" (4 x 64) is 256 zero bytes, which fit hand-made
+// payloads. Portable: RepeatingPattern and zeros, no <random>.
+std::string CodecFile() {
+  tqm::MemorySource m;
+  m.Add("model.layers.0.wq", {16, 64}, tqm_test::RepeatingPattern(1024, 7));
+  m.Add("model.layers.0.wz", {4, 64}, std::vector<float>(256, 0.0f));
+  tqm::PackOptions o;
+  o.entropy = false;
+  o.max_table_entries = 0;
+  o.threads = 1;
+  absl::StatusOr<std::string> s = tqm::PackToString(m, o);
+  if (!s.ok()) {
+    ADD_FAILURE() << s.status();
+    return "";
+  }
+  return *s;
+}
+
+// Rewrites chunk 0 of tensor `t` (0: wq, 1: wz) of a CodecFile() as a
+// payload of `codec`, zeroing the rest of the old bytes (padding), and
+// records minor_version 2 (the lowest that defines every codec). The
+// payload must fit the chunk's slot: 1024 bytes for wq, 256 (in a 256-byte
+// slot, the last chunk of DATA) for wz.
+void Recode(std::string* b, size_t t, uint8_t codec, const std::string& payload) {
+  const Layout l = Scan(*b);
+  const ChunkLoc& c = l.tensors.at(t).chunks.at(0);
+  if (payload.size() > c.encoded_size) {
+    ADD_FAILURE() << "payload of " << payload.size() << " bytes does not fit";
+    return;
+  }
+  std::fill(b->begin() + c.offset, b->begin() + c.offset + c.encoded_size, '\0');
+  b->replace(c.offset, payload.size(), payload);
+  Store<uint8_t>(b, c.record, codec);
+  Store<uint32_t>(b, c.record + 16, static_cast<uint32_t>(payload.size()));
+  Store<uint16_t>(b, 10, 2);
+}
+
+// Valid payloads for the 256 zero bytes of CodecFile()'s wz, by hand (see
+// Catalogue::BuildCodecs()): a zstd frame of one RLE block, and a lanes
+// payload with k = 0, G = 1, len[0] = 1, an escape of length 1, one stream
+// of 32 zero words (each lane takes two words in block 0 and needs only
+// the first) and no escaped byte.
+std::string ZstdZeros256() {
+  return std::string("\x28\xB5\x2F\xFD\x60\x00\x00\x03\x08\x00\x00", 11);
+}
+std::string LanesZeros256() {
+  return std::string("\x02\x00\x00\x00\x04\x01\x20\x00", 8) + std::string(64, '\0');
+}
+
+// The byte after the symbol table block that starts at payload offset `p`
+// (spec/FORMAT.md, "Symbol table block"), for editing encoder output; 0 if
+// the block is malformed.
+size_t SymbolTableEnd(const std::string& in, size_t p) {
+  if (p + 2 > in.size()) return 0;
+  const int lo = static_cast<uint8_t>(in[p]), hi = static_cast<uint8_t>(in[p + 1]);
+  size_t bit = 8 * (p + 2);
+  auto get = [&](int w) {
+    uint32_t v = 0;
+    for (int i = 0; i < w; ++i, ++bit) {
+      if (bit / 8 >= in.size()) return uint32_t{0};
+      v |= ((static_cast<uint8_t>(in[bit / 8]) >> (bit % 8)) & 1u) << i;
+    }
+    return v;
+  };
+  uint32_t a = 4, n = 1;
+  for (int sym = lo; sym <= hi; ++sym) {
+    int k = 0;
+    while (k < 15 && (n << k) < a) ++k;
+    uint32_t q = 0;
+    while (q < 16 && get(1) == 1) ++q;
+    const uint32_t u = q < 16 ? (q << k) + get(k) : get(16);
+    a += u;
+    if (++n == 8) {
+      a = (a + 1) / 2;
+      n = 4;
+    }
+  }
+  return (bit + 7) / 8;
+}
+
+// An unsigned LEB128 number at `*p`; advances *p.
+uint64_t Leb(const std::string& in, size_t* p) {
+  uint64_t v = 0;
+  for (int shift = 0; *p < in.size(); shift += 7) {
+    const uint8_t x = static_cast<uint8_t>(in[(*p)++]);
+    v |= uint64_t{x & 0x7Fu} << shift;
+    if (!(x & 0x80)) break;
+  }
+  return v;
+}
+
 // One catalogue entry.
 struct BadFile {
   std::string name;     // file name in spec/vectors/bad/
@@ -124,7 +220,9 @@ class Catalogue {
     base_ = BaseFile(tqm::Granularity::kTensor);
     rows_ = BaseFile(tqm::Granularity::kRow);
     ext_ = ExtendedFile();
+    codec_ = CodecFile();
     Build();
+    BuildCodecs();
   }
   const std::vector<BadFile>& files() const { return files_; }
 
@@ -215,8 +313,9 @@ class Catalogue {
   }
 
   void Build();
+  void BuildCodecs();
 
-  std::string base_, rows_, ext_;
+  std::string base_, rows_, ext_, codec_;
   std::vector<BadFile> files_;
 };
 
@@ -753,6 +852,195 @@ void Catalogue::Build() {
       });
 }
 
+// The codec rules, R67-R85: each entry rewrites one chunk of CodecFile()
+// as a payload that breaks one rule. Open() succeeds (the index is sound);
+// Verify() decodes the chunk and fails.
+void Catalogue::BuildCodecs() {
+  using C = absl::StatusCode;
+  const C kLoss = C::kDataLoss;
+  auto B = [](std::initializer_list<int> bytes) {
+    std::string s;
+    for (int x : bytes) s.push_back(static_cast<char>(x));
+    return s;
+  };
+  auto on = [&](const std::string& name, const std::string& message, size_t tensor,
+                uint8_t codec, std::string payload) {
+    Add(
+        name, "verify", kLoss, message,
+        [=](std::string* b, const Layout&) { Recode(b, tensor, codec, payload); },
+        FixOptions(), &codec_);
+  };
+  const Layout l = Scan(codec_);
+  const ChunkLoc& wq = l.tensors.at(0).chunks.at(0);
+  const std::string q = codec_.substr(wq.offset, wq.encoded_size);
+  auto span = [](const std::string& x) { return tqm_fuzz::Bytes(x); };
+  const uint8_t kZstd = format::kCodecZstd, kRans = format::kCodecRans,
+                kHuffman = format::kCodecHuffman, kLanes = format::kCodecLanes;
+
+  // ---- zstd (codec 2), on the 256 zero bytes of wz. A valid frame: magic,
+  // descriptor 0x60 (2-byte content size, single segment), content size
+  // 256 - 256 = 0, one RLE block (last, 256 bytes) of byte 00. ----
+  const std::string magic = B({0x28, 0xB5, 0x2F, 0xFD});
+  const std::string rle256 = B({0x03, 0x08, 0x00, 0x00});
+  const std::string frame = ZstdZeros256();
+  EXPECT_EQ(frame, magic + B({0x60, 0x00, 0x00}) + rle256);
+  on("zstd_skippable_frame", "does not start with the frame magic", 1, kZstd,
+     B({0x50, 0x2A, 0x4D, 0x18, 0x00, 0x00, 0x00, 0x00}) + frame);
+  on("zstd_legacy_magic", "does not start with the frame magic", 1, kZstd,
+     B({0x27, 0xB5, 0x2F, 0xFD}) + frame.substr(4));
+  on("zstd_reserved_bit", "zstd: not a zstd frame", 1, kZstd,
+     magic + B({0x68, 0x00, 0x00}) + rle256);
+  on("zstd_no_content_size", "zstd: frame does not declare its content size", 1, kZstd,
+     magic + B({0x00, 0x00}) + rle256);
+  on("zstd_content_size_mismatch", "zstd: frame declares 257 bytes, expected 256", 1,
+     kZstd, magic + B({0x60, 0x01, 0x00}) + rle256);
+  on("zstd_trailing_byte", "zstd: input is not exactly one frame (trailing bytes)", 1,
+     kZstd, frame + B({0x00}));
+  on("zstd_second_frame", "zstd: input is not exactly one frame (trailing bytes)", 1,
+     kZstd, frame + frame);
+  on("zstd_frame_cut_off", "zstd: input is not exactly one frame (Src size is incorrect)",
+     1, kZstd, frame.substr(0, frame.size() - 1));
+  on("zstd_dictionary_id", "zstd: Dictionary mismatch", 1, kZstd,
+     magic + B({0x61, 0x01, 0x00, 0x00}) + rle256);
+  on("zstd_block_type_reserved", "zstd: input is not exactly one frame", 1, kZstd,
+     magic + B({0x60, 0x00, 0x00, 0x07, 0x08, 0x00, 0x00}));
+  on("zstd_short_content", "zstd: Data corruption detected", 1, kZstd,
+     magic + B({0x60, 0x00, 0x00, 0xFB, 0x07, 0x00, 0x00}));
+  on("zstd_checksum_mismatch", "zstd: Restored data doesn't match checksum", 1, kZstd,
+     magic + B({0x64, 0x00, 0x00}) + rle256 + B({0x00, 0x00, 0x00, 0x00}));
+
+  // ---- mode byte and symbol table block (codecs 3, 4, 5) ----
+  on("rans_mode_3", "rans: unknown mode 3", 1, kRans, B({0x03, 0x00}));
+  on("huffman_mode_3", "huffman: unknown mode 3", 1, kHuffman, B({0x03, 0x00}));
+  on("lanes_mode_255", "lanes: unknown mode 255", 1, kLanes, B({0xFF, 0x00}));
+  on("huffman_raw_size", "huffman: raw chunk holds 255 bytes, expected 256", 1, kHuffman,
+     B({0x00}) + std::string(255, '\0'));
+  on("lanes_constant_size", "lanes: malformed constant chunk", 1, kLanes,
+     B({0x01, 0x00, 0x00}));
+  on("rans_table_lo_above_hi",
+     "rans symbol table: lowest symbol 98 > highest 97 at byte 1", 0, kRans,
+     B({0x02, 0x62, 0x61}) + std::string(64, '\0'));
+  on("huffman_table_past_end", "huffman symbol table: cut off at byte 3", 0, kHuffman,
+     B({0x02, 0x00, 0xFF}));
+  // v[0x61] = 13: zigzag 26, k = 2, q = 6: six ones, a zero, r = 2.
+  on("huffman_length_13",
+     "huffman symbol table: symbol 97 has value 13, outside [0, 12] at byte 5", 0,
+     kHuffman, B({0x02, 0x61, 0x61, 0x3F, 0x01}) + std::string(16, '\0'));
+  // v[0x61] = 0 in 3 bits, then a padding bit set.
+  on("rans_table_padding", "rans symbol table: nonzero padding at byte 4", 0, kRans,
+     B({0x02, 0x61, 0x61, 0x08}) + std::string(64, '\0'));
+
+  // ---- rans (codec 3) ----
+  // f[0x61] = 4096 (escape: 16 ones, then 8192 in 16 bits).
+  on("rans_frequency_4096", "rans: a coded chunk needs two symbols or more", 0, kRans,
+     B({0x02, 0x61, 0x61, 0xFF, 0xFF, 0x00, 0x20}) + std::string(64, '\0'));
+  // f[0x61] = 2048, f[0x62] = 2047: 4095 in all.
+  on("rans_frequencies_4095", "rans: frequencies sum to 4095, not 4096", 0, kRans,
+     B({0x02, 0x61, 0x62, 0xFF, 0xFF, 0x00, 0x10, 0x02, 0x00}) + std::string(64, '\0'));
+  // The table of the spec's example (2048 + 2048), then 55 of the 56 state bytes.
+  on("rans_states_cut_off", "rans: lane states cut off", 0, kRans,
+     B({0x02, 0x61, 0x62, 0xFF, 0xFF, 0x00, 0x10, 0x00, 0x00}) + std::string(55, '\0'));
+  std::string rans;
+  EXPECT_TRUE(tqm::EncodeRans(span(q), &rans).ok());
+  EXPECT_EQ(rans[0], 2) << "the rans payload of wq is coded";
+  on("rans_words_cut_off", "rans: words end before the last symbol", 0, kRans,
+     rans.substr(0, rans.size() - 4));
+  on("rans_words_left_over", "rans: 4 bytes left after the last symbol", 0, kRans,
+     rans + std::string(4, '\0'));
+
+  // ---- huffman (codec 4) ----
+  on("huffman_one_length",
+     "huffman: code lengths of 1 symbols do not form a complete prefix code", 0, kHuffman,
+     B({0x02, 0x61, 0x61, 0x04}) + std::string(16, '\0'));
+  // len 1, 1, 1 for 0x61 to 0x63: the code is over-full.
+  on("huffman_lengths_overfull",
+     "huffman: code lengths of 3 symbols do not form a complete prefix code", 0, kHuffman,
+     B({0x02, 0x61, 0x63, 0x04}) + std::string(16, '\0'));
+  // The spec's example table (1, 2, 2), then sizes that run out.
+  const std::string h3 = B({0x02, 0x61, 0x63, 0x24, 0x00});
+  on("huffman_size_past_end", "huffman: size of stream 1 cut off", 0, kHuffman,
+     h3 + B({0x01}));
+  on("huffman_size_fifth_byte", "huffman: size of stream 0", 0, kHuffman,
+     h3 + B({0xFF, 0xFF, 0xFF, 0xFF, 0x10}) + std::string(16, '\0'));
+  on("huffman_sizes_exceed_payload", "huffman: stream sizes exceed the input", 0,
+     kHuffman, h3 + B({5, 5, 5, 5, 5, 5, 5}) + std::string(3, '\0'));
+  std::string huff;
+  EXPECT_TRUE(tqm::EncodeHuffman(span(q), &huff).ok());
+  EXPECT_EQ(huff[0], 2) << "the huffman payload of wq is coded";
+  {
+    // Stream 0 one byte longer (a zero byte after its last code), stream 7
+    // as before; and stream 0 one byte shorter, its last byte going to 1.
+    size_t p = SymbolTableEnd(huff, 1);
+    const size_t sizes = p;
+    const uint64_t s0 = Leb(huff, &p);
+    const size_t s0_end = p;
+    const uint64_t s1 = Leb(huff, &p);
+    size_t streams = p;
+    for (int k = 2; k < 7; ++k) Leb(huff, &streams);
+    EXPECT_TRUE(s0 > 1 && s0 < 127 && s1 < 126) << "one-byte sizes";
+    std::string longer = huff;
+    longer.insert(streams + s0, 1, '\0');
+    longer[sizes] = static_cast<char>(s0 + 1);
+    on("huffman_stream_padded_by_a_byte",
+       "huffman: stream 0 does not end where its size says", 0, kHuffman, longer);
+    std::string shorter = huff;
+    shorter[sizes] = static_cast<char>(s0 - 1);
+    shorter[s0_end] = static_cast<char>(s1 + 1);
+    on("huffman_code_past_stream", "huffman: stream 0 does not end where its size says",
+       0, kHuffman, shorter);
+  }
+
+  // ---- lanes (codec 5) ----
+  // A valid payload for the 256 zero bytes of wz, by hand: k = 0, G = 1;
+  // len[0] = 1 and an escape of length 1; one stream of 32 zero words (each
+  // lane takes two words in block 0 and needs only the first); E = 0.
+  const std::string lanes_head = B({0x02, 0x00, 0x00, 0x00, 0x04, 0x01});
+  const std::string lanes_ok = LanesZeros256();
+  EXPECT_EQ(lanes_ok.substr(0, lanes_head.size()), lanes_head);
+  on("lanes_params_reserved_bit", "lanes: bad parameters byte 0x08", 1, kLanes,
+     B({0x02, 0x08}) + lanes_ok.substr(2));
+  on("lanes_group_code_3", "lanes: bad parameters byte 0x30", 1, kLanes,
+     B({0x02, 0x30}) + lanes_ok.substr(2));
+  on("lanes_ends_after_mode", "lanes: chunk ends before its parameters byte", 1, kLanes,
+     B({0x02}));
+  // k = 7, so H = 2: a length for high part 5.
+  on("lanes_length_beyond_high_parts",
+     "lanes: code length for high part 5, but 7 low bits leave 2", 1, kLanes,
+     B({0x02, 0x07, 0x05, 0x05, 0x04, 0x00}) + std::string(16, '\0'));
+  on("lanes_ends_before_escape_length", "lanes: chunk ends before the escape code length",
+     1, kLanes, B({0x02, 0x00, 0x61, 0x62, 0x04}));
+  on("lanes_escape_length_9", "lanes: escape code length 9 exceeds 8", 1, kLanes,
+     B({0x02, 0x00, 0x61, 0x62, 0x04, 0x09}) + std::string(16, '\0'));
+  // len[0x61] = len[0x62] = 1 and an escape of 1: 384 of 256.
+  on("lanes_lengths_overfull", "lanes: code lengths do not form a complete prefix code",
+     1, kLanes, B({0x02, 0x00, 0x61, 0x62, 0x04, 0x01}) + std::string(16, '\0'));
+  on("lanes_size_past_end", "lanes: bad size of stream 0", 1, kLanes,
+     lanes_head + B({0x80}));
+  on("lanes_size_fifth_byte", "lanes: bad size of stream 0", 1, kLanes,
+     lanes_head + B({0xFF, 0xFF, 0xFF, 0xFF, 0x10, 0x00}) + std::string(16, '\0'));
+  on("lanes_sizes_mismatch",
+     "lanes: 64 bytes follow the sizes; the streams take 62, the escapes 0 and the low "
+     "plane 0",
+     1, kLanes, lanes_head + B({31, 0}) + std::string(64, '\0'));
+  // k = 1 (H = 128): one escaped byte of 0x80; sizes add up (2 + 1 + 32).
+  on("lanes_escape_too_large",
+     "lanes: escape 0 is high part 128, but 1 low bits leave 128", 1, kLanes,
+     B({0x02, 0x01, 0x00, 0x00, 0x04, 0x01, 0x01, 0x01, 0x00, 0x00, 0x80}) +
+         std::string(32, '\0'));
+  {
+    std::string x = lanes_head + B({33, 0}) + std::string(66, '\0');
+    on("lanes_stream_left_over", "lanes: stream 0 holds 66 bytes but decoding took 64", 1,
+       kLanes, x);
+    x = lanes_ok;
+    x[lanes_head.size() + 2 + 2 * 16] = 1;  // lane 0's second word, never needed
+    on("lanes_buffer_not_zero", "lanes: stream 0: lane 0 ends with nonzero padding bits",
+       1, kLanes, x);
+    x = lanes_head + B({32, 1}) + std::string(64, '\0') + B({0x00});
+    on("lanes_escape_left_over",
+       "lanes: the chunk holds 1 escaped high parts but its codes take 0", 1, kLanes, x);
+  }
+}
+
 struct Expectation {
   std::string stage;
   std::string code;
@@ -882,6 +1170,42 @@ TEST(BadFiles, CommittedFilesAreRejectedAsExpected) {
     EXPECT_EQ(opened.ok(), e.stage == "verify") << o;
     EXPECT_EQ(absl::StatusCodeToString(o.code()), e.code) << o;
     EXPECT_NE(o.message().find(e.message), std::string::npos) << o;
+  }
+}
+
+// Controls: the payloads the codec entries break are valid as they are, and
+// so are the unmodified encodings they edit.
+TEST(BadFiles, CodecControlsAreAccepted) {
+  const std::string base = CodecFile();
+  const Layout l = Scan(base);
+  const ChunkLoc& wq = l.tensors.at(0).chunks.at(0);
+  const std::string q = base.substr(wq.offset, wq.encoded_size);
+  std::string rans, huff;
+  ASSERT_TRUE(tqm::EncodeRans(tqm_fuzz::Bytes(q), &rans).ok());
+  ASSERT_TRUE(tqm::EncodeHuffman(tqm_fuzz::Bytes(q), &huff).ok());
+  const struct {
+    size_t tensor;
+    uint8_t codec;
+    std::string payload;
+  } controls[] = {{1, format::kCodecZstd, ZstdZeros256()},
+                  {1, format::kCodecLanes, LanesZeros256()},
+                  {0, format::kCodecRans, rans},
+                  {0, format::kCodecHuffman, huff}};
+  for (const auto& c : controls) {
+    SCOPED_TRACE(static_cast<int>(c.codec));
+    std::string b = base;
+    Recode(&b, c.tensor, c.codec, c.payload);
+    FixChecksums(&b);
+    auto r = tqm::Reader::FromBuffer(tqm_fuzz::Bytes(b), "control.tqm");
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_TRUE((*r)->Verify().ok()) << (*r)->Verify();
+    std::string out((*r)->tensors()[c.tensor].byte_size, '\x55');
+    ASSERT_TRUE(
+        (*r)->DecodeTensor(c.tensor, absl::Span<uint8_t>(
+                                         reinterpret_cast<uint8_t*>(&out[0]), out.size()))
+            .ok());
+    const ChunkLoc& k = l.tensors.at(c.tensor).chunks.at(0);
+    EXPECT_EQ(out, base.substr(k.offset, k.decoded_size));
   }
 }
 

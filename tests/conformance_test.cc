@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <initializer_list>
 #include <limits>
 #include <string>
 #include <vector>
@@ -1754,7 +1755,7 @@ TEST(Extended, DataIsEmptyWhenEveryTensorIsEmpty) {
   EXPECT_TRUE((*r)->Verify().ok());
 }
 
-// spec/FORMAT.md "Layer numbers": the table of examples, row by row, as the
+// spec/WRITING.md "Layer numbers": the table of examples, row by row, as the
 // reference writer derives the field.
 TEST(LayerNumbers, SpecExamples) {
   const std::pair<const char*, int32_t> rows[] = {
@@ -1928,3 +1929,50 @@ TEST(AppendixA, WalkthroughMatchesTinyVector) {
 }
 
 }  // namespace
+
+// spec/WRITING.md "Worked examples": each payload decodes, under its codec,
+// to the bytes the text gives.
+namespace {
+std::string Hex(std::initializer_list<int> bytes) {
+  std::string s;
+  for (int b : bytes) s.push_back(static_cast<char>(b));
+  return s;
+}
+std::string DecodeExample(uint8_t codec, const std::string& payload, size_t n) {
+  std::string out(n, '\x55');
+  absl::Status s = tqm::DecodeChunkBytes(
+      codec, tqm_test::AsSpan(payload), {},
+      absl::Span<uint8_t>(reinterpret_cast<uint8_t*>(&out[0]), out.size()));
+  EXPECT_TRUE(s.ok()) << s;
+  return out;
+}
+}  // namespace
+
+TEST(WorkedExamples, DecodeToTheirBytes) {
+  // rans: 61 62 61 with f[0x61] = f[0x62] = 2048.
+  std::string rans = Hex({0x02, 0x61, 0x62, 0xFF, 0xFF, 0x00, 0x10, 0x00, 0x00});
+  rans += Hex({0x00, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00});
+  rans += Hex({0x00, 0x08, 0x00, 0x02, 0x00, 0x00, 0x00});
+  rans += Hex({0x00, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00});
+  for (int j = 3; j < 8; ++j) rans += Hex({0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00});
+  ASSERT_EQ(rans.size(), 65u);
+  EXPECT_EQ(DecodeExample(tqm::format::kCodecRans, rans, 3), "aba");
+  const std::string text = "abacabaaaaaaaacaaaba";
+  EXPECT_EQ(DecodeExample(tqm::format::kCodecHuffman,
+                          Hex({0x02, 0x61, 0x63, 0x24, 0x00, 0x01, 0x01, 0x01, 0x01, 0x01,
+                               0x01, 0x01, 0x00, 0x01, 0x04, 0x03, 0x00, 0x01, 0x06, 0x00}),
+                          20),
+            text);
+  const std::string stream = Hex({0x00, 0x50, 0x00, 0x40, 0x00, 0x00, 0x00, 0x20, 0x00, 0x20,
+                                  0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00});
+  EXPECT_EQ(DecodeExample(tqm::format::kCodecLanes,
+                          Hex({0x02, 0x01, 0x30, 0x31, 0x04, 0x00, 0x0A}) + stream +
+                              Hex({0xDD, 0xFF, 0x0B}),
+                          20),
+            text);
+  EXPECT_EQ(DecodeExample(tqm::format::kCodecLanes,
+                          Hex({0x02, 0x00, 0x61, 0x61, 0x04, 0x01, 0x0A, 0x05}) + stream +
+                              Hex({0x62, 0x63, 0x62, 0x63, 0x62}),
+                          20),
+            text);
+}

@@ -6,10 +6,16 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cctype>
 #include <cstdlib>
+#include <cstring>
+#include <map>
 #include <random>
 #include <sstream>
 
+#include "../fuzz/file_editor.h"
+#include "entropy.h"
 #include "test_util.h"
 #include "tqm/reader.h"
 #include "tqm/writer.h"
@@ -20,7 +26,36 @@ struct Vector {
   const char* name;
   tqm::MemorySource (*make)();
   tqm::PackOptions (*options)();
+  // Applied to the writer's output: for payloads the writer never chooses
+  // (the raw and constant modes of a codec whose chunk it would store).
+  std::string (*edit)(std::string) = nullptr;
 };
+
+// Replaces the payload of chunk `c` of tensor `t` with `payload` of codec
+// `codec`, zeroing what is left of the old bytes (padding), and recomputes
+// the checksums. The payload must fit before the next chunk or the end of
+// DATA.
+void ReplaceChunk(std::string* b, size_t t, size_t c, uint8_t codec,
+                  const std::string& payload) {
+  const tqm_fuzz::Layout l = tqm_fuzz::Scan(*b);
+  ASSERT_LT(t, l.tensors.size());
+  ASSERT_LT(c, l.tensors[t].chunks.size());
+  const tqm_fuzz::ChunkLoc& k = l.tensors[t].chunks[c];
+  const tqm_fuzz::SectionLoc* data = l.Find(tqm::format::kSectionData);
+  ASSERT_NE(data, nullptr);
+  uint64_t end = data->offset + data->length;
+  for (const tqm_fuzz::TensorLoc& x : l.tensors) {
+    for (const tqm_fuzz::ChunkLoc& y : x.chunks) {
+      if (y.offset > k.offset) end = std::min(end, y.offset);
+    }
+  }
+  ASSERT_LE(payload.size(), end - k.offset) << "payload does not fit the chunk's slot";
+  std::fill(b->begin() + k.offset, b->begin() + k.offset + k.encoded_size, '\0');
+  b->replace(k.offset, payload.size(), payload);
+  tqm_fuzz::Store<uint8_t>(b, k.record, codec);
+  tqm_fuzz::Store<uint32_t>(b, k.record + 16, static_cast<uint32_t>(payload.size()));
+  tqm_fuzz::FixChecksums(b);
+}
 
 // "tiny" (spec/FORMAT.md Appendix A): two tensors; a 5x7 matrix whose 35
 // bytes are 8 groups (7 table hits, 1 escape) and a 3-byte tail, in one
@@ -150,6 +185,102 @@ tqm::PackOptions ExtendedOptions() {
   return o;
 }
 
+// "huffman12" (format 1.1): one 64 x 64 tensor whose 4096 codes follow a
+// dyadic distribution (2048, 1024, 512 and 256 of four values, 2 each of
+// four more, 1 each of the other 248): its optimal Huffman code needs
+// 12-bit lengths, and codes of at most 11 bits would cost far more than
+// the 0.25 % the writer allows, so the size profile keeps a Huffman chunk
+// with 12-bit codes. Values 0 to 255 quantize to themselves (scale 1,
+// zero 0).
+tqm::MemorySource Huffman12() {
+  std::vector<float> codes;
+  const int big[4] = {2048, 1024, 512, 256};
+  const int big_value[4] = {128, 127, 129, 126};
+  for (int i = 0; i < 4; ++i)
+    codes.insert(codes.end(), big[i], static_cast<float>(big_value[i]));
+  int twos = 0;
+  for (int v = 0; v < 256; ++v) {
+    if (v >= 126 && v <= 129) continue;
+    codes.insert(codes.end(), twos < 4 ? 2 : 1, static_cast<float>(v));
+    ++twos;
+  }
+  // A fixed permutation (1237 is odd, so i -> 1237 i mod 4096 is one).
+  std::vector<float> w(codes.size());
+  for (size_t i = 0; i < w.size(); ++i) w[(i * 1237) % w.size()] = codes[i];
+  tqm::MemorySource m;
+  m.Add("model.layers.0.mlp.gate_proj.weight", {64, 64}, w);
+  return m;
+}
+tqm::PackOptions Huffman12Options() {
+  tqm::PackOptions o;
+  o.profile = tqm::Profile::kSize;
+  o.zstd_level = 0;
+  o.lanes = false;  // a 1.1 file
+  o.max_table_entries = 0;
+  return o;
+}
+
+// "lanes_g1" (format 1.2): a 12 x 50 tensor, 600 bytes, below the 1 KiB
+// from which the writer takes two groups of lanes: one chunk of codec 5
+// with G = 1, whose last block has 24 of its 64 positions.
+tqm::MemorySource LanesOneGroup() {
+  tqm::MemorySource m;
+  // One outlier widens the range, so the codes crowd a few values and the
+  // chunk compresses well enough for the balanced profile to leave stored.
+  std::vector<float> w = tqm_test::Gaussian(600, 21, 0.02f);
+  w[7] = 0.5f;
+  m.Add("model.layers.0.self_attn.v_proj.weight", {12, 50}, w);
+  return m;
+}
+tqm::PackOptions LanesOneGroupOptions() {
+  tqm::PackOptions o;
+  o.max_table_entries = 0;
+  return o;
+}
+
+// "modes" (format 1.2): the raw and constant modes of codecs 3, 4 and 5,
+// which the writer never picks (a stored chunk is one byte smaller than a
+// raw one, and the fastest codec takes a constant chunk). The writer stores
+// six float32 vectors; each chunk is then rewritten in one mode of one
+// codec: 48 bytes of Gaussian values as `00` + the bytes (49 bytes, which
+// fit the chunk's 64-byte slot), and 64 bytes of 0x3F as `01 3F`.
+const char* const kModeNames[6] = {"raw.rans",      "raw.huffman",      "raw.lanes",
+                                   "constant.rans", "constant.huffman", "constant.lanes"};
+tqm::MemorySource Modes() {
+  tqm::MemorySource m;
+  float c;
+  const uint32_t bits = 0x3F3F3F3Fu;
+  std::memcpy(&c, &bits, 4);
+  for (int i = 0; i < 6; ++i) {
+    if (i < 3) {
+      m.Add(kModeNames[i], {12}, tqm_test::Gaussian(12, 30 + i, 1.0f));
+    } else {
+      m.Add(kModeNames[i], {16}, std::vector<float>(16, c));
+    }
+  }
+  return m;
+}
+tqm::PackOptions ModesOptions() {
+  tqm::PackOptions o = V10();
+  o.max_table_entries = 0;
+  return o;
+}
+std::string ModesEdit(std::string b) {
+  const uint8_t codecs[3] = {tqm::format::kCodecRans, tqm::format::kCodecHuffman,
+                             tqm::format::kCodecLanes};
+  const tqm_fuzz::Layout l = tqm_fuzz::Scan(b);
+  for (size_t t = 0; t < 6; ++t) {
+    const tqm_fuzz::ChunkLoc& k = l.tensors.at(t).chunks.at(0);
+    const std::string bytes = b.substr(k.offset, k.encoded_size);
+    const std::string payload = t < 3 ? std::string(1, '\0') + bytes
+                                      : std::string("\x01", 1) + bytes.substr(0, 1);
+    ReplaceChunk(&b, t, 0, codecs[t % 3], payload);
+  }
+  tqm_fuzz::Store<uint16_t>(&b, 10, 2);  // minor_version: codec 5 is used
+  tqm_fuzz::FixChecksums(&b);
+  return b;
+}
+
 const Vector kVectors[] = {
     {"entropy", Entropy, EntropySizeOptions},
     {"extended", Extended, ExtendedOptions},
@@ -157,6 +288,9 @@ const Vector kVectors[] = {
     {"tiny", Tiny, TinyOptions},
     {"rows", Rows, RowsOptions},
     {"stored", Stored, StoredOptions},
+    {"huffman12", Huffman12, Huffman12Options},
+    {"lanes_g1", LanesOneGroup, LanesOneGroupOptions},
+    {"modes", Modes, ModesOptions, ModesEdit},
 };
 
 std::string Dir() { return std::string(TQM_SOURCE_DIR) + "/spec/vectors/"; }
@@ -180,6 +314,7 @@ TEST(Vectors, DecodeToTheirGoldenBytes) {
     tqm::MemorySource src = v.make();
     auto packed = tqm::PackToString(src, v.options());
     ASSERT_TRUE(packed.ok()) << packed.status();
+    if (v.edit) *packed = v.edit(*packed);
     const std::string path = Dir() + v.name + ".tqm";
     if (regenerate) {
       auto r = tqm::Reader::FromBuffer(tqm_test::AsSpan(*packed));
@@ -253,6 +388,152 @@ TEST(Vectors, SpecHexDumpMatchesTiny) {
   }
   EXPECT_EQ(bytes, tqm_test::ReadFile(Dir() + "tiny.tqm"))
       << "run scripts/spec_hexdump.py after regenerating the vectors";
+}
+
+// The claims the new vectors are made for, checked on the committed files.
+TEST(Vectors, Huffman12UsesTwelveBitCodes) {
+  auto r = tqm::Reader::Open(Dir() + "huffman12.tqm");
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ((*r)->header().minor, 1);
+  const tqm::ChunkInfo& c = (*r)->tensors().at(0).chunks.at(0);
+  ASSERT_EQ(c.codec, tqm::format::kCodecHuffman);
+  const std::string file = tqm_test::ReadFile(Dir() + "huffman12.tqm");
+  const std::string payload = file.substr(c.offset, c.encoded_size);
+  const std::string decoded = tqm_test::ReadFile(Dir() + "huffman12.decoded");
+  std::string with12, with11;
+  ASSERT_TRUE(tqm::entropy_internal::EncodeHuffmanWithLimit(tqm_test::AsSpan(decoded), 12,
+                                                            &with12)
+                  .ok());
+  ASSERT_TRUE(tqm::entropy_internal::EncodeHuffmanWithLimit(tqm_test::AsSpan(decoded), 11,
+                                                            &with11)
+                  .ok());
+  EXPECT_EQ(payload, with12);
+  EXPECT_NE(payload, with11);
+  EXPECT_GT(with11.size() * 1000,
+            with12.size() * 1003);  // more than 0.25 % (+ a margin) larger
+}
+
+TEST(Vectors, LanesOneGroupHasASingleGroup) {
+  auto r = tqm::Reader::Open(Dir() + "lanes_g1.tqm");
+  ASSERT_TRUE(r.ok()) << r.status();
+  const tqm::ChunkInfo& c = (*r)->tensors().at(0).chunks.at(0);
+  ASSERT_EQ(c.codec, tqm::format::kCodecLanes);
+  EXPECT_EQ(c.decoded_size % 64, 24u);
+  const std::string file = tqm_test::ReadFile(Dir() + "lanes_g1.tqm");
+  EXPECT_EQ(file[c.offset], 2) << "mode coded";
+  EXPECT_EQ((static_cast<uint8_t>(file[c.offset + 1]) >> 4) & 3, 0) << "G = 1";
+}
+
+TEST(Vectors, ModesUsesRawAndConstantOfEachEntropyCodec) {
+  const std::string file = tqm_test::ReadFile(Dir() + "modes.tqm");
+  auto r = tqm::Reader::Open(Dir() + "modes.tqm");
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ((*r)->header().minor, 2);
+  ASSERT_EQ((*r)->tensors().size(), 6u);
+  const uint8_t codecs[3] = {tqm::format::kCodecRans, tqm::format::kCodecHuffman,
+                             tqm::format::kCodecLanes};
+  for (size_t t = 0; t < 6; ++t) {
+    const tqm::ChunkInfo& c = (*r)->tensors()[t].chunks.at(0);
+    EXPECT_EQ(c.codec, codecs[t % 3]) << t;
+    EXPECT_EQ(file[c.offset], t < 3 ? 0 : 1) << t;
+    EXPECT_EQ(c.encoded_size, t < 3 ? c.decoded_size + 1 : 2u) << t;
+  }
+}
+
+// "zstd_blocks" (format 1.1) is not made by the writer: zstd's output
+// depends on the libzstd version, so the file is committed and only
+// decoded. Its one float32 tensor (2048 values, (i mod 37) / 4) is one zstd
+// chunk whose frame has no Single_Segment_Flag, a 1 KiB window, several
+// blocks and a content checksum. To remake it (spec/README.md):
+//   zstd -19 --zstd=wlog=10 spec/vectors/zstd_blocks.decoded -o /tmp/f.zst
+//   TQM_ZSTD_FRAME=/tmp/f.zst build/bin/vectors_test --gtest_filter='Vectors.Zstd*'
+std::vector<float> ZstdBlocksValues() {
+  std::vector<float> v(2048);
+  for (size_t i = 0; i < v.size(); ++i) v[i] = static_cast<float>(i % 37) * 0.25f;
+  return v;
+}
+
+TEST(Vectors, ZstdBlocksDecodes) {
+  const std::string path = Dir() + "zstd_blocks.tqm";
+  if (const char* frame_path = std::getenv("TQM_ZSTD_FRAME")) {
+    tqm::MemorySource m;
+    m.Add("model.embed_tokens.weight", {2048}, ZstdBlocksValues());
+    tqm::PackOptions o = V10();
+    o.max_table_entries = 0;
+    auto packed = tqm::PackToString(m, o);
+    ASSERT_TRUE(packed.ok()) << packed.status();
+    std::string b = *packed;
+    ReplaceChunk(&b, 0, 0, tqm::format::kCodecZstd, tqm_test::ReadFile(frame_path));
+    tqm_fuzz::Store<uint16_t>(&b, 10, 1);  // minor_version 1: codec 2
+    tqm_fuzz::FixChecksums(&b);
+    tqm_test::WriteFile(path, b);
+  }
+  std::string expected(2048 * 4, '\0');
+  const std::vector<float> values = ZstdBlocksValues();
+  std::memcpy(&expected[0], values.data(), expected.size());
+  EXPECT_EQ(tqm_test::ReadFile(Dir() + "zstd_blocks.decoded"), expected);
+  auto r = tqm::Reader::Open(path);
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_TRUE((*r)->Verify().ok());
+  EXPECT_EQ((*r)->header().minor, 1);
+  EXPECT_EQ(DecodedBytes(**r), expected);
+  // The frame is what the file is for: walk its header and blocks
+  // (RFC 8878) and check it has several blocks and no single segment.
+  const tqm::ChunkInfo& c = (*r)->tensors().at(0).chunks.at(0);
+  ASSERT_EQ(c.codec, tqm::format::kCodecZstd);
+  const std::string f = tqm_test::ReadFile(path).substr(c.offset, c.encoded_size);
+  ASSERT_GT(f.size(), 6u);
+  const uint8_t fhd = static_cast<uint8_t>(f[4]);
+  EXPECT_EQ(fhd & 0x20, 0) << "Single_Segment_Flag";
+  EXPECT_NE(fhd & 0x04, 0) << "Content_Checksum_Flag";
+  EXPECT_EQ(fhd & 0x03, 0) << "Dictionary_ID_Flag";
+  const size_t fcs_bytes[4] = {0, 2, 4, 8};
+  size_t p = 5 + 1 + fcs_bytes[fhd >> 6];  // Window_Descriptor, Frame_Content_Size
+  int blocks = 0;
+  for (bool last = false; !last; ++blocks) {
+    ASSERT_LE(p + 3, f.size());
+    const uint32_t h = static_cast<uint8_t>(f[p]) | static_cast<uint8_t>(f[p + 1]) << 8 |
+                       static_cast<uint32_t>(static_cast<uint8_t>(f[p + 2])) << 16;
+    last = h & 1;
+    p += 3 + (((h >> 1) & 3) == 1 ? 1 : h >> 3);
+  }
+  EXPECT_EQ(p + 4, f.size()) << "the frame ends with its checksum";
+  EXPECT_GE(blocks, 4);
+}
+
+// spec/FORMAT.md states each rule once: every R1..R89 has exactly one
+// definition ("- Rn. " at the start of a line, in "Validation"), and every
+// rule the text or WRITING.md cites is defined.
+TEST(Spec, EveryRuleIsDefinedExactlyOnce) {
+  const std::string dir = std::string(TQM_SOURCE_DIR) + "/spec/";
+  const std::string doc = tqm_test::ReadFile(dir + "FORMAT.md");
+  ASSERT_FALSE(doc.empty());
+  std::map<int, int> defined;
+  std::istringstream in(doc);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("- R", 0) != 0) continue;
+    size_t end = 3;
+    while (end < line.size() && std::isdigit(static_cast<unsigned char>(line[end])))
+      ++end;
+    if (end > 3 && end < line.size() && line[end] == '.')
+      ++defined[std::stoi(line.substr(3))];
+  }
+  for (int r = 1; r <= 89; ++r) EXPECT_EQ(defined[r], 1) << "R" << r;
+  EXPECT_EQ(defined.size(), 89u);
+  for (const char* name : {"FORMAT.md", "WRITING.md"}) {
+    const std::string text = tqm_test::ReadFile(dir + name);
+    for (size_t p = text.find('R'); p != std::string::npos; p = text.find('R', p + 1)) {
+      if (p > 0 && std::isalnum(static_cast<unsigned char>(text[p - 1]))) continue;
+      size_t e = p + 1;
+      while (e < text.size() && std::isdigit(static_cast<unsigned char>(text[e]))) ++e;
+      if (e == p + 1 || e - p > 4 ||
+          (e < text.size() && std::isalnum(static_cast<unsigned char>(text[e]))))
+        continue;
+      const int r = std::stoi(text.substr(p + 1, e - p - 1));
+      EXPECT_EQ(defined.count(r), 1u) << name << " cites undefined R" << r;
+    }
+  }
 }
 
 }  // namespace
