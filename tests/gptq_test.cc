@@ -1,0 +1,501 @@
+// GPTQ (tqm/gptq.h): lower output error than round-to-nearest on correlated
+// inputs, exactly round-to-nearest with a diagonal Hessian, codes and pairs
+// on the format's grid, the GPTQ source over a Llama model, and on
+// stories260K the held-out KL divergence against the float32 model.
+
+#include "tqm/gptq.h"
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <cmath>
+#include <random>
+
+#include "calibrate.h"
+#include "test_util.h"
+#include "tqm/import.h"
+#include "tqm/quantize.h"
+#include "tqm/reader.h"
+#include "tqm/writer.h"
+
+namespace {
+
+using tqm::Affine;
+using tqm::Granularity;
+using tqm::GptqOptions;
+using tqm::QuantizedTensor;
+
+// Round-to-nearest as the writer does it: pairs from the tensor, each row or
+// each group of the original weights.
+QuantizedTensor Rtn(const std::vector<float>& w, size_t rows, size_t cols,
+                    const GptqOptions& o) {
+  QuantizedTensor q;
+  q.bits = static_cast<uint8_t>(o.bits);
+  q.codes.resize(w.size());
+  auto block = [&](size_t b, size_t n) {
+    absl::Span<const float> in(w.data() + b, n);
+    Affine a = *tqm::ChooseAffine(in, o.bits);
+    tqm::QuantizeAffine(in, a, absl::MakeSpan(q.codes).subspan(b, n), o.bits);
+    q.params.push_back(a);
+  };
+  switch (o.granularity) {
+    case Granularity::kTensor:
+      q.storage = tqm::format::kStorageU8Tensor;
+      block(0, w.size());
+      break;
+    case Granularity::kRow:
+      q.storage = tqm::format::kStorageU8Row;
+      for (size_t r = 0; r < rows; ++r) block(r * cols, cols);
+      break;
+    case Granularity::kGroup:
+      q.storage = tqm::format::kStorageU8Group;
+      q.group_size = o.group_size;
+      for (size_t r = 0; r < rows; ++r) {
+        for (size_t c = 0; c < cols; c += o.group_size) {
+          block(r * cols + c, std::min<size_t>(o.group_size, cols - c));
+        }
+      }
+      break;
+  }
+  return q;
+}
+
+std::vector<float> Dequant(const QuantizedTensor& q, size_t rows, size_t cols) {
+  std::vector<float> out(rows * cols);
+  const size_t gpr = q.group_size ? (cols + q.group_size - 1) / q.group_size : 1;
+  for (size_t r = 0; r < rows; ++r) {
+    for (size_t c = 0; c < cols; ++c) {
+      const Affine& a = q.storage == tqm::format::kStorageU8Tensor ? q.params[0]
+                        : q.storage == tqm::format::kStorageU8Row
+                            ? q.params[r]
+                            : q.params[r * gpr + c / q.group_size];
+      out[r * cols + c] = a.scale * (q.codes[r * cols + c] - a.zero);
+    }
+  }
+  return out;
+}
+
+// ||W X^T - Q X^T||_F^2 over the rows of x ([n, cols]).
+double OutputError(const std::vector<float>& w, const std::vector<float>& q,
+                   const std::vector<float>& x, size_t rows, size_t cols) {
+  const size_t n = x.size() / cols;
+  double e = 0;
+  for (size_t t = 0; t < n; ++t) {
+    for (size_t r = 0; r < rows; ++r) {
+      double d = 0;
+      for (size_t c = 0; c < cols; ++c) d += (w[r * cols + c] - q[r * cols + c]) * x[t * cols + c];
+      e += d * d;
+    }
+  }
+  return e;
+}
+
+std::vector<float> HessianOf(const std::vector<float>& x, size_t cols) {
+  const size_t n = x.size() / cols;
+  std::vector<float> h(cols * cols);
+  for (size_t i = 0; i < cols; ++i) {
+    for (size_t j = 0; j < cols; ++j) {
+      double s = 0;
+      for (size_t t = 0; t < n; ++t) s += static_cast<double>(x[t * cols + i]) * x[t * cols + j];
+      h[i * cols + j] = static_cast<float>(2.0 * s / n);
+    }
+  }
+  return h;
+}
+
+// Checks the format's rules for quantized codes and pairs (what the writer's
+// CheckQuantized enforces), and the storage the options ask for.
+void ExpectOnGrid(const QuantizedTensor& q, size_t rows, size_t cols, const GptqOptions& o) {
+  ASSERT_EQ(q.codes.size(), rows * cols);
+  ASSERT_EQ(q.bits, o.bits);
+  const size_t pairs = o.granularity == Granularity::kTensor ? 1
+                       : o.granularity == Granularity::kRow
+                           ? rows
+                           : rows * ((cols + o.group_size - 1) / o.group_size);
+  ASSERT_EQ(q.params.size(), pairs);
+  for (uint8_t c : q.codes) ASSERT_LT(c, 1u << o.bits);
+  for (const Affine& a : q.params) {
+    ASSERT_TRUE(std::isfinite(a.scale) && a.scale > 0) << a.scale;
+    ASSERT_EQ(std::nearbyint(a.zero), a.zero);
+  }
+}
+
+struct Problem {
+  size_t rows = 48, cols = 160, n = 1024;
+  std::vector<float> w, x;
+};
+
+// Random W; inputs with strongly correlated features (a shared random
+// factor plus a smoothed walk along the features) and a few large ones.
+Problem Correlated(uint32_t seed) {
+  Problem p;
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> g(0.0f, 1.0f);
+  p.w.resize(p.rows * p.cols);
+  for (float& v : p.w) v = 0.05f * g(rng);
+  p.x.resize(p.n * p.cols);
+  std::vector<float> mix(p.cols);
+  for (float& m : mix) m = g(rng);
+  for (size_t t = 0; t < p.n; ++t) {
+    const float f = g(rng);
+    float walk = 0;
+    for (size_t c = 0; c < p.cols; ++c) {
+      walk = 0.9f * walk + g(rng);
+      p.x[t * p.cols + c] = (f * mix[c] + 0.5f * walk) * (c % 17 == 0 ? 4.0f : 1.0f);
+    }
+  }
+  return p;
+}
+
+TEST(Gptq, LowerOutputErrorThanRoundToNearest) {
+  const Problem p = Correlated(7);
+  const std::vector<float> h = HessianOf(p.x, p.cols);
+  struct Case {
+    int bits;
+    Granularity g;
+    uint32_t group;
+    bool act_order;
+  };
+  for (const Case& k : {Case{3, Granularity::kRow, 0, false}, Case{4, Granularity::kRow, 0, false},
+                        Case{3, Granularity::kRow, 0, true}, Case{4, Granularity::kTensor, 0, false},
+                        Case{3, Granularity::kGroup, 32, false}, Case{4, Granularity::kGroup, 64, false},
+                        Case{4, Granularity::kGroup, 32, true}}) {
+    SCOPED_TRACE(testing::Message() << k.bits << " bits, granularity " << static_cast<int>(k.g)
+                                    << " group " << k.group << " act_order " << k.act_order);
+    GptqOptions o;
+    o.bits = k.bits;
+    o.granularity = k.g;
+    o.group_size = k.group;
+    o.act_order = k.act_order;
+    o.block_size = 64;  // several blocks over 160 columns
+    auto q = tqm::GptqQuantize(p.w, p.rows, p.cols, h, o, "w");
+    ASSERT_TRUE(q.ok()) << q.status();
+    ExpectOnGrid(*q, p.rows, p.cols, o);
+    if (k.g == Granularity::kRow || k.g == Granularity::kTensor) {
+      // Row and tensor pairs come from the original weights, as RTN's.
+      const QuantizedTensor rtn = Rtn(p.w, p.rows, p.cols, o);
+      for (size_t i = 0; i < rtn.params.size(); ++i) {
+        EXPECT_EQ(q->params[i].scale, rtn.params[i].scale);
+        EXPECT_EQ(q->params[i].zero, rtn.params[i].zero);
+      }
+    }
+    const double e_gptq = OutputError(p.w, Dequant(*q, p.rows, p.cols), p.x, p.rows, p.cols);
+    const double e_rtn =
+        OutputError(p.w, Dequant(Rtn(p.w, p.rows, p.cols, o), p.rows, p.cols), p.x, p.rows, p.cols);
+    std::cout << "  " << k.bits << " bits g" << static_cast<int>(k.g) << "/" << k.group
+              << (k.act_order ? " act-order" : "") << ": GPTQ/RTN output error "
+              << e_gptq / e_rtn << "\n";
+    EXPECT_LT(e_gptq, 0.8 * e_rtn);
+  }
+}
+
+TEST(Gptq, DiagonalHessianIsRoundToNearest) {
+  const Problem p = Correlated(11);
+  std::vector<float> identity(p.cols * p.cols, 0.0f), diag = identity;
+  std::mt19937 rng(3);
+  std::uniform_real_distribution<float> u(0.1f, 10.0f);
+  for (size_t i = 0; i < p.cols; ++i) {
+    identity[i * p.cols + i] = 1.0f;
+    diag[i * p.cols + i] = u(rng);  // uncorrelated inputs of unequal scale
+  }
+  for (const auto& h : {identity, diag}) {
+    for (Granularity g : {Granularity::kTensor, Granularity::kRow, Granularity::kGroup}) {
+      for (bool act_order : {false, true}) {
+        for (int bits : {3, 4, 8}) {
+          GptqOptions o;
+          o.bits = bits;
+          o.granularity = g;
+          o.group_size = g == Granularity::kGroup ? 32 : 0;
+          o.act_order = act_order;
+          auto q = tqm::GptqQuantize(p.w, p.rows, p.cols, h, o, "w");
+          ASSERT_TRUE(q.ok()) << q.status();
+          const QuantizedTensor rtn = Rtn(p.w, p.rows, p.cols, o);
+          ASSERT_EQ(q->storage, rtn.storage);
+          EXPECT_EQ(q->codes, rtn.codes) << "granularity " << static_cast<int>(g) << " bits "
+                                         << bits << " act_order " << act_order;
+          ASSERT_EQ(q->params.size(), rtn.params.size());
+          for (size_t i = 0; i < rtn.params.size(); ++i) {
+            EXPECT_EQ(q->params[i].scale, rtn.params[i].scale);
+            EXPECT_EQ(q->params[i].zero, rtn.params[i].zero);
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST(Gptq, RejectsBadInput) {
+  const Problem p = Correlated(5);
+  GptqOptions o;
+  std::vector<float> h(p.cols * p.cols, 0.0f);
+  for (size_t i = 0; i < p.cols; ++i) h[i * p.cols + i] = 1.0f;
+  EXPECT_EQ(tqm::GptqQuantize(p.w, p.rows, p.cols + 1, h, o, "w").status().code(),
+            absl::StatusCode::kInvalidArgument);
+  std::vector<float> bad_w = p.w;
+  bad_w[5] = NAN;
+  auto s = tqm::GptqQuantize(bad_w, p.rows, p.cols, h, o, "w").status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("'w'"), std::string::npos) << s;
+  // Not positive semi-definite: a negative diagonal.
+  std::vector<float> neg = h;
+  for (size_t i = 0; i < p.cols; ++i) neg[i * p.cols + i] = -1.0f;
+  EXPECT_EQ(tqm::GptqQuantize(p.w, p.rows, p.cols, neg, o, "w").status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  o.bits = 9;
+  EXPECT_EQ(tqm::GptqQuantize(p.w, p.rows, p.cols, h, o, "w").status().code(),
+            absl::StatusCode::kInvalidArgument);
+  o.bits = 4;
+  o.granularity = Granularity::kGroup;
+  o.group_size = 0;
+  EXPECT_EQ(tqm::GptqQuantize(p.w, p.rows, p.cols, h, o, "w").status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+// A llama2.c tokenizer of `vocab` tokens: <unk>, <s>, </s>, then one
+// printable character each.
+std::string TinyTokenizer(int vocab) {
+  std::string b(4, '\0');
+  b[0] = 1;
+  for (int i = 0; i < vocab; ++i) {
+    const std::string s = i == 0 ? "<unk>" : i == 1 ? "\n<s>\n" : i == 2 ? "\n</s>\n"
+                                                    : std::string(1, static_cast<char>(29 + i));
+    const float score = 0;
+    const int32_t len = static_cast<int32_t>(s.size());
+    b.append(reinterpret_cast<const char*>(&score), 4);
+    b.append(reinterpret_cast<const char*>(&len), 4);
+    b += s;
+  }
+  return b;
+}
+
+void AddLlamaMeta(tqm::MemorySource& m, int layers, int dim, int hidden, int vocab) {
+  using tqm::MetaValue;
+  namespace k = tqm::meta_keys;
+  m.AddMeta({k::kDim, MetaValue::Int(dim)});
+  m.AddMeta({k::kHiddenDim, MetaValue::Int(hidden)});
+  m.AddMeta({k::kLayers, MetaValue::Int(layers)});
+  m.AddMeta({k::kHeads, MetaValue::Int(4)});
+  m.AddMeta({k::kKvHeads, MetaValue::Int(2)});
+  m.AddMeta({k::kVocabSize, MetaValue::Int(vocab)});
+  m.AddMeta({k::kSeqLen, MetaValue::Int(64)});
+  m.AddMeta({k::kRopeLayout, MetaValue::String("hf")});
+}
+
+TEST(GptqSource, QuantizesTheLinearsOfASmallModel) {
+  tqm::MemorySource m = tqm_test::SmallModel(2, 32, 64, 96);
+  AddLlamaMeta(m, 2, 32, 64, 96);
+  m.AddMeta({tqm::meta_keys::kTokenizerLlama2c, tqm::MetaValue::Bytes(TinyTokenizer(96))});
+  std::string text;
+  for (int i = 0; i < 40; ++i) text += "Once upon a time, a little cat saw the sun.\n";
+  GptqOptions o;
+  o.bits = 4;
+  o.granularity = Granularity::kRow;
+  o.keep = [](const std::string& name) { return name == "model.layers.1.mlp.up_proj.weight"; };
+  int calls = 0;
+  o.progress = [&](const tqm::GptqProgress& p) {
+    ++calls;
+    EXPECT_EQ(p.layers, 2);
+    EXPECT_GT(p.tokens, 40u);
+  };
+  auto src = tqm::MakeGptqSource(m, text, o);
+  ASSERT_TRUE(src.ok()) << src.status();
+  EXPECT_EQ(calls, 13);
+  size_t quantized = 0;
+  for (size_t i = 0; i < (*src)->tensors().size(); ++i) {
+    const tqm::SourceTensor& t = (*src)->tensors()[i];
+    const bool linear = t.name.find("_proj.") != std::string::npos &&
+                        t.name != "model.layers.1.mlp.up_proj.weight";
+    EXPECT_EQ(t.kind == tqm::TensorKind::kQuantized, linear) << t.name;
+    if (!linear) continue;
+    ++quantized;
+    QuantizedTensor q;
+    ASSERT_TRUE((*src)->ReadQuantized(i, &q).ok());
+    ExpectOnGrid(q, t.dims[0], t.dims[1], o);
+    std::vector<float> f;
+    ASSERT_TRUE((*src)->Read(i, &f).ok());
+    EXPECT_EQ(f, Dequant(q, t.dims[0], t.dims[1]));
+  }
+  EXPECT_EQ(quantized, 13u);
+  // The writer stores the codes as they are.
+  tqm::PackOptions po;
+  po.bits = 4;
+  po.granularity = Granularity::kRow;
+  auto bytes = tqm::PackToString(**src, po);
+  ASSERT_TRUE(bytes.ok()) << bytes.status();
+  auto r = tqm::Reader::FromBuffer(tqm_test::AsSpan(*bytes), "gptq.tqm");
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_TRUE((*r)->Verify().ok());
+  const int t = (*r)->FindTensor("model.layers.0.self_attn.q_proj.weight");
+  ASSERT_GE(t, 0);
+  std::vector<float> got((*r)->tensors()[t].numel), want;
+  ASSERT_TRUE((*r)->ReadFloat(t, absl::MakeSpan(got)).ok());
+  ASSERT_TRUE((*src)->Read(t, &want).ok());
+  EXPECT_EQ(got, want);
+}
+
+TEST(GptqSource, RejectsModelsItCannotRun) {
+  tqm::MemorySource bare = tqm_test::SmallModel(1, 32, 64, 96);
+  auto s = tqm::MakeGptqSource(bare, "hello\n", GptqOptions()).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("llama.dim"), std::string::npos) << s;
+
+  tqm::MemorySource no_tok = tqm_test::SmallModel(1, 32, 64, 96);
+  AddLlamaMeta(no_tok, 1, 32, 64, 96);
+  s = tqm::MakeGptqSource(no_tok, "hello\n", GptqOptions()).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("tokenizer"), std::string::npos) << s;
+
+  // Metadata for two layers over a one-layer model: layer 1 is missing.
+  tqm::MemorySource short_model = tqm_test::SmallModel(1, 32, 64, 96);
+  AddLlamaMeta(short_model, 2, 32, 64, 96);
+  GptqOptions o;
+  o.tokenizer_llama2c = TinyTokenizer(96);
+  s = tqm::MakeGptqSource(short_model, "hello\n", o).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("model.layers.1.self_attn.q_proj.weight"), std::string::npos) << s;
+
+  // A misshapen tensor: hidden_dim says 48.
+  tqm::MemorySource wrong = tqm_test::SmallModel(1, 32, 64, 96);
+  AddLlamaMeta(wrong, 1, 32, 48, 96);
+  s = tqm::MakeGptqSource(wrong, "hello\n", o).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("gate_proj"), std::string::npos) << s;
+
+  // Text that yields no token.
+  tqm::MemorySource ok = tqm_test::SmallModel(1, 32, 64, 96);
+  AddLlamaMeta(ok, 1, 32, 64, 96);
+  s = tqm::MakeGptqSource(ok, "\n\n", o).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+}
+
+// ---- stories260K ----
+
+std::unique_ptr<tqm::Reader> PackAndOpen(tqm::TensorSource& src, const std::string& tokenizer,
+                                         const std::string& path, double* seconds) {
+  tqm::PackOptions po;
+  po.bits = 4;
+  po.granularity = Granularity::kRow;
+  po.extra_metadata.push_back(
+      {tqm::meta_keys::kTokenizerLlama2c, tqm::MetaValue::Bytes(tokenizer)});
+  const auto t0 = std::chrono::steady_clock::now();
+  auto stats = tqm::Pack(src, path, po);
+  *seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_TRUE(stats.ok()) << stats.status();
+  if (!stats.ok()) return nullptr;
+  auto r = tqm::Reader::Open(path);
+  EXPECT_TRUE(r.ok()) << r.status();
+  if (!r.ok()) return nullptr;
+  EXPECT_TRUE((*r)->Verify().ok());
+  return std::move(*r);
+}
+
+// The packed file's weights, dequantized, as a float source.
+tqm::MemorySource Dequantized(const tqm::Reader& r) {
+  tqm::MemorySource m;
+  for (size_t t = 0; t < r.tensors().size(); ++t) {
+    std::vector<float> v(r.tensors()[t].numel);
+    EXPECT_TRUE(r.ReadFloat(t, absl::MakeSpan(v)).ok());
+    m.Add(r.tensors()[t].name, r.tensors()[t].dims, std::move(v));
+  }
+  for (const tqm::MetaEntry& e : r.metadata()) m.AddMeta(e);
+  return m;
+}
+
+// Mean over positions of KL(p || q) between the softmaxes of two logit rows.
+double MeanKl(const std::vector<float>& p_logits, const std::vector<float>& q_logits,
+              size_t vocab) {
+  const size_t n = p_logits.size() / vocab;
+  double total = 0;
+  for (size_t t = 0; t < n; ++t) {
+    const float* a = &p_logits[t * vocab];
+    const float* b = &q_logits[t * vocab];
+    double ma = a[0], mb = b[0];
+    for (size_t i = 0; i < vocab; ++i) ma = std::max<double>(ma, a[i]), mb = std::max<double>(mb, b[i]);
+    double sa = 0, sb = 0;
+    for (size_t i = 0; i < vocab; ++i) sa += std::exp(a[i] - ma), sb += std::exp(b[i] - mb);
+    const double la = std::log(sa) + ma, lb = std::log(sb) + mb;
+    double kl = 0;
+    for (size_t i = 0; i < vocab; ++i) {
+      const double lpa = a[i] - la, lpb = b[i] - lb;
+      kl += std::exp(lpa) * (lpa - lpb);
+    }
+    total += kl;
+  }
+  return total / n;
+}
+
+TEST(GptqStories, BeatsRoundToNearestOnHeldOutText) {
+  TQM_SKIP_WITHOUT_SHARED();
+  const std::string calib_path = tqm_test::SharedPath("text/stories260K-calibration.txt");
+  const std::string heldout_path = tqm_test::SharedPath("text/stories260K-heldout.txt");
+  if (!tqm_test::Exists(calib_path) || !tqm_test::Exists(heldout_path)) {
+    GTEST_SKIP() << "../shared/text/stories260K-*.txt are absent";
+  }
+  const std::string tokenizer =
+      tqm_test::ReadFile(tqm_test::SharedPath("models/stories260K/tok512.bin"));
+  auto model = tqm::OpenModel(tqm_test::Stories260K());
+  ASSERT_TRUE(model.ok()) << model.status();
+  const std::string dir = ::testing::TempDir();
+
+  double rtn_seconds = 0, gptq_seconds = 0;
+  auto rtn = PackAndOpen(**model, tokenizer, dir + "/gptq_test_rtn.tqm", &rtn_seconds);
+  ASSERT_NE(rtn, nullptr);
+
+  GptqOptions o;
+  o.bits = 4;
+  o.granularity = Granularity::kRow;
+  o.tokenizer_llama2c = tokenizer;
+  const auto t0 = std::chrono::steady_clock::now();
+  auto gptq_src = tqm::MakeGptqSource(**model, tqm_test::ReadFile(calib_path), o);
+  ASSERT_TRUE(gptq_src.ok()) << gptq_src.status();
+  gptq_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  auto gptq = PackAndOpen(**gptq_src, tokenizer, dir + "/gptq_test_gptq.tqm", &gptq_seconds);
+  ASSERT_NE(gptq, nullptr);
+
+  // Same layout and grid; the linears' codes differ, the rest is identical.
+  ASSERT_EQ(rtn->tensors().size(), gptq->tensors().size());
+  size_t differing = 0;
+  for (size_t t = 0; t < rtn->tensors().size(); ++t) {
+    const auto& a = rtn->tensors()[t];
+    const auto& b = gptq->tensors()[t];
+    ASSERT_EQ(a.name, b.name);
+    ASSERT_EQ(a.storage, b.storage) << a.name;
+    ASSERT_EQ(a.bits, b.bits) << a.name;
+    std::vector<uint8_t> ca(a.byte_size), cb(b.byte_size);
+    ASSERT_TRUE(rtn->DecodeTensor(t, absl::MakeSpan(ca)).ok());
+    ASSERT_TRUE(gptq->DecodeTensor(t, absl::MakeSpan(cb)).ok());
+    const bool linear = a.name.find("_proj.") != std::string::npos;
+    if (linear) {
+      differing += ca != cb;
+    } else {
+      EXPECT_EQ(ca, cb) << a.name;
+    }
+  }
+  EXPECT_EQ(differing, 35u);  // 5 layers x 7 linears
+
+  // Held-out KL(fp32 || quantized), teacher-forced, every position.
+  auto cfg = tqm::calib::ConfigFromMetadata((*model)->metadata());
+  ASSERT_TRUE(cfg.ok()) << cfg.status();
+  std::vector<tqm::MetaEntry> tok_meta = {
+      {tqm::meta_keys::kTokenizerLlama2c, tqm::MetaValue::Bytes(tokenizer)}};
+  auto batch = tqm::calib::Tokenize(tok_meta, *cfg, tqm_test::ReadFile(heldout_path), 1 << 20);
+  ASSERT_TRUE(batch.ok()) << batch.status();
+  auto ref = tqm::calib::ForwardLogits(**model, *batch, 0);
+  ASSERT_TRUE(ref.ok()) << ref.status();
+  tqm::MemorySource rtn_f = Dequantized(*rtn), gptq_f = Dequantized(*gptq);
+  auto rtn_logits = tqm::calib::ForwardLogits(rtn_f, *batch, 0);
+  auto gptq_logits = tqm::calib::ForwardLogits(gptq_f, *batch, 0);
+  ASSERT_TRUE(rtn_logits.ok() && gptq_logits.ok());
+  const double kl_rtn = MeanKl(*ref, *rtn_logits, cfg->vocab_size);
+  const double kl_gptq = MeanKl(*ref, *gptq_logits, cfg->vocab_size);
+  std::cout << "stories260K 4-bit per-row, " << batch->tokens.size()
+            << " held-out tokens: KL(fp32||RTN) " << kl_rtn << ", KL(fp32||GPTQ) " << kl_gptq
+            << " (ratio " << kl_gptq / kl_rtn << "); pack time RTN " << rtn_seconds
+            << " s, GPTQ " << gptq_seconds << " s\n";
+  RecordProperty("kl_rtn", std::to_string(kl_rtn));
+  RecordProperty("kl_gptq", std::to_string(kl_gptq));
+  EXPECT_GT(kl_rtn, 0);
+  EXPECT_LE(kl_gptq, 0.8 * kl_rtn);
+}
+
+}  // namespace
