@@ -299,26 +299,44 @@ void Dequantize(const QuantizedTensor& q, uint64_t rows, uint64_t cols,
   }
 }
 
-// H = 2 X^T X / n over the `tokens` rows of `x` ([tokens, width]),
-// accumulated in double.
+// H = 2 X^T X / n over the `tokens` rows of `x` ([tokens, width]). Tiles
+// of 256 tokens are transposed so that each entry's partial sum is a
+// contiguous dot product over a tile held in cache; the tiles' sums are
+// added in double, one row of H at a time.
 std::vector<float> Hessian(absl::Span<const float> x, size_t width, unsigned threads) {
+  constexpr size_t kTile = 256;
   const size_t tokens = x.size() / width;
+  const size_t tiles = (tokens + kTile - 1) / kTile;
+  std::vector<float> xt(width * kTile);
+  std::vector<double> acc(width * width, 0.0);
+  for (size_t tile = 0; tile < tiles; ++tile) {
+    const size_t t0 = tile * kTile, nt = std::min(kTile, tokens - t0);
+    for (size_t t = 0; t < nt; ++t) {
+      for (size_t i = 0; i < width; ++i) xt[i * kTile + t] = x[(t0 + t) * width + i];
+    }
+    for (size_t t = nt; t < kTile; ++t) {
+      for (size_t i = 0; i < width; ++i) xt[i * kTile + t] = 0.0f;
+    }
+    calib::ParallelFor(width, threads, [&](size_t i) {
+      const float* xi = &xt[i * kTile];
+      double* row = &acc[i * width];
+      for (size_t j = i; j < width; ++j) {
+        const float* xj = &xt[j * kTile];
+        float s[8] = {};
+        for (size_t t = 0; t < kTile; t += 8) {
+          for (int k = 0; k < 8; ++k) s[k] += xi[t + k] * xj[t + k];
+        }
+        row[j] += ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+      }
+    });
+  }
   std::vector<float> h(width * width);
   const double scale = 2.0 / static_cast<double>(tokens);
-  calib::ParallelFor(width, threads, [&](size_t i) {
-    std::vector<double> acc(width - i, 0.0);
-    for (size_t t = 0; t < tokens; ++t) {
-      const float* xt = &x[t * width];
-      const double xi = xt[i];
-      if (xi == 0) continue;
-      for (size_t j = i; j < width; ++j) acc[j - i] += xi * xt[j];
-    }
+  for (size_t i = 0; i < width; ++i) {
     for (size_t j = i; j < width; ++j) {
-      const float v = static_cast<float>(acc[j - i] * scale);
-      h[i * width + j] = v;
-      h[j * width + i] = v;
+      h[i * width + j] = h[j * width + i] = static_cast<float>(acc[i * width + j] * scale);
     }
-  });
+  }
   return h;
 }
 

@@ -91,7 +91,7 @@ absl::StatusOr<QuantizedTensor> GptqQuantize(absl::Span<const float> w, uint64_t
 //
 // All quantization happens here; memory peaks at the activations of the
 // calibration tokens for one layer, one Hessian (in_features^2 floats, and
-// as many doubles while it is factored) and the codes of the linears done
+// as many doubles while it is summed and factored) and the codes of the linears done
 // so far (1 byte per weight). Models the forward cannot run get
 // InvalidArgument: missing llama.* metadata or tokenizer (neither
 // GptqOptions::tokenizer_llama2c nor tokenizer.llama2c), or a
