@@ -7,8 +7,11 @@
 
 #include <gtest/gtest.h>
 
+#include <sys/wait.h>
+
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <random>
 
 #include "calibrate.h"
@@ -268,7 +271,8 @@ std::string TinyTokenizer(int vocab) {
   return b;
 }
 
-void AddLlamaMeta(tqm::MemorySource& m, int layers, int dim, int hidden, int vocab) {
+void AddLlamaMeta(tqm::MemorySource& m, int layers, int dim, int hidden, int vocab,
+                  const char* rope = "hf") {
   using tqm::MetaValue;
   namespace k = tqm::meta_keys;
   m.AddMeta({k::kDim, MetaValue::Int(dim)});
@@ -278,7 +282,7 @@ void AddLlamaMeta(tqm::MemorySource& m, int layers, int dim, int hidden, int voc
   m.AddMeta({k::kKvHeads, MetaValue::Int(2)});
   m.AddMeta({k::kVocabSize, MetaValue::Int(vocab)});
   m.AddMeta({k::kSeqLen, MetaValue::Int(64)});
-  m.AddMeta({k::kRopeLayout, MetaValue::String("hf")});
+  m.AddMeta({k::kRopeLayout, MetaValue::String(rope)});
 }
 
 TEST(GptqSource, QuantizesTheLinearsOfASmallModel) {
@@ -366,6 +370,66 @@ TEST(GptqSource, RejectsModelsItCannotRun) {
   AddLlamaMeta(ok, 1, 32, 64, 96);
   s = tqm::MakeGptqSource(ok, "\n\n", o).status();
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+}
+
+// The forward's two RoPE layouts agree once q/k rows are permuted per head
+// as docs/LLAMA.md says (Meta row 2i = HF row i, 2i+1 = HF row i + head/2).
+TEST(Calibrate, HfLayoutMatchesMetaWithPermutedRows) {
+  const int dim = 32, heads = 4, hs = dim / heads;
+  tqm::MemorySource base = tqm_test::SmallModel(2, dim, 64, 96);
+  // q/k scaled up so that attention is far from uniform and RoPE matters.
+  auto copy = [&](bool permute, const char* rope) {
+    tqm::MemorySource m;
+    for (size_t i = 0; i < base.tensors().size(); ++i) {
+      const tqm::SourceTensor& t = base.tensors()[i];
+      std::vector<float> v;
+      EXPECT_TRUE(base.Read(i, &v).ok());
+      if (t.name.find("q_proj") != std::string::npos ||
+          t.name.find("k_proj") != std::string::npos) {
+        for (float& x : v) x *= 30.0f;
+        if (permute) {
+          std::vector<float> p(v.size());
+          const size_t cols = t.dims[1];
+          for (size_t r = 0; r < t.dims[0]; ++r) {
+            const size_t head = r / hs, k = r % hs;
+            const size_t hf_row = head * hs + (k % 2 == 0 ? k / 2 : k / 2 + hs / 2);
+            std::copy(v.begin() + r * cols, v.begin() + (r + 1) * cols,
+                      p.begin() + hf_row * cols);
+          }
+          v = std::move(p);
+        }
+      }
+      m.Add(t.name, t.dims, std::move(v));
+    }
+    AddLlamaMeta(m, 2, dim, 64, 96, rope);
+    return m;
+  };
+  tqm::MemorySource meta_model = copy(false, "meta"), hf_model = copy(true, "hf"),
+                    unpermuted = copy(false, "hf");
+  tqm::calib::Batch b;
+  for (int s = 0; s < 3; ++s) {
+    for (int p = 0; p < 20; ++p) b.tokens.push_back((s * 31 + p * 7) % 96);
+    b.starts.push_back(b.tokens.size());
+  }
+  auto a = tqm::calib::ForwardLogits(meta_model, b, 1);
+  auto h = tqm::calib::ForwardLogits(hf_model, b, 1);
+  auto u = tqm::calib::ForwardLogits(unpermuted, b, 1);
+  ASSERT_TRUE(a.ok()) << a.status();
+  ASSERT_TRUE(h.ok()) << h.status();
+  ASSERT_TRUE(u.ok()) << u.status();
+  ASSERT_EQ(a->size(), h->size());
+  double max_diff = 0, diff_u = 0, max_abs = 0;
+  for (size_t i = 0; i < a->size(); ++i) {
+    max_diff = std::max<double>(max_diff, std::fabs((*a)[i] - (*h)[i]));
+    diff_u = std::max<double>(diff_u, std::fabs((*a)[i] - (*u)[i]));
+    max_abs = std::max<double>(max_abs, std::fabs((*a)[i]));
+  }
+  std::cout << "  max |logit| " << max_abs << ", meta vs permuted hf " << max_diff
+            << ", meta vs unpermuted hf " << diff_u << "\n";
+  EXPECT_LT(max_diff, 1e-5 * std::max(1.0, max_abs));
+  // Without the permutation the layouts disagree (the check can fail).
+  EXPECT_GT(diff_u, 100 * max_diff);
+  EXPECT_GT(diff_u, 1e-4 * max_abs);
 }
 
 // ---- stories260K ----
@@ -496,6 +560,93 @@ TEST(GptqStories, BeatsRoundToNearestOnHeldOutText) {
   RecordProperty("kl_gptq", std::to_string(kl_gptq));
   EXPECT_GT(kl_rtn, 0);
   EXPECT_LE(kl_gptq, 0.8 * kl_rtn);
+}
+
+// ---- tqm-pack --calibration / --act-order ----
+
+struct CmdResult {
+  int exit_code = -1;
+  std::string out;
+};
+
+CmdResult Sh(const std::string& cmd) {
+  CmdResult r;
+  FILE* p = popen((cmd + " 2>&1").c_str(), "r");
+  if (!p) return r;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
+  const int st = pclose(p);
+  r.exit_code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+  return r;
+}
+
+TEST(GptqTool, PackWithCalibrationAndActOrder) {
+  TQM_SKIP_WITHOUT_SHARED();
+  const std::string pack = std::string(TQM_BIN_DIR) + "/tqm-pack";
+  if (!tqm_test::Exists(pack)) GTEST_SKIP() << pack << " is not built";
+  const std::string calib_path = tqm_test::SharedPath("text/stories260K-calibration.txt");
+  if (!tqm_test::Exists(calib_path)) GTEST_SKIP() << calib_path << " is absent";
+  const std::string tok_path = tqm_test::SharedPath("models/stories260K/tok512.bin");
+  const std::string dir = ::testing::TempDir();
+  // The first 20 stories keep the test short.
+  std::string text;
+  {
+    const std::string all = tqm_test::ReadFile(calib_path);
+    size_t end = 0;
+    for (int i = 0; i < 20 && end != std::string::npos; ++i) end = all.find('\n', end + 1);
+    text = all.substr(0, end);
+  }
+  const std::string calib = dir + "/gptq_tool_calibration.txt";
+  tqm_test::WriteFile(calib, text);
+  const std::string out = dir + "/gptq_tool.tqm";
+  CmdResult r = Sh(pack + " " + tqm_test::Stories260K() + " -o " + out + " --tokenizer " +
+                   tok_path + " --bits 3 --granularity group:32 --calibration " + calib +
+                   " --act-order --quiet");
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  auto reader = tqm::Reader::Open(out);
+  ASSERT_TRUE(reader.ok()) << reader.status();
+  ASSERT_TRUE((*reader)->Verify().ok());
+
+  // The same codes as the library with the same options.
+  auto model = tqm::OpenModel(tqm_test::Stories260K());
+  ASSERT_TRUE(model.ok()) << model.status();
+  GptqOptions o;
+  o.bits = 3;
+  o.granularity = Granularity::kGroup;
+  o.group_size = 32;
+  o.act_order = true;
+  o.tokenizer_llama2c = tqm_test::ReadFile(tok_path);
+  auto src = tqm::MakeGptqSource(**model, text, o);
+  ASSERT_TRUE(src.ok()) << src.status();
+  for (const char* name : {"model.layers.0.self_attn.q_proj.weight",
+                           "model.layers.4.mlp.down_proj.weight"}) {
+    const int t = (*reader)->FindTensor(name);
+    ASSERT_GE(t, 0) << name;
+    const auto& info = (*reader)->tensors()[t];
+    EXPECT_EQ(info.storage, tqm::format::kStorageU8Group) << name;
+    EXPECT_EQ(info.bits, 3) << name;
+    std::vector<uint8_t> codes(info.byte_size);
+    ASSERT_TRUE((*reader)->DecodeTensor(t, absl::MakeSpan(codes)).ok());
+    QuantizedTensor q;
+    ASSERT_TRUE((*src)->ReadQuantized(t, &q).ok());
+    EXPECT_EQ(codes, q.codes) << name;
+    ASSERT_EQ(info.affine.size(), q.params.size());
+    for (size_t k = 0; k < q.params.size(); ++k) {
+      EXPECT_EQ(info.affine[k].scale, q.params[k].scale);
+      EXPECT_EQ(info.affine[k].zero, q.params[k].zero);
+    }
+  }
+
+  // Usage errors: --act-order alone; no tokenizer to read the text with.
+  r = Sh(pack + " " + tqm_test::Stories260K() + " -o " + out + " --act-order");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.out.find("--act-order needs --calibration"), std::string::npos) << r.out;
+  r = Sh(pack + " " + tqm_test::Stories260K() + " -o " + dir + "/gptq_tool_2.tqm" +
+         " --calibration " + calib);
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.out.find("tokenizer"), std::string::npos) << r.out;
+  EXPECT_FALSE(tqm_test::Exists(dir + "/gptq_tool_2.tqm"));
 }
 
 }  // namespace
