@@ -12,6 +12,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <random>
 
 #include "calibrate.h"
@@ -486,6 +487,62 @@ double MeanKl(const std::vector<float>& p_logits, const std::vector<float>& q_lo
     total += kl;
   }
   return total / n;
+}
+
+// The calibration forward and tokenizer on the float32 model: greedy
+// decoding from "Once upon a time" gives the text run.c gives (the runtime's
+// Float32ReferenceGivesTheKnownText), and encoding a calibration line then
+// concatenating the pieces gives the line back.
+TEST(Calibrate, Stories260KGreedyTextAndTokenizer) {
+  TQM_SKIP_WITHOUT_SHARED();
+  const std::string tok_bytes =
+      tqm_test::ReadFile(tqm_test::SharedPath("models/stories260K/tok512.bin"));
+  auto model = tqm::OpenModel(tqm_test::Stories260K());
+  ASSERT_TRUE(model.ok()) << model.status();
+  auto cfg = tqm::calib::ConfigFromMetadata((*model)->metadata());
+  ASSERT_TRUE(cfg.ok()) << cfg.status();
+  // The pieces, parsed here independently of calibrate.cc.
+  std::vector<std::string> pieces;
+  for (size_t pos = 4; pieces.size() < static_cast<size_t>(cfg->vocab_size);) {
+    int32_t len;
+    ASSERT_LE(pos + 8, tok_bytes.size());
+    std::memcpy(&len, tok_bytes.data() + pos + 4, 4);
+    pieces.push_back(tok_bytes.substr(pos + 8, len));
+    pos += 8 + len;
+  }
+  auto text_of = [&](const std::vector<int32_t>& ids) {
+    std::string t;
+    for (size_t i = 1; i < ids.size(); ++i) t += pieces[ids[i]];
+    return t.substr(t.empty() || t[0] != ' ' ? 0 : 1);  // the dummy prefix
+  };
+  std::vector<tqm::MetaEntry> meta = {
+      {tqm::meta_keys::kTokenizerLlama2c, tqm::MetaValue::Bytes(tok_bytes)}};
+  const std::string line =
+      "Once upon a time, there was a little boy named Tim. Tim loved to show his friends.";
+  auto enc = tqm::calib::Tokenize(meta, *cfg, line + "\n\n" + line + "\n", 1 << 20);
+  ASSERT_TRUE(enc.ok()) << enc.status();
+  ASSERT_EQ(enc->sequences(), 2u);
+  std::vector<int32_t> first(enc->tokens.begin(), enc->tokens.begin() + enc->starts[1]);
+  EXPECT_EQ(first[0], 1);  // BOS
+  EXPECT_EQ(text_of(first), line);
+  EXPECT_LT(first.size(), line.size() / 2);  // merges happened
+
+  auto prompt = tqm::calib::Tokenize(meta, *cfg, "Once upon a time", 1 << 20);
+  ASSERT_TRUE(prompt.ok()) << prompt.status();
+  tqm::calib::Batch b = *prompt;
+  while (b.tokens.size() < 40) {
+    b.starts = {0, b.tokens.size()};
+    auto logits = tqm::calib::ForwardLogits(**model, b, 0);
+    ASSERT_TRUE(logits.ok()) << logits.status();
+    const float* last = logits->data() + (b.tokens.size() - 1) * cfg->vocab_size;
+    b.tokens.push_back(static_cast<int32_t>(std::max_element(last, last + cfg->vocab_size) - last));
+  }
+  const std::string got = text_of(b.tokens);
+  EXPECT_EQ(got.rfind("Once upon a time, there was a little girl named Lily. She loved to play "
+                      "outside in the park.",
+                      0),
+            0u)
+      << got;
 }
 
 TEST(GptqStories, BeatsRoundToNearestOnHeldOutText) {
