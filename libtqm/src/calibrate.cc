@@ -127,12 +127,41 @@ void ParallelFor(size_t n, unsigned threads, const std::function<void(size_t)>& 
 
 void MatMulT(const float* in, size_t tokens, const float* w, size_t out_dim, size_t in_dim,
              float* out, unsigned threads) {
+  // With W transposed, each input element scales a contiguous row of W^T
+  // into the token's outputs: vertical operations that vectorize on any
+  // target, the weights read once per four tokens.
+  std::vector<float> wt(in_dim * out_dim);
+  for (size_t o = 0; o < out_dim; ++o) {
+    for (size_t i = 0; i < in_dim; ++i) wt[i * out_dim + o] = w[o * in_dim + i];
+  }
   constexpr size_t kRows = 64;
   ParallelFor((tokens + kRows - 1) / kRows, threads, [&](size_t blk) {
     const size_t end = std::min(tokens, (blk + 1) * kRows);
-    for (size_t t = blk * kRows; t < end; ++t) {
-      for (size_t o = 0; o < out_dim; ++o) {
-        out[t * out_dim + o] = Dot(in + t * in_dim, w + o * in_dim, in_dim);
+    size_t t = blk * kRows;
+    for (; t + 4 <= end; t += 4) {
+      float* o0 = out + t * out_dim;
+      float *o1 = o0 + out_dim, *o2 = o1 + out_dim, *o3 = o2 + out_dim;
+      std::fill(o0, o0 + 4 * out_dim, 0.0f);
+      const float* x0 = in + t * in_dim;
+      for (size_t i = 0; i < in_dim; ++i) {
+        const float a0 = x0[i], a1 = x0[in_dim + i], a2 = x0[2 * in_dim + i],
+                    a3 = x0[3 * in_dim + i];
+        const float* wi = &wt[i * out_dim];
+        for (size_t o = 0; o < out_dim; ++o) {
+          o0[o] += a0 * wi[o];
+          o1[o] += a1 * wi[o];
+          o2[o] += a2 * wi[o];
+          o3[o] += a3 * wi[o];
+        }
+      }
+    }
+    for (; t < end; ++t) {
+      float* ot = out + t * out_dim;
+      std::fill(ot, ot + out_dim, 0.0f);
+      for (size_t i = 0; i < in_dim; ++i) {
+        const float a = in[t * in_dim + i];
+        const float* wi = &wt[i * out_dim];
+        for (size_t o = 0; o < out_dim; ++o) ot[o] += a * wi[o];
       }
     }
   });
@@ -447,8 +476,8 @@ absl::Status LlamaModel::LayerForward(const Batch& b, LayerWeights* w, std::vect
   if (hook) TQM_RETURN_IF_ERROR(hook(kStageO, xb, dim, w));
   MatMulT(xb.data(), n, w->w[kO].data(), dim, dim, q.data(), threads);
   for (size_t i = 0; i < n * dim; ++i) (*x)[i] += q[i];
-  k.clear();
-  v.clear();
+  std::vector<float>().swap(k);  // frees them before the MLP's buffers
+  std::vector<float>().swap(v);
   RmsNormRows(x->data(), n, w->ffn_norm.data(), c.dim, c.norm_eps, xb.data());
   if (hook) TQM_RETURN_IF_ERROR(hook(kStageGateUp, xb, dim, w));
   std::vector<float> h1(n * hidden), h3(n * hidden);
@@ -459,8 +488,7 @@ absl::Status LlamaModel::LayerForward(const Batch& b, LayerWeights* w, std::vect
     val *= 1.0f / (1.0f + std::exp(-val));
     h1[i] = val * h3[i];
   }
-  h3.clear();
-  h3.shrink_to_fit();
+  std::vector<float>().swap(h3);
   if (hook) TQM_RETURN_IF_ERROR(hook(kStageDown, h1, hidden, w));
   MatMulT(h1.data(), n, w->w[kDown].data(), dim, hidden, q.data(), threads);
   for (size_t i = 0; i < n * dim; ++i) (*x)[i] += q[i];
