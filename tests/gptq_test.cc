@@ -338,6 +338,29 @@ TEST(GptqSource, QuantizesTheLinearsOfASmallModel) {
   EXPECT_EQ(got, want);
 }
 
+TEST(GptqSource, CalibrationTokensAreCappedAndWindowed) {
+  tqm::MemorySource m = tqm_test::SmallModel(1, 32, 64, 96);
+  AddLlamaMeta(m, 1, 32, 64, 96);  // seq_len 64
+  GptqOptions o;
+  o.tokenizer_llama2c = TinyTokenizer(96);
+  size_t tokens = 0;
+  o.progress = [&](const tqm::GptqProgress& p) { tokens = p.tokens; };
+  const std::string line(150, 'a');  // no merges: BOS, " ", 150 x "a"
+  ASSERT_TRUE(tqm::MakeGptqSource(m, line + "\n" + line + "\n", o).ok());
+  EXPECT_EQ(tokens, 2u * 152);
+  o.max_tokens = 100;
+  ASSERT_TRUE(tqm::MakeGptqSource(m, line + "\n" + line + "\n", o).ok());
+  EXPECT_EQ(tokens, 100u);
+  auto cfg = tqm::calib::ConfigFromMetadata(m.metadata());
+  ASSERT_TRUE(cfg.ok());
+  std::vector<tqm::MetaEntry> meta = {
+      {tqm::meta_keys::kTokenizerLlama2c, tqm::MetaValue::Bytes(TinyTokenizer(96))}};
+  auto b = tqm::calib::Tokenize(meta, *cfg, line + "\r\n\n" + line, 1000);
+  ASSERT_TRUE(b.ok()) << b.status();
+  // Each 152-token line in windows of at most seq_len = 64.
+  EXPECT_EQ(b->starts, (std::vector<size_t>{0, 64, 128, 152, 216, 280, 304}));
+}
+
 TEST(GptqSource, RejectsModelsItCannotRun) {
   tqm::MemorySource bare = tqm_test::SmallModel(1, 32, 64, 96);
   auto s = tqm::MakeGptqSource(bare, "hello\n", GptqOptions()).status();

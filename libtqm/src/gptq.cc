@@ -59,18 +59,22 @@ bool CholeskyLower(std::vector<double>& a, size_t n, unsigned threads) {
   return true;
 }
 
-// Inverts the lower-triangular `a` (n x n, row-major) in place. Row i of
-// the inverse needs only rows < i of the inverse and entries >= j of row i
-// of L, which are still there when entry j is written (j ascending).
+// Inverts the lower-triangular `a` (n x n, row-major) in place, row by row:
+// row i of the inverse X is -(sum over k < i of L[i][k] X[k]) / L[i][i],
+// summed as contiguous row updates (X[k] has entries 0..k) into a buffer,
+// since row i of L is read until the sum is complete.
 void InvertLower(std::vector<double>& a, size_t n) {
+  std::vector<double> sum(n);
   for (size_t i = 0; i < n; ++i) {
     double* ai = &a[i * n];
-    const double d = 1.0 / ai[i];
-    for (size_t j = 0; j < i; ++j) {
-      double s = 0;
-      for (size_t k = j; k < i; ++k) s += ai[k] * a[k * n + j];
-      ai[j] = -s * d;
+    std::fill(sum.begin(), sum.begin() + i, 0.0);
+    for (size_t k = 0; k < i; ++k) {
+      const double lik = ai[k];
+      const double* xk = &a[k * n];
+      for (size_t j = 0; j <= k; ++j) sum[j] += lik * xk[j];
     }
+    const double d = 1.0 / ai[i];
+    for (size_t j = 0; j < i; ++j) ai[j] = -sum[j] * d;
     ai[i] = d;
   }
 }
