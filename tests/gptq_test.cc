@@ -6,7 +6,6 @@
 #include "tqm/gptq.h"
 
 #include <gtest/gtest.h>
-
 #include <sys/wait.h>
 
 #include <chrono>
@@ -25,8 +24,8 @@
 namespace {
 
 using tqm::Affine;
-using tqm::Granularity;
 using tqm::GptqOptions;
+using tqm::Granularity;
 using tqm::QuantizedTensor;
 
 // Round-to-nearest as the writer does it: pairs from the tensor, each row or
@@ -87,7 +86,8 @@ double OutputError(const std::vector<float>& w, const std::vector<float>& q,
   for (size_t t = 0; t < n; ++t) {
     for (size_t r = 0; r < rows; ++r) {
       double d = 0;
-      for (size_t c = 0; c < cols; ++c) d += (w[r * cols + c] - q[r * cols + c]) * x[t * cols + c];
+      for (size_t c = 0; c < cols; ++c)
+        d += (w[r * cols + c] - q[r * cols + c]) * x[t * cols + c];
       e += d * d;
     }
   }
@@ -100,7 +100,8 @@ std::vector<float> HessianOf(const std::vector<float>& x, size_t cols) {
   for (size_t i = 0; i < cols; ++i) {
     for (size_t j = 0; j < cols; ++j) {
       double s = 0;
-      for (size_t t = 0; t < n; ++t) s += static_cast<double>(x[t * cols + i]) * x[t * cols + j];
+      for (size_t t = 0; t < n; ++t)
+        s += static_cast<double>(x[t * cols + i]) * x[t * cols + j];
       h[i * cols + j] = static_cast<float>(2.0 * s / n);
     }
   }
@@ -109,7 +110,8 @@ std::vector<float> HessianOf(const std::vector<float>& x, size_t cols) {
 
 // Checks the format's rules for quantized codes and pairs (what the writer's
 // CheckQuantized enforces), and the storage the options ask for.
-void ExpectOnGrid(const QuantizedTensor& q, size_t rows, size_t cols, const GptqOptions& o) {
+void ExpectOnGrid(const QuantizedTensor& q, size_t rows, size_t cols,
+                  const GptqOptions& o) {
   ASSERT_EQ(q.codes.size(), rows * cols);
   ASSERT_EQ(q.bits, o.bits);
   const size_t pairs = o.granularity == Granularity::kTensor ? 1
@@ -160,12 +162,14 @@ TEST(Gptq, LowerOutputErrorThanRoundToNearest) {
     uint32_t group;
     bool act_order;
   };
-  for (const Case& k : {Case{3, Granularity::kRow, 0, false}, Case{4, Granularity::kRow, 0, false},
-                        Case{3, Granularity::kRow, 0, true}, Case{4, Granularity::kTensor, 0, false},
-                        Case{3, Granularity::kGroup, 32, false}, Case{4, Granularity::kGroup, 64, false},
-                        Case{4, Granularity::kGroup, 32, true}}) {
-    SCOPED_TRACE(testing::Message() << k.bits << " bits, granularity " << static_cast<int>(k.g)
-                                    << " group " << k.group << " act_order " << k.act_order);
+  for (const Case& k :
+       {Case{3, Granularity::kRow, 0, false}, Case{4, Granularity::kRow, 0, false},
+        Case{3, Granularity::kRow, 0, true}, Case{4, Granularity::kTensor, 0, false},
+        Case{3, Granularity::kGroup, 32, false}, Case{4, Granularity::kGroup, 64, false},
+        Case{4, Granularity::kGroup, 32, true}}) {
+    SCOPED_TRACE(testing::Message()
+                 << k.bits << " bits, granularity " << static_cast<int>(k.g) << " group "
+                 << k.group << " act_order " << k.act_order);
     GptqOptions o;
     o.bits = k.bits;
     o.granularity = k.g;
@@ -183,9 +187,10 @@ TEST(Gptq, LowerOutputErrorThanRoundToNearest) {
         EXPECT_EQ(q->params[i].zero, rtn.params[i].zero);
       }
     }
-    const double e_gptq = OutputError(p.w, Dequant(*q, p.rows, p.cols), p.x, p.rows, p.cols);
-    const double e_rtn =
-        OutputError(p.w, Dequant(Rtn(p.w, p.rows, p.cols, o), p.rows, p.cols), p.x, p.rows, p.cols);
+    const double e_gptq =
+        OutputError(p.w, Dequant(*q, p.rows, p.cols), p.x, p.rows, p.cols);
+    const double e_rtn = OutputError(
+        p.w, Dequant(Rtn(p.w, p.rows, p.cols, o), p.rows, p.cols), p.x, p.rows, p.cols);
     std::cout << "  " << k.bits << " bits g" << static_cast<int>(k.g) << "/" << k.group
               << (k.act_order ? " act-order" : "") << ": GPTQ/RTN output error "
               << e_gptq / e_rtn << "\n";
@@ -215,8 +220,9 @@ TEST(Gptq, DiagonalHessianIsRoundToNearest) {
           ASSERT_TRUE(q.ok()) << q.status();
           const QuantizedTensor rtn = Rtn(p.w, p.rows, p.cols, o);
           ASSERT_EQ(q->storage, rtn.storage);
-          EXPECT_EQ(q->codes, rtn.codes) << "granularity " << static_cast<int>(g) << " bits "
-                                         << bits << " act_order " << act_order;
+          EXPECT_EQ(q->codes, rtn.codes)
+              << "granularity " << static_cast<int>(g) << " bits " << bits
+              << " act_order " << act_order;
           ASSERT_EQ(q->params.size(), rtn.params.size());
           for (size_t i = 0; i < rtn.params.size(); ++i) {
             EXPECT_EQ(q->params[i].scale, rtn.params[i].scale);
@@ -261,8 +267,10 @@ std::string TinyTokenizer(int vocab) {
   std::string b(4, '\0');
   b[0] = 1;
   for (int i = 0; i < vocab; ++i) {
-    const std::string s = i == 0 ? "<unk>" : i == 1 ? "\n<s>\n" : i == 2 ? "\n</s>\n"
-                                                    : std::string(1, static_cast<char>(29 + i));
+    const std::string s = i == 0   ? "<unk>"
+                          : i == 1 ? "\n<s>\n"
+                          : i == 2 ? "\n</s>\n"
+                                   : std::string(1, static_cast<char>(29 + i));
     const float score = 0;
     const int32_t len = static_cast<int32_t>(s.size());
     b.append(reinterpret_cast<const char*>(&score), 4);
@@ -289,13 +297,16 @@ void AddLlamaMeta(tqm::MemorySource& m, int layers, int dim, int hidden, int voc
 TEST(GptqSource, QuantizesTheLinearsOfASmallModel) {
   tqm::MemorySource m = tqm_test::SmallModel(2, 32, 64, 96);
   AddLlamaMeta(m, 2, 32, 64, 96);
-  m.AddMeta({tqm::meta_keys::kTokenizerLlama2c, tqm::MetaValue::Bytes(TinyTokenizer(96))});
+  m.AddMeta(
+      {tqm::meta_keys::kTokenizerLlama2c, tqm::MetaValue::Bytes(TinyTokenizer(96))});
   std::string text;
   for (int i = 0; i < 40; ++i) text += "Once upon a time, a little cat saw the sun.\n";
   GptqOptions o;
   o.bits = 4;
   o.granularity = Granularity::kRow;
-  o.keep = [](const std::string& name) { return name == "model.layers.1.mlp.up_proj.weight"; };
+  o.keep = [](const std::string& name) {
+    return name == "model.layers.1.mlp.up_proj.weight";
+  };
   int calls = 0;
   o.progress = [&](const tqm::GptqProgress& p) {
     ++calls;
@@ -380,7 +391,8 @@ TEST(GptqSource, RejectsModelsItCannotRun) {
   o.tokenizer_llama2c = TinyTokenizer(96);
   s = tqm::MakeGptqSource(short_model, "hello\n", o).status();
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_NE(s.message().find("model.layers.1.self_attn.q_proj.weight"), std::string::npos) << s;
+  EXPECT_NE(s.message().find("model.layers.1.self_attn.q_proj.weight"), std::string::npos)
+      << s;
 
   // A misshapen tensor: hidden_dim says 48.
   tqm::MemorySource wrong = tqm_test::SmallModel(1, 32, 64, 96);
@@ -458,7 +470,8 @@ TEST(Calibrate, HfLayoutMatchesMetaWithPermutedRows) {
 
 // ---- stories260K ----
 
-std::unique_ptr<tqm::Reader> PackAndOpen(tqm::TensorSource& src, const std::string& tokenizer,
+std::unique_ptr<tqm::Reader> PackAndOpen(tqm::TensorSource& src,
+                                         const std::string& tokenizer,
                                          const std::string& path, double* seconds) {
   tqm::PackOptions po;
   po.bits = 4;
@@ -467,7 +480,8 @@ std::unique_ptr<tqm::Reader> PackAndOpen(tqm::TensorSource& src, const std::stri
       {tqm::meta_keys::kTokenizerLlama2c, tqm::MetaValue::Bytes(tokenizer)});
   const auto t0 = std::chrono::steady_clock::now();
   auto stats = tqm::Pack(src, path, po);
-  *seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  *seconds +=
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   EXPECT_TRUE(stats.ok()) << stats.status();
   if (!stats.ok()) return nullptr;
   auto r = tqm::Reader::Open(path);
@@ -498,9 +512,11 @@ double MeanKl(const std::vector<float>& p_logits, const std::vector<float>& q_lo
     const float* a = &p_logits[t * vocab];
     const float* b = &q_logits[t * vocab];
     double ma = a[0], mb = b[0];
-    for (size_t i = 0; i < vocab; ++i) ma = std::max<double>(ma, a[i]), mb = std::max<double>(mb, b[i]);
+    for (size_t i = 0; i < vocab; ++i)
+      ma = std::max<double>(ma, a[i]), mb = std::max<double>(mb, b[i]);
     double sa = 0, sb = 0;
-    for (size_t i = 0; i < vocab; ++i) sa += std::exp(a[i] - ma), sb += std::exp(b[i] - mb);
+    for (size_t i = 0; i < vocab; ++i)
+      sa += std::exp(a[i] - ma), sb += std::exp(b[i] - mb);
     const double la = std::log(sa) + ma, lb = std::log(sb) + mb;
     double kl = 0;
     for (size_t i = 0; i < vocab; ++i) {
@@ -541,7 +557,8 @@ TEST(Calibrate, Stories260KGreedyTextAndTokenizer) {
   std::vector<tqm::MetaEntry> meta = {
       {tqm::meta_keys::kTokenizerLlama2c, tqm::MetaValue::Bytes(tok_bytes)}};
   const std::string line =
-      "Once upon a time, there was a little boy named Tim. Tim loved to show his friends.";
+      "Once upon a time, there was a little boy named Tim. Tim loved to show his "
+      "friends.";
   auto enc = tqm::calib::Tokenize(meta, *cfg, line + "\n\n" + line + "\n", 1 << 20);
   ASSERT_TRUE(enc.ok()) << enc.status();
   ASSERT_EQ(enc->sequences(), 2u);
@@ -558,13 +575,15 @@ TEST(Calibrate, Stories260KGreedyTextAndTokenizer) {
     auto logits = tqm::calib::ForwardLogits(**model, b, 0);
     ASSERT_TRUE(logits.ok()) << logits.status();
     const float* last = logits->data() + (b.tokens.size() - 1) * cfg->vocab_size;
-    b.tokens.push_back(static_cast<int32_t>(std::max_element(last, last + cfg->vocab_size) - last));
+    b.tokens.push_back(
+        static_cast<int32_t>(std::max_element(last, last + cfg->vocab_size) - last));
   }
   const std::string got = text_of(b.tokens);
-  EXPECT_EQ(got.rfind("Once upon a time, there was a little girl named Lily. She loved to play "
-                      "outside in the park.",
-                      0),
-            0u)
+  EXPECT_EQ(
+      got.rfind("Once upon a time, there was a little girl named Lily. She loved to play "
+                "outside in the park.",
+                0),
+      0u)
       << got;
 }
 
@@ -592,8 +611,10 @@ TEST(GptqStories, BeatsRoundToNearestOnHeldOutText) {
   const auto t0 = std::chrono::steady_clock::now();
   auto gptq_src = tqm::MakeGptqSource(**model, tqm_test::ReadFile(calib_path), o);
   ASSERT_TRUE(gptq_src.ok()) << gptq_src.status();
-  gptq_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  auto gptq = PackAndOpen(**gptq_src, tokenizer, dir + "/gptq_test_gptq.tqm", &gptq_seconds);
+  gptq_seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  auto gptq =
+      PackAndOpen(**gptq_src, tokenizer, dir + "/gptq_test_gptq.tqm", &gptq_seconds);
   ASSERT_NE(gptq, nullptr);
 
   // Same layout and grid; the linears' codes differ, the rest is identical.
@@ -622,7 +643,8 @@ TEST(GptqStories, BeatsRoundToNearestOnHeldOutText) {
   ASSERT_TRUE(cfg.ok()) << cfg.status();
   std::vector<tqm::MetaEntry> tok_meta = {
       {tqm::meta_keys::kTokenizerLlama2c, tqm::MetaValue::Bytes(tokenizer)}};
-  auto batch = tqm::calib::Tokenize(tok_meta, *cfg, tqm_test::ReadFile(heldout_path), 1 << 20);
+  auto batch =
+      tqm::calib::Tokenize(tok_meta, *cfg, tqm_test::ReadFile(heldout_path), 1 << 20);
   ASSERT_TRUE(batch.ok()) << batch.status();
   auto ref = tqm::calib::ForwardLogits(**model, *batch, 0);
   ASSERT_TRUE(ref.ok()) << ref.status();
@@ -633,9 +655,9 @@ TEST(GptqStories, BeatsRoundToNearestOnHeldOutText) {
   const double kl_rtn = MeanKl(*ref, *rtn_logits, cfg->vocab_size);
   const double kl_gptq = MeanKl(*ref, *gptq_logits, cfg->vocab_size);
   std::cout << "stories260K 4-bit per-row, " << batch->tokens.size()
-            << " held-out tokens: KL(fp32||RTN) " << kl_rtn << ", KL(fp32||GPTQ) " << kl_gptq
-            << " (ratio " << kl_gptq / kl_rtn << "); pack time RTN " << rtn_seconds
-            << " s, GPTQ " << gptq_seconds << " s\n";
+            << " held-out tokens: KL(fp32||RTN) " << kl_rtn << ", KL(fp32||GPTQ) "
+            << kl_gptq << " (ratio " << kl_gptq / kl_rtn << "); pack time RTN "
+            << rtn_seconds << " s, GPTQ " << gptq_seconds << " s\n";
   RecordProperty("kl_rtn", std::to_string(kl_rtn));
   RecordProperty("kl_gptq", std::to_string(kl_gptq));
   EXPECT_GT(kl_rtn, 0);
@@ -674,7 +696,8 @@ TEST(GptqTool, PackWithCalibrationAndActOrder) {
   {
     const std::string all = tqm_test::ReadFile(calib_path);
     size_t end = 0;
-    for (int i = 0; i < 20 && end != std::string::npos; ++i) end = all.find('\n', end + 1);
+    for (int i = 0; i < 20 && end != std::string::npos; ++i)
+      end = all.find('\n', end + 1);
     text = all.substr(0, end);
   }
   const std::string calib = dir + "/gptq_tool_calibration.txt";

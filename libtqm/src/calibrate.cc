@@ -29,7 +29,8 @@ absl::StatusOr<int> MetaInt(const std::vector<MetaEntry>& meta, const char* key,
   const MetaValue* v = FindMeta(meta, key);
   if (v == nullptr) {
     return absl::InvalidArgumentError(absl::StrFormat(
-        "metadata key '%s' is missing (the calibration forward needs a Llama model)", key));
+        "metadata key '%s' is missing (the calibration forward needs a Llama model)",
+        key));
   }
   if (v->type != format::kMetaInt64 || v->int64 <= 0 || v->int64 > max) {
     return absl::InvalidArgumentError(
@@ -125,8 +126,8 @@ void ParallelFor(size_t n, unsigned threads, const std::function<void(size_t)>& 
   for (std::thread& th : pool) th.join();
 }
 
-void MatMulT(const float* in, size_t tokens, const float* w, size_t out_dim, size_t in_dim,
-             float* out, unsigned threads) {
+void MatMulT(const float* in, size_t tokens, const float* w, size_t out_dim,
+             size_t in_dim, float* out, unsigned threads) {
   // With W transposed, each input element scales a contiguous row of W^T
   // into the token's outputs: vertical operations that vectorize on any
   // target, the weights read once per four tokens.
@@ -184,8 +185,8 @@ absl::StatusOr<LlamaConfig> ConfigFromMetadata(const std::vector<MetaEntry>& met
   c.rope_theta = static_cast<float>(theta);
   if (const MetaValue* v = FindMeta(meta, k::kRopeLayout)) {
     if (v->type != format::kMetaString || (v->bytes != "meta" && v->bytes != "hf")) {
-      return absl::InvalidArgumentError(
-          absl::StrFormat("metadata key '%s' must be \"meta\" or \"hf\"", k::kRopeLayout));
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "metadata key '%s' must be \"meta\" or \"hf\"", k::kRopeLayout));
     }
     c.rope_hf = v->bytes == "hf";
   }
@@ -205,8 +206,8 @@ absl::StatusOr<LlamaConfig> ConfigFromMetadata(const std::vector<MetaEntry>& met
 absl::StatusOr<Batch> Tokenize(const std::vector<MetaEntry>& meta, const LlamaConfig& c,
                                const std::string& text, size_t max_tokens) {
   const MetaValue* blob = FindMeta(meta, meta_keys::kTokenizerLlama2c);
-  if (blob == nullptr || (blob->type != format::kMetaBytes &&
-                          blob->type != format::kMetaString)) {
+  if (blob == nullptr ||
+      (blob->type != format::kMetaBytes && blob->type != format::kMetaString)) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "metadata key '%s' (a llama2.c tokenizer) is missing: the calibration text "
         "cannot be tokenized (tqm-pack --tokenizer)",
@@ -354,7 +355,8 @@ absl::StatusOr<LlamaModel> LlamaModel::Open(TensorSource& source) {
   TQM_ASSIGN_OR_RETURN(m.c_, ConfigFromMetadata(source.metadata()));
   const std::vector<SourceTensor>& ts = source.tensors();
   absl::flat_hash_map<std::string, int> by_name;
-  for (size_t i = 0; i < ts.size(); ++i) by_name.try_emplace(ts[i].name, static_cast<int>(i));
+  for (size_t i = 0; i < ts.size(); ++i)
+    by_name.try_emplace(ts[i].name, static_cast<int>(i));
   auto find = [&](const std::string& name, std::vector<uint64_t> dims,
                   bool optional) -> absl::StatusOr<int> {
     auto it = by_name.find(name);
@@ -366,8 +368,10 @@ absl::StatusOr<LlamaModel> LlamaModel::Open(TensorSource& source) {
     const SourceTensor& t = ts[it->second];
     if (t.dims != dims || t.kind == TensorKind::kRaw) {
       std::string got, want;
-      for (uint64_t d : t.dims) got += absl::StrFormat("%s%d", got.empty() ? "" : ", ", d);
-      for (uint64_t d : dims) want += absl::StrFormat("%s%d", want.empty() ? "" : ", ", d);
+      for (uint64_t d : t.dims)
+        got += absl::StrFormat("%s%d", got.empty() ? "" : ", ", d);
+      for (uint64_t d : dims)
+        want += absl::StrFormat("%s%d", want.empty() ? "" : ", ", d);
       return absl::InvalidArgumentError(absl::StrFormat(
           "tensor '%s' has shape [%s]%s, the llama.* metadata implies float [%s]", name,
           got, t.kind == TensorKind::kRaw ? " (not float)" : "", want));
@@ -383,11 +387,12 @@ absl::StatusOr<LlamaModel> LlamaModel::Open(TensorSource& source) {
   for (int l = 0; l < m.c_.n_layers; ++l) {
     for (int k = 0; k < kLinears; ++k) {
       const auto [rows, cols] = m.LinearShape(k);
-      TQM_ASSIGN_OR_RETURN(m.layers_[l][k],
-                           find(LayerTensorName(l, LinearSuffix(k)), {rows, cols}, false));
+      TQM_ASSIGN_OR_RETURN(m.layers_[l][k], find(LayerTensorName(l, LinearSuffix(k)),
+                                                 {rows, cols}, false));
     }
-    TQM_ASSIGN_OR_RETURN(m.layers_[l][kLinears],
-                         find(LayerTensorName(l, "input_layernorm.weight"), {dim}, false));
+    TQM_ASSIGN_OR_RETURN(
+        m.layers_[l][kLinears],
+        find(LayerTensorName(l, "input_layernorm.weight"), {dim}, false));
     TQM_ASSIGN_OR_RETURN(
         m.layers_[l][kLinears + 1],
         find(LayerTensorName(l, "post_attention_layernorm.weight"), {dim}, false));
@@ -400,14 +405,16 @@ absl::Status LlamaModel::ReadTensor(int i, std::vector<float>* out) const {
   uint64_t n = 1;
   for (uint64_t d : src_->tensors()[i].dims) n *= d;
   if (out->size() != n) {
-    return absl::InternalError(absl::StrFormat("tensor '%s': source returned %d values, shape says %d",
-                                               src_->tensors()[i].name, out->size(), n));
+    return absl::InternalError(
+        absl::StrFormat("tensor '%s': source returned %d values, shape says %d",
+                        src_->tensors()[i].name, out->size(), n));
   }
   return absl::OkStatus();
 }
 
 absl::Status LlamaModel::LoadLayer(int layer, LayerWeights* w) const {
-  for (int k = 0; k < kLinears; ++k) TQM_RETURN_IF_ERROR(ReadTensor(layers_[layer][k], &w->w[k]));
+  for (int k = 0; k < kLinears; ++k)
+    TQM_RETURN_IF_ERROR(ReadTensor(layers_[layer][k], &w->w[k]));
   TQM_RETURN_IF_ERROR(ReadTensor(layers_[layer][kLinears], &w->att_norm));
   TQM_RETURN_IF_ERROR(ReadTensor(layers_[layer][kLinears + 1], &w->ffn_norm));
   return absl::OkStatus();
@@ -429,8 +436,9 @@ absl::Status LlamaModel::Embed(const Batch& b, std::vector<float>* x) const {
   return absl::OkStatus();
 }
 
-absl::Status LlamaModel::LayerForward(const Batch& b, LayerWeights* w, std::vector<float>* x,
-                                      const Hook& hook, unsigned threads) const {
+absl::Status LlamaModel::LayerForward(const Batch& b, LayerWeights* w,
+                                      std::vector<float>* x, const Hook& hook,
+                                      unsigned threads) const {
   const LlamaConfig& c = c_;
   const size_t n = b.tokens.size(), dim = c.dim, kv_dim = c.kv_dim(),
                hidden = c.hidden_dim;

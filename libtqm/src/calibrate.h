@@ -95,9 +95,8 @@ class LlamaModel {
   // Called with the input of each stage, [tokens, width] row-major, before
   // the stage's linears run; may change `w` (the linears then run with the
   // changed weights).
-  using Hook =
-      std::function<absl::Status(int stage, absl::Span<const float> in, size_t width,
-                                 LayerWeights* w)>;
+  using Hook = std::function<absl::Status(int stage, absl::Span<const float> in,
+                                          size_t width, LayerWeights* w)>;
 
   // Runs one layer over the batch in place (x: [tokens, dim]).
   absl::Status LayerForward(const Batch& b, LayerWeights* w, std::vector<float>* x,
@@ -110,7 +109,7 @@ class LlamaModel {
  private:
   TensorSource* src_ = nullptr;
   LlamaConfig c_;
-  int embed_ = -1, final_norm_ = -1, lm_head_ = -1;  // lm_head_ = embed_ when tied
+  int embed_ = -1, final_norm_ = -1, lm_head_ = -1;    // lm_head_ = embed_ when tied
   std::vector<std::array<int, kLinears + 2>> layers_;  // linears, att_norm, ffn_norm
   absl::Status ReadTensor(int i, std::vector<float>* out) const;
 };
@@ -123,8 +122,8 @@ absl::StatusOr<std::vector<float>> ForwardLogits(TensorSource& source, const Bat
 void ParallelFor(size_t n, unsigned threads, const std::function<void(size_t)>& fn);
 
 // out[t, o] = sum_i in[t, i] w[o, i], for `tokens` rows of `in`.
-void MatMulT(const float* in, size_t tokens, const float* w, size_t out_dim, size_t in_dim,
-             float* out, unsigned threads);
+void MatMulT(const float* in, size_t tokens, const float* w, size_t out_dim,
+             size_t in_dim, float* out, unsigned threads);
 
 }  // namespace calib
 }  // namespace tqm

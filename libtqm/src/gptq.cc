@@ -87,7 +87,8 @@ int QuantizeOne(float x, const Affine& a, float top) {
 
 absl::Status CheckOptions(const GptqOptions& o) {
   if (o.bits < format::kMinBits || o.bits > format::kMaxBits) {
-    return absl::InvalidArgumentError(absl::StrFormat("bit width %d is not 1..8", o.bits));
+    return absl::InvalidArgumentError(
+        absl::StrFormat("bit width %d is not 1..8", o.bits));
   }
   if (o.granularity == Granularity::kGroup &&
       (o.group_size == 0 || o.group_size > format::kMaxGroupSize ||
@@ -111,8 +112,9 @@ absl::StatusOr<QuantizedTensor> GptqQuantize(absl::Span<const float> w_in, uint6
                                              const GptqOptions& options,
                                              const std::string& name) {
   TQM_RETURN_IF_ERROR(CheckOptions(options));
-  if (rows == 0 || cols == 0 || cols > kMaxInFeatures || rows > (uint64_t{1} << 40) / cols ||
-      w_in.size() != rows * cols || h.size() != cols * cols) {
+  if (rows == 0 || cols == 0 || cols > kMaxInFeatures ||
+      rows > (uint64_t{1} << 40) / cols || w_in.size() != rows * cols ||
+      h.size() != cols * cols) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "tensor '%s': GPTQ needs a [rows, cols] matrix with 1..%d columns and a [cols, "
         "cols] Hessian; got %d values for [%d, %d] and %d Hessian entries",
@@ -289,16 +291,16 @@ namespace {
 void Dequantize(const QuantizedTensor& q, uint64_t rows, uint64_t cols,
                 std::vector<float>* out) {
   out->resize(rows * cols);
-  const uint64_t gpr = q.storage == format::kStorageU8Group
-                           ? (cols + q.group_size - 1) / q.group_size
-                           : 1;
+  const uint64_t gpr =
+      q.storage == format::kStorageU8Group ? (cols + q.group_size - 1) / q.group_size : 1;
   for (uint64_t r = 0; r < rows; ++r) {
     for (uint64_t c = 0; c < cols; ++c) {
       const Affine& a = q.storage == format::kStorageU8Tensor ? q.params[0]
                         : q.storage == format::kStorageU8Row
                             ? q.params[r]
                             : q.params[r * gpr + c / q.group_size];
-      (*out)[r * cols + c] = a.scale * (static_cast<float>(q.codes[r * cols + c]) - a.zero);
+      (*out)[r * cols + c] =
+          a.scale * (static_cast<float>(q.codes[r * cols + c]) - a.zero);
     }
   }
 }
@@ -338,7 +340,8 @@ std::vector<float> Hessian(absl::Span<const float> x, size_t width, unsigned thr
   const double scale = 2.0 / static_cast<double>(tokens);
   for (size_t i = 0; i < width; ++i) {
     for (size_t j = i; j < width; ++j) {
-      h[i * width + j] = h[j * width + i] = static_cast<float>(acc[i * width + j] * scale);
+      h[i * width + j] = h[j * width + i] =
+          static_cast<float>(acc[i * width + j] * scale);
     }
   }
   return h;
@@ -392,9 +395,9 @@ absl::StatusOr<std::unique_ptr<TensorSource>> MakeGptqSource(
   TQM_ASSIGN_OR_RETURN(calib::LlamaModel model, calib::LlamaModel::Open(float_source));
   const calib::LlamaConfig& c = model.config();
   if (static_cast<uint64_t>(std::max(c.dim, c.hidden_dim)) > kMaxInFeatures) {
-    return absl::ResourceExhaustedError(absl::StrFormat(
-        "GPTQ: linear inputs of %d features exceed the limit of %d",
-        std::max(c.dim, c.hidden_dim), kMaxInFeatures));
+    return absl::ResourceExhaustedError(
+        absl::StrFormat("GPTQ: linear inputs of %d features exceed the limit of %d",
+                        std::max(c.dim, c.hidden_dim), kMaxInFeatures));
   }
   std::vector<MetaEntry> tokenizer_meta;
   if (!options.tokenizer_llama2c.empty()) {
@@ -403,8 +406,8 @@ absl::StatusOr<std::unique_ptr<TensorSource>> MakeGptqSource(
   }
   TQM_ASSIGN_OR_RETURN(
       calib::Batch batch,
-      calib::Tokenize(tokenizer_meta.empty() ? float_source.metadata() : tokenizer_meta, c,
-                      calibration_text, options.max_tokens));
+      calib::Tokenize(tokenizer_meta.empty() ? float_source.metadata() : tokenizer_meta,
+                      c, calibration_text, options.max_tokens));
   auto result = std::make_unique<GptqSource>(float_source);
   std::vector<float> x;
   TQM_RETURN_IF_ERROR(model.Embed(batch, &x));
