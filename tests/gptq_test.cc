@@ -362,6 +362,14 @@ TEST(GptqSource, CalibrationTokensAreCappedAndWindowed) {
   o.max_tokens = 100;
   ASSERT_TRUE(tqm::MakeGptqSource(m, line + "\n" + line + "\n", o).ok());
   EXPECT_EQ(tokens, 100u);
+  // 32 dim, 64 hidden: 3 * 32 + 2 * 64 floats = 896 bytes per token.
+  o.max_tokens = 1000;
+  o.max_activation_bytes = 896 * 120 + 5;
+  ASSERT_TRUE(tqm::MakeGptqSource(m, line + "\n" + line + "\n", o).ok());
+  EXPECT_EQ(tokens, 120u);
+  o.max_activation_bytes = 100;
+  EXPECT_EQ(tqm::MakeGptqSource(m, line, o).status().code(),
+            absl::StatusCode::kResourceExhausted);
   auto cfg = tqm::calib::ConfigFromMetadata(m.metadata());
   ASSERT_TRUE(cfg.ok());
   std::vector<tqm::MetaEntry> meta = {

@@ -399,6 +399,17 @@ absl::StatusOr<std::unique_ptr<TensorSource>> MakeGptqSource(
         absl::StrFormat("GPTQ: linear inputs of %d features exceed the limit of %d",
                         std::max(c.dim, c.hidden_dim), kMaxInFeatures));
   }
+  // The layer forward's peak: x, the normed input, the attention output and
+  // the MLP's two hidden activations per token.
+  const uint64_t per_token =
+      (3 * uint64_t(c.dim) + 2 * uint64_t(c.hidden_dim)) * sizeof(float);
+  const size_t max_tokens = static_cast<size_t>(
+      std::min<uint64_t>(options.max_tokens, options.max_activation_bytes / per_token));
+  if (max_tokens == 0) {
+    return absl::ResourceExhaustedError(absl::StrFormat(
+        "GPTQ: one token's activations (%d bytes) exceed max_activation_bytes %d",
+        per_token, options.max_activation_bytes));
+  }
   std::vector<MetaEntry> tokenizer_meta;
   if (!options.tokenizer_llama2c.empty()) {
     tokenizer_meta.push_back(
@@ -407,7 +418,7 @@ absl::StatusOr<std::unique_ptr<TensorSource>> MakeGptqSource(
   TQM_ASSIGN_OR_RETURN(
       calib::Batch batch,
       calib::Tokenize(tokenizer_meta.empty() ? float_source.metadata() : tokenizer_meta,
-                      c, calibration_text, options.max_tokens));
+                      c, calibration_text, max_tokens));
   auto result = std::make_unique<GptqSource>(float_source);
   std::vector<float> x;
   TQM_RETURN_IF_ERROR(model.Embed(batch, &x));

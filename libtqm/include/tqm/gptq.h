@@ -54,10 +54,12 @@ struct GptqOptions {
   double dampening = 0.01;
   // Columns per lazy batch update.
   uint32_t block_size = 128;
-  // Upper bound on the calibration tokens (the activations of one layer
-  // hold about (3 dim + 2 hidden_dim) floats per token). Text past it is
-  // not used.
+  // Upper bounds on the calibration tokens: at most `max_tokens`, and at
+  // most as many as fit their activations for one layer (about 3 dim + 2
+  // hidden_dim floats per token) into `max_activation_bytes`. Text past the
+  // bound is not used.
   size_t max_tokens = size_t{1} << 17;
+  uint64_t max_activation_bytes = uint64_t{4} << 30;
   // A llama2.c tokenizer (tokenizer.bin bytes) for the calibration text;
   // empty: the source's metadata key tokenizer.llama2c.
   std::string tokenizer_llama2c;
