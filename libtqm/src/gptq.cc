@@ -220,7 +220,7 @@ absl::StatusOr<QuantizedTensor> GptqQuantize(absl::Span<const float> w_in, uint6
   }
   std::vector<absl::Status> errors(rows);
   calib::ParallelFor(rows, options.threads, [&](size_t r) {
-    std::vector<float> wr(n), err(block), deq(n);
+    std::vector<float> wr(n), err(block);
     for (size_t p = 0; p < n; ++p) wr[p] = dead[perm[p]] ? 0.0f : w_in[r * n + perm[p]];
     std::vector<bool> group_ready(groups_per_row, false);
     uint8_t* codes = &out.codes[r * n];

@@ -76,7 +76,10 @@ struct GptqOptions {
 // ([cols, cols] row-major, symmetric, positive semi-definite; taken by value
 // and overwritten). Returns the codes and pairs in `options`' storage
 // (kStorageU8Tensor, kStorageU8Row or kStorageU8Group). With a diagonal H
-// the result equals round-to-nearest. `name` appears in errors.
+// of positive entries (uncorrelated inputs) the result equals
+// round-to-nearest; the weights of inputs that are always zero (diag(H) ==
+// 0) get the code nearest zero, as in the reference implementation.
+// `name` appears in errors.
 // InvalidArgument for a shape mismatch, non-finite weights or an invalid
 // grid; FailedPrecondition when the dampened H is not positive definite.
 absl::StatusOr<QuantizedTensor> GptqQuantize(absl::Span<const float> w, uint64_t rows,
