@@ -234,6 +234,28 @@ TEST(Gptq, DiagonalHessianIsRoundToNearest) {
   }
 }
 
+TEST(Gptq, DeadInputsGetTheCodeOfZero) {
+  const Problem p = Correlated(13);
+  std::vector<float> h(p.cols * p.cols, 0.0f);
+  for (size_t i = 0; i < p.cols; ++i) h[i * p.cols + i] = i % 10 == 3 ? 0.0f : 1.0f;
+  GptqOptions o;
+  o.bits = 4;
+  o.granularity = Granularity::kRow;
+  auto q = tqm::GptqQuantize(p.w, p.rows, p.cols, h, o, "w");
+  ASSERT_TRUE(q.ok()) << q.status();
+  const QuantizedTensor rtn = Rtn(p.w, p.rows, p.cols, o);
+  for (size_t r = 0; r < p.rows; ++r) {
+    uint8_t zero_code;
+    const float zero = 0.0f;
+    tqm::QuantizeAffine(absl::MakeConstSpan(&zero, 1), rtn.params[r],
+                        absl::MakeSpan(&zero_code, 1), o.bits);
+    for (size_t c = 0; c < p.cols; ++c) {
+      const size_t e = r * p.cols + c;
+      EXPECT_EQ(q->codes[e], c % 10 == 3 ? zero_code : rtn.codes[e]) << r << "," << c;
+    }
+  }
+}
+
 TEST(Gptq, RejectsBadInput) {
   const Problem p = Correlated(5);
   GptqOptions o;
