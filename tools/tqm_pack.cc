@@ -1,5 +1,6 @@
 // tqm-pack: quantize a model and write it as one .tqm file.
 
+#include <chrono>
 #include <fstream>
 #include <iostream>
 #include <regex>
@@ -9,6 +10,7 @@
 #include "absl/strings/str_format.h"
 #include "tool_util.h"
 #include "tqm/codec.h"
+#include "tqm/gptq.h"
 #include "tqm/import.h"
 #include "tqm/inspect.h"
 #include "tqm/writer.h"
@@ -34,7 +36,9 @@ int main(int argc, char** argv) {
       "  tqm-pack ../shared/models/stories260K/stories260K.bin -o stories260K.tqm \\\n"
       "           --tokenizer ../shared/models/stories260K/tok512.bin\n"
       "  tqm-pack ./Llama-hf-dir -o model.tqm --granularity row\n"
-      "  tqm-pack model.safetensors -o m4.tqm --bits 4 --granularity group:64\n"};
+      "  tqm-pack model.safetensors -o m4.tqm --bits 4 --granularity group:64\n"
+      "  tqm-pack stories260K.bin -o g4.tqm --tokenizer tok512.bin --bits 4 \\\n"
+      "           --granularity row --calibration stories260K-calibration.txt\n"};
   tqm::SetUpCommandLine(app, "tqm-pack");
   std::string input, output, tokenizer, granularity = "tensor";
   bool quantize_all = false, quiet = false, json = false, no_table = false;
@@ -99,13 +103,28 @@ int main(int argc, char** argv) {
                "and for CPUs without AVX-512 VBMI (lanes decodes ~2x Huffman's speed with it, "
                "about the same with AVX2 only, 4-5x slower in plain C++; Arm has a NEON "
                "decoder whose speed is not measured)");
+  std::string calibration;
+  app.add_option("--calibration", calibration,
+                 "text file (one sequence per line) for GPTQ: the linears of a Llama model "
+                 "(q/k/v/o, gate/up/down) are quantized layer by layer to minimise their "
+                 "output error on this text, on the same grid as --bits/--granularity; the "
+                 "embedding and classifier are rounded to nearest. Needs the llama.* "
+                 "hyperparameters and a tokenizer (--tokenizer or the input's own)")
+      ->check(CLI::ExistingFile);
+  bool act_order = false;
+  app.add_flag("--act-order", act_order,
+               "GPTQ: quantize columns by decreasing input energy (diag of the Hessian) "
+               "instead of in order (needs --calibration)");
   unsigned threads = 0;
   tqm::AddThreadsOption(app, &threads, "threads encoding chunks (0: all cores)");
   tqm::AddQuietFlag(app, &quiet, "no progress bar and no summary (not even --json's)");
   tqm::AddJsonFlag(app, &json);
   TQM_PARSE_COMMAND_LINE(app, argc, argv);
 
-  absl::Status distinct = tqm::CheckNotAnInput(output, {input, tokenizer});
+  if (act_order && calibration.empty()) {
+    return tqm::UsageError("tqm-pack", "--act-order needs --calibration");
+  }
+  absl::Status distinct = tqm::CheckNotAnInput(output, {input, tokenizer, calibration});
   if (!distinct.ok()) return tqm::Failure("tqm-pack", std::string(distinct.message()));
   tqm::InstallCleanupHandlers();
   auto source = tqm::OpenModel(input);
@@ -150,6 +169,40 @@ int main(int argc, char** argv) {
     return 1;
   }
   tqm::ProgressBar bar;
+  std::unique_ptr<tqm::TensorSource> gptq;
+  double gptq_seconds = 0;
+  if (!calibration.empty()) {
+    std::ifstream f(calibration, std::ios::binary);
+    std::stringstream text;
+    text << f.rdbuf();
+    if (!f) return tqm::Failure("tqm-pack", "cannot read calibration text " + calibration);
+    tqm::GptqOptions g;
+    g.bits = opt.bits;
+    g.granularity = opt.granularity;
+    g.group_size = opt.group_size;
+    g.act_order = act_order;
+    g.keep = opt.keep;
+    g.threads = threads;
+    // The --tokenizer file (else the input's metadata, read by MakeGptqSource).
+    if (const tqm::MetaValue* tok =
+            tqm::FindMeta(opt.extra_metadata, tqm::meta_keys::kTokenizerLlama2c)) {
+      g.tokenizer_llama2c = tok->bytes;
+    }
+    if (!quiet) {
+      g.progress = [&bar](const tqm::GptqProgress& p) {
+        bar.Update(absl::StrFormat("GPTQ layer %d/%d", p.layer + 1, p.layers),
+                   static_cast<double>(p.layer + 1) / p.layers);
+      };
+    }
+    const auto t0 = std::chrono::steady_clock::now();
+    auto made = tqm::MakeGptqSource(**source, text.str(), g);
+    gptq_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    bar.Done();
+    if (!made.ok()) {
+      return tqm::Failure("tqm-pack", input + ": GPTQ: " + std::string(made.status().message()));
+    }
+    gptq = std::move(*made);
+  }
   if (!quiet) {
     opt.progress = [&bar](const tqm::PackProgress& p) {
       static const char* names[] = {"", "counting groups", "sizing table", "encoding"};
@@ -157,7 +210,7 @@ int main(int argc, char** argv) {
                  p.bytes_total ? static_cast<double>(p.bytes_done) / p.bytes_total : 1.0);
     };
   }
-  auto stats = tqm::Pack(**source, output, opt);
+  auto stats = tqm::Pack(gptq ? *gptq : **source, output, opt);
   bar.Done();
   if (!stats.ok()) {
     return tqm::Failure("tqm-pack", input + ": " + std::string(stats.status().message()));
@@ -181,12 +234,13 @@ int main(int argc, char** argv) {
         "\"groups\":%d,\"escaped_groups\":%d,"
         "\"chunks\":{%s},\"profile\":\"%s\",\"seqtable_only_bytes\":%d,\"seqtable_only_table_entries\":%d,"
         "\"quantized_int8_bytes\":%d,\"raw_tensors\":%d,\"bits\":%d,"
-        "\"seconds\":%.3f}\n",
+        "\"gptq\":%s,\"gptq_seconds\":%.3f,\"seconds\":%.3f}\n",
         tqm::JsonQuote(input), tqm::JsonQuote(output), s.tensors, s.quantized_tensors, s.weights, s.source_bytes, s.f32_bytes,
         s.int8_bytes, s.file_bytes, s.table_entries,
         s.table_search_skipped ? "true" : "false", s.groups, s.escaped_groups,
         mix_json, profile, s.seqtable_only_bytes, s.seqtable_only_table_entries,
-        s.quantized_int8_bytes, s.raw_tensors, bits, s.seconds);
+        s.quantized_int8_bytes, s.raw_tensors, bits, gptq ? "true" : "false", gptq_seconds,
+        s.seconds);
   } else {
     std::cout << absl::StrFormat(
         "packed %s -> %s\n"
@@ -213,6 +267,11 @@ int main(int argc, char** argv) {
         s.table_entries, s.table_search_skipped ? " (a sample showed no table can pay)" : "",
         escape, s.groups, mix,
         s.seqtable_only_bytes, s.seqtable_only_table_entries, s.quantized_int8_bytes, s.seconds, s.f32_bytes / 1e6 / std::max(s.seconds, 1e-9));
+    if (gptq) {
+      std::cout << absl::StrFormat(
+          "  GPTQ             %.2f s (calibration forward and quantization, before packing)\n",
+          gptq_seconds);
+    }
   }
   return tqm::kExitSuccess;
 }
