@@ -72,6 +72,17 @@ struct Segments {
 inline uint64_t AddSegments(const Segments& s, const uint8_t* q, size_t n, uint64_t e,
                             const float* x, float* acc, uint64_t seg0, DotFn dot) {
   size_t k = 0;
+  if (s.per_row == 1) {
+    // Whole rows (per-tensor and per-row parameters): no division by group.
+    while (k < n) {
+      const uint64_t row = e / s.cols, col = e % s.cols;
+      const uint64_t m = std::min<uint64_t>(s.cols - col, n - k);
+      acc[row - seg0] += dot(q + k, x + col, m);
+      e += m;
+      k += m;
+    }
+    return e;
+  }
   while (k < n) {
     const uint64_t row = e / s.cols, col = e % s.cols;
     const uint64_t in_seg = col % s.group;

@@ -514,6 +514,9 @@ absl::Status Llama::ReadRange(int tensor, uint64_t begin, uint64_t count, float*
   const uint64_t es = ti.element_size();
   const uint64_t b0 = begin * es, b1 = (begin + count) * es;
   std::vector<uint8_t> buf;
+  // RAW elements may straddle chunks (an F64 element at a chunk boundary
+  // that is a multiple of 4 only): gather the bytes, then convert.
+  std::vector<uint8_t> raw(ti.raw() ? b1 - b0 : 0);
   for (size_t c = 0; c < ti.chunks.size(); ++c) {
     const ChunkInfo& ch = ti.chunks[c];
     const uint64_t c0 = ch.decoded_offset, c1 = c0 + ch.decoded_size;
@@ -523,8 +526,7 @@ absl::Status Llama::ReadRange(int tensor, uint64_t begin, uint64_t count, float*
                                       model_->options().verify_checksums));
     const uint64_t lo = std::max(b0, c0), hi = std::min(b1, c1);
     if (ti.raw()) {
-      RawToFloat(ti.source_dtype, buf.data() + (lo - c0), (hi - lo) / es,
-                 out + (lo - b0) / es);
+      std::memcpy(raw.data() + (lo - b0), buf.data() + (lo - c0), hi - lo);
     } else if (!ti.quantized()) {
       std::memcpy(reinterpret_cast<uint8_t*>(out) + (lo - b0), buf.data() + (lo - c0),
                   hi - lo);
@@ -533,6 +535,7 @@ absl::Status Llama::ReadRange(int tensor, uint64_t begin, uint64_t count, float*
                       absl::MakeSpan(out + (lo - b0), hi - lo));
     }
   }
+  if (ti.raw()) RawToFloat(ti.source_dtype, raw.data(), count, out);
   return absl::OkStatus();
 }
 
