@@ -219,6 +219,19 @@ TEST_F(Eval, LongLinesSpanSeveralWindows) {
   EXPECT_LE(positions, 511 * windows);
 }
 
+// llama.cpp's stories260K GGUF records a context of 128 tokens: the
+// windows shrink to the shorter seq_len, and tqm-eval says so.
+TEST_F(Eval, ShorterReferenceContextShrinksTheWindows) {
+  const std::string gguf = tqm_test::SharedPath("fixtures/gguf/stories260K-f32.gguf");
+  if (!tqm_test::Exists(gguf)) GTEST_SKIP() << gguf << " is absent";
+  const std::string model = PackStories("s8.tqm", tqm::PackOptions());
+  CmdResult r = Sh(absl::StrFormat("%s %s --reference %s --text %s --max-tokens 600 2>&1",
+                                   Bin("tqm-eval"), model, gguf, kHeldout));
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_NE(r.out.find("windows of 128 tokens: seq_len is 512"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("windows of at most 128 tokens"), std::string::npos) << r.out;
+}
+
 TEST_F(Eval, BadInputsExitWithClearErrors) {
   const std::string model = PackStories("s8.tqm", tqm::PackOptions());
   const std::string ref = tqm_test::Stories260K();

@@ -237,6 +237,13 @@ int Run(int argc, char** argv) {
                               mc.dim, rc.dim, mc.n_layers, rc.n_layers));
   }
   const int window = std::min(mc.seq_len, rc.seq_len);
+  if (mc.seq_len != rc.seq_len && !quiet) {
+    // Shorter windows mean less context and a higher perplexity for both.
+    std::cerr << absl::StrFormat(
+        "%s: note: windows of %d tokens: seq_len is %d in %s and %d in %s\n", kTool,
+        window, mc.seq_len, EscapeForTerminal(model_path), rc.seq_len,
+        EscapeForTerminal(reference_path));
+  }
   if (window < 2) {
     return Failure(kTool, absl::StrFormat("%s: seq_len %d leaves no position to predict",
                                           model_path, window));
