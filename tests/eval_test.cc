@@ -52,7 +52,8 @@ class Eval : public ::testing::Test {
   void SetUp() override {
     TQM_SKIP_WITHOUT_SHARED();
     if (!tqm_test::Exists(kHeldout)) GTEST_SKIP() << kHeldout << " is absent";
-    if (!tqm_test::Exists(Bin("tqm-eval"))) GTEST_SKIP() << Bin("tqm-eval") << " not built";
+    if (!tqm_test::Exists(Bin("tqm-eval")))
+      GTEST_SKIP() << Bin("tqm-eval") << " not built";
     dir_ = fs::temp_directory_path() / ("tqm_eval_test_" + std::to_string(getpid()));
     fs::create_directories(dir_);
   }
@@ -69,8 +70,9 @@ class Eval : public ::testing::Test {
     EXPECT_TRUE(src.ok()) << src.status();
     if (!src.ok()) return "";
     if (tokenizer) {
-      po.extra_metadata.push_back({tqm::meta_keys::kTokenizerLlama2c,
-                                   tqm::MetaValue::Bytes(tqm_test::ReadFile(kTokenizer))});
+      po.extra_metadata.push_back(
+          {tqm::meta_keys::kTokenizerLlama2c,
+           tqm::MetaValue::Bytes(tqm_test::ReadFile(kTokenizer))});
     }
     auto bytes = tqm::PackToString(**src, po);
     EXPECT_TRUE(bytes.ok()) << bytes.status();
@@ -114,9 +116,9 @@ TEST_F(Eval, FileAgainstItselfAgreesExactly) {
 
 TEST_F(Eval, JsonHasExactlyTheDocumentedKeys) {
   const std::string model = PackStories("s8.tqm", tqm::PackOptions());
-  const tqm::json::Value v = EvalJson(absl::StrFormat(
-      "%s --reference %s --text %s --max-tokens 200", model, tqm_test::Stories260K(),
-      kHeldout));
+  const tqm::json::Value v =
+      EvalJson(absl::StrFormat("%s --reference %s --text %s --max-tokens 200", model,
+                               tqm_test::Stories260K(), kHeldout));
   ASSERT_TRUE(v.is_object());
   std::vector<std::string> keys;
   for (const tqm::json::Member& m : v.object()) keys.push_back(m.key);
@@ -134,9 +136,9 @@ TEST_F(Eval, EightBitsIsCloseToFloat32) {
   tqm::PackOptions po;
   po.granularity = tqm::Granularity::kRow;
   const std::string model = PackStories("s8.tqm", po);
-  const tqm::json::Value v = EvalJson(absl::StrFormat(
-      "%s --reference %s --text %s --max-tokens 4000", model, tqm_test::Stories260K(),
-      kHeldout));
+  const tqm::json::Value v =
+      EvalJson(absl::StrFormat("%s --reference %s --text %s --max-tokens 4000", model,
+                               tqm_test::Stories260K(), kHeldout));
   const double kl = Num(v, "kl");
   EXPECT_GT(kl, 0.0);
   EXPECT_LT(kl, 0.01);
@@ -157,10 +159,11 @@ TEST_F(Eval, FewerBitsDriftFurther) {
     po.bits = bits;
     po.granularity = g;
     po.group_size = group;
-    const std::string model =
-        PackStories(absl::StrFormat("s%d_%d_%d.tqm", bits, static_cast<int>(g), group), po);
-    return EvalJson(absl::StrFormat("%s --reference %s --text %s --max-tokens 1500 --mode %s",
-                                    model, tqm_test::Stories260K(), kHeldout, mode));
+    const std::string model = PackStories(
+        absl::StrFormat("s%d_%d_%d.tqm", bits, static_cast<int>(g), group), po);
+    return EvalJson(
+        absl::StrFormat("%s --reference %s --text %s --max-tokens 1500 --mode %s", model,
+                        tqm_test::Stories260K(), kHeldout, mode));
   };
   const tqm::json::Value b8 = eval(8, tqm::Granularity::kRow, 0, "int8");
   const tqm::json::Value b4 = eval(4, tqm::Granularity::kRow, 0, "int8");
@@ -192,8 +195,8 @@ TEST_F(Eval, TokenizerFromFlagOrReference) {
   EXPECT_EQ(Num(a, "ppl"), Num(b, "ppl"));
   EXPECT_EQ(Num(a, "ppl"), Num(c, "ppl"));
   // Neither has one: exit 1 saying what to pass.
-  CmdResult r = Sh(Bin("tqm-eval") + " " + without + " --reference " + without + args +
-                   " 2>&1");
+  CmdResult r =
+      Sh(Bin("tqm-eval") + " " + without + " --reference " + without + args + " 2>&1");
   EXPECT_EQ(r.exit_code, 1) << r.out;
   EXPECT_NE(r.out.find("--tokenizer"), std::string::npos) << r.out;
 }
@@ -207,12 +210,14 @@ TEST_F(Eval, LongLinesSpanSeveralWindows) {
   for (char c : text.substr(0, 8000)) joined.push_back(c == '\n' ? ' ' : c);
   tqm_test::WriteFile(Path("long.txt"), joined + "\n");
   const std::string model = PackStories("s8.tqm", tqm::PackOptions());
-  CmdResult r = Sh(absl::StrFormat("%s %s --reference %s --text %s --threads 2 2>/dev/null",
-                                   Bin("tqm-eval"), model, model, Path("long.txt")));
+  CmdResult r =
+      Sh(absl::StrFormat("%s %s --reference %s --text %s --threads 2 2>/dev/null",
+                         Bin("tqm-eval"), model, model, Path("long.txt")));
   ASSERT_EQ(r.exit_code, 0) << r.out;
   // About 4.5 characters per token: several windows of at most 512 tokens.
   int positions = 0, windows = 0;
-  ASSERT_EQ(std::sscanf(r.out.c_str(), "positions: %d (%d windows", &positions, &windows), 2)
+  ASSERT_EQ(std::sscanf(r.out.c_str(), "positions: %d (%d windows", &positions, &windows),
+            2)
       << r.out;
   EXPECT_GE(windows, 3);
   EXPECT_GT(positions, 511 * (windows - 1));
@@ -228,7 +233,8 @@ TEST_F(Eval, ShorterReferenceContextShrinksTheWindows) {
   CmdResult r = Sh(absl::StrFormat("%s %s --reference %s --text %s --max-tokens 600 2>&1",
                                    Bin("tqm-eval"), model, gguf, kHeldout));
   ASSERT_EQ(r.exit_code, 0) << r.out;
-  EXPECT_NE(r.out.find("windows of 128 tokens: seq_len is 512"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("windows of 128 tokens: seq_len is 512"), std::string::npos)
+      << r.out;
   EXPECT_NE(r.out.find("windows of at most 128 tokens"), std::string::npos) << r.out;
 }
 
@@ -250,7 +256,8 @@ TEST_F(Eval, BadInputsExitWithClearErrors) {
       {model + " --reference " + ref, 2, "--text"},
       {model + " --reference " + ref + " --text " + kHeldout + " --max-tokens -5", 2,
        "--max-tokens"},
-      {model + " --reference " + ref + " --text " + kHeldout + " --mode fast", 2, "--mode"},
+      {model + " --reference " + ref + " --text " + kHeldout + " --mode fast", 2,
+       "--mode"},
       {model + " --reference " + ref + " --text " + kHeldout + " --no-such-flag", 2,
        "no-such-flag"},
       // Failures.

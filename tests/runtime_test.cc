@@ -311,8 +311,8 @@ TEST(Runtime, LowBitsAndGroupsAllModesMatchReference) {
       }
       // A long forced prompt: at 2 and 3 bits the random model soon repeats
       // itself, and every position compares logits.
-      ExpectAllModesMatchReference(*bytes, {kBos, 5, 17, 33, 41, 60, 72, 88, 9, 23, 50, 66},
-                                   40, 1e-4);
+      ExpectAllModesMatchReference(
+          *bytes, {kBos, 5, 17, 33, 41, 60, 72, 88, 9, 23, 50, 66}, 40, 1e-4);
     }
   }
 }
@@ -348,7 +348,8 @@ TEST(Runtime, VerbatimTensorsRunInEveryMode) {
   ASSERT_TRUE(bytes.ok()) << bytes.status();
   auto r = Open(*bytes);
   EXPECT_TRUE(r->tensors()[r->FindTensor("model.embed_tokens.weight")].raw());
-  EXPECT_TRUE(r->tensors()[r->FindTensor("model.layers.2.self_attn.q_proj.weight")].raw());
+  EXPECT_TRUE(
+      r->tensors()[r->FindTensor("model.layers.2.self_attn.q_proj.weight")].raw());
   EXPECT_TRUE(r->tensors()[r->FindTensor("model.layers.1.input_layernorm.weight")].raw());
   ExpectAllModesMatchReference(*bytes, {kBos, 5, 17, 33}, 40, 1e-4);
 }
@@ -643,7 +644,8 @@ std::string WriteTemp(const std::string& bytes) {
   char path[] = "/tmp/tqm_runtime_testXXXXXX";
   const int fd = mkstemp(path);
   if (fd < 0) return "";
-  const bool ok = write(fd, bytes.data(), bytes.size()) == static_cast<ssize_t>(bytes.size());
+  const bool ok =
+      write(fd, bytes.data(), bytes.size()) == static_cast<ssize_t>(bytes.size());
   close(fd);
   if (!ok) {
     std::remove(path);

@@ -27,8 +27,8 @@
 #include <algorithm>
 #include <cerrno>
 #include <cmath>
-#include <cstring>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <iostream>
 #include <memory>
@@ -76,9 +76,9 @@ absl::StatusOr<std::string> ReadFile(const std::string& path, const char* what,
   f.seekg(0, std::ios::end);
   const std::streamoff size = f.tellg();
   if (size < 0 || static_cast<uint64_t>(size) > max_bytes) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "%s '%s' has %d bytes, more than the %d this tool reads", what, path, size,
-        max_bytes));
+    return absl::InvalidArgumentError(
+        absl::StrFormat("%s '%s' has %d bytes, more than the %d this tool reads", what,
+                        path, size, max_bytes));
   }
   f.seekg(0);
   std::string s(static_cast<size_t>(size), '\0');
@@ -93,7 +93,8 @@ bool IsTqm(const std::string& path) {
   std::ifstream f(path, std::ios::binary);
   char magic[sizeof format::kMagic];
   return f && f.read(magic, sizeof magic) &&
-         std::equal(magic, magic + sizeof magic, reinterpret_cast<const char*>(format::kMagic));
+         std::equal(magic, magic + sizeof magic,
+                    reinterpret_cast<const char*>(format::kMagic));
 }
 
 // The float32 reference: a runtime over SOURCE with nothing quantized.
@@ -121,10 +122,10 @@ absl::StatusOr<std::unique_ptr<Reference>> OpenReference(const std::string& path
   TQM_ASSIGN_OR_RETURN(ref->packed, PackToString(*src, po));
   TQM_ASSIGN_OR_RETURN(
       std::unique_ptr<Reader> reader,
-      Reader::FromBuffer(absl::MakeConstSpan(
-                             reinterpret_cast<const uint8_t*>(ref->packed.data()),
-                             ref->packed.size()),
-                         path));
+      Reader::FromBuffer(
+          absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(ref->packed.data()),
+                              ref->packed.size()),
+          path));
   TQM_ASSIGN_OR_RETURN(ref->llama, rt::Llama::FromReader(std::move(reader), o));
   return ref;
 }
@@ -177,7 +178,8 @@ int Run(int argc, char** argv) {
       "The reference is the float checkpoint (any input tqm-pack reads, run in float32)\n"
       "or another .tqm file (run dequantized). Each non-empty line of the text is one\n"
       "document: BOS, then its tokens (run.c's encoding, with the dummy-prefix space),\n"
-      "in windows of the model's seq_len tokens; a longer line continues in windows that\n"
+      "in windows of the model's seq_len tokens; a longer line continues in windows "
+      "that\n"
       "start again with BOS. Every token after a window's BOS is one position.\n\n"
       "Example:\n"
       "  tqm-eval stories260K-q4.tqm --reference stories260K.bin \\\n"
@@ -203,14 +205,17 @@ int Run(int argc, char** argv) {
       ->check(CLI::IsMember({"decoded-f32", "int8", "stream", "fused"}));
   AddThreadsOption(app, &threads, "compute threads per model (0: all cores)");
   AddQuietFlag(app, &quiet, "no progress and no summary (the exit status tells)");
-  AddJsonFlag(app, &json,
-              "print {\"kl\", \"top1\", \"ppl\", \"ppl_reference\", \"positions\"} on stdout");
+  AddJsonFlag(
+      app, &json,
+      "print {\"kl\", \"top1\", \"ppl\", \"ppl_reference\", \"positions\"} on stdout");
   TQM_PARSE_COMMAND_LINE(app, argc, argv);
 
   if (max_tokens < 0) return UsageError(kTool, "--max-tokens must be 0 or more");
   auto mode = rt::ParseMode(mode_name);
   if (!mode.ok()) return UsageError(kTool, std::string(mode.status().message()));
-  auto fail = [](const absl::Status& s) { return Failure(kTool, std::string(s.message())); };
+  auto fail = [](const absl::Status& s) {
+    return Failure(kTool, std::string(s.message()));
+  };
 
   // The text first: the cheapest input to get wrong.
   auto text = ReadFile(text_path, "text file", kMaxTextBytes);
@@ -230,11 +235,12 @@ int Run(int argc, char** argv) {
   rt::Llama& r = *(*ref)->llama;
   const rt::LlamaConfig &mc = m.config(), &rc = r.config();
   if (mc.vocab_size != rc.vocab_size || mc.dim != rc.dim || mc.n_layers != rc.n_layers) {
-    return Failure(kTool, absl::StrFormat(
-                              "%s and %s are not the same model: vocabulary %d vs %d, dim "
-                              "%d vs %d, layers %d vs %d",
-                              model_path, reference_path, mc.vocab_size, rc.vocab_size,
-                              mc.dim, rc.dim, mc.n_layers, rc.n_layers));
+    return Failure(
+        kTool,
+        absl::StrFormat("%s and %s are not the same model: vocabulary %d vs %d, dim "
+                        "%d vs %d, layers %d vs %d",
+                        model_path, reference_path, mc.vocab_size, rc.vocab_size, mc.dim,
+                        rc.dim, mc.n_layers, rc.n_layers));
   }
   const int window = std::min(mc.seq_len, rc.seq_len);
   if (mc.seq_len != rc.seq_len && !quiet) {
@@ -252,16 +258,18 @@ int Run(int argc, char** argv) {
   absl::StatusOr<rt::Tokenizer> tok = absl::NotFoundError("");
   if (!tokenizer_path.empty()) {
     tok = rt::Tokenizer::FromFile(tokenizer_path, mc.vocab_size);
-  } else if (const MetaValue* v = m.model().reader().FindMeta(meta_keys::kTokenizerLlama2c)) {
+  } else if (const MetaValue* v =
+                 m.model().reader().FindMeta(meta_keys::kTokenizerLlama2c)) {
     tok = rt::Tokenizer::FromBytes(v->bytes, mc.vocab_size,
                                    model_path + ":" + meta_keys::kTokenizerLlama2c);
-  } else if (const MetaValue* v = r.model().reader().FindMeta(meta_keys::kTokenizerLlama2c)) {
+  } else if (const MetaValue* v =
+                 r.model().reader().FindMeta(meta_keys::kTokenizerLlama2c)) {
     tok = rt::Tokenizer::FromBytes(v->bytes, mc.vocab_size,
                                    reference_path + ":" + meta_keys::kTokenizerLlama2c);
   } else {
-    tok = absl::InvalidArgumentError(absl::StrFormat(
-        "neither %s nor %s has %s metadata; pass --tokenizer", model_path, reference_path,
-        meta_keys::kTokenizerLlama2c));
+    tok = absl::InvalidArgumentError(
+        absl::StrFormat("neither %s nor %s has %s metadata; pass --tokenizer", model_path,
+                        reference_path, meta_keys::kTokenizerLlama2c));
   }
   if (!tok.ok()) return fail(tok.status());
 

@@ -436,9 +436,7 @@ absl::Status Llama::MatVec(const Mat& m, const float* x, float* out) {
   const size_t groups = parallel ? std::min<size_t>(chunks.size(), threads * 2) : 1;
   // The segment element e falls in.
   const uint64_t seg_cols = m.group != 0 ? m.group : cols;
-  auto segment = [&](uint64_t e) {
-    return e / cols * m.per_row + e % cols / seg_cols;
-  };
+  auto segment = [&](uint64_t e) { return e / cols * m.per_row + e % cols / seg_cols; };
   std::vector<uint64_t> first_seg(groups + 1), acc_off(groups + 1);
   std::vector<size_t> first_chunk(groups + 1);
   for (size_t g = 0; g <= groups; ++g) first_chunk[g] = chunks.size() * g / groups;
