@@ -386,6 +386,16 @@ absl::Status Llama::MakeMat(const LayerHandle* h, const Weight& w, Mat* m) {
                                                model_->name(), v.name(),
                                                ModeName(mode_)));
   }
+  // The kernels index the pairs by row or by group without further checks.
+  if (m->f32 == nullptr) {
+    const uint64_t n = m->affine.size();
+    const bool ok = m->group != 0 ? n == m->rows * m->per_row : n == 1 || n == m->rows;
+    if (!ok) {
+      return absl::InternalError(
+          absl::StrFormat("%s: tensor '%s' has %d affine pairs for %d rows of %d columns",
+                          model_->name(), v.name(), n, m->rows, m->cols));
+    }
+  }
   return absl::OkStatus();
 }
 
