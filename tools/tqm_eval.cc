@@ -13,9 +13,9 @@
 //
 // The text is split into documents at newlines (one story per line in
 // ../shared/text); each non-empty line is encoded as run.c encodes a prompt
-// (BOS, the dummy-prefix space, the merges) and evaluated in windows of the
-// model's seq_len tokens: a line longer than that continues in further
-// windows that start again with BOS. Every token after a window's BOS is a
+// (BOS, the dummy-prefix space, the merges) and evaluated in windows of
+// seq_len tokens (the shorter of the model's and the reference's): a line
+// longer than that continues in further windows that start again with BOS. Every token after a window's BOS is a
 // position: the logits at the token before it predict it.
 //
 // The command line follows the tools' contract (tool_util.h): exit status 0
@@ -178,9 +178,10 @@ int Run(int argc, char** argv) {
       "The reference is the float checkpoint (any input tqm-pack reads, run in float32)\n"
       "or another .tqm file (run dequantized). Each non-empty line of the text is one\n"
       "document: BOS, then its tokens (run.c's encoding, with the dummy-prefix space),\n"
-      "in windows of the model's seq_len tokens; a longer line continues in windows "
-      "that\n"
-      "start again with BOS. Every token after a window's BOS is one position.\n\n"
+      "in windows of seq_len tokens (the shorter of the two models'); a longer line\n"
+      "continues in windows that start again with BOS. Every token after a window's\n"
+      "BOS is one position; the text's perplexity depends on this split (stories\n"
+      "joined into one line without BOS between them score higher).\n\n"
       "Example:\n"
       "  tqm-eval stories260K-q4.tqm --reference stories260K.bin \\\n"
       "      --text stories260K-heldout.txt --json\n"};
