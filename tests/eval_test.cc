@@ -112,6 +112,13 @@ TEST_F(Eval, FileAgainstItselfAgreesExactly) {
   EXPECT_EQ(Num(v, "top1"), 1.0);
   EXPECT_NEAR(Num(v, "ppl"), Num(v, "ppl_reference"), 1e-5);
   EXPECT_EQ(Num(v, "positions"), 3000);
+  // Dequantized on both sides: the same logits, bit for bit.
+  const tqm::json::Value f = EvalJson(
+      absl::StrFormat("%s --reference %s --text %s --max-tokens 500 --mode decoded-f32",
+                      model, model, kHeldout));
+  EXPECT_EQ(Num(f, "kl"), 0.0);
+  EXPECT_EQ(Num(f, "top1"), 1.0);
+  EXPECT_EQ(Num(f, "ppl"), Num(f, "ppl_reference"));
 }
 
 TEST_F(Eval, JsonHasExactlyTheDocumentedKeys) {
