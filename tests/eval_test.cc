@@ -233,6 +233,16 @@ TEST_F(Eval, LongLinesSpanSeveralWindows) {
 
 // llama.cpp's stories260K GGUF records a context of 128 tokens: the
 // windows shrink to the shorter seq_len, and tqm-eval says so.
+// A line of 300 KB without a space encodes in bounded time (in pieces:
+// run.c's merges are quadratic in what they encode).
+TEST_F(Eval, HugeLineWithoutSpaces) {
+  tqm_test::WriteFile(Path("huge.txt"), std::string(300000, 'a') + "\n");
+  const std::string model = PackStories("s8.tqm", tqm::PackOptions());
+  const tqm::json::Value v = EvalJson(absl::StrFormat(
+      "%s --reference %s --text %s --max-tokens 1500", model, model, Path("huge.txt")));
+  EXPECT_EQ(Num(v, "positions"), 1500);
+}
+
 TEST_F(Eval, ShorterReferenceContextShrinksTheWindows) {
   const std::string gguf = tqm_test::SharedPath("fixtures/gguf/stories260K-f32.gguf");
   if (!tqm_test::Exists(gguf)) GTEST_SKIP() << gguf << " is absent";

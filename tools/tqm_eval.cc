@@ -15,8 +15,8 @@
 // ../shared/text); each non-empty line is encoded as run.c encodes a prompt
 // (BOS, the dummy-prefix space, the merges) and evaluated in windows of
 // seq_len tokens (the shorter of the model's and the reference's): a line
-// longer than that continues in further windows that start again with BOS. Every token after a window's BOS is a
-// position: the logits at the token before it predict it.
+// longer than that continues in further windows that start again with BOS. Every token
+// after a window's BOS is a position: the logits at the token before it predict it.
 //
 // The command line follows the tools' contract (tool_util.h): exit status 0
 // success, 1 failure (unreadable or mismatched inputs), 2 usage error.
@@ -150,20 +150,55 @@ struct Totals {
   double nll = 0, nll_ref = 0, kl = 0;
 };
 
+// run.c's merge loop takes time quadratic in the length of what it encodes:
+// longer lines are encoded in pieces of at most this many bytes, cut at a
+// space, which the next piece's dummy-prefix space stands for (no token of
+// a llama2.c vocabulary spans a word boundary; a piece cut inside a word,
+// where a line has no space for this long, gains that one space).
+constexpr size_t kMaxPieceBytes = 4096;
+
+std::vector<int> EncodeLine(const rt::Tokenizer& tok, absl::string_view line) {
+  std::vector<int> ids = {rt::kBos};
+  while (!line.empty()) {
+    absl::string_view piece = line;
+    size_t next = line.size();
+    if (line.size() > kMaxPieceBytes) {
+      const size_t space = line.rfind(' ', kMaxPieceBytes);
+      if (space != absl::string_view::npos && space > 0) {
+        piece = line.substr(0, space);
+        next = space + 1;
+      } else {
+        // No space: cut at a code point boundary.
+        size_t cut = kMaxPieceBytes;
+        while (cut > 1 && (static_cast<unsigned char>(line[cut]) & 0xC0) == 0x80) --cut;
+        piece = line.substr(0, cut);
+        next = cut;
+      }
+    }
+    const std::vector<int> p = tok.Encode(piece, /*bos=*/false, /*eos=*/false);
+    ids.insert(ids.end(), p.begin(), p.end());
+    line.remove_prefix(next);
+  }
+  return ids;
+}
+
 // Splits the text into windows of at most `window` tokens, each starting
-// with BOS (see the file comment).
+// with BOS (see the file comment), until they hold `limit` positions.
 std::vector<std::vector<int>> Windows(const rt::Tokenizer& tok, const std::string& text,
-                                      int window) {
+                                      int window, uint64_t limit) {
   std::vector<std::vector<int>> out;
+  uint64_t positions = 0;
   for (absl::string_view line : absl::StrSplit(text, '\n')) {
+    if (positions >= limit) break;
     if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
     if (line.find_first_not_of(" \t") == absl::string_view::npos) continue;
-    const std::vector<int> ids = tok.Encode(line, /*bos=*/true, /*eos=*/false);
+    const std::vector<int> ids = EncodeLine(tok, line);
     // ids[0] is BOS; the rest go window - 1 at a time after a BOS each.
-    for (size_t i = 1; i < ids.size(); i += window - 1) {
+    for (size_t i = 1; i < ids.size() && positions < limit; i += window - 1) {
       std::vector<int> w = {rt::kBos};
       const size_t end = std::min(ids.size(), i + window - 1);
       w.insert(w.end(), ids.begin() + i, ids.begin() + end);
+      positions += w.size() - 1;
       out.push_back(std::move(w));
     }
   }
@@ -274,7 +309,8 @@ int Run(int argc, char** argv) {
   }
   if (!tok.ok()) return fail(tok.status());
 
-  const std::vector<std::vector<int>> windows = Windows(*tok, *text, window);
+  const std::vector<std::vector<int>> windows =
+      Windows(*tok, *text, window, max_tokens > 0 ? max_tokens : UINT64_MAX);
   uint64_t total = 0;
   for (const auto& w : windows) total += w.size() - 1;
   if (max_tokens > 0) total = std::min<uint64_t>(total, max_tokens);
