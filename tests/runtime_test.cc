@@ -90,21 +90,24 @@ MemorySource RandomLlama(const SmallShape& s, uint32_t seed, bool rope_hf = fals
   };
   const uint64_t d = s.dim, h = s.hidden, kv = uint64_t(s.dim) / s.heads * s.kv_heads;
   const float w = 1.0f / std::sqrt(static_cast<float>(s.dim));
-  src.Add("model.embed_tokens.weight", {uint64_t(s.vocab), d}, matrix(s.vocab, d, 0.1f));
+  auto add = [&](std::string name, std::vector<uint64_t> dims, std::vector<float> v) {
+    src.Add(std::move(name), std::move(dims), std::move(v));
+  };
+  add("model.embed_tokens.weight", {uint64_t(s.vocab), d}, matrix(s.vocab, d, 0.1f));
   for (int l = 0; l < s.layers; ++l) {
     auto n = [&](const char* suffix) { return LayerTensorName(l, suffix); };
-    src.Add(n("input_layernorm.weight"), {d}, norm(d));
-    src.Add(n("self_attn.q_proj.weight"), {d, d}, matrix(d, d, w));
-    src.Add(n("self_attn.k_proj.weight"), {kv, d}, matrix(kv, d, w));
-    src.Add(n("self_attn.v_proj.weight"), {kv, d}, matrix(kv, d, w));
-    src.Add(n("self_attn.o_proj.weight"), {d, d}, matrix(d, d, w));
-    src.Add(n("post_attention_layernorm.weight"), {d}, norm(d));
-    src.Add(n("mlp.gate_proj.weight"), {h, d}, matrix(h, d, w));
-    src.Add(n("mlp.down_proj.weight"), {d, h}, matrix(d, h, 1.0f / std::sqrt(float(h))));
-    src.Add(n("mlp.up_proj.weight"), {h, d}, matrix(h, d, w));
+    add(n("input_layernorm.weight"), {d}, norm(d));
+    add(n("self_attn.q_proj.weight"), {d, d}, matrix(d, d, w));
+    add(n("self_attn.k_proj.weight"), {kv, d}, matrix(kv, d, w));
+    add(n("self_attn.v_proj.weight"), {kv, d}, matrix(kv, d, w));
+    add(n("self_attn.o_proj.weight"), {d, d}, matrix(d, d, w));
+    add(n("post_attention_layernorm.weight"), {d}, norm(d));
+    add(n("mlp.gate_proj.weight"), {h, d}, matrix(h, d, w));
+    add(n("mlp.down_proj.weight"), {d, h}, matrix(d, h, 1.0f / std::sqrt(float(h))));
+    add(n("mlp.up_proj.weight"), {h, d}, matrix(h, d, w));
   }
-  src.Add("model.norm.weight", {d}, norm(d));
-  if (lm_head) src.Add("lm_head.weight", {uint64_t(s.vocab), d}, matrix(s.vocab, d, w));
+  add("model.norm.weight", {d}, norm(d));
+  if (lm_head) add("lm_head.weight", {uint64_t(s.vocab), d}, matrix(s.vocab, d, w));
   return src;
 }
 
@@ -126,6 +129,31 @@ Packed Pack(TensorSource& src, Granularity g, uint32_t chunk_size, bool entropy 
   EXPECT_TRUE(bytes.ok()) << bytes.status();
   if (bytes.ok()) p.bytes = std::move(*bytes);
   return p;
+}
+
+// Code width and parameter granularity as tqm-pack's --bits and
+// --granularity tensor|row|group:G give them (group_size 0: not grouped).
+struct Quant {
+  int bits = 8;
+  Granularity granularity = Granularity::kTensor;
+  uint32_t group_size = 0;
+  std::string name() const {
+    const char* g = granularity == Granularity::kTensor ? "tensor"
+                    : granularity == Granularity::kRow  ? "row"
+                                                        : "group";
+    return group_size != 0 ? absl::StrFormat("%d bits, %s:%d", bits, g, group_size)
+                           : absl::StrFormat("%d bits, %s", bits, g);
+  }
+};
+
+PackOptions QuantOptions(const Quant& q, uint32_t chunk_size, bool entropy) {
+  PackOptions po;
+  po.bits = q.bits;
+  po.granularity = q.granularity;
+  po.group_size = q.group_size;
+  po.chunk_size = chunk_size;
+  po.entropy = entropy;
+  return po;
 }
 
 std::unique_ptr<Reader> Open(const std::string& bytes) {
@@ -256,6 +284,76 @@ TEST(Runtime, RandomModelAllModesMatchReference) {
   }
 }
 
+// Fewer bits and per-group parameters: every mode (the int8 and fused
+// kernels summing over groups) gives the reference's logits on the
+// dequantized weights. Rows of 172 columns end in a partial group of 12
+// (group:32) or 44 (group:64); 1000-byte chunks end inside groups.
+TEST(Runtime, LowBitsAndGroupsAllModesMatchReference) {
+  const std::vector<Quant> cases = {
+      {4, Granularity::kGroup, 32}, {4, Granularity::kGroup, 64},
+      {3, Granularity::kGroup, 32}, {4, Granularity::kRow, 0},
+      {4, Granularity::kTensor, 0}, {2, Granularity::kGroup, 128}};
+  for (const Quant& q : cases) {
+    for (bool quantize_all : {false, true}) {
+      SCOPED_TRACE(q.name() + (quantize_all ? ", norms quantized too" : ""));
+      MemorySource src = RandomLlama(SmallShape(), 7);
+      PackOptions po = QuantOptions(q, 1000, /*entropy=*/true);
+      po.quantize_all = quantize_all;
+      auto bytes = PackToString(src, po);
+      ASSERT_TRUE(bytes.ok()) << bytes.status();
+      auto r = Open(*bytes);
+      const TensorInfo& down =
+          r->tensors()[r->FindTensor("model.layers.0.mlp.down_proj.weight")];
+      EXPECT_EQ(down.bits, q.bits);
+      if (q.granularity == Granularity::kGroup) {
+        ASSERT_EQ(down.storage, format::kStorageU8Group);
+        EXPECT_EQ(down.affine.size(), 64u * ((172 + q.group_size - 1) / q.group_size));
+      }
+      // A long forced prompt: at 2 and 3 bits the random model soon repeats
+      // itself, and every position compares logits.
+      ExpectAllModesMatchReference(
+          *bytes, {kBos, 5, 17, 33, 41, 60, 72, 88, 9, 23, 50, 66}, 40, 1e-4);
+    }
+  }
+}
+
+// Tensors kept verbatim (bfloat16, RAW storage): the embedding, the
+// attention norms and the query projections, beside quantized ones.
+TEST(Runtime, VerbatimTensorsRunInEveryMode) {
+  MemorySource f32 = RandomLlama(SmallShape(), 13);
+  MemorySource src;
+  for (const MetaEntry& m : f32.metadata()) src.AddMeta(m);
+  for (size_t i = 0; i < f32.tensors().size(); ++i) {
+    const SourceTensor& t = f32.tensors()[i];
+    std::vector<float> v;
+    ASSERT_TRUE(f32.Read(i, &v).ok());
+    if (t.name.find("embed_tokens") != std::string::npos ||
+        t.name.find("input_layernorm") != std::string::npos ||
+        t.name.find("q_proj") != std::string::npos) {
+      // bfloat16: the high half of each float32.
+      std::string bf16;
+      for (float x : v) {
+        uint32_t b;
+        std::memcpy(&b, &x, 4);
+        bf16.push_back(static_cast<char>(b >> 16));
+        bf16.push_back(static_cast<char>(b >> 24));
+      }
+      src.AddRaw(t.name, t.dims, format::kDTypeBF16, std::move(bf16));
+    } else {
+      src.Add(t.name, t.dims, std::move(v));
+    }
+  }
+  PackOptions po = QuantOptions({4, Granularity::kGroup, 32}, 1000, /*entropy=*/true);
+  auto bytes = PackToString(src, po);
+  ASSERT_TRUE(bytes.ok()) << bytes.status();
+  auto r = Open(*bytes);
+  EXPECT_TRUE(r->tensors()[r->FindTensor("model.embed_tokens.weight")].raw());
+  EXPECT_TRUE(
+      r->tensors()[r->FindTensor("model.layers.2.self_attn.q_proj.weight")].raw());
+  EXPECT_TRUE(r->tensors()[r->FindTensor("model.layers.1.input_layernorm.weight")].raw());
+  ExpectAllModesMatchReference(*bytes, {kBos, 5, 17, 33}, 40, 1e-4);
+}
+
 TEST(Runtime, EntropyCodedChunks) {
   MemorySource src = RandomLlama(SmallShape(), 7);
   const Packed p = Pack(src, Granularity::kTensor, 1000, /*entropy=*/true);
@@ -351,6 +449,57 @@ TEST(Runtime, FusedChunkDotMatchesDecode) {
   SetPortableKernels(false);
 }
 
+// Per-group accumulation of the fused kernel: each segment of `group`
+// columns (the last of a row shorter) gets its own partial sum, indexed as
+// TensorInfo::ParamIndex numbers the groups.
+TEST(Runtime, FusedChunkDotGroups) {
+  for (bool portable : {false, true}) {
+    SetPortableKernels(portable);
+    std::mt19937 rng(9);
+    std::vector<uint32_t> entries;
+    for (uint32_t i = 0; i < 100; ++i) entries.push_back(rng() & 0x0f0f0f0f);
+    SeqTable table(entries);
+    for (uint64_t cols : {3u, 64u, 100u, 172u}) {
+      for (uint64_t group : {1u, 7u, 32u, 64u, 256u}) {
+        const uint64_t g = std::min(group, cols), per_row = (cols + g - 1) / g;
+        for (uint32_t size : {5u, 257u, 1000u, 4099u}) {
+          std::vector<uint8_t> data(size);
+          for (size_t i = 0; i + 4 <= size; i += 4) {
+            uint32_t v = rng() % 5 == 0 ? rng() : entries[rng() % entries.size()];
+            std::memcpy(&data[i], &v, 4);
+          }
+          for (size_t i = size / 4 * 4; i < size; ++i) data[i] = rng();
+          std::string enc;
+          EncodeSeqTable(data, table, &enc);
+          const uint64_t begin = (rng() % 5) * cols + rng() % cols;
+          std::vector<float> x(cols);
+          for (float& v : x) v = std::uniform_real_distribution<float>(-1, 1)(rng);
+          auto seg = [&](uint64_t e) { return e / cols * per_row + e % cols / g; };
+          const uint64_t seg0 = seg(begin), segs = seg(begin + size - 1) - seg0 + 1;
+          std::vector<double> want(segs, 0);
+          for (uint32_t i = 0; i < size; ++i) {
+            want[seg(begin + i) - seg0] += double(data[i]) * x[(begin + i) % cols];
+          }
+          for (uint8_t codec : {format::kCodecSeqTable, format::kCodecStored}) {
+            std::vector<float> acc(segs, 0);
+            absl::Span<const uint8_t> in =
+                codec == format::kCodecStored ? absl::MakeConstSpan(data) : AsSpan(enc);
+            ASSERT_TRUE(FusedChunkDot(codec, in, table.entries(), begin, size, cols,
+                                      x.data(), acc.data(), seg0, group)
+                            .ok());
+            for (uint64_t k = 0; k < segs; ++k) {
+              ASSERT_NEAR(acc[k], want[k], 1e-3 * (1 + std::fabs(want[k])))
+                  << "cols " << cols << " group " << group << " size " << size
+                  << " segment " << k;
+            }
+          }
+        }
+      }
+    }
+  }
+  SetPortableKernels(false);
+}
+
 TEST(Runtime, CorruptChunkIsReported) {
   MemorySource src = RandomLlama(SmallShape(), 7);
   const Packed p = Pack(src, Granularity::kTensor, 1000);
@@ -428,6 +577,26 @@ TEST_F(Stories, AllModesMatchReference) {
   }
 }
 
+// tqm-pack --bits 4 with --granularity group:32, row and tensor.
+const Quant kStories4Bit[] = {{4, Granularity::kGroup, 32},
+                              {4, Granularity::kRow, 0},
+                              {4, Granularity::kTensor, 0}};
+
+TEST_F(Stories, FourBitsAllModesMatchReference) {
+  auto src = OpenLlama2c(kStories + "stories260K.bin");
+  ASSERT_TRUE(src.ok()) << src.status();
+  auto tok = Tokenizer::FromFile(kStories + "tok512.bin", 512);
+  ASSERT_TRUE(tok.ok()) << tok.status();
+  const std::vector<int> prompt = tok->Encode("Once upon a time", true, false);
+  for (const Quant& q : kStories4Bit) {
+    SCOPED_TRACE(q.name());
+    auto bytes =
+        PackToString(**src, QuantOptions(q, format::kDefaultChunkSize, /*entropy=*/true));
+    ASSERT_TRUE(bytes.ok()) << bytes.status();
+    ExpectAllModesMatchReference(*bytes, prompt, 96, 1e-4);
+  }
+}
+
 TEST_F(Stories, Float32ReferenceGivesTheKnownText) {
   auto src = OpenLlama2c(kStories + "stories260K.bin");
   ASSERT_TRUE(src.ok()) << src.status();
@@ -470,22 +639,32 @@ TEST_F(Stories, TokenizerRoundTrip) {
   EXPECT_NE(cut.status().message().find("token"), std::string::npos);
 }
 
-// tqm-run end to end: the tokenizer from the file's metadata, every mode.
-TEST_F(Stories, CommandLine) {
+// Writes `bytes` to a new temporary file and returns its path ("" on error).
+std::string WriteTemp(const std::string& bytes) {
+  char path[] = "/tmp/tqm_runtime_testXXXXXX";
+  const int fd = mkstemp(path);
+  if (fd < 0) return "";
+  const bool ok =
+      write(fd, bytes.data(), bytes.size()) == static_cast<ssize_t>(bytes.size());
+  close(fd);
+  if (!ok) {
+    std::remove(path);
+    return "";
+  }
+  return path;
+}
+
+// tqm-run over `bytes` (packed with `po` plus the tokenizer) in every mode
+// prints the reference's greedy text.
+void ExpectCommandLineMatchesReference(TensorSource& src, PackOptions po) {
   const std::string exe = std::string(TQM_BIN_DIR) + "/tqm-run";
   if (!Exists(exe)) GTEST_SKIP() << exe << " not built";
-  auto src = OpenLlama2c(kStories + "stories260K.bin");
-  ASSERT_TRUE(src.ok());
-  PackOptions po;  // the writer's defaults, as tqm-pack would write it
   po.extra_metadata.push_back(
       {meta_keys::kTokenizerLlama2c, MetaValue::Bytes(ReadAll(kStories + "tok512.bin"))});
-  auto bytes = PackToString(**src, po);
-  ASSERT_TRUE(bytes.ok());
-  char path[] = "/tmp/tqm_runtime_testXXXXXX";
-  int fd = mkstemp(path);
-  ASSERT_GE(fd, 0);
-  ASSERT_EQ(write(fd, bytes->data(), bytes->size()), static_cast<ssize_t>(bytes->size()));
-  close(fd);
+  auto bytes = PackToString(src, po);
+  ASSERT_TRUE(bytes.ok()) << bytes.status();
+  const std::string path = WriteTemp(*bytes);
+  ASSERT_FALSE(path.empty());
   auto tok = Tokenizer::FromFile(kStories + "tok512.bin", 512);
   ASSERT_TRUE(tok.ok());
   const std::string want =
@@ -493,6 +672,7 @@ TEST_F(Stories, CommandLine) {
           *tok,
           ReferenceRun(*bytes, tok->Encode("Once upon a time", true, false), 64).tokens) +
       "\n";
+  EXPECT_GT(want.size(), 40u);
   for (const char* mode : {"decoded-f32", "int8", "stream", "fused"}) {
     const std::string cmd = absl::StrFormat(
         "%s %s --prompt 'Once upon a time' --steps 64 --temperature 0 --mode %s "
@@ -507,7 +687,24 @@ TEST_F(Stories, CommandLine) {
     EXPECT_EQ(pclose(f), 0) << cmd;
     EXPECT_EQ(out, want) << cmd;
   }
-  std::remove(path);
+  std::remove(path.c_str());
+}
+
+// tqm-run end to end: the tokenizer from the file's metadata, every mode.
+TEST_F(Stories, CommandLine) {
+  auto src = OpenLlama2c(kStories + "stories260K.bin");
+  ASSERT_TRUE(src.ok());
+  ExpectCommandLineMatchesReference(**src, PackOptions());  // tqm-pack's defaults
+}
+
+TEST_F(Stories, CommandLineFourBits) {
+  auto src = OpenLlama2c(kStories + "stories260K.bin");
+  ASSERT_TRUE(src.ok());
+  for (const Quant& q : kStories4Bit) {
+    SCOPED_TRACE(q.name());
+    ExpectCommandLineMatchesReference(
+        **src, QuantOptions(q, format::kDefaultChunkSize, /*entropy=*/true));
+  }
 }
 
 }  // namespace

@@ -48,9 +48,9 @@ std::string Bin(const std::string& tool) { return std::string(TQM_BIN_DIR) + "/"
 CmdResult ShStdout(const std::string& cmd) { return Sh(cmd + " 2>/dev/null"); }
 
 // Every tool with its command line; tqm-run is built from examples/runtime.
-const char* const kAllTools[] = {"tqm-pack",  "tqm-inspect",     "tqm-unpack",
-                                 "tqm-genmodel", "tqm-bench", "tqm-codec-bench",
-                                 "tqm-runbench", "tqm-run"};
+const char* const kAllTools[] = {"tqm-pack",     "tqm-inspect", "tqm-unpack",
+                                 "tqm-genmodel", "tqm-bench",   "tqm-codec-bench",
+                                 "tqm-runbench", "tqm-run",     "tqm-eval"};
 
 // No stray temporary file (".NAME.tmp.XXXXXX") in `dir`.
 void ExpectNoTemporaries(const fs::path& dir) {

@@ -57,22 +57,52 @@ float DotU8Portable(const uint8_t* q, const float* x, size_t n) {
   return t;
 }
 
+using DotFn = float (*)(const uint8_t*, const float*, size_t);
+
+// How a row of `cols` columns splits into segments of `group` columns (the
+// whole row when group is 0 or at least cols).
+struct Segments {
+  uint64_t cols, group, per_row;
+  Segments(uint64_t c, uint64_t g)
+      : cols(c), group(g == 0 || g > c ? c : g), per_row((cols + group - 1) / group) {}
+};
+
+// Adds the dot products of the decoded bytes q[0, n) (matrix elements
+// [e, e + n)) to the segments they fall in; returns e + n.
+inline uint64_t AddSegments(const Segments& s, const uint8_t* q, size_t n, uint64_t e,
+                            const float* x, float* acc, uint64_t seg0, DotFn dot) {
+  size_t k = 0;
+  if (s.per_row == 1) {
+    // Whole rows (per-tensor and per-row parameters): no division by group.
+    while (k < n) {
+      const uint64_t row = e / s.cols, col = e % s.cols;
+      const uint64_t m = std::min<uint64_t>(s.cols - col, n - k);
+      acc[row - seg0] += dot(q + k, x + col, m);
+      e += m;
+      k += m;
+    }
+    return e;
+  }
+  while (k < n) {
+    const uint64_t row = e / s.cols, col = e % s.cols;
+    const uint64_t in_seg = col % s.group;
+    const uint64_t m =
+        std::min<uint64_t>(std::min(s.group - in_seg, s.cols - col), n - k);
+    acc[row * s.per_row + col / s.group - seg0] += dot(q + k, x + col, m);
+    e += m;
+    k += m;
+  }
+  return e;
+}
+
 absl::Status FusedStored(absl::Span<const uint8_t> in, uint64_t begin, uint32_t size,
-                         uint64_t cols, const float* x, float* acc, uint64_t row0,
-                         float (*dot)(const uint8_t*, const float*, size_t)) {
+                         const Segments& segs, const float* x, float* acc, uint64_t seg0,
+                         DotFn dot) {
   if (in.size() != size) {
     return absl::DataLossError(
         absl::StrFormat("stored chunk has %d bytes, expected %d", in.size(), size));
   }
-  uint64_t e = begin;
-  size_t k = 0;
-  while (k < size) {
-    const uint64_t row = e / cols, col = e % cols;
-    const uint64_t n = std::min<uint64_t>(cols - col, size - k);
-    acc[row - row0] += dot(in.data() + k, x + col, n);
-    e += n;
-    k += n;
-  }
+  AddSegments(segs, in.data(), size, begin, x, acc, seg0, dot);
   return absl::OkStatus();
 }
 
@@ -85,24 +115,15 @@ absl::Status FusedStored(absl::Span<const uint8_t> in, uint64_t begin, uint32_t 
 constexpr size_t kBlockGroups = 2048;  // 8 KiB of weights
 
 absl::Status FusedSeqTable(absl::Span<const uint8_t> in, absl::Span<const uint32_t> table,
-                           uint64_t begin, uint32_t size, uint64_t cols, const float* x,
-                           float* acc, uint64_t row0,
-                           float (*dot)(const uint8_t*, const float*, size_t)) {
+                           uint64_t begin, uint32_t size, const Segments& segs,
+                           const float* x, float* acc, uint64_t seg0, DotFn dot) {
   alignas(64) uint8_t buf[kBlockGroups * 4];
   uint64_t e = begin;  // matrix element of buf[0]
   SeqTableBlockDecoder decoder(in, table, size);
   while (!decoder.done()) {
     const absl::StatusOr<size_t> len = decoder.Next(absl::MakeSpan(buf));
     if (!len.ok()) return len.status();
-    // Adds the dot products of buf[0, len) to the rows they belong to.
-    size_t k = 0;
-    while (k < *len) {
-      const uint64_t row = e / cols, col = e % cols;
-      const uint64_t m = std::min<uint64_t>(cols - col, *len - k);
-      acc[row - row0] += dot(buf + k, x + col, m);
-      e += m;
-      k += m;
-    }
+    e = AddSegments(segs, buf, *len, e, x, acc, seg0, dot);
   }
   return absl::OkStatus();
 }
@@ -200,17 +221,18 @@ float Sum(const float* x, size_t n) {
 absl::Status FusedChunkDot(uint8_t codec, absl::Span<const uint8_t> in,
                            absl::Span<const uint32_t> table, uint64_t begin,
                            uint32_t size, uint64_t cols, const float* x, float* acc,
-                           uint64_t row0) {
+                           uint64_t seg0, uint64_t group) {
   if (cols == 0) return absl::InvalidArgumentError("fused dot: zero columns");
-  float (*dot)(const uint8_t*, const float*, size_t) = &DotU8Portable;
+  const Segments segs(cols, group);
+  DotFn dot = &DotU8Portable;
 #if defined(__x86_64__) || defined(__i386__)
   if (Avx2()) dot = &DotU8Avx2;
 #endif
   switch (codec) {
     case format::kCodecStored:
-      return FusedStored(in, begin, size, cols, x, acc, row0, dot);
+      return FusedStored(in, begin, size, segs, x, acc, seg0, dot);
     case format::kCodecSeqTable:
-      return FusedSeqTable(in, table, begin, size, cols, x, acc, row0, dot);
+      return FusedSeqTable(in, table, begin, size, segs, x, acc, seg0, dot);
     default: {
       // Entropy-coded chunks: decode into a per-thread buffer of one chunk
       // (at most format::kMaxChunkDecodedSize), then the stored path.
@@ -218,7 +240,7 @@ absl::Status FusedChunkDot(uint8_t codec, absl::Span<const uint8_t> in,
       buf.resize(size);
       absl::Status s = DecodeChunkBytes(codec, in, table, absl::MakeSpan(buf));
       if (!s.ok()) return s;
-      return FusedStored(buf, begin, size, cols, x, acc, row0, dot);
+      return FusedStored(buf, begin, size, segs, x, acc, seg0, dot);
     }
   }
 }

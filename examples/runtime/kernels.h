@@ -29,8 +29,13 @@ float Sum(const float* x, size_t n);
 
 // Decodes one chunk of a row-major uint8
 // matrix with `cols` columns, whose decoded bytes are elements
-// [begin, begin + size) of the matrix, and adds each row's DotU8 partial sum
-// to acc[row - row0]. The decoded bytes go through an 8 KiB buffer that stays
+// [begin, begin + size) of the matrix, and adds the DotU8 partial sum of each
+// segment it covers to acc[segment - seg0]. A segment is a whole row when
+// `group` is 0 (per-tensor and per-row parameters: segment = row), else a
+// group of `group` consecutive columns within a row (the last one of a row
+// may be shorter): segment = row * ceil(cols / group) + col / group, the
+// index of its pair in TensorInfo::affine (TensorInfo::ParamIndex). The
+// decoded bytes go through an 8 KiB buffer that stays
 // in L1 (seqtable, tqm::SeqTableBlockDecoder) or are read in place (stored);
 // other codecs decode into a per-thread buffer
 // of one chunk first. Validates like tqm::DecodeSeqTable:
@@ -39,7 +44,7 @@ float Sum(const float* x, size_t n);
 absl::Status FusedChunkDot(uint8_t codec, absl::Span<const uint8_t> in,
                            absl::Span<const uint32_t> table, uint64_t begin,
                            uint32_t size, uint64_t cols, const float* x, float* acc,
-                           uint64_t row0);
+                           uint64_t seg0, uint64_t group = 0);
 
 }  // namespace rt
 }  // namespace tqm

@@ -218,6 +218,9 @@ struct Llama::Mat {
   const uint8_t* q = nullptr;
   absl::Span<const Affine> affine;
   const EncodedTensor* enc = nullptr;
+  // Group storage: columns per group (at most cols) and groups per row; 0
+  // and 1 for per-tensor and per-row parameters, whose pair is RowAffine().
+  uint64_t group = 0, per_row = 1;
   const Affine& RowAffine(uint64_t r) const {
     return affine.size() == 1 ? affine[0] : affine[r];
   }
@@ -364,8 +367,14 @@ absl::Status Llama::MakeMat(const LayerHandle* h, const Weight& w, Mat* m) {
   *m = Mat();
   m->rows = v.rows();
   m->cols = v.cols();
+  if (v.info->storage == format::kStorageU8Group && m->cols > 0) {
+    m->group = std::min<uint64_t>(v.info->group_size, m->cols);
+    m->per_row = (m->cols + m->group - 1) / m->group;
+  }
   if (!v.f32.empty()) {
     m->f32 = v.f32.data();
+  } else if (!v.raw.empty()) {
+    TQM_ASSIGN_OR_RETURN(m->f32, RawAsFloat(v));
   } else if (!v.q.empty()) {
     m->q = v.q.data();
     m->affine = v.affine;
@@ -377,6 +386,16 @@ absl::Status Llama::MakeMat(const LayerHandle* h, const Weight& w, Mat* m) {
                                                model_->name(), v.name(),
                                                ModeName(mode_)));
   }
+  // The kernels index the pairs by row or by group without further checks.
+  if (m->f32 == nullptr) {
+    const uint64_t n = m->affine.size();
+    const bool ok = m->group != 0 ? n == m->rows * m->per_row : n == 1 || n == m->rows;
+    if (!ok) {
+      return absl::InternalError(
+          absl::StrFormat("%s: tensor '%s' has %d affine pairs for %d rows of %d columns",
+                          model_->name(), v.name(), n, m->rows, m->cols));
+    }
+  }
   return absl::OkStatus();
 }
 
@@ -387,10 +406,23 @@ absl::Status Llama::MatVec(const Mat& m, const float* x, float* out) {
   if (m.f32 != nullptr || m.q != nullptr) {
     const size_t blocks = parallel ? std::min<uint64_t>(rows, threads * 4) : 1;
     const float sx = m.q != nullptr ? Sum(x, cols) : 0.0f;
+    if (m.q != nullptr && m.group != 0) GroupSums(m, x);
     auto fn = [&](size_t b) {
       const uint64_t r0 = rows * b / blocks, r1 = rows * (b + 1) / blocks;
       if (m.f32 != nullptr) {
         for (uint64_t r = r0; r < r1; ++r) out[r] = DotF32(m.f32 + r * cols, x, cols);
+      } else if (m.group != 0) {
+        // sum over groups g of scale_g * (dot(q_g, x_g) - zero_g * sum(x_g)).
+        for (uint64_t r = r0; r < r1; ++r) {
+          const Affine* a = m.affine.data() + r * m.per_row;
+          const uint8_t* q = m.q + r * cols;
+          float acc = 0;
+          for (uint64_t g = 0; g < m.per_row; ++g) {
+            const uint64_t c0 = g * m.group, n = std::min(m.group, cols - c0);
+            acc += a[g].scale * (DotU8(q + c0, x + c0, n) - a[g].zero * group_sums_[g]);
+          }
+          out[r] = acc;
+        }
       } else {
         for (uint64_t r = r0; r < r1; ++r) {
           const Affine& a = m.RowAffine(r);
@@ -406,21 +438,25 @@ absl::Status Llama::MatVec(const Mat& m, const float* x, float* out) {
     return absl::OkStatus();
   }
   // Fused: groups of consecutive chunks; each group sums into its own span
-  // of rows (the rows at its two ends may be shared with the neighbours), the
-  // spans are added up afterwards.
+  // of segments (rows, or the parameter groups of group storage; those at
+  // its two ends may be shared with the neighbours), the spans are added up
+  // afterwards.
   const TensorInfo& ti = *m.enc->info;
   const std::vector<ChunkInfo>& chunks = ti.chunks;
   const size_t groups = parallel ? std::min<size_t>(chunks.size(), threads * 2) : 1;
-  std::vector<uint64_t> first_row(groups + 1), acc_off(groups + 1);
+  // The segment element e falls in.
+  const uint64_t seg_cols = m.group != 0 ? m.group : cols;
+  auto segment = [&](uint64_t e) { return e / cols * m.per_row + e % cols / seg_cols; };
+  std::vector<uint64_t> first_seg(groups + 1), acc_off(groups + 1);
   std::vector<size_t> first_chunk(groups + 1);
   for (size_t g = 0; g <= groups; ++g) first_chunk[g] = chunks.size() * g / groups;
   acc_off[0] = 0;
   for (size_t g = 0; g < groups; ++g) {
     const ChunkInfo& a = chunks[first_chunk[g]];
     const ChunkInfo& b = chunks[first_chunk[g + 1] - 1];
-    first_row[g] = a.decoded_offset / cols;
-    const uint64_t last_row = (b.decoded_offset + b.decoded_size - 1) / cols;
-    acc_off[g + 1] = acc_off[g] + (last_row - first_row[g] + 1);
+    first_seg[g] = segment(a.decoded_offset);
+    const uint64_t last_seg = segment(b.decoded_offset + b.decoded_size - 1);
+    acc_off[g + 1] = acc_off[g] + (last_seg - first_seg[g] + 1);
   }
   scratch_.assign(acc_off[groups], 0.0f);
   std::vector<absl::Status> errors(groups);
@@ -430,7 +466,7 @@ absl::Status Llama::MatVec(const Mat& m, const float* x, float* out) {
       const ChunkInfo& ch = chunks[c];
       absl::Status s =
           FusedChunkDot(ch.codec, m.enc->chunk(c), m.enc->table, ch.decoded_offset,
-                        ch.decoded_size, cols, x, acc, first_row[g]);
+                        ch.decoded_size, cols, x, acc, first_seg[g], m.group);
       if (!s.ok()) {
         errors[g] = absl::Status(
             s.code(),
@@ -446,10 +482,30 @@ absl::Status Llama::MatVec(const Mat& m, const float* x, float* out) {
     pool_->ParallelFor(groups, fn);
   }
   for (const absl::Status& s : errors) TQM_RETURN_IF_ERROR(s);
+  if (m.group != 0) {
+    // Per-group partial dot products, then the groups' affine parameters.
+    seg_acc_.assign(rows * m.per_row, 0.0f);
+    for (size_t g = 0; g < groups; ++g) {
+      for (uint64_t k = 0; k < acc_off[g + 1] - acc_off[g]; ++k) {
+        seg_acc_[first_seg[g] + k] += scratch_[acc_off[g] + k];
+      }
+    }
+    GroupSums(m, x);
+    for (uint64_t r = 0; r < rows; ++r) {
+      const Affine* a = m.affine.data() + r * m.per_row;
+      const float* d = seg_acc_.data() + r * m.per_row;
+      float acc = 0;
+      for (uint64_t g = 0; g < m.per_row; ++g) {
+        acc += a[g].scale * (d[g] - a[g].zero * group_sums_[g]);
+      }
+      out[r] = acc;
+    }
+    return absl::OkStatus();
+  }
   std::fill(out, out + rows, 0.0f);
   for (size_t g = 0; g < groups; ++g) {
     for (uint64_t k = 0; k < acc_off[g + 1] - acc_off[g]; ++k) {
-      out[first_row[g] + k] += scratch_[acc_off[g] + k];
+      out[first_seg[g] + k] += scratch_[acc_off[g] + k];
     }
   }
   const float sx = Sum(x, cols);
@@ -463,9 +519,12 @@ absl::Status Llama::MatVec(const Mat& m, const float* x, float* out) {
 absl::Status Llama::ReadRange(int tensor, uint64_t begin, uint64_t count, float* out) {
   const Reader& r = model_->reader();
   const TensorInfo& ti = r.tensors()[tensor];
-  const uint64_t es = ti.quantized() ? 1 : 4;
+  const uint64_t es = ti.element_size();
   const uint64_t b0 = begin * es, b1 = (begin + count) * es;
   std::vector<uint8_t> buf;
+  // RAW elements may straddle chunks (an F64 element at a chunk boundary
+  // that is a multiple of 4 only): gather the bytes, then convert.
+  std::vector<uint8_t> raw(ti.raw() ? b1 - b0 : 0);
   for (size_t c = 0; c < ti.chunks.size(); ++c) {
     const ChunkInfo& ch = ti.chunks[c];
     const uint64_t c0 = ch.decoded_offset, c1 = c0 + ch.decoded_size;
@@ -474,7 +533,9 @@ absl::Status Llama::ReadRange(int tensor, uint64_t begin, uint64_t count, float*
     TQM_RETURN_IF_ERROR(r.DecodeChunk(tensor, c, absl::MakeSpan(buf),
                                       model_->options().verify_checksums));
     const uint64_t lo = std::max(b0, c0), hi = std::min(b1, c1);
-    if (es == 4) {
+    if (ti.raw()) {
+      std::memcpy(raw.data() + (lo - b0), buf.data() + (lo - c0), hi - lo);
+    } else if (!ti.quantized()) {
       std::memcpy(reinterpret_cast<uint8_t*>(out) + (lo - b0), buf.data() + (lo - c0),
                   hi - lo);
     } else {
@@ -482,7 +543,28 @@ absl::Status Llama::ReadRange(int tensor, uint64_t begin, uint64_t count, float*
                       absl::MakeSpan(out + (lo - b0), hi - lo));
     }
   }
+  if (ti.raw()) RawToFloat(ti.source_dtype, raw.data(), count, out);
   return absl::OkStatus();
+}
+
+void Llama::GroupSums(const Mat& m, const float* x) {
+  group_sums_.resize(m.per_row);
+  for (uint64_t g = 0; g < m.per_row; ++g) {
+    const uint64_t c0 = g * m.group;
+    group_sums_[g] = Sum(x + c0, std::min(m.group, m.cols - c0));
+  }
+}
+
+absl::StatusOr<const float*> Llama::RawAsFloat(const TensorView& v) {
+  // Verbatim tensors (float16/bfloat16 kept as the source stored them) are
+  // converted to float32 once and kept for the life of the runtime, in every
+  // mode: the kernels here compute on float32 or uint8 codes only.
+  std::vector<float>& f = raw_f32_[v.tensor];
+  if (f.size() != v.info->numel) {
+    f.resize(v.info->numel);
+    TQM_RETURN_IF_ERROR(v.ToFloat(absl::MakeSpan(f)));
+  }
+  return f.data();
 }
 
 absl::Status Llama::Norm(const LayerHandle* h, const Weight& w, const float* x,
@@ -490,7 +572,7 @@ absl::Status Llama::Norm(const LayerHandle* h, const Weight& w, const float* x,
   const TensorView& v = h->tensors()[w.view];
   const float* weights = v.f32.data();
   if (weights == nullptr) {
-    if (!v.q.empty()) {
+    if (!v.q.empty() || !v.raw.empty()) {
       TQM_RETURN_IF_ERROR(v.ToFloat(absl::MakeSpan(norm_tmp_.data(), v.info->numel)));
     } else {
       TQM_RETURN_IF_ERROR(ReadRange(w.tensor, 0, v.info->numel, norm_tmp_.data()));
@@ -507,11 +589,11 @@ absl::Status Llama::EmbeddingRow(int token, float* out) {
   const uint64_t dim = config_.dim, off = static_cast<uint64_t>(token) * dim;
   if (!v.f32.empty()) {
     std::memcpy(out, v.f32.data() + off, dim * sizeof(float));
+  } else if (!v.raw.empty()) {
+    RawToFloat(v.info->source_dtype, v.raw.data() + off * v.info->element_size(), dim,
+               out);
   } else if (!v.q.empty()) {
-    const Affine& a = v.RowAffine(token);
-    for (uint64_t i = 0; i < dim; ++i) {
-      out[i] = a.scale * (static_cast<float>(v.q[off + i]) - a.zero);
-    }
+    DequantizeRange(*v.info, off, v.q.subspan(off, dim), absl::MakeSpan(out, dim));
   } else {
     TQM_RETURN_IF_ERROR(ReadRange(w.tensor, off, dim, out));
   }

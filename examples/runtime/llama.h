@@ -6,12 +6,18 @@
 //   decoded-f32  every layer dequantized to float32 once and kept
 //   int8         every layer decoded to uint8 once and kept; matrix-vector
 //                products on uint8 with the affine parameters:
-//                dot(x, s * (q - z)) = s * (dot(x, q) - z * sum(x))
+//                dot(x, s * (q - z)) = s * (dot(x, q) - z * sum(x)), per
+//                row, or summed over a row's groups for group storage:
+//                sum_g s_g * (dot(x_g, q_g) - z_g * sum(x_g))
 //   stream       layers decoded on demand within a memory budget, evicted
 //                and decoded again, the next layer prefetched in the
 //                background while the current one computes
 //   fused        no layer materialised: each product decodes the compressed
 //                chunks straight into the dot products
+//
+// Every storage runs in every mode: per-tensor, per-row and per-group
+// parameters at any code width (the kernels see uint8 codes either way), and
+// verbatim (RAW) tensors, which are converted to float32 once and kept.
 //
 // ReferenceLlama is the plain float32 forward pass (run.c's loops) used as
 // the yardstick in tests and measurements.
@@ -25,6 +31,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/types/span.h"
@@ -109,6 +116,9 @@ class Llama {
   absl::Status Norm(const LayerHandle* h, const Weight& w, const float* x, float* out);
   absl::Status EmbeddingRow(int token, float* out);
   absl::Status ReadRange(int tensor, uint64_t begin, uint64_t count, float* out);
+  // group_sums_[g] = the sum of x over the columns of group g (group storage).
+  void GroupSums(const Mat& m, const float* x);
+  absl::StatusOr<const float*> RawAsFloat(const TensorView& v);
   absl::Status Layer(int l, const LayerHandle& h, int pos);
 
   LlamaConfig config_;
@@ -121,7 +131,9 @@ class Llama {
   LayerHandle globals_;
   // Activations and the KV cache.
   std::vector<float> x_, xb_, xb2_, hb_, hb2_, q_, att_, logits_, scratch_;
-  std::vector<float> norm_tmp_;
+  std::vector<float> norm_tmp_, group_sums_, seg_acc_;
+  // Verbatim (RAW storage) tensors converted to float32, by reader index.
+  absl::flat_hash_map<int, std::vector<float>> raw_f32_;
   struct Free {
     void operator()(float* p) const;
   };
