@@ -61,6 +61,8 @@ inline std::string ExerciseSource(tqm::TensorSource& src, const std::string& nam
                                   uint64_t input_size, ReadStats* stats) {
   absl::flat_hash_set<std::string> names;
   std::vector<float> out;
+  std::string raw;
+  tqm::QuantizedTensor quantized;
   for (size_t i = 0; i < src.tensors().size(); ++i) {
     const tqm::SourceTensor& t = src.tensors()[i];
     if (t.name.empty() || !names.insert(t.name).second) {
@@ -74,16 +76,34 @@ inline std::string ExerciseSource(tqm::TensorSource& src, const std::string& nam
     if (overflow || numel > input_size) {
       return "tensor '" + t.name + "' has more elements than the input can hold";
     }
-    if (numel * 4 > kMaxReadBytes) continue;
-    absl::Status s = src.Read(i, &out);
+    if (numel * 8 > kMaxReadBytes) continue;
+    // Each kind through its own call: verbatim tensors as bytes, already
+    // quantized ones as codes (and dequantized), float ones as float32.
+    absl::Status s;
+    uint64_t got = 0;
+    if (t.kind == tqm::TensorKind::kRaw) {
+      s = src.ReadRaw(i, &raw);
+      got = tqm::DTypeSize(t.dtype) ? raw.size() / tqm::DTypeSize(t.dtype) : 0;
+      if (s.ok() && raw.size() != numel * tqm::DTypeSize(t.dtype)) {
+        return "tensor '" + t.name + "' read the wrong byte count";
+      }
+    } else {
+      if (t.kind == tqm::TensorKind::kQuantized) {
+        s = src.ReadQuantized(i, &quantized);
+        if (s.ok() && quantized.codes.size() != numel) {
+          return "tensor '" + t.name + "' read the wrong code count";
+        }
+      }
+      if (s.ok()) s = src.Read(i, &out);
+      got = out.size();
+    }
     if (!s.ok()) {
       const std::string problem = RejectionProblem(s, name);
       if (!problem.empty()) return "reading '" + t.name + "': " + problem;
       ++stats->read_errors;
       continue;
     }
-    if (out.size() != numel)
-      return "tensor '" + t.name + "' read the wrong element count";
+    if (got != numel) return "tensor '" + t.name + "' read the wrong element count";
     ++stats->tensors_read;
   }
   // Out-of-range indexes are caller errors, not crashes.

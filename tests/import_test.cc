@@ -694,7 +694,14 @@ TEST(Safetensors, RejectsCorruptFiles) {
   std::string past_eof;
   AppendU64(&past_eof, 1000);
   past_eof += "{}" + std::string(10, ' ');
+  // A header of values two bytes each (an array bomb): bounded before it
+  // costs ~50x its size in parsed values.
+  std::string bomb = R"({"t":{"dtype":"F32","shape":[)";
+  for (int k = 0; k < 100000; ++k) bomb += "0,";
+  bomb += R"(0],"data_offsets":[0,0]}})";
   const SafetensorsBadCase cases[] = {
+      {"value_bomb", RawSafetensors(bomb, 0), absl::StatusCode::kResourceExhausted,
+       "values at byte"},
       {"too_short", std::string(4, '\0'), kLoss, "too short"},
       {"header_len_past_eof", past_eof, kLoss, "exceeds the 12 bytes after it"},
       {"header_len_huge", huge_len, absl::StatusCode::kResourceExhausted,
@@ -829,7 +836,7 @@ TEST(Safetensors, RejectsCorruptFiles) {
        RawSafetensors(OneTensor(R"("dtype":"F32","shape":[[[[[[[[[[1]]]]]]]]]],)"
                                 R"("data_offsets":[0,4])"),
                       4),
-       kLoss, "nesting"},
+       absl::StatusCode::kResourceExhausted, "nesting"},
       {"bad_metadata_int",
        RawSafetensors(R"({"__metadata__":{"llama.n_heads":"eight"}})", 0), kLoss,
        "llama.n_heads=\"eight\" is not an integer"},

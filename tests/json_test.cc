@@ -230,6 +230,16 @@ TEST(Json, EveryPrefixRejected) {
   }
 }
 
+TEST(Json, MaxValuesBoundsWhatIsParsed) {
+  ParseOptions o;
+  o.max_values = 5;
+  EXPECT_TRUE(Parse("[1,2,3,4]", o).ok());  // the array and 4 numbers
+  auto r = Parse("[1,2,3,4,5]", o);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_NE(r.status().message().find("more than 5 values"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace json
 }  // namespace tqm

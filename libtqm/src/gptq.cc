@@ -91,11 +91,9 @@ absl::Status CheckOptions(const GptqOptions& o) {
         absl::StrFormat("bit width %d is not 1..8", o.bits));
   }
   if (o.granularity == Granularity::kGroup &&
-      (o.group_size == 0 || o.group_size > format::kMaxGroupSize ||
-       o.group_size % format::kGroupSizeMultiple != 0)) {
+      (o.group_size == 0 || o.group_size > format::kMaxGroupSize)) {
     return absl::InvalidArgumentError(absl::StrFormat(
-        "group size %d is not a multiple of %d in %d..%d", o.group_size,
-        format::kGroupSizeMultiple, format::kGroupSizeMultiple, format::kMaxGroupSize));
+        "group size %d is not 1..%d", o.group_size, format::kMaxGroupSize));
   }
   if (o.block_size == 0) return absl::InvalidArgumentError("block size must be positive");
   if (!(o.dampening >= 0) || !std::isfinite(o.dampening)) {

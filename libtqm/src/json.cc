@@ -188,6 +188,10 @@ class Parser {
 
   absl::Status ParseValue(int depth, Value* out) {
     if (AtEnd()) return Error("expected a value, got end of input");
+    if (++values_ > options_.max_values) {
+      return absl::ResourceExhaustedError(absl::StrFormat(
+          "JSON: more than %d values at byte %d", options_.max_values, pos_));
+    }
     switch (Peek()) {
       case '{':
         return ParseObject(depth + 1, out);
@@ -482,6 +486,7 @@ class Parser {
   std::string_view text_;
   ParseOptions options_;
   size_t pos_ = 0;
+  size_t values_ = 0;
 };
 
 }  // namespace

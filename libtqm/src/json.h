@@ -87,6 +87,11 @@ struct Member {
 struct ParseOptions {
   size_t max_size = 100u << 20;  // bytes of input
   int max_depth = 64;            // nested arrays/objects
+  // Values parsed (every scalar, array and object counts one). A parsed
+  // Value costs about 100 bytes however short its text ("0," is two
+  // bytes), so a reader of untrusted text bounds its memory by a multiple
+  // of the input with this.
+  size_t max_values = SIZE_MAX;
 };
 
 // Parses `text` as one JSON value. Error messages read

@@ -686,11 +686,18 @@ absl::StatusOr<std::unique_ptr<SafetensorsSource>> OpenFile(
   json::ParseOptions options;
   options.max_size = kMaxHeaderSize;
   options.max_depth = 8;  // root object -> tensor object -> shape array
+  // A real header spends 8 or more bytes a value (a tensor entry is about
+  // 100 bytes for 8 values); at most one value per 6 bytes keeps the parsed
+  // header within about 17x its size (a Value is about 100 bytes).
+  options.max_values = header.size() / 6 + 1024;
   absl::StatusOr<json::Value> parsed = json::Parse(header, options);
   if (!parsed.ok()) {
-    return absl::DataLossError(
-        absl::StrFormat("%s: safetensors header (offset 8, %d bytes): %s", path,
-                        header_len, parsed.status().message()));
+    return absl::Status(
+        parsed.status().code() == absl::StatusCode::kResourceExhausted
+            ? absl::StatusCode::kResourceExhausted
+            : absl::StatusCode::kDataLoss,
+        absl::StrFormat("%s: safetensors header (offset 8, %d bytes): %s", path, header_len,
+                        parsed.status().message()));
   }
   if (!parsed->is_object()) return Corrupt(path, "not a JSON object");
 
