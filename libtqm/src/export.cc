@@ -10,12 +10,16 @@
 #include <sys/types.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cmath>
+#include <condition_variable>
 #include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <mutex>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -24,6 +28,7 @@
 #include "atomic_file.h"
 #include "import_internal.h"
 #include "llama_names.h"
+#include "tqm/loader.h"
 #include "tqm/metadata.h"
 #include "tqm/safetensors.h"
 #include "tqm/source.h"
@@ -421,12 +426,150 @@ struct WriteSpec {
   // Nonzero: q_proj/k_proj rows go from the Meta to the Hugging Face rotary
   // layout, per head of this many rows.
   uint64_t meta_to_hf_head = 0;
+  unsigned threads = 1;  // SafetensorsExportOptions::threads
 };
 
 bool PermutedToHf(const WriteSpec& spec, const TensorInfo& t) {
   return spec.meta_to_hf_head != 0 && t.dims.size() == 2 &&
          (internal::IsQProj(t.name) || internal::IsKProj(t.name));
 }
+
+// Decodes the chunks of tensor `t` into `out` (byte_size bytes) on `pool`.
+// A failure reports the first failing chunk in file order, as
+// Reader::DecodeTensor does, whatever the thread count.
+absl::Status DecodeTensorOn(const Reader& r, size_t t, absl::Span<uint8_t> out,
+                            ThreadPool& pool) {
+  const TensorInfo& ti = r.tensors()[t];
+  if (out.size() != ti.byte_size || pool.threads() == 1 || ti.chunks.size() < 2) {
+    return r.DecodeTensor(t, out);
+  }
+  std::vector<absl::Status> status(ti.chunks.size());
+  pool.ParallelFor(ti.chunks.size(), [&](size_t c) {
+    const ChunkInfo& ch = ti.chunks[c];
+    status[c] = r.DecodeChunk(t, c, out.subspan(ch.decoded_offset, ch.decoded_size));
+  });
+  for (absl::Status& s : status) TQM_RETURN_IF_ERROR(s);
+  return absl::OkStatus();
+}
+
+// Reader::ReadFloat with the chunks of `t` decoded (and dequantized) on
+// `pool`; the same values and the same first error.
+absl::Status ReadFloatOn(const Reader& r, size_t t, absl::Span<float> out, ThreadPool& pool) {
+  const TensorInfo& ti = r.tensors()[t];
+  if (out.size() != ti.numel || ti.raw() || pool.threads() == 1 || ti.chunks.size() < 2) {
+    return r.ReadFloat(t, out);
+  }
+  if (ti.storage == format::kStorageF32) {
+    return DecodeTensorOn(
+        r, t, absl::MakeSpan(reinterpret_cast<uint8_t*>(out.data()), out.size() * 4), pool);
+  }
+  // Quantized: one byte per element, so a chunk's decoded range is its
+  // element range.
+  std::vector<absl::Status> status(ti.chunks.size());
+  pool.ParallelFor(ti.chunks.size(), [&](size_t c) {
+    const ChunkInfo& ch = ti.chunks[c];
+    thread_local std::vector<uint8_t> scratch;
+    scratch.resize(ch.decoded_size);
+    status[c] = r.DecodeChunk(t, c, absl::MakeSpan(scratch));
+    if (status[c].ok()) {
+      DequantizeRange(ti, ch.decoded_offset, scratch,
+                      out.subspan(ch.decoded_offset, ch.decoded_size));
+    }
+  });
+  for (absl::Status& s : status) TQM_RETURN_IF_ERROR(s);
+  return absl::OkStatus();
+}
+
+// Writes blocks of output bytes in the order given. With `background`, a
+// thread of its own writes while the caller decodes the next tensor; at most
+// one block waits and two written ones are kept, so memory stays at a few
+// tensors' worth. Used blocks come back through Recycle() so that steady
+// state allocates nothing.
+class OrderedWriter {
+ public:
+  OrderedWriter(SafetensorsWriter& w, bool background) : w_(w) {
+    if (background) thread_ = std::thread([this] { Loop(); });
+  }
+  ~OrderedWriter() { Stop(); }
+
+  // Queues `bytes` (taken); waits while a block is already queued. Returns
+  // the first write error so far.
+  absl::Status Write(std::vector<uint8_t> bytes) {
+    if (!thread_.joinable()) {
+      absl::Status s = w_.Write(bytes);
+      if (spare_.size() < 2) spare_.push_back(std::move(bytes));
+      return s;
+    }
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait(lock, [&] { return !queued_ || !error_.ok(); });
+    if (!error_.ok()) return error_;
+    block_ = std::move(bytes);
+    queued_ = true;
+    cv_.notify_all();
+    return absl::OkStatus();
+  }
+
+  // An empty vector, or a written block's storage to reuse.
+  std::vector<uint8_t> Recycle() {
+    std::lock_guard<std::mutex> lock(mu_);
+    std::vector<uint8_t> b;
+    if (!spare_.empty()) {
+      b = std::move(spare_.back());
+      spare_.pop_back();
+    }
+    return b;
+  }
+
+  // Waits until every queued block is written; returns the first error.
+  absl::Status Flush() {
+    if (!thread_.joinable()) return absl::OkStatus();
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait(lock, [&] { return (!queued_ && !writing_) || !error_.ok(); });
+    return error_;
+  }
+
+ private:
+  void Loop() {
+    std::unique_lock<std::mutex> lock(mu_);
+    for (;;) {
+      cv_.wait(lock, [&] { return queued_ || stop_; });
+      if (!queued_) return;
+      std::vector<uint8_t> b = std::move(block_);
+      queued_ = false;
+      writing_ = true;
+      cv_.notify_all();
+      absl::Status s = absl::OkStatus();
+      if (error_.ok()) {
+        lock.unlock();
+        s = w_.Write(b);
+        lock.lock();
+      }
+      writing_ = false;
+      if (!s.ok() && error_.ok()) error_ = s;
+      if (spare_.size() < 2) spare_.push_back(std::move(b));
+      cv_.notify_all();
+    }
+  }
+
+  void Stop() {
+    if (!thread_.joinable()) return;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+
+  SafetensorsWriter& w_;
+  std::thread thread_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<uint8_t> block_;
+  bool queued_ = false, writing_ = false, stop_ = false;
+  absl::Status error_;
+  std::vector<std::vector<uint8_t>> spare_;
+};
 
 absl::Status WriteSafetensorsFile(const Reader& r, const std::string& out,
                                   const WriteSpec& spec) {
@@ -450,23 +593,31 @@ absl::Status WriteSafetensorsFile(const Reader& r, const std::string& out,
   }
   TQM_ASSIGN_OR_RETURN(std::unique_ptr<SafetensorsWriter> w,
                        SafetensorsWriter::Create(out, entries, spec.metadata));
-  auto bytes_of = [](const auto& v) {
-    return absl::Span<const uint8_t>(reinterpret_cast<const uint8_t*>(v.data()),
-                                     v.size() * sizeof(v[0]));
+  unsigned threads = spec.threads;
+  if (threads == 0) threads = std::max(1u, std::thread::hardware_concurrency());
+  ThreadPool pool(static_cast<int>(std::min(threads, 1024u)));
+  OrderedWriter writer(*w, threads > 1);
+  auto block_of = [&](uint64_t bytes) {
+    std::vector<uint8_t> b = writer.Recycle();
+    b.resize(bytes);
+    return b;
   };
-  std::vector<uint8_t> q;
+  auto floats_to_block = [&](const std::vector<float>& v) {
+    std::vector<uint8_t> b = block_of(v.size() * sizeof(float));
+    if (!v.empty()) std::memcpy(b.data(), v.data(), b.size());
+    return b;
+  };
   std::vector<float> f;
-  std::vector<uint16_t> h;
   for (size_t i = 0; i < r.tensors().size(); ++i) {
     const TensorInfo& t = r.tensors()[i];
     if (t.raw() || (u8 && t.quantized())) {
-      q.resize(t.byte_size);
-      TQM_RETURN_IF_ERROR(r.DecodeTensor(i, absl::MakeSpan(q)));
+      std::vector<uint8_t> q = block_of(t.byte_size);
+      TQM_RETURN_IF_ERROR(DecodeTensorOn(r, i, absl::MakeSpan(q), pool));
       if (t.raw() && PermutedToHf(spec, t)) {
         internal::PermuteRows(q.data(), t.dims[0], t.dims[1] * t.element_size(), spec.meta_to_hf_head,
                     /*hf_to_meta=*/false);
       }
-      TQM_RETURN_IF_ERROR(w->Write(q));
+      TQM_RETURN_IF_ERROR(writer.Write(std::move(q)));
       if (t.raw()) continue;
       std::vector<float> scale, zero;
       scale.reserve(t.affine.size());
@@ -475,31 +626,51 @@ absl::Status WriteSafetensorsFile(const Reader& r, const std::string& out,
         scale.push_back(a.scale);
         zero.push_back(a.zero);
       }
-      TQM_RETURN_IF_ERROR(w->Write(bytes_of(scale)));
-      TQM_RETURN_IF_ERROR(w->Write(bytes_of(zero)));
+      TQM_RETURN_IF_ERROR(writer.Write(floats_to_block(scale)));
+      TQM_RETURN_IF_ERROR(writer.Write(floats_to_block(zero)));
+      continue;
+    }
+    const bool permute = PermutedToHf(spec, t);
+    if (u8 || type == SafetensorsExportType::kF32) {
+      // Decoded straight into the block that is written (operator new
+      // aligns it for float).
+      std::vector<uint8_t> b = block_of(t.numel * sizeof(float));
+      absl::Span<float> fv(reinterpret_cast<float*>(b.data()), t.numel);
+      TQM_RETURN_IF_ERROR(ReadFloatOn(r, i, fv, pool));
+      if (permute) internal::MetaToHfRows(fv, t.dims[0], t.dims[1], spec.meta_to_hf_head);
+      TQM_RETURN_IF_ERROR(writer.Write(std::move(b)));
       continue;
     }
     f.resize(t.numel);
-    TQM_RETURN_IF_ERROR(r.ReadFloat(i, absl::MakeSpan(f)));
-    if (PermutedToHf(spec, t)) {
-      internal::MetaToHfRows(absl::MakeSpan(f), t.dims[0], t.dims[1], spec.meta_to_hf_head);
-    }
-    if (u8 || type == SafetensorsExportType::kF32) {
-      TQM_RETURN_IF_ERROR(w->Write(bytes_of(f)));
-      continue;
-    }
-    h.resize(f.size());
+    TQM_RETURN_IF_ERROR(ReadFloatOn(r, i, absl::MakeSpan(f), pool));
+    if (permute) internal::MetaToHfRows(absl::MakeSpan(f), t.dims[0], t.dims[1], spec.meta_to_hf_head);
+    std::vector<uint8_t> b = block_of(f.size() * sizeof(uint16_t));
+    uint16_t* h = reinterpret_cast<uint16_t*>(b.data());
     const bool bf16 = type == SafetensorsExportType::kBF16;
-    for (size_t j = 0; j < f.size(); ++j) {
-      h[j] = bf16 ? internal::FloatToBFloat16(f[j]) : internal::FloatToHalf(f[j]);
-      if ((h[j] & 0x7FFF) == (bf16 ? 0x7F80 : 0x7C00) && std::isfinite(f[j])) {
-        return absl::InvalidArgumentError(absl::StrFormat(
-            "%s: tensor %s: value %g at element %d is out of the range of %s", r.name(),
-            t.name, f[j], j, float_dtype));
+    // Converted in runs on the pool; the first value out of range (in
+    // element order) is the one reported.
+    constexpr size_t kRun = size_t{1} << 18;
+    const size_t runs = (f.size() + kRun - 1) / kRun;
+    std::vector<size_t> bad(runs, f.size());
+    pool.ParallelFor(runs, [&](size_t k) {
+      const size_t end = std::min(f.size(), (k + 1) * kRun);
+      for (size_t j = k * kRun; j < end; ++j) {
+        h[j] = bf16 ? internal::FloatToBFloat16(f[j]) : internal::FloatToHalf(f[j]);
+        if ((h[j] & 0x7FFF) == (bf16 ? 0x7F80 : 0x7C00) && std::isfinite(f[j])) {
+          bad[k] = j;
+          return;
+        }
       }
+    });
+    for (size_t j : bad) {
+      if (j == f.size()) continue;
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "%s: tensor %s: value %g at element %d is out of the range of %s", r.name(),
+          t.name, f[j], j, float_dtype));
     }
-    TQM_RETURN_IF_ERROR(w->Write(bytes_of(h)));
+    TQM_RETURN_IF_ERROR(writer.Write(std::move(b)));
   }
+  TQM_RETURN_IF_ERROR(writer.Flush());
   return w->Finish();
 }
 
@@ -509,6 +680,7 @@ absl::Status ExportSafetensors(const Reader& r, const std::string& out,
                                const SafetensorsExportOptions& options) {
   WriteSpec spec;
   spec.type = options.type;
+  spec.threads = options.threads;
   for (const MetaEntry& e : r.metadata()) {
     switch (e.value.type) {
       case format::kMetaInt64:
@@ -661,6 +833,7 @@ absl::Status ExportHuggingFace(const Reader& r, const std::string& dir,
 
   WriteSpec spec;
   spec.type = options.type;
+  spec.threads = options.threads;
   spec.metadata.push_back({"format", "pt"});
   if (!d.rope_hf) spec.meta_to_hf_head = static_cast<uint64_t>(d.head_size());
   {
