@@ -42,10 +42,14 @@
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
 #define TQM_LANES_X86 1
+#else
+#define TQM_LANES_X86 0  // also a value in expressions (HaveAvx2Bmi2)
 #endif
 #if defined(__aarch64__) && defined(__ARM_NEON) && defined(__GNUC__)
 #include <arm_neon.h>
 #define TQM_LANES_NEON 1
+#else
+#define TQM_LANES_NEON 0
 #endif
 
 #include "absl/strings/str_format.h"
