@@ -17,6 +17,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -480,11 +481,33 @@ absl::Status ReadFloatOn(const Reader& r, size_t t, absl::Span<float> out, Threa
   return absl::OkStatus();
 }
 
+// Output bytes of one write. Storage is not zeroed (every byte is written
+// before the block is) and is kept at its largest size across reuses.
+class Block {
+ public:
+  uint8_t* data() const { return data_.get(); }
+  size_t size() const { return size_; }
+  size_t capacity() const { return capacity_; }
+  absl::Span<uint8_t> span() const { return absl::MakeSpan(data(), size_); }
+  // Sets the size; contents are unspecified. new[] aligns for float.
+  void Resize(size_t n) {
+    if (n > capacity_) {
+      data_.reset(new uint8_t[n]);
+      capacity_ = n;
+    }
+    size_ = n;
+  }
+
+ private:
+  std::unique_ptr<uint8_t[]> data_;
+  size_t size_ = 0, capacity_ = 0;
+};
+
 // Writes blocks of output bytes in the order given. With `background`, a
 // thread of its own writes while the caller decodes the next tensor; at most
-// one block waits and two written ones are kept, so memory stays at a few
+// one block waits and three written ones are kept, so memory stays at a few
 // tensors' worth. Used blocks come back through Recycle() so that steady
-// state allocates nothing.
+// state neither allocates nor faults in fresh pages.
 class OrderedWriter {
  public:
   OrderedWriter(SafetensorsWriter& w, bool background) : w_(w) {
@@ -494,10 +517,10 @@ class OrderedWriter {
 
   // Queues `bytes` (taken); waits while a block is already queued. Returns
   // the first write error so far.
-  absl::Status Write(std::vector<uint8_t> bytes) {
+  absl::Status Write(Block bytes) {
     if (!thread_.joinable()) {
-      absl::Status s = w_.Write(bytes);
-      if (spare_.size() < 2) spare_.push_back(std::move(bytes));
+      absl::Status s = w_.Write(bytes.span());
+      Keep(std::move(bytes));
       return s;
     }
     std::unique_lock<std::mutex> lock(mu_);
@@ -509,14 +532,29 @@ class OrderedWriter {
     return absl::OkStatus();
   }
 
-  // An empty vector, or a written block's storage to reuse.
-  std::vector<uint8_t> Recycle() {
-    std::lock_guard<std::mutex> lock(mu_);
-    std::vector<uint8_t> b;
-    if (!spare_.empty()) {
-      b = std::move(spare_.back());
-      spare_.pop_back();
+  // A block of `bytes` bytes: the smallest written block that holds them,
+  // else the largest one grown, else a new one.
+  Block Recycle(size_t bytes) {
+    Block b;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      size_t best = spare_.size();
+      for (size_t i = 0; i < spare_.size(); ++i) {
+        const size_t cap = spare_[i].capacity();
+        if (best == spare_.size()) {
+          best = i;
+          continue;
+        }
+        const size_t have = spare_[best].capacity();
+        const bool fits = cap >= bytes, best_fits = have >= bytes;
+        if (fits ? (!best_fits || cap < have) : (!best_fits && cap > have)) best = i;
+      }
+      if (best != spare_.size()) {
+        b = std::move(spare_[best]);
+        spare_.erase(spare_.begin() + best);
+      }
     }
+    b.Resize(bytes);
     return b;
   }
 
@@ -534,21 +572,29 @@ class OrderedWriter {
     for (;;) {
       cv_.wait(lock, [&] { return queued_ || stop_; });
       if (!queued_) return;
-      std::vector<uint8_t> b = std::move(block_);
+      Block b = std::move(block_);
       queued_ = false;
       writing_ = true;
       cv_.notify_all();
       absl::Status s = absl::OkStatus();
       if (error_.ok()) {
         lock.unlock();
-        s = w_.Write(b);
+        s = w_.Write(b.span());
         lock.lock();
       }
       writing_ = false;
       if (!s.ok() && error_.ok()) error_ = s;
-      if (spare_.size() < 2) spare_.push_back(std::move(b));
+      KeepLocked(std::move(b));
       cv_.notify_all();
     }
+  }
+
+  void Keep(Block b) {
+    std::lock_guard<std::mutex> lock(mu_);
+    KeepLocked(std::move(b));
+  }
+  void KeepLocked(Block b) {
+    if (spare_.size() < 3) spare_.push_back(std::move(b));
   }
 
   void Stop() {
@@ -565,10 +611,10 @@ class OrderedWriter {
   std::thread thread_;
   std::mutex mu_;
   std::condition_variable cv_;
-  std::vector<uint8_t> block_;
+  Block block_;
   bool queued_ = false, writing_ = false, stop_ = false;
   absl::Status error_;
-  std::vector<std::vector<uint8_t>> spare_;
+  std::vector<Block> spare_;
 };
 
 absl::Status WriteSafetensorsFile(const Reader& r, const std::string& out,
@@ -603,13 +649,9 @@ absl::Status WriteSafetensorsFile(const Reader& r, const std::string& out,
   if (stored < (uint64_t{1} << 20)) threads = 1;
   ThreadPool pool(static_cast<int>(std::min(threads, 1024u)));
   OrderedWriter writer(*w, threads > 1);
-  auto block_of = [&](uint64_t bytes) {
-    std::vector<uint8_t> b = writer.Recycle();
-    b.resize(bytes);
-    return b;
-  };
+  auto block_of = [&](uint64_t bytes) { return writer.Recycle(bytes); };
   auto floats_to_block = [&](const std::vector<float>& v) {
-    std::vector<uint8_t> b = block_of(v.size() * sizeof(float));
+    Block b = block_of(v.size() * sizeof(float));
     if (!v.empty()) std::memcpy(b.data(), v.data(), b.size());
     return b;
   };
@@ -617,8 +659,8 @@ absl::Status WriteSafetensorsFile(const Reader& r, const std::string& out,
   for (size_t i = 0; i < r.tensors().size(); ++i) {
     const TensorInfo& t = r.tensors()[i];
     if (t.raw() || (u8 && t.quantized())) {
-      std::vector<uint8_t> q = block_of(t.byte_size);
-      TQM_RETURN_IF_ERROR(DecodeTensorOn(r, i, absl::MakeSpan(q), pool));
+      Block q = block_of(t.byte_size);
+      TQM_RETURN_IF_ERROR(DecodeTensorOn(r, i, q.span(), pool));
       if (t.raw() && PermutedToHf(spec, t)) {
         internal::PermuteRows(q.data(), t.dims[0], t.dims[1] * t.element_size(), spec.meta_to_hf_head,
                     /*hf_to_meta=*/false);
@@ -638,9 +680,8 @@ absl::Status WriteSafetensorsFile(const Reader& r, const std::string& out,
     }
     const bool permute = PermutedToHf(spec, t);
     if (u8 || type == SafetensorsExportType::kF32) {
-      // Decoded straight into the block that is written (operator new
-      // aligns it for float).
-      std::vector<uint8_t> b = block_of(t.numel * sizeof(float));
+      // Decoded straight into the block that is written.
+      Block b = block_of(t.numel * sizeof(float));
       absl::Span<float> fv(reinterpret_cast<float*>(b.data()), t.numel);
       TQM_RETURN_IF_ERROR(ReadFloatOn(r, i, fv, pool));
       if (permute) internal::MetaToHfRows(fv, t.dims[0], t.dims[1], spec.meta_to_hf_head);
@@ -650,7 +691,7 @@ absl::Status WriteSafetensorsFile(const Reader& r, const std::string& out,
     f.resize(t.numel);
     TQM_RETURN_IF_ERROR(ReadFloatOn(r, i, absl::MakeSpan(f), pool));
     if (permute) internal::MetaToHfRows(absl::MakeSpan(f), t.dims[0], t.dims[1], spec.meta_to_hf_head);
-    std::vector<uint8_t> b = block_of(f.size() * sizeof(uint16_t));
+    Block b = block_of(f.size() * sizeof(uint16_t));
     uint16_t* h = reinterpret_cast<uint16_t*>(b.data());
     const bool bf16 = type == SafetensorsExportType::kBF16;
     // Converted in runs on the pool; the first value out of range (in
