@@ -72,9 +72,9 @@ int main(int argc, char** argv) {
       "also write the embedded llama2.c tokenizer (for run.c -z) to this file; "
       "both outputs appear together or not at all");
   tqm::AddThreadsOption(app, &threads,
-                        "safetensors and hf: decode each tensor's chunks on this many "
-                        "threads while the previous tensor is written (0: all cores); "
-                        "the output does not depend on it. gguf and llama2c: one thread");
+                        "safetensors and hf: one thread writes while the others decode "
+                        "the next tensor's chunks (0: all cores); the output does not "
+                        "depend on it. gguf and llama2c: one thread");
   tqm::AddQuietFlag(app, &quiet, "no progress bar and no summary (not even --json's)");
   tqm::AddJsonFlag(app, &json);
   TQM_PARSE_COMMAND_LINE(app, argc, argv);

@@ -67,10 +67,9 @@ struct SafetensorsExportOptions {
   // (I64, BOOL, F64, F16, ...) and their bytes verbatim, so they come back
   // bit-exact; 0-d tensors get shape [] and empty ones their zero dimension.
   SafetensorsExportType type = SafetensorsExportType::kF32;
-  // Threads (0: all cores). Above 1, the chunks of each tensor are decoded
-  // and converted in parallel while another thread writes the previous
-  // tensor; the bytes written and the first error reported do not depend on
-  // it.
+  // Threads (0: all cores). Above 1, one of them writes the previous tensor
+  // while the others decode and convert the chunks of the next in parallel;
+  // the bytes written and the first error reported do not depend on it.
   unsigned threads = 1;
 };
 
