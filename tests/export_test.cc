@@ -522,6 +522,103 @@ TEST(ExportSafetensors, F16RangeChecked) {
   EXPECT_TRUE(ExportSafetensors(*r, dir.File("big.safetensors"), opt).ok());
 }
 
+// ---- threads ----
+
+// Tensors of many small chunks, so that each is decoded on several threads:
+// a Llama-shaped model (dim 256) with 4 KiB chunks, and a long float32
+// tensor with two values beyond float16's range in different conversion
+// runs (2^18 elements each).
+MemorySource ManyChunkModel() {
+  MemorySource m = tqm_test::SmallModel(2, 256, 512, 300);
+  m.AddMeta({meta_keys::kHeads, MetaValue::Int(4)});
+  std::vector<float> wide = tqm_test::Gaussian(700000, 9, 1.0f);
+  wide[650000] = 2e6f;
+  wide[300001] = -1e6f;
+  m.Add("wide", {700000}, wide);
+  return m;
+}
+
+// Exports with 2 and 4 threads (chunks decoded in parallel, written by a
+// thread of their own) give the bytes of the one-thread export, in every
+// type and for the Hugging Face directory; errors are the ones one thread
+// reports first, whatever thread meets them.
+TEST(ExportThreads, SameBytesAndSameFirstErrorOnAnyThreadCount) {
+  TempDir dir;
+  MemorySource m = ManyChunkModel();
+  PackOptions po;
+  po.chunk_size = 4096;
+  auto r = PackAndOpen(m, dir.File("m.tqm"), po);
+  ASSERT_NE(r, nullptr);
+  const int q = r->FindTensor("model.layers.1.mlp.down_proj.weight");
+  ASSERT_GE(q, 0);
+  ASSERT_GT(r->tensors()[q].chunks.size(), 8u);
+  for (SafetensorsExportType type :
+       {SafetensorsExportType::kF32, SafetensorsExportType::kBF16,
+        SafetensorsExportType::kU8}) {
+    std::string one;
+    for (unsigned threads : {1u, 2u, 4u}) {
+      SafetensorsExportOptions o;
+      o.type = type;
+      o.threads = threads;
+      const std::string path = dir.File("t" + std::to_string(threads) + ".safetensors");
+      ASSERT_TRUE(ExportSafetensors(*r, path, o).ok());
+      if (threads == 1) {
+        one = ReadFile(path);
+        ASSERT_GT(one.size(), 1u << 20);
+      } else {
+        EXPECT_TRUE(ReadFile(path) == one) << "type " << static_cast<int>(type)
+                                           << ", threads " << threads;
+      }
+    }
+  }
+  // float16: the first value out of range in element order is reported.
+  for (unsigned threads : {1u, 4u}) {
+    SafetensorsExportOptions o;
+    o.type = SafetensorsExportType::kF16;
+    o.threads = threads;
+    absl::Status s = ExportSafetensors(*r, dir.File("f16.safetensors"), o);
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+    EXPECT_NE(s.message().find("element 300001"), std::string::npos) << s;
+  }
+  std::string hf_one;
+  for (unsigned threads : {1u, 3u}) {
+    HfExportOptions o;
+    o.threads = threads;
+    const std::string d = dir.File("hf" + std::to_string(threads));
+    ASSERT_TRUE(ExportHuggingFace(*r, d, o).ok());
+    if (threads == 1) {
+      hf_one = ReadFile(d + "/model.safetensors");
+    } else {
+      EXPECT_TRUE(ReadFile(d + "/model.safetensors") == hf_one);
+    }
+  }
+
+  // Two corrupt chunks: the later one in file order is met first by some
+  // thread more often than not, but the error names the earlier one.
+  std::string bytes = ReadFile(dir.File("m.tqm"));
+  const ChunkInfo& late = r->tensors()[q].chunks[7];
+  const ChunkInfo& early = r->tensors()[q].chunks[2];
+  bytes[late.offset + late.encoded_size / 2] ^= 0x5A;
+  bytes[early.offset + early.encoded_size / 2] ^= 0x5A;
+  WriteFile(dir.File("bad.tqm"), bytes);
+  auto bad = Reader::Open(dir.File("bad.tqm"));
+  ASSERT_TRUE(bad.ok()) << bad.status();
+  std::string first;
+  for (unsigned threads : {1u, 2u, 4u}) {
+    SafetensorsExportOptions o;
+    o.threads = threads;
+    absl::Status s = ExportSafetensors(**bad, dir.File("bad.safetensors"), o);
+    EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss) << s;
+    EXPECT_FALSE(Exists(dir.File("bad.safetensors")));
+    if (threads == 1) {
+      first = std::string(s.message());
+      EXPECT_NE(first.find("chunk 2"), std::string::npos) << first;
+    } else {
+      EXPECT_EQ(s.message(), first);
+    }
+  }
+}
+
 // ---- format 1.3 tensors in safetensors and Hugging Face exports ----
 
 // One tensor of a safetensors file, read by the test itself (the library's

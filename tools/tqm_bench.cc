@@ -10,8 +10,11 @@
 // counts, escapes widened to uint16), decode throughput (GB/s of output) per
 // codec with one and all threads, ZSTD_decompress (a fresh context per call,
 // and a reused one) and memcpy of the same data, and pack throughput (MB/s of
-// float32 input).
+// float32 input). Beside the balanced file's codec row, end-to-end rows
+// (Reader::Verify, unpacking to safetensors f32 in /dev/shm, the loader
+// decoding every layer and streaming them) with their ratio to that row.
 
+#include <unistd.h>
 #include <zstd.h>
 
 #include <algorithm>
@@ -32,6 +35,7 @@
 #include "absl/strings/str_format.h"
 #include "entropy.h"
 #include "tqm/codec.h"
+#include "tqm/export.h"
 #include "tqm/import.h"
 #include "tqm/inspect.h"
 #include "tqm/loader.h"
@@ -167,6 +171,9 @@ struct Speed {
   std::string what;
   uint64_t bytes = 0;       // decoded bytes per pass
   double gbps1 = 0, gbpsN = 0;
+  // End-to-end rows: index of the codec row they do on top of (the same
+  // file's chunk decode), for the "vs codec" ratios; -1 for the others.
+  int codec_row = -1;
 };
 
 // Decodes the given chunks of `r` on `threads` threads; returns seconds.
@@ -226,6 +233,90 @@ struct DataSet {
   double bits_per_weight[3] = {};
   std::string codec_mix[3];
 };
+
+// Fails the benchmark on a library error (a bad measurement is no result).
+void Check(const absl::Status& s, const std::string& what) {
+  if (s.ok()) return;
+  std::cerr << "tqm-bench: " << what << ": " << s.message() << "\n";
+  std::exit(1);
+}
+
+// End-to-end rows over `file` (in memory), each against codec row
+// `codec_row` of ds.speeds (the plain chunk decode of the same file): full
+// verification, unpacking to a float32 safetensors file in /dev/shm, and
+// the loader decoding every layer (fresh buffers) and streaming them (one
+// layer's budget, buffers recycled). GB/s of int8-and-f32 bytes decoded,
+// as in the codec row, so that the ratios say what each step adds.
+void EndToEnd(const std::string& name, absl::Span<const uint8_t> file, uint64_t bytes,
+              unsigned threads, int codec_row, DataSet* ds) {
+  auto reader = tqm::Reader::FromBuffer(file, name);
+  Check(reader.status(), name);
+  const tqm::Reader& r = **reader;
+  auto add = [&](const std::string& what, const std::function<double(unsigned)>& seconds) {
+    Speed s{what, bytes};
+    s.codec_row = codec_row;
+    s.gbps1 = bytes / seconds(1) / 1e9;
+    s.gbpsN = bytes / seconds(threads) / 1e9;
+    ds->speeds.push_back(s);
+  };
+  add("  end to end: Reader::Verify(threads)", [&](unsigned th) {
+    return TimeIt([&] { Check(r.Verify(th), name + ": verify"); });
+  });
+  if (access("/dev/shm", W_OK) == 0) {
+    const std::string out = absl::StrFormat("/dev/shm/tqm-bench-%d.safetensors", getpid());
+    add("  end to end: unpack to safetensors f32 in /dev/shm", [&](unsigned th) {
+      tqm::SafetensorsExportOptions o;
+      o.threads = th;
+      const double s = TimeIt([&] {
+        Check(tqm::ExportSafetensors(r, out, o), name + ": unpack");
+        unlink(out.c_str());  // each pass writes a new file, as tqm-unpack does
+      });
+      return s;
+    });
+  } else {
+    std::cerr << "tqm-bench: no writable /dev/shm: no unpack row\n";
+  }
+  // The loader decodes every chunk (zero_copy off) so that it does the same
+  // work as the codec row; checksums off, as there.
+  auto model = [&](unsigned th, uint64_t budget) {
+    auto rr = tqm::Reader::FromBuffer(file, name);
+    Check(rr.status(), name);
+    tqm::ModelOptions o;
+    o.threads = static_cast<int>(th);
+    o.zero_copy = false;
+    o.verify_checksums = false;
+    o.budget_bytes = budget;
+    auto m = tqm::Model::FromReader(std::move(*rr), o);
+    Check(m.status(), name + ": loader");
+    return std::move(*m);
+  };
+  auto every_layer = [&](tqm::Model& m) {
+    std::vector<int> layers = {tqm::format::kNoLayer};
+    for (int l = 0; l < m.num_layers(); ++l) layers.push_back(l);
+    for (int l : layers) {
+      if (!m.HasLayer(l)) continue;
+      auto h = m.Layer(l);
+      Check(h.status(), name + ": layer");
+    }
+  };
+  add("  end to end: loader, every layer into fresh buffers", [&](unsigned th) {
+    auto m = model(th, 0);
+    return TimeIt([&] {
+      m->EvictUnpinned();
+      every_layer(*m);
+    });
+  });
+  add("  end to end: loader stream, one layer's budget", [&](unsigned th) {
+    uint64_t largest = 0;
+    auto probe = model(th, 0);
+    largest = probe->LayerBytes(tqm::format::kNoLayer);
+    for (int l = 0; l < probe->num_layers(); ++l) {
+      largest = std::max(largest, probe->LayerBytes(l));
+    }
+    auto m = model(th, largest);
+    return TimeIt([&] { every_layer(*m); });
+  });
+}
 
 const char* kProfiles[] = {"size", "balanced", "speed"};
 
@@ -319,6 +410,9 @@ DataSet Measure(const std::string& name, tqm::TensorSource& src, unsigned thread
       v.gbps1 = all_bytes / DecodeChunks(**rp, all, 1, true) / 1e9;
       v.gbpsN = all_bytes / DecodeChunks(**rp, all, threads, true) / 1e9;
       ds.speeds.push_back(v);
+      std::cerr << "tqm-bench: " << name << ": end to end\n";
+      EndToEnd(name, span(files[p]), all_bytes, threads,
+               static_cast<int>(ds.speeds.size()) - 2, &ds);
     }
   }
   // Each codec alone: re-encode every quantized chunk with it.
@@ -562,9 +656,16 @@ int main(int argc, char** argv) {
           i ? "," : "", d.name, s.int8, s.bound, s.tqm[0], s.tqm[1], s.tqm[2], s.tqm_v10,
           s.zstd3, s.zstd19, s.paper, d.pack_mbps1, d.pack_mbpsN);
       for (size_t k = 0; k < d.speeds.size(); ++k) {
-        o += absl::StrFormat("%s{\"what\":%s,\"gbps_1\":%.3f,\"gbps_n\":%.3f}", k ? "," : "",
-                             tqm::JsonQuote(d.speeds[k].what), d.speeds[k].gbps1,
-                             d.speeds[k].gbpsN);
+        const Speed& sp = d.speeds[k];
+        std::string vs_codec;
+        if (sp.codec_row >= 0) {
+          const Speed& c = d.speeds[sp.codec_row];
+          vs_codec = absl::StrFormat(",\"vs_codec_1\":%.3f,\"vs_codec_n\":%.3f",
+                                     sp.gbps1 / c.gbps1, sp.gbpsN / c.gbpsN);
+        }
+        o += absl::StrFormat("%s{\"what\":%s,\"gbps_1\":%.3f,\"gbps_n\":%.3f%s}",
+                             k ? "," : "", tqm::JsonQuote(sp.what), sp.gbps1, sp.gbpsN,
+                             vs_codec);
       }
       o += "]}";
     }
@@ -600,11 +701,17 @@ int main(int argc, char** argv) {
     for (const Speed& sp : d.speeds) {
       if (sp.what.rfind("ZSTD_decompress", 0) == 0) zstd1 = std::max(zstd1, sp.gbps1);
     }
-    std::cout << absl::StrFormat("  %-62s %9s %9s %8s %9s\n", "decode (GB/s of output)",
-                                 "1 thread", "N threads", "N/1", "vs zstd");
+    std::cout << absl::StrFormat("  %-62s %9s %9s %8s %9s %s\n", "decode (GB/s of output)",
+                                 "1 thread", "N threads", "N/1", "vs zstd",
+                                 " vs codec (1, N threads)");
     for (const Speed& sp : d.speeds) {
-      std::cout << absl::StrFormat("  %-62s %9.2f %9.2f %8.2f %9.2f\n", sp.what, sp.gbps1,
-                                   sp.gbpsN, sp.gbpsN / sp.gbps1, sp.gbps1 / zstd1);
+      std::string vs_codec;
+      if (sp.codec_row >= 0) {
+        const Speed& c = d.speeds[sp.codec_row];
+        vs_codec = absl::StrFormat("  %6.2f %6.2f", sp.gbps1 / c.gbps1, sp.gbpsN / c.gbpsN);
+      }
+      std::cout << absl::StrFormat("  %-62s %9.2f %9.2f %8.2f %9.2f%s\n", sp.what, sp.gbps1,
+                                   sp.gbpsN, sp.gbpsN / sp.gbps1, sp.gbps1 / zstd1, vs_codec);
     }
     std::cout << absl::StrFormat("  pack (balanced, MB/s of float32 input): %.1f on 1 thread, "
                                  "%.1f on %d\n",

@@ -72,8 +72,9 @@ int main(int argc, char** argv) {
       "also write the embedded llama2.c tokenizer (for run.c -z) to this file; "
       "both outputs appear together or not at all");
   tqm::AddThreadsOption(app, &threads,
-                        "accepted for the common command line; tensors are decoded one "
-                        "at a time for now");
+                        "safetensors and hf: one thread writes while the others decode "
+                        "the next tensor's chunks (0: all cores); the output does not "
+                        "depend on it. gguf and llama2c: one thread");
   tqm::AddQuietFlag(app, &quiet, "no progress bar and no summary (not even --json's)");
   tqm::AddJsonFlag(app, &json);
   TQM_PARSE_COMMAND_LINE(app, argc, argv);
@@ -145,6 +146,7 @@ int main(int argc, char** argv) {
                  : dtype == "f16"  ? tqm::SafetensorsExportType::kF16
                  : dtype == "bf16" ? tqm::SafetensorsExportType::kBF16
                                    : tqm::SafetensorsExportType::kF32;
+      opt.threads = threads;
       s = tqm::ExportSafetensors(**reader, *main_temp, opt);
     } else if (hf) {
       tqm::HfExportOptions opt;
@@ -152,6 +154,7 @@ int main(int argc, char** argv) {
                  : dtype == "bf16" ? tqm::SafetensorsExportType::kBF16
                                    : tqm::SafetensorsExportType::kF32;
       opt.overrides = ov;
+      opt.threads = threads;
       s = tqm::ExportHuggingFace(**reader, output, opt);
     } else if (fmt == "gguf") {
       tqm::GgufExportOptions opt;

@@ -42,10 +42,14 @@
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
 #define TQM_LANES_X86 1
+#else
+#define TQM_LANES_X86 0  // also a value in expressions (HaveAvx2Bmi2)
 #endif
 #if defined(__aarch64__) && defined(__ARM_NEON) && defined(__GNUC__)
 #include <arm_neon.h>
 #define TQM_LANES_NEON 1
+#else
+#define TQM_LANES_NEON 0
 #endif
 
 #include "absl/strings/str_format.h"
@@ -115,6 +119,16 @@ struct Parsed {
   size_t low = 0;  // offset of the low plane (it runs to the payload's end)
 };
 
+// Sets sym[] over the 8-bit prefixes [first, last) of one code and len7[]
+// over their 7-bit prefixes: a code of <= 7 bits covers both halves of each
+// pair, and the two 8-bit codes of a pair have the same length (8), so
+// either half may set it. memset, not a loop per prefix: on the small
+// chunks of stories260K that loop was a tenth of the decode time.
+inline void FillPrefixes(Parsed* p, uint32_t first, uint32_t last, uint8_t sym, uint8_t len) {
+  std::memset(p->sym + first, sym, last - first);
+  std::memset(p->len7 + (first >> 1), len, (last - first + 1) >> 1);
+}
+
 absl::Status Parse(absl::Span<const uint8_t> in, size_t n, Parsed* p) {
   size_t pos = 1;  // past the mode byte
   if (pos >= in.size()) return Corrupt("chunk ends before its parameters byte");
@@ -157,19 +171,13 @@ absl::Status Parse(absl::Span<const uint8_t> in, size_t n, Parsed* p) {
   if (esc_len != 0) {
     p->esc_lo = esc_code << (kLanesMaxLength - esc_len);
     p->esc_hi = (esc_code + 1) << (kLanesMaxLength - esc_len);
-    for (uint32_t i = p->esc_lo; i < p->esc_hi; ++i) {
-      p->sym[i] = 0;
-      p->len7[i >> 1] = static_cast<uint8_t>(esc_len);
-    }
+    FillPrefixes(p, p->esc_lo, p->esc_hi, 0, static_cast<uint8_t>(esc_len));
   }
   for (int h = 0; h < nsym; ++h) {
     if (len[h] == 0) continue;
     const uint32_t first = code[h] << (kLanesMaxLength - len[h]);
     const uint32_t last = (code[h] + 1) << (kLanesMaxLength - len[h]);
-    for (uint32_t i = first; i < last; ++i) {
-      p->sym[i] = static_cast<uint8_t>(h << p->k);
-      p->len7[i >> 1] = len[h];  // a code of <= 7 bits covers both halves of a pair
-    }
+    FillPrefixes(p, first, last, static_cast<uint8_t>(h << p->k), len[h]);
   }
   uint64_t total = 0;
   for (int g = 0; g < p->groups; ++g) {
@@ -1120,18 +1128,17 @@ TQM_AVX2 absl::Status DecodeAvx2(const Avx2Tables& tb, const Parsed& p,
 // describe, which Parse's canonical codes rule out.
 TQM_AVX2 bool DecodeWithAvx2(const Parsed& p, absl::Span<const uint8_t> in, uint8_t* out,
                              absl::Status* status) {
-  const int lmin = p.len7[0], lmax = p.len7[127];
+  // The length is that step function exactly when len7 never decreases:
+  // then C_l - 1, the last prefix with a code of <= l bits, is where len7
+  // steps past l. One pass (this set-up once cost a quarter of decoding a
+  // 4 KiB chunk, most of stories260K's).
+  const int lmin = p.len7[0];
   int16_t thr[7];
   int nt = 0;
-  for (int l = lmin; l < lmax; ++l) {
-    int c = 0;
-    while (c < 128 && p.len7[c] <= l) ++c;
-    thr[nt++] = static_cast<int16_t>(c - 1);
-  }
-  for (int i = 0; i < 128; ++i) {
-    int len = lmin;
-    for (int t = 0; t < nt; ++t) len += i > thr[t];
-    if (len != p.len7[i]) return false;
+  for (int i = 1; i < 128; ++i) {
+    const int step = p.len7[i] - p.len7[i - 1];
+    if (step < 0 || nt + step > 7) return false;
+    for (int s = 0; s < step; ++s) thr[nt++] = static_cast<int16_t>(i - 1);
   }
   Avx2Tables tb;
   for (int t = 0; t < 7; ++t) {

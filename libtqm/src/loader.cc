@@ -587,6 +587,9 @@ Model::LayerState* Model::LruVictim(bool for_prefetch) const {
 bool Model::Reserve(uint64_t bytes, bool for_prefetch, Buffer* reuse,
                     std::vector<Buffer>* freed) {
   const uint64_t budget = options_.budget_bytes;
+  // Over the budget already (pins, or the spare kept by TrimLocked): a
+  // prefetch would only add to it.
+  if (for_prefetch && budget != 0 && Held() > budget) return false;
   for (;;) {
     // The smallest spare buffer that is large enough is taken as it is (its
     // pages are already faulted in; a fresh buffer would be zeroed by the
@@ -627,14 +630,26 @@ bool Model::Reserve(uint64_t bytes, bool for_prefetch, Buffer* reuse,
 void Model::TrimLocked(std::vector<Buffer>* freed) {
   const uint64_t budget = options_.budget_bytes;
   if (budget == 0) return;
+  auto& spare = spare_->buffers;
   while (Held() > budget) {
-    if (!spare_->buffers.empty()) {
-      stats_.cached_bytes -= spare_->buffers.back().size();
-      freed->push_back(std::move(spare_->buffers.back()));
-      spare_->buffers.pop_back();
+    // Spare buffers go first (smallest first), then least recently used
+    // layers. The last spare buffer is kept when only pinned or decoding
+    // layers are left and they exceed the budget with it: the next decode of
+    // a layer its size goes over the budget anyway and would map and fault in
+    // as many fresh bytes. Keeping it leaves the peak where it was and lets a
+    // runtime whose pinned tensors crowd the budget stream its layers
+    // through one recycled buffer.
+    LayerState* victim = spare.size() <= 1 ? LruVictim(false) : nullptr;
+    const bool keep_last = victim == nullptr && stats_.resident_bytes > 0;
+    if (spare.size() > 1 || (spare.size() == 1 && !keep_last)) {
+      auto smallest = std::min_element(
+          spare.begin(), spare.end(),
+          [](const Buffer& a, const Buffer& b) { return a.size() < b.size(); });
+      stats_.cached_bytes -= smallest->size();
+      freed->push_back(std::move(*smallest));
+      spare.erase(smallest);
       continue;
     }
-    LayerState* victim = LruVictim(false);
     if (victim == nullptr) return;
     EvictLocked(victim, freed);
   }
@@ -762,17 +777,29 @@ absl::StatusOr<LayerHandle> Model::Layer(int layer) {
       continue;
     }
     // Absent: decode it here.
+    const uint64_t held = Held();
+    bool over = false;
     if (Reserve(st->owned_bytes, false, &st->buffer, &freed)) {
       st->charged = std::max(st->buffer.size(), st->owned_bytes);
+      // A spare buffer kept over the budget (TrimLocked) was taken.
+      over = options_.budget_bytes != 0 && Held() > options_.budget_bytes;
     } else {
-      ++stats_.over_budget;
-      const uint64_t held = Held();
+      over = true;
       stats_.resident_bytes += st->owned_bytes;
       st->charged = st->owned_bytes;
-      warning = absl::StrFormat(
-          "%s: layer %d needs %d decoded bytes but the budget is %d bytes (%d held by "
-          "pinned or decoding layers); decoding it over budget",
-          name(), layer, st->owned_bytes, options_.budget_bytes, held);
+    }
+    if (over) {
+      ++stats_.over_budget;
+      // Once per Model: a runtime whose pinned tensors exceed the budget
+      // goes over it on every layer of every token.
+      if (!warned_over_budget_) {
+        warned_over_budget_ = true;
+        warning = absl::StrFormat(
+            "%s: layer %d needs %d decoded bytes but the budget is %d bytes (%d held by "
+            "pinned, decoding or recycled layer buffers); decoding it over budget (reported "
+            "once; ModelStats::over_budget counts every such decode)",
+            name(), layer, st->owned_bytes, options_.budget_bytes, held);
+      }
     }
     st->state = Residency::kDecoding;
     stats_.peak_resident_bytes = std::max(stats_.peak_resident_bytes, Held());

@@ -67,6 +67,10 @@ struct SafetensorsExportOptions {
   // (I64, BOOL, F64, F16, ...) and their bytes verbatim, so they come back
   // bit-exact; 0-d tensors get shape [] and empty ones their zero dimension.
   SafetensorsExportType type = SafetensorsExportType::kF32;
+  // Threads (0: all cores). Above 1, one of them writes the previous tensor
+  // while the others decode and convert the chunks of the next in parallel;
+  // the bytes written and the first error reported do not depend on it.
+  unsigned threads = 1;
 };
 
 // Writes every tensor of `r` under its own name; string and number metadata
@@ -84,6 +88,7 @@ struct HfExportOptions {
   // (transformers cannot load codes). RAW tensors keep their own dtype.
   SafetensorsExportType type = SafetensorsExportType::kF32;
   ExportOverrides overrides;
+  unsigned threads = 1;  // as SafetensorsExportOptions::threads
 };
 
 // Writes a Hugging Face Llama model directory `dir`:

@@ -80,7 +80,10 @@ struct ModelOptions {
   // Bytes of decoded data the Model may hold (buffers it allocates; views
   // into the mapping are free). 0: unlimited. A layer that does not fit even
   // after evicting every unpinned layer is still decoded when asked for by
-  // Layer() (never by Prefetch()) and reported through on_warning.
+  // Layer() (never by Prefetch()) and reported through on_warning, once per
+  // Model (ModelStats::over_budget counts them all). While pinned layers
+  // leave no room for the next one, one spare buffer is kept over the budget
+  // for that decode, so that streaming reuses it instead of fresh pages.
   uint64_t budget_bytes = 0;
   // Refuse (ResourceExhaustedError) to decode a layer whose decoded bytes
   // exceed this, whatever the budget. Entropy-coded chunks can decode to far
@@ -174,7 +177,8 @@ struct ModelStats {
   uint64_t over_budget = 0;     // decodes that went over the budget
   uint64_t resident_bytes = 0;  // decoded bytes held now (incl. decoding)
   // Buffers of evicted layers kept for reuse by later decodes that fit in
-  // them (budgeted models only); resident + cached stays within the budget.
+  // them (budgeted models only); resident + cached stays within the budget
+  // unless pinned layers crowd it out (ModelOptions::budget_bytes).
   uint64_t cached_bytes = 0;
   uint64_t peak_resident_bytes = 0;  // of resident + cached
   uint64_t decoded_bytes = 0;        // total bytes produced by decodes
@@ -329,6 +333,7 @@ class Model {
   std::condition_variable cv_;
   uint64_t tick_ = 0;
   ModelStats stats_;
+  bool warned_over_budget_ = false;  // the over-budget warning was given
   std::deque<LayerState*> prefetch_queue_;
   std::condition_variable prefetch_cv_;
   bool stop_ = false;
