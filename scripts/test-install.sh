@@ -2,7 +2,8 @@
 # Installs tqm into a temporary prefix and builds programs outside the tree
 # against it, the way a project that depends on tqm would:
 #   - tests/install through find_package(tqm CONFIG): a C program on
-#     tqm::tqm_c and a C++ one on tqm::tqm (Abseil found by tqmConfig.cmake);
+#     tqm::tqm_c and a C++ one on tqm::tqm and on tqm::tqm_static (Abseil
+#     found by tqmConfig.cmake);
 #   - tests/install/consumer.c through `pkg-config --cflags --libs tqm`.
 # Each verifies a file packed by the installed tqm-pack (stories260K when
 # ../shared, or $TQM_SHARED_DIR, has it, else a tqm-genmodel model) and they
@@ -72,6 +73,11 @@ out_cmake_c=$("$TMP/consumer-build/consumer_c" "$TMP/model.tqm") ||
   die "consumer_c (tqm::tqm_c) failed"
 out_cmake_cxx=$("$TMP/consumer-build/consumer_cxx" "$TMP/model.tqm") ||
   die "consumer_cxx (tqm::tqm) failed"
+out_cmake_static=$("$TMP/consumer-build/consumer_cxx_static" "$TMP/model.tqm") ||
+  die "consumer_cxx_static (tqm::tqm_static) failed"
+# Linked against libtqm.so, not the static library's copy.
+objdump -p "$TMP/consumer-build/consumer_cxx" | grep -q 'NEEDED.*libtqm\.so' ||
+  die "consumer_cxx does not load libtqm.so"
 
 # pkg-config.
 export PKG_CONFIG_PATH=$LIBDIR/pkgconfig
@@ -83,6 +89,7 @@ cc -std=c99 -Wall -Werror -o "$TMP/consumer_pc" "$TMP/consumer/consumer.c" \
 out_pc=$(LD_LIBRARY_PATH=$LIBDIR "$TMP/consumer_pc" "$TMP/model.tqm") ||
   die "pkg-config consumer failed"
 
-[ "$out_cmake_c" = "$out_cmake_cxx" ] && [ "$out_cmake_c" = "$out_pc" ] ||
-  die "consumers disagree: C '$out_cmake_c', C++ '$out_cmake_cxx', pkg-config '$out_pc'"
-say "PASS: installed into a temporary prefix; find_package(tqm) (C on tqm::tqm_c, C++ on tqm::tqm) and pkg-config (C) consumers verified $model ($out_pc)"
+[ "$out_cmake_c" = "$out_cmake_cxx" ] && [ "$out_cmake_c" = "$out_cmake_static" ] &&
+  [ "$out_cmake_c" = "$out_pc" ] ||
+  die "consumers disagree: C '$out_cmake_c', C++ '$out_cmake_cxx', C++ static '$out_cmake_static', pkg-config '$out_pc'"
+say "PASS: installed into a temporary prefix; find_package(tqm) (C on tqm::tqm_c, C++ on tqm::tqm and tqm::tqm_static) and pkg-config (C) consumers verified $model ($out_pc)"
