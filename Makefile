@@ -4,7 +4,7 @@ BUILD_DIR ?= build
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE_FLAGS ?=
 
-.PHONY: all deps configure build test test-fast sanitize tsan test-aarch64 demo clean
+.PHONY: all deps configure build test test-fast test-install sanitize tsan test-aarch64 demo clean
 
 all: build
 
@@ -20,13 +20,19 @@ build: configure
 # The whole suite: ASan+UBSan (clang) over every test plus each fuzzer for
 # TQM_FUZZ_SECONDS (default 60), ThreadSanitizer over the concurrent readers,
 # the loader and the writer's parallel packing (format_test), an AArch64
-# cross build's tests under qemu (test-aarch64), then the Release suite (its
-# ctest summary is the last thing printed).
-test: build sanitize tsan test-aarch64 test-fast
+# cross build's tests under qemu (test-aarch64), the installed package used
+# from outside the tree (test-install), then the Release suite (its ctest
+# summary is the last thing printed).
+test: build sanitize tsan test-aarch64 test-install test-fast
 
 # Only the Release suite.
 test-fast: build
 	cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS)
+
+# cmake --install into a temporary prefix; find_package(tqm) and pkg-config
+# consumers built against it (scripts/test-install.sh).
+test-install: build
+	scripts/test-install.sh $(BUILD_DIR)
 
 sanitize: deps
 	scripts/sanitize.sh

@@ -19,6 +19,7 @@
 #include "tqm/loader.h"
 #include "tqm/reader.h"
 #include "tqm/source.h"
+#include "tqm/version.h"
 
 struct tqm_file {
   std::unique_ptr<tqm::Model> model;
@@ -171,7 +172,7 @@ void FillView(const tqm::TensorView& v, tqm_view* out) {
 
 extern "C" {
 
-const char* tqm_version(void) { return "0.1.0"; }
+const char* tqm_version(void) { return TQM_VERSION_STRING; }
 
 const char* tqm_status_name(tqm_status s) {
   switch (s) {

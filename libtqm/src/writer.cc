@@ -33,6 +33,7 @@
 #include "tqm/quantize.h"
 #include "tqm/reader.h"
 #include "tqm/status.h"
+#include "tqm/version.h"
 
 namespace tqm {
 namespace {
@@ -1218,7 +1219,7 @@ absl::StatusOr<PackStats> PackTo(TensorSource& src, const PackOptions& o, Sink* 
     meta.push_back(std::move(e));
   };
   for (const MetaEntry& e : o.extra_metadata) put(e);
-  put({"tqm.writer", MetaValue::String("libtqm 0.1")});
+  put({"tqm.writer", MetaValue::String("libtqm " TQM_VERSION_MAJOR_MINOR_STRING)});
   put({"tqm.granularity",
        MetaValue::String(o.granularity == Granularity::kRow     ? "row"
                          : o.granularity == Granularity::kGroup
