@@ -109,23 +109,6 @@ void Rope(const LlamaConfig& c, float* q, float* k, int pos) {
 
 }  // namespace
 
-void ParallelFor(size_t n, unsigned threads, const std::function<void(size_t)>& fn) {
-  if (threads == 0) threads = std::max(1u, std::thread::hardware_concurrency());
-  threads = static_cast<unsigned>(std::min<size_t>(threads, n));
-  if (threads <= 1) {
-    for (size_t i = 0; i < n; ++i) fn(i);
-    return;
-  }
-  std::atomic<size_t> next{0};
-  std::vector<std::thread> pool;
-  for (unsigned t = 0; t < threads; ++t) {
-    pool.emplace_back([&] {
-      for (size_t i; (i = next.fetch_add(1)) < n;) fn(i);
-    });
-  }
-  for (std::thread& th : pool) th.join();
-}
-
 void MatMulT(const float* in, size_t tokens, const float* w, size_t out_dim,
              size_t in_dim, float* out, unsigned threads) {
   // With W transposed, each input element scales a contiguous row of W^T

@@ -18,6 +18,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
+#include "parallel.h"
 #include "tqm/metadata.h"
 #include "tqm/source.h"
 
@@ -118,8 +119,7 @@ class LlamaModel {
 absl::StatusOr<std::vector<float>> ForwardLogits(TensorSource& source, const Batch& b,
                                                  unsigned threads);
 
-// Runs fn(0) .. fn(n - 1) on up to `threads` threads (0 = all cores).
-void ParallelFor(size_t n, unsigned threads, const std::function<void(size_t)>& fn);
+using internal::ParallelFor;
 
 // out[t, o] = sum_i in[t, i] w[o, i], for `tokens` rows of `in`.
 void MatMulT(const float* in, size_t tokens, const float* w, size_t out_dim,

@@ -50,7 +50,7 @@ bool CholeskyLower(std::vector<double>& a, size_t n, unsigned threads) {
       for (size_t i = j + 1; i < n; ++i) row(i);
     } else {
       constexpr size_t kRows = 32;
-      calib::ParallelFor((rest + kRows - 1) / kRows, threads, [&](size_t b) {
+      internal::ParallelFor((rest + kRows - 1) / kRows, threads, [&](size_t b) {
         const size_t end = std::min(n, j + 1 + (b + 1) * kRows);
         for (size_t i = j + 1 + b * kRows; i < end; ++i) row(i);
       });
@@ -217,7 +217,7 @@ absl::StatusOr<QuantizedTensor> GptqQuantize(absl::Span<const float> w_in, uint6
     block = std::max(g, block / g * g);
   }
   std::vector<absl::Status> errors(rows);
-  calib::ParallelFor(rows, options.threads, [&](size_t r) {
+  internal::ParallelFor(rows, options.threads, [&](size_t r) {
     std::vector<float> wr(n), err(block);
     for (size_t p = 0; p < n; ++p) wr[p] = dead[perm[p]] ? 0.0f : w_in[r * n + perm[p]];
     std::vector<bool> group_ready(groups_per_row, false);
@@ -321,7 +321,7 @@ std::vector<float> Hessian(absl::Span<const float> x, size_t width, unsigned thr
     for (size_t t = nt; t < kTile; ++t) {
       for (size_t i = 0; i < width; ++i) xt[i * kTile + t] = 0.0f;
     }
-    calib::ParallelFor(width, threads, [&](size_t i) {
+    internal::ParallelFor(width, threads, [&](size_t i) {
       const float* xi = &xt[i * kTile];
       double* row = &acc[i * width];
       for (size_t j = i; j < width; ++j) {

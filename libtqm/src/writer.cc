@@ -29,6 +29,7 @@
 #include "cursor.h"
 #include "entropy.h"
 #include "json.h"
+#include "parallel.h"
 #include "tqm/codec.h"
 #include "tqm/quantize.h"
 #include "tqm/reader.h"
@@ -122,7 +123,7 @@ size_t SourceElemSize(format::SourceDType d) {
   return n != 0 ? n : 1;  // Q8_0: ignoring the per-block scales
 }
 
-void ParallelFor(size_t n, unsigned threads, const std::function<void(size_t)>& fn);
+using internal::ParallelFor;
 
 // A tensor as the file stores it: its storage, code width, group size,
 // parameters and decoded bytes.
@@ -707,24 +708,6 @@ EncodedChunk EncodeChunk(absl::Span<const uint8_t> in, bool quantized, const Seq
   best.codec = cands[pick].codec;
   best.bytes = std::move(cands[pick].bytes);
   return best;
-}
-
-// Runs fn(0..n-1) on up to `threads` threads (0 = all cores).
-void ParallelFor(size_t n, unsigned threads, const std::function<void(size_t)>& fn) {
-  if (threads == 0) threads = std::max(1u, std::thread::hardware_concurrency());
-  threads = static_cast<unsigned>(std::min<size_t>(threads, n));
-  if (threads <= 1) {
-    for (size_t i = 0; i < n; ++i) fn(i);
-    return;
-  }
-  std::atomic<size_t> next{0};
-  std::vector<std::thread> pool;
-  for (unsigned t = 0; t < threads; ++t) {
-    pool.emplace_back([&] {
-      for (size_t i; (i = next.fetch_add(1)) < n;) fn(i);
-    });
-  }
-  for (std::thread& th : pool) th.join();
 }
 
 // Candidate table sizes: 0, then roughly x1.25 steps up to `limit`.
