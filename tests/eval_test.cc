@@ -25,24 +25,10 @@ namespace {
 
 namespace fs = std::filesystem;
 
-struct CmdResult {
-  int exit_code;
-  std::string out;
-};
+using tqm_test::Bin;
+using tqm_test::CmdResult;
 
-CmdResult Sh(const std::string& cmd) {
-  FILE* p = popen(cmd.c_str(), "r");
-  CmdResult r{-1, ""};
-  if (!p) return r;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
-  const int st = pclose(p);
-  r.exit_code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-  return r;
-}
-
-std::string Bin(const std::string& tool) { return std::string(TQM_BIN_DIR) + "/" + tool; }
+CmdResult Sh(const std::string& cmd) { return tqm_test::RunCommand(cmd); }
 
 const std::string kTokenizer = tqm_test::SharedPath("models/stories260K/tok512.bin");
 const std::string kHeldout = tqm_test::SharedPath("text/stories260K-heldout.txt");

@@ -6,6 +6,9 @@
 
 #include <gtest/gtest.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+
+#include <cstdio>
 
 #include <cmath>
 #include <cstdint>
@@ -38,6 +41,32 @@ inline std::string Stories260K() { return SharedPath("models/stories260K/stories
       GTEST_SKIP() << "../shared/models/stories260K is absent: " << tqm_test::Stories260K() \
                    << " (this test needs the real model)";                               \
   } while (0)
+
+// What a shell command printed on stdout, and its exit status (128 + the
+// signal number when a signal ended it).
+struct CmdResult {
+  int exit_code;
+  std::string out;
+};
+
+inline CmdResult RunCommand(const std::string& cmd) {
+  FILE* p = popen(cmd.c_str(), "r");
+  CmdResult r{-1, ""};
+  if (!p) return r;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
+  const int st = pclose(p);
+  r.exit_code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+  return r;
+}
+
+#ifdef TQM_BIN_DIR
+// The path of a built tool.
+inline std::string Bin(const std::string& tool) {
+  return std::string(TQM_BIN_DIR) + "/" + tool;
+}
+#endif
 
 inline std::string ReadFile(const std::string& path) {
   std::ifstream f(path, std::ios::binary);

@@ -24,25 +24,11 @@ namespace {
 
 namespace fs = std::filesystem;
 
-struct CmdResult {
-  int exit_code;
-  std::string out;
-};
+using tqm_test::Bin;
+using tqm_test::CmdResult;
 
-CmdResult Sh(const std::string& cmd) {
-  std::string full = cmd + " 2>&1";
-  FILE* p = popen(full.c_str(), "r");
-  CmdResult r{-1, ""};
-  if (!p) return r;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
-  int st = pclose(p);
-  r.exit_code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-  return r;
-}
-
-std::string Bin(const std::string& tool) { return std::string(TQM_BIN_DIR) + "/" + tool; }
+// stdout and stderr together.
+CmdResult Sh(const std::string& cmd) { return tqm_test::RunCommand(cmd + " 2>&1"); }
 
 // stdout only (stderr discarded), for output that must parse.
 CmdResult ShStdout(const std::string& cmd) { return Sh(cmd + " 2>/dev/null"); }
