@@ -15,7 +15,7 @@
 #include <vector>
 
 #include "absl/types/span.h"
-#include "checksum.h"  // libtqm/src: the format's XXH3-64
+#include "base/checksum.h"  // libtqm/src: the format's XXH3-64
 #include "tqm/format.h"
 
 namespace tqm_fuzz {

@@ -20,7 +20,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
-#include "entropy.h"
+#include "codec/entropy.h"
 #include "fuzz_check.h"
 #include "inputs.h"
 #include "tqm/codec.h"

@@ -9,7 +9,7 @@
 
 #include "fuzz_check.h"
 #include "import_check.h"
-#include "import_internal.h"
+#include "interop/import_internal.h"
 #include "tqm/gguf.h"
 #include "tqm/metadata.h"
 

@@ -9,9 +9,9 @@
 #include <string>
 #include <string_view>
 
+#include "base/json.h"
 #include "fuzz_check.h"
-#include "import_internal.h"
-#include "json.h"
+#include "interop/import_internal.h"
 
 namespace {
 

@@ -6,7 +6,7 @@
 #include <string>
 
 #include "import_check.h"
-#include "import_internal.h"
+#include "interop/import_internal.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string name = "fuzz.safetensors";

@@ -16,7 +16,7 @@
 #include "fuzz_check.h"
 #include "tqm/gguf.h"
 #ifdef TQM_FUZZ_RUNTIME_TOKENIZER
-#include "tokenizer.h"
+#include "runtime/tokenizer.h"
 #endif
 
 namespace {

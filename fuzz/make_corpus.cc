@@ -22,7 +22,7 @@
 #include <string>
 #include <vector>
 
-#include "entropy.h"
+#include "codec/entropy.h"
 #include "file_editor.h"
 #include "inputs.h"
 #include "repeating_pattern.h"

@@ -35,11 +35,11 @@
 #include <vector>
 
 #include "absl/status/status.h"
-#include "atomic_file.h"
-#include "tqm/status.h"
+#include "base/atomic_file.h"
 #include "gtest/gtest.h"
 #include "test_util.h"
 #include "tqm/reader.h"
+#include "tqm/status.h"
 #include "tqm/writer.h"
 
 namespace {

@@ -32,7 +32,7 @@
 #include "../fuzz/file_editor.h"
 #include "absl/status/status.h"
 #include "absl/strings/str_format.h"
-#include "entropy.h"
+#include "codec/entropy.h"
 #include "gtest/gtest.h"
 #include "test_util.h"
 #include "tqm/format.h"

@@ -1,9 +1,9 @@
-// Tests of the order-0 entropy codecs (libtqm/src/entropy.h): round trips
+// Tests of the order-0 entropy codecs (libtqm/src/codec/entropy.h): round trips
 // over a table of distributions and sizes, size against the order-0 bound,
 // every truncation and random corruption of encoded chunks, and a catalogue
 // of hand-made malformed inputs with the error each must give.
 
-#include "entropy.h"
+#include "codec/entropy.h"
 
 #include <gtest/gtest.h>
 

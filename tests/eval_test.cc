@@ -15,7 +15,7 @@
 #include <vector>
 
 #include "absl/strings/str_format.h"
-#include "json.h"
+#include "base/json.h"
 #include "test_util.h"
 #include "tqm/import.h"
 #include "tqm/metadata.h"

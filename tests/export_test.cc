@@ -16,10 +16,10 @@
 #include <string>
 #include <vector>
 
+#include "base/json.h"
 #include "gtest/gtest.h"
-#include "import_internal.h"
-#include "json.h"
-#include "llama_names.h"
+#include "interop/import_internal.h"
+#include "interop/llama_names.h"
 #include "test_util.h"
 #include "tqm/gguf.h"
 #include "tqm/import.h"
@@ -638,7 +638,7 @@ StFile ParseSafetensors(const std::string& path) {
   const std::string file = ReadFile(path);
   EXPECT_GE(file.size(), 8u);
   if (file.size() < 8) return out;
-  const uint64_t n = internal::LoadLE64(reinterpret_cast<const uint8_t*>(file.data()));
+  const uint64_t n = LoadLE64(reinterpret_cast<const uint8_t*>(file.data()));
   EXPECT_LE(n, file.size() - 8);
   if (n > file.size() - 8) return out;
   auto header = json::Parse(std::string_view(file).substr(8, n));

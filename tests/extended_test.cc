@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "checksum.h"
+#include "base/checksum.h"
 #include "test_util.h"
 #include "tqm/format.h"
 #include "tqm/loader.h"

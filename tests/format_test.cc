@@ -10,7 +10,8 @@
 #include <cstring>
 #include <random>
 
-#include "entropy.h"
+#include "codec/entropy.h"
+#include "quant/quantize_internal.h"
 #include "test_util.h"
 #include "tqm/codec.h"
 #include "tqm/import.h"

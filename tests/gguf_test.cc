@@ -18,11 +18,11 @@
 #include <vector>
 
 #include "gtest/gtest.h"
-#include "import_internal.h"
-#include "llama_names.h"
+#include "interop/import_internal.h"
+#include "interop/llama_names.h"
 #include "test_util.h"
-#include "tqm/import.h"
 #include "tqm/export.h"
+#include "tqm/import.h"
 #include "tqm/metadata.h"
 #include "tqm/reader.h"
 #include "tqm/writer.h"
@@ -179,7 +179,7 @@ TEST(GgufFixtures, Q8_0WithinBlockScale) {
       internal::QuantizeQ8_0(want.data(), want.size(), &q);
       for (size_t b = 0; b < got.size() / 32; ++b) {
         const uint8_t* blk = reinterpret_cast<const uint8_t*>(q.data()) + 34 * b;
-        const float d = internal::HalfToFloat(internal::LoadLE16(blk));
+        const float d = internal::HalfToFloat(LoadLE16(blk));
         for (size_t j = 0; j < 32; ++j) {
           ASSERT_EQ(got[32 * b + j], static_cast<int8_t>(blk[2 + j]) * d);
         }

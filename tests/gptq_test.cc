@@ -15,7 +15,8 @@
 #include <cstring>
 #include <random>
 
-#include "calibrate.h"
+#include "quant/calibrate.h"
+#include "quant/quantize_internal.h"
 #include "test_util.h"
 #include "tqm/import.h"
 #include "tqm/quantize.h"

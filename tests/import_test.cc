@@ -28,7 +28,7 @@
 #include "absl/strings/str_format.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "import_internal.h"
+#include "interop/import_internal.h"
 #include "test_util.h"
 #include "tqm/export.h"
 #include "tqm/metadata.h"
@@ -100,7 +100,7 @@ void AppendU64(std::string* s, uint64_t v) {
 }
 float F32At(const std::string& bytes, uint64_t offset) {
   uint32_t b =
-      internal::LoadLE32(reinterpret_cast<const uint8_t*>(bytes.data()) + offset);
+      LoadLE32(reinterpret_cast<const uint8_t*>(bytes.data()) + offset);
   float f;
   std::memcpy(&f, &b, 4);
   return f;
@@ -574,7 +574,7 @@ TEST(Safetensors, RoundTrip) {
     // Layout: length multiple of 8, header padded with spaces, data contiguous.
     const std::string file = ReadFile(path);
     ASSERT_GE(file.size(), 8u);
-    const uint64_t n = internal::LoadLE64(reinterpret_cast<const uint8_t*>(file.data()));
+    const uint64_t n = LoadLE64(reinterpret_cast<const uint8_t*>(file.data()));
     EXPECT_EQ(n % 8, 0u);
     ASSERT_LE(n, file.size() - 8);
     EXPECT_EQ(file[8], '{');
@@ -1385,7 +1385,7 @@ TEST(Import, MutatedFilesNeverCrash) {
   WriteSafetensors(st, TinyHfLlama(true), {{"format", "pt"}, {"llama.n_heads", "2"}});
   const std::string valid_st = ReadFile(st);
   const uint64_t n =
-      internal::LoadLE64(reinterpret_cast<const uint8_t*>(valid_st.data()));
+      LoadLE64(reinterpret_cast<const uint8_t*>(valid_st.data()));
   MutateAndOpen(valid_st, 8 + n, dir.File("m.safetensors"), 1);
   MutateAndOpen(MakeLlama2c({8, 12, 2, 2, 1, -10, 4}), 28, dir.File("m.bin"), 2);
 }

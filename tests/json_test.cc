@@ -1,6 +1,6 @@
 // Tests of the strict JSON parser and quoter used for safetensors headers.
 
-#include "json.h"
+#include "base/json.h"
 
 #include <cmath>
 #include <cstdint>

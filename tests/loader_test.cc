@@ -3,6 +3,7 @@
 // readers, corrupt chunks surfacing through Layer(), and the thread pool.
 
 #include "tqm/loader.h"
+#include "base/parallel.h"
 
 #include <unistd.h>
 

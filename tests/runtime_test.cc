@@ -1,4 +1,4 @@
-// Tests of the CPU Llama runtime (examples/runtime): in every mode, greedy
+// Tests of the CPU Llama runtime (libtqm/src/runtime): in every mode, greedy
 // generation equals a float32 reference forward pass run on the dequantized
 // weights, token for token, on a generated random model (always) and on
 // stories260K (when ../shared is present); plus the fused kernel against
@@ -18,10 +18,10 @@
 
 #include "absl/strings/str_format.h"
 #include "gtest/gtest.h"
-#include "kernels.h"
-#include "llama.h"
-#include "sampler.h"
-#include "tokenizer.h"
+#include "runtime/kernels.h"
+#include "runtime/llama.h"
+#include "runtime/sampler.h"
+#include "runtime/tokenizer.h"
 #include "tqm/codec.h"
 #include "tqm/import.h"
 #include "tqm/reader.h"

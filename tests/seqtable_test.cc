@@ -19,6 +19,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
+#include "codec/codec_internal.h"
 #include "tqm/codec.h"
 #include "tqm/format.h"
 

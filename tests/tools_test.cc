@@ -13,7 +13,7 @@
 #include <regex>
 
 #include "absl/strings/str_format.h"
-#include "json.h"
+#include "base/json.h"
 #include "test_util.h"
 #include "tqm/format.h"
 #include "tqm/import.h"
@@ -33,7 +33,7 @@ CmdResult Sh(const std::string& cmd) { return tqm_test::RunCommand(cmd + " 2>&1"
 // stdout only (stderr discarded), for output that must parse.
 CmdResult ShStdout(const std::string& cmd) { return Sh(cmd + " 2>/dev/null"); }
 
-// Every tool with its command line; tqm-run is built from examples/runtime.
+// Every tool with its command line; tqm-run is built from examples/runtime/main.cc.
 const char* const kAllTools[] = {"tqm-pack",     "tqm-inspect", "tqm-unpack",
                                  "tqm-genmodel", "tqm-bench",   "tqm-codec-bench",
                                  "tqm-runbench", "tqm-run",     "tqm-eval"};

@@ -15,7 +15,7 @@
 #include <sstream>
 
 #include "../fuzz/file_editor.h"
-#include "entropy.h"
+#include "codec/entropy.h"
 #include "test_util.h"
 #include "tqm/reader.h"
 #include "tqm/writer.h"

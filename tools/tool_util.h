@@ -25,7 +25,7 @@
 
 #include "CLI/CLI.hpp"
 #include "absl/strings/str_format.h"
-#include "atomic_file.h"
+#include "base/atomic_file.h"
 #include "tqm/format.h"
 #include "tqm/inspect.h"
 

@@ -30,10 +30,11 @@
 #include <thread>
 
 #include "CLI/CLI.hpp"
-#include "tool_util.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_format.h"
-#include "entropy.h"
+#include "base/parallel.h"
+#include "codec/entropy.h"
+#include "tool_util.h"
 #include "tqm/codec.h"
 #include "tqm/export.h"
 #include "tqm/import.h"

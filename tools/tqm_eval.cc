@@ -5,7 +5,7 @@
 //   tqm-eval MODEL.tqm --reference SOURCE --text FILE [--tokenizer FILE]
 //       [--max-tokens N] [--mode int8] [--threads N] [-q] [--json]
 //
-// MODEL runs on the CPU runtime of examples/runtime (tqm-run's). SOURCE is
+// MODEL runs on the CPU runtime of libtqm/src/runtime (tqm-run's). SOURCE is
 // the float checkpoint in any format tqm-pack reads: it is packed in memory
 // with every tensor kept as the source holds it (float32 stays float32) and
 // run in the same runtime in float32, so both sides share every kernel but
@@ -41,8 +41,8 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
-#include "llama.h"
-#include "tokenizer.h"
+#include "runtime/llama.h"
+#include "runtime/tokenizer.h"
 #include "tool_util.h"
 #include "tqm/format.h"
 #include "tqm/import.h"

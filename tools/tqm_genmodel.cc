@@ -8,7 +8,7 @@
 
 #include "CLI/CLI.hpp"
 #include "absl/strings/str_format.h"
-#include "atomic_file.h"
+#include "base/atomic_file.h"
 #include "tool_util.h"
 
 namespace {

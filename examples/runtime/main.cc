@@ -15,9 +15,9 @@
 
 #include "CLI/CLI.hpp"
 #include "absl/strings/str_format.h"
-#include "llama.h"
-#include "sampler.h"
-#include "tokenizer.h"
+#include "runtime/llama.h"
+#include "runtime/sampler.h"
+#include "runtime/tokenizer.h"
 #include "tool_util.h"
 #include "tqm/metadata.h"
 

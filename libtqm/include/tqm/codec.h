@@ -109,18 +109,6 @@ absl::Status DecodeSeqTableReference(absl::Span<const uint8_t> in,
                                      absl::Span<const uint32_t> table,
                                      absl::Span<uint8_t> out);
 
-namespace codec_internal {
-
-// Which loop DecodeSeqTable and SeqTableBlockDecoder use, process-wide:
-// kAuto (the default) picks AVX2 when the CPU has it. For tests and
-// benchmarks, which compare the two on one machine.
-enum class SeqIsa { kAuto, kPortable };
-void SetSeqTableIsa(SeqIsa isa);
-// True when kAuto uses the AVX2 loop on this CPU.
-bool SeqTableAvx2Available();
-
-}  // namespace codec_internal
-
 // Decodes one chunk of any codec this build knows. Returns
 // UnimplementedError for a codec id it does not know.
 absl::Status DecodeChunkBytes(uint8_t codec, absl::Span<const uint8_t> in,

@@ -28,12 +28,6 @@ absl::StatusOr<Affine> ChooseAffine(absl::Span<const float> x, int bits = 8);
 void QuantizeAffine(absl::Span<const float> x, Affine a, absl::Span<uint8_t> out,
                     int bits = 8);
 
-namespace quantize_internal {
-// The rounding QuantizeAffine uses: std::nearbyint in the default rounding
-// mode, without a libm call. Exposed for tests.
-float RoundHalfEven(float v);
-}  // namespace quantize_internal
-
 // Dequantizes `q` into `out` (same length) with `a`.
 void DequantizeAffine(absl::Span<const uint8_t> q, Affine a, absl::Span<float> out);
 

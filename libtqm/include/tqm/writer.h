@@ -152,32 +152,6 @@ absl::StatusOr<std::string> PackToString(TensorSource& source,
                                          const PackOptions& options,
                                          PackStats* stats = nullptr);
 
-// A TensorSource over tensors held in memory (tests, generated models).
-class MemorySource : public TensorSource {
- public:
-  void Add(std::string name, std::vector<uint64_t> dims, std::vector<float> values,
-           format::SourceDType dtype = format::kDTypeF32);
-  // A tensor stored verbatim: `bytes` are numel elements of `dtype`.
-  void AddRaw(std::string name, std::vector<uint64_t> dims, format::SourceDType dtype,
-              std::string bytes);
-  // An already quantized tensor (codes and parameters kept as they are).
-  void AddQuantized(std::string name, std::vector<uint64_t> dims, QuantizedTensor q);
-  void AddMeta(MetaEntry entry) { meta_.push_back(std::move(entry)); }
-
-  const std::vector<SourceTensor>& tensors() const override { return tensors_; }
-  const std::vector<MetaEntry>& metadata() const override { return meta_; }
-  absl::Status Read(size_t i, std::vector<float>* out) override;
-  absl::Status ReadRaw(size_t i, std::string* out) override;
-  absl::Status ReadQuantized(size_t i, QuantizedTensor* out) override;
-
- private:
-  std::vector<SourceTensor> tensors_;
-  std::vector<std::vector<float>> values_;
-  std::vector<std::string> raw_;
-  std::vector<QuantizedTensor> quantized_;
-  std::vector<MetaEntry> meta_;
-};
-
 }  // namespace tqm
 
 #endif  // TQM_WRITER_H_
