@@ -1,10 +1,12 @@
 /* The C API of tqm (libtqm_c.so): open a .tqm file, query its metadata and
- * tensors, decode tensors into caller buffers, and pin decoded layers through
- * the lazy loader. Plain C99; no C++ type or exception crosses it.
+ * tensors, decode tensors (or ranges of their elements) into caller buffers,
+ * pin decoded layers through the lazy loader, and write a .tqm file from
+ * tensors in memory. Plain C99; no C++ type or exception crosses it.
  *
  * Conventions
- * - Handles are opaque: tqm_file (tqm_open / tqm_close) and tqm_layer
- *   (tqm_layer_pin / tqm_layer_release).
+ * - Handles are opaque: tqm_file (tqm_open / tqm_close), tqm_layer
+ *   (tqm_layer_pin / tqm_layer_release) and tqm_writer (tqm_writer_new /
+ *   tqm_writer_free).
  * - Calls that can fail return a tqm_status. TQM_OK is 0. On failure the
  *   calling thread's last error (tqm_last_error_code / tqm_last_error_message)
  *   holds the status and a message naming the file, tensor, field and offset;
