@@ -957,7 +957,9 @@ class TqmSlice:
         if not isinstance(key, tuple):
             key = (key,)
         simple = all(
-            isinstance(k, (slice, int, np.integer)) or k is Ellipsis for k in key
+            (isinstance(k, (slice, int, np.integer)) and not isinstance(k, (bool, np.bool_)))
+            or k is Ellipsis
+            for k in key
         )
         if not t.shape or not simple or t.numel == 0 or (key and key[0] is Ellipsis):
             return f.tensor(t.name, self._dequantize)[key]

@@ -12,8 +12,6 @@ bool, float64), 0-d and empty arrays, and the arrays `keep` names are stored
 verbatim (RAW storage) and load back bit-exact in their own dtype.
 """
 
-import numpy as _np
-
 from . import _numpy_item, _save, safe_open
 
 __all__ = ["save_file", "load_file"]
