@@ -5,9 +5,10 @@ The C library is bundled into the package when one is found:
   TQM_C_LIBRARY=""                           nothing bundled;
   unset                                      ../build/lib/libtqm_c.so of the
                                              source tree, when it exists.
-TQM_LIBDIR (optional) is recorded in tqm/_build_config.py as the directory of
-an installed libtqm_c (e.g. /usr/local/lib after `cmake --install`), searched
-when no library is bundled. At run time TQM_LIB overrides both.
+TQM_LIBDIR (default: the install libdir of ../build's CMake cache, e.g.
+/usr/local/lib) is recorded in tqm/_build_config.py as the directory of an
+installed libtqm_c (`cmake --install build`), searched when no library is
+bundled. At run time TQM_LIB overrides both.
 """
 
 import os
@@ -32,6 +33,27 @@ def c_library():
     return os.path.realpath(candidate) if os.path.isfile(candidate) else None
 
 
+def recorded_libdirs():
+    """TQM_LIBDIR, else the install library directory of the source tree's
+    CMake build (CMAKE_INSTALL_PREFIX/CMAKE_INSTALL_LIBDIR of
+    ../build/CMakeCache.txt), where `cmake --install build` puts libtqm_c."""
+    env = os.environ.get("TQM_LIBDIR")
+    if env is not None:
+        return [d for d in env.split(os.pathsep) if d]
+    cache = os.path.join(HERE, "..", "build", "CMakeCache.txt")
+    values = {}
+    if os.path.isfile(cache):
+        with open(cache) as f:
+            for line in f:
+                key, _, value = line.strip().partition("=")
+                values[key.split(":")[0]] = value
+    prefix = values.get("CMAKE_INSTALL_PREFIX")
+    if not prefix:
+        return []
+    libdir = values.get("CMAKE_INSTALL_LIBDIR") or "lib"
+    return [os.path.join(prefix, libdir)]
+
+
 LIBRARY = c_library()
 
 
@@ -44,7 +66,7 @@ class BuildPy(build_py):
         os.makedirs(target, exist_ok=True)
         if LIBRARY:
             shutil.copyfile(LIBRARY, os.path.join(target, "libtqm_c.so"))
-        libdirs = [d for d in os.environ.get("TQM_LIBDIR", "").split(os.pathsep) if d]
+        libdirs = recorded_libdirs()
         with open(os.path.join(target, "_build_config.py"), "w") as f:
             f.write('"""Written by setup.py when the package was built."""\n')
             f.write("LIBDIRS = %r\n" % (libdirs,))
