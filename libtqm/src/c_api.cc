@@ -865,7 +865,7 @@ static absl::Status WriterOpen(const tqm_writer* w) {
   return absl::OkStatus();
 }
 
-tqm_status tqm_writer_add_tensor(tqm_writer* w, const char* name, tqm_source_dtype dtype,
+tqm_status tqm_writer_add_tensor(tqm_writer* w, const char* name, int32_t dtype,
                                  const uint64_t* dims, size_t ndim, const void* data,
                                  size_t size, uint32_t flags) {
   return Guard([&]() -> absl::Status {
@@ -884,12 +884,13 @@ tqm_status tqm_writer_add_tensor(tqm_writer* w, const char* name, tqm_source_dty
       return absl::InvalidArgumentError(
           absl::StrFormat("tensor '%s': unknown flags 0x%x", name, flags));
     }
-    const auto d = static_cast<tqm::format::SourceDType>(dtype);
+    const auto d = static_cast<tqm::format::SourceDType>(
+        dtype >= 1 && dtype <= tqm::format::kMaxDType ? dtype : 0);
     const size_t es = tqm::DTypeSize(d);
     if (es == 0) {
       return absl::InvalidArgumentError(absl::StrFormat(
           "tensor '%s': dtype %d cannot be written (not 1..14 or block-quantized Q8_0)",
-          name, static_cast<int>(dtype)));
+          name, dtype));
     }
     if (ndim > TQM_MAX_DIMS) {
       return absl::InvalidArgumentError(absl::StrFormat(

@@ -125,7 +125,7 @@ static void write_and_read(const char* dir) {
   CHECK(strstr(tqm_last_error_message(), "48") != NULL);
   CHECK(tqm_writer_add_tensor(w, "q8", TQM_DTYPE_Q8_0, ndims, 1, norm, 64, 0) ==
         TQM_INVALID_ARGUMENT);
-  CHECK(tqm_writer_add_tensor(w, "dt", (tqm_source_dtype)99, ndims, 1, norm, 64, 0) ==
+  CHECK(tqm_writer_add_tensor(w, "dt", 99, ndims, 1, norm, 64, 0) ==
         TQM_INVALID_ARGUMENT);
   {
     unsigned char bad[4] = {0, 1, 2, 0};

@@ -362,7 +362,9 @@ TQM_API void tqm_writer_free(tqm_writer* writer);
 
 /* Adds tensor `name` (unique, non-empty) of `ndim` dimensions dims[0..ndim)
  * (row-major; ndim 0 is a 0-d scalar; a dimension may be 0), whose elements
- * are data[0..size): little-endian `dtype` values, size = numel * the dtype's
+ * are data[0..size): little-endian values of `dtype` (a tqm_source_dtype;
+ * an int so that any number passed is defined behaviour and gets
+ * TQM_INVALID_ARGUMENT when unknown), size = numel * the dtype's
  * size exactly (BOOL: one byte, 0 or 1). TQM_DTYPE_F32, F16 and BF16 tensors
  * of 2 or more dimensions are quantized by the options (1-D ones too with
  * quantize_all; F16/BF16 ones not quantized are stored as float32); every
@@ -370,7 +372,7 @@ TQM_API void tqm_writer_free(tqm_writer* writer);
  * are stored verbatim (RAW storage, bit-exact). The data are copied unless
  * `flags` has TQM_WRITE_BORROW. */
 TQM_API tqm_status tqm_writer_add_tensor(tqm_writer* writer, const char* name,
-                                         tqm_source_dtype dtype, const uint64_t* dims,
+                                         int32_t dtype, const uint64_t* dims,
                                          size_t ndim, const void* data, size_t size,
                                          uint32_t flags);
 /* Metadata entries, in the order set; setting a key again replaces its value
