@@ -56,6 +56,8 @@ __all__ = [
     "TqmSlice",
     "TensorInfo",
     "Quantized",
+    "ChunkInfo",
+    "PackStats",
     "TqmError",
     "TqmInvalidArgumentError",
     "TqmNotFoundError",
