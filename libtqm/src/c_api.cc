@@ -5,8 +5,8 @@
 #include "tqm/c_api.h"
 
 #include <algorithm>
-#include <cctype>
 #include <atomic>
+#include <cctype>
 #include <cstddef>
 #include <cstring>
 #include <exception>
@@ -183,7 +183,6 @@ void FillView(const tqm::TensorView& v, tqm_view* out) {
   out->in_place = v.in_place ? 1 : 0;
 }
 
-
 // Decodes bytes [begin, end) of tensor `i`'s decoded form into `out`,
 // decoding only the chunks that overlap the range: those wholly inside go
 // straight into `out`, the (at most two) cut ones through a scratch buffer.
@@ -205,8 +204,8 @@ absl::Status DecodeBytes(const tqm_file* f, size_t i, uint64_t begin, uint64_t e
     const uint64_t hi = std::min(ce, end);
     f->chunks_decoded.fetch_add(1, std::memory_order_relaxed);
     if (lo == cb && hi == ce) {
-      TQM_RETURN_IF_ERROR(R(f).DecodeChunk(i, c, absl::MakeSpan(out + (cb - begin),
-                                                                it->decoded_size)));
+      TQM_RETURN_IF_ERROR(
+          R(f).DecodeChunk(i, c, absl::MakeSpan(out + (cb - begin), it->decoded_size)));
       continue;
     }
     scratch.resize(it->decoded_size);
@@ -220,9 +219,9 @@ absl::Status DecodeBytes(const tqm_file* f, size_t i, uint64_t begin, uint64_t e
 absl::Status CheckRange(const tqm_file* f, const tqm::TensorInfo& t, uint64_t first,
                         uint64_t count) {
   if (first > t.numel || count > t.numel - first) {
-    return absl::OutOfRangeError(absl::StrFormat(
-        "%s: tensor '%s': elements [%d, %d + %d) pass its %d elements", R(f).name(),
-        t.name, first, first, count, t.numel));
+    return absl::OutOfRangeError(
+        absl::StrFormat("%s: tensor '%s': elements [%d, %d + %d) pass its %d elements",
+                        R(f).name(), t.name, first, first, count, t.numel));
   }
   return absl::OkStatus();
 }
@@ -251,8 +250,8 @@ absl::Status CheckKey(const char* key) {
 class WriterSource : public tqm::TensorSource {
  public:
   struct Entry {
-    std::string owned;                 // the copy, unless borrowed
-    const uint8_t* borrowed = nullptr; // the caller's bytes (TQM_WRITE_BORROW)
+    std::string owned;                  // the copy, unless borrowed
+    const uint8_t* borrowed = nullptr;  // the caller's bytes (TQM_WRITE_BORROW)
     size_t size = 0;
     bool keep = false;
     const uint8_t* data() const {
@@ -726,8 +725,8 @@ tqm_status tqm_tensor_chunk(const tqm_file* f, size_t i, size_t c, tqm_chunk_inf
     TQM_RETURN_IF_ERROR(Tensor(f, i, &t));
     if (c >= t->chunks.size()) {
       return absl::InvalidArgumentError(
-          absl::StrFormat("%s: tensor '%s': chunk %d out of range (%d chunks)", R(f).name(),
-                          t->name, c, t->chunks.size()));
+          absl::StrFormat("%s: tensor '%s': chunk %d out of range (%d chunks)",
+                          R(f).name(), t->name, c, t->chunks.size()));
     }
     const tqm::ChunkInfo& k = t->chunks[c];
     info->decoded_offset = k.decoded_offset;
@@ -773,7 +772,8 @@ tqm_status tqm_tensor_read_f32_range(const tqm_file* f, size_t i, uint64_t first
     std::vector<uint8_t> stored(static_cast<size_t>(end - begin));
     TQM_RETURN_IF_ERROR(DecodeBytes(f, i, begin, end, stored.data()));
     if (t->quantized()) {
-      tqm::DequantizeRange(*t, first, stored, absl::MakeSpan(out, static_cast<size_t>(count)));
+      tqm::DequantizeRange(*t, first, stored,
+                           absl::MakeSpan(out, static_cast<size_t>(count)));
     } else {
       tqm::RawToFloat(t->source_dtype, stored.data(), static_cast<size_t>(count), out);
     }
@@ -819,7 +819,8 @@ tqm_status tqm_writer_new(const tqm_pack_options* options, tqm_writer** out) {
           absl::StrFormat("unknown granularity %d", o.granularity));
     }
     if (o.bits < tqm::format::kMinBits || o.bits > tqm::format::kMaxBits) {
-      return absl::InvalidArgumentError(absl::StrFormat("bit width %d is not 1..8", o.bits));
+      return absl::InvalidArgumentError(
+          absl::StrFormat("bit width %d is not 1..8", o.bits));
     }
     if (o.granularity == TQM_GRANULARITY_GROUP &&
         (o.group_size == 0 || o.group_size > tqm::format::kMaxGroupSize)) {
@@ -828,9 +829,9 @@ tqm_status tqm_writer_new(const tqm_pack_options* options, tqm_writer** out) {
     }
     if (o.chunk_size == 0 || o.chunk_size % 4 != 0 ||
         o.chunk_size > tqm::format::kMaxChunkDecodedSize) {
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "chunk size %d is not a multiple of 4 in 4..%d", o.chunk_size,
-          tqm::format::kMaxChunkDecodedSize));
+      return absl::InvalidArgumentError(
+          absl::StrFormat("chunk size %d is not a multiple of 4 in 4..%d", o.chunk_size,
+                          tqm::format::kMaxChunkDecodedSize));
     }
     if (o.threads < 0 || o.zstd_level < 0) {
       return absl::InvalidArgumentError("threads and zstd_level must not be negative");
@@ -907,9 +908,9 @@ tqm_status tqm_writer_add_tensor(tqm_writer* w, const char* name, int32_t dtype,
       numel *= dims[k];
     }
     if (numel * es != size) {
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "tensor '%s': %d bytes given, %d elements of %s need %d", name, size, numel,
-          tqm::DTypeName(d), numel * es));
+      return absl::InvalidArgumentError(
+          absl::StrFormat("tensor '%s': %d bytes given, %d elements of %s need %d", name,
+                          size, numel, tqm::DTypeName(d), numel * es));
     }
     if (size > 0 && data == nullptr) return Null("data");
     if (d == tqm::format::kDTypeBool) {
@@ -976,7 +977,8 @@ tqm_status tqm_writer_set_metadata_bytes(tqm_writer* w, const char* key, const v
                                          size_t size) {
   if (data == nullptr && size > 0) return Set(Null("data"));
   return SetMeta(w, key,
-                 tqm::MetaValue::Bytes(std::string(static_cast<const char*>(data ? data : ""), size)));
+                 tqm::MetaValue::Bytes(
+                     std::string(static_cast<const char*>(data ? data : ""), size)));
 }
 
 tqm_status tqm_writer_finish(tqm_writer* w, const char* path, tqm_pack_stats* stats) {

@@ -8,12 +8,12 @@
 
 #define _POSIX_C_SOURCE 200809L /* mkdtemp */
 
-#include "tqm/c_api.h"
-
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+#include "tqm/c_api.h"
 
 static int failures = 0;
 
@@ -100,7 +100,8 @@ static void write_and_read(const char* dir) {
   CHECK_OK(tqm_writer_add_tensor(w, "model.norm.weight", TQM_DTYPE_F32, ndims, 1, norm,
                                  sizeof(norm), 0));
   memcpy(given, ids, sizeof(ids));
-  CHECK_OK(tqm_writer_add_tensor(w, "ids", TQM_DTYPE_I64, idims, 2, given, sizeof(given), 0));
+  CHECK_OK(
+      tqm_writer_add_tensor(w, "ids", TQM_DTYPE_I64, idims, 2, given, sizeof(given), 0));
   CHECK_OK(tqm_writer_add_tensor(w, "mask", TQM_DTYPE_BOOL, mdims, 1, mask, 4, 0));
   CHECK_OK(tqm_writer_add_tensor(w, "scalar", TQM_DTYPE_F64, NULL, 0, &scalar, 8, 0));
   CHECK_OK(tqm_writer_add_tensor(w, "empty", TQM_DTYPE_U8, edims, 2, NULL, 0, 0));
@@ -137,7 +138,8 @@ static void write_and_read(const char* dir) {
   CHECK(tqm_writer_add_tensor(w, "flags", TQM_DTYPE_U8, edims, 2, NULL, 0, 8) ==
         TQM_INVALID_ARGUMENT);
   CHECK(tqm_writer_set_metadata_int(w, "bad key", 1) == TQM_INVALID_ARGUMENT);
-  CHECK(tqm_writer_set_metadata_string(w, "test.utf8", "\xff", 1) == TQM_INVALID_ARGUMENT);
+  CHECK(tqm_writer_set_metadata_string(w, "test.utf8", "\xff", 1) ==
+        TQM_INVALID_ARGUMENT);
   CHECK(tqm_writer_set_metadata_int(NULL, "k", 1) == TQM_INVALID_ARGUMENT);
 
   memset(&stats, 0, sizeof(stats));
@@ -260,7 +262,8 @@ static void write_and_read(const char* dir) {
     char missing[1100];
     snprintf(missing, sizeof(missing), "%s/no/such/dir/x.tqm", dir);
     CHECK_OK(tqm_writer_new(NULL, &w));
-    CHECK_OK(tqm_writer_add_tensor(w, "ids", TQM_DTYPE_I64, idims, 2, ids, sizeof(ids), 0));
+    CHECK_OK(
+        tqm_writer_add_tensor(w, "ids", TQM_DTYPE_I64, idims, 2, ids, sizeof(ids), 0));
     CHECK(tqm_writer_finish(w, missing, NULL) == TQM_NOT_FOUND);
     CHECK(strstr(tqm_last_error_message(), "no/such/dir") != NULL);
     tqm_writer_free(w);

@@ -321,16 +321,16 @@ typedef enum tqm_granularity {
 } tqm_granularity;
 
 typedef struct tqm_pack_options {
-  int32_t profile;      /* tqm_profile; default TQM_PROFILE_BALANCED */
-  int32_t granularity;  /* tqm_granularity; default TQM_GRANULARITY_TENSOR */
-  uint32_t group_size;  /* elements per group for TQM_GRANULARITY_GROUP */
-  int32_t bits;         /* code width of quantized tensors, 1..8; default 8 */
-  int32_t quantize_all; /* nonzero: quantize 1-D float tensors too */
-  int32_t entropy;      /* nonzero (default): try the entropy codecs */
-  int32_t lanes;        /* nonzero (default): try the lanes codec */
-  int32_t zstd_level;   /* zstd level of TQM_PROFILE_SIZE, 0 = no zstd; 19 */
-  int32_t threads;      /* encoding threads; 0 (default) = all cores */
-  uint32_t chunk_size;  /* decoded bytes per chunk, a multiple of 4 */
+  int32_t profile;            /* tqm_profile; default TQM_PROFILE_BALANCED */
+  int32_t granularity;        /* tqm_granularity; default TQM_GRANULARITY_TENSOR */
+  uint32_t group_size;        /* elements per group for TQM_GRANULARITY_GROUP */
+  int32_t bits;               /* code width of quantized tensors, 1..8; default 8 */
+  int32_t quantize_all;       /* nonzero: quantize 1-D float tensors too */
+  int32_t entropy;            /* nonzero (default): try the entropy codecs */
+  int32_t lanes;              /* nonzero (default): try the lanes codec */
+  int32_t zstd_level;         /* zstd level of TQM_PROFILE_SIZE, 0 = no zstd; 19 */
+  int32_t threads;            /* encoding threads; 0 (default) = all cores */
+  uint32_t chunk_size;        /* decoded bytes per chunk, a multiple of 4 */
   uint32_t max_table_entries; /* sequence-table bound; 0 = no seqtable codec */
 } tqm_pack_options;
 
@@ -345,10 +345,11 @@ typedef struct tqm_pack_stats {
   double seconds;
 } tqm_pack_stats;
 
-/* tqm_writer_add_tensor flags. */
-#define TQM_WRITE_KEEP 1u   /* store as given, never quantized */
-#define TQM_WRITE_BORROW 2u /* no copy: `data` stays valid and unchanged until
-                               tqm_writer_finish returns or tqm_writer_free */
+/* tqm_writer_add_tensor flags. KEEP: store as given, never quantized.
+ * BORROW: no copy; `data` stays valid and unchanged until tqm_writer_finish
+ * returns or tqm_writer_free. */
+#define TQM_WRITE_KEEP 1u
+#define TQM_WRITE_BORROW 2u
 
 /* Fills `options` with the defaults (those of tqm-pack). */
 TQM_API void tqm_pack_options_init(tqm_pack_options* options);
@@ -372,9 +373,8 @@ TQM_API void tqm_writer_free(tqm_writer* writer);
  * are stored verbatim (RAW storage, bit-exact). The data are copied unless
  * `flags` has TQM_WRITE_BORROW. */
 TQM_API tqm_status tqm_writer_add_tensor(tqm_writer* writer, const char* name,
-                                         int32_t dtype, const uint64_t* dims,
-                                         size_t ndim, const void* data, size_t size,
-                                         uint32_t flags);
+                                         int32_t dtype, const uint64_t* dims, size_t ndim,
+                                         const void* data, size_t size, uint32_t flags);
 /* Metadata entries, in the order set; setting a key again replaces its value
  * in place. The writer adds its own (tqm.writer, tqm.granularity ...) after. */
 TQM_API tqm_status tqm_writer_set_metadata_int(tqm_writer* writer, const char* key,
