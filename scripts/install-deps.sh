@@ -4,6 +4,7 @@
 set -euo pipefail
 pkgs=(cmake make g++ pkg-config libboost-dev libzstd-dev libxxhash-dev libcli11-dev
       libabsl-dev libgtest-dev libgmock-dev libbenchmark-dev python3 python3-numpy
+      python3-torch python3-venv python3-pip python3-setuptools python3-wheel
       clang libclang-rt-14-dev)
 missing=()
 for p in "${pkgs[@]}"; do

@@ -1,10 +1,12 @@
 /* The C API of tqm (libtqm_c.so): open a .tqm file, query its metadata and
- * tensors, decode tensors into caller buffers, and pin decoded layers through
- * the lazy loader. Plain C99; no C++ type or exception crosses it.
+ * tensors, decode tensors (or ranges of their elements) into caller buffers,
+ * pin decoded layers through the lazy loader, and write a .tqm file from
+ * tensors in memory. Plain C99; no C++ type or exception crosses it.
  *
  * Conventions
- * - Handles are opaque: tqm_file (tqm_open / tqm_close) and tqm_layer
- *   (tqm_layer_pin / tqm_layer_release).
+ * - Handles are opaque: tqm_file (tqm_open / tqm_close), tqm_layer
+ *   (tqm_layer_pin / tqm_layer_release) and tqm_writer (tqm_writer_new /
+ *   tqm_writer_free).
  * - Calls that can fail return a tqm_status. TQM_OK is 0. On failure the
  *   calling thread's last error (tqm_last_error_code / tqm_last_error_message)
  *   holds the status and a message naming the file, tensor, field and offset;
@@ -224,6 +226,42 @@ TQM_API tqm_status tqm_tensor_read_u8(const tqm_file* file, size_t index, uint8_
 TQM_API tqm_status tqm_tensor_read_f32(const tqm_file* file, size_t index, float* out,
                                        size_t count);
 
+/* ---- partial decoding ---- */
+
+/* Where chunk `chunk` of a tensor lies in the tensor's decoded bytes
+ * (tqm_tensor_decode's layout) and in the file. */
+typedef struct tqm_chunk_info {
+  uint64_t decoded_offset; /* first decoded byte of the tensor it holds */
+  uint32_t decoded_size;   /* decoded bytes */
+  uint32_t encoded_size;   /* bytes in the file */
+  uint64_t file_offset;    /* absolute offset of the encoded bytes */
+  int32_t codec;           /* the format's codec id (spec/FORMAT.md) */
+} tqm_chunk_info;
+
+/* Number of chunks of tensor `index` (0 for a tensor without elements). */
+TQM_API tqm_status tqm_tensor_chunk_count(const tqm_file* file, size_t index,
+                                          size_t* count);
+TQM_API tqm_status tqm_tensor_chunk(const tqm_file* file, size_t index, size_t chunk,
+                                    tqm_chunk_info* info);
+/* Elements [first, first + count) (row-major) of tensor `index` as
+ * tqm_tensor_decode stores them (codes, float32 or verbatim bytes) into
+ * out[0..size), size >= count * (tqm_tensor_byte_size / numel). Decodes only
+ * the chunks that hold those elements, so reading a few rows of a large
+ * tensor costs a few chunks. TQM_OUT_OF_RANGE when the range passes the end. */
+TQM_API tqm_status tqm_tensor_decode_range(const tqm_file* file, size_t index,
+                                           uint64_t first, uint64_t count, void* out,
+                                           size_t size);
+/* Elements [first, first + count) as float32, converted as tqm_tensor_read_f32
+ * converts them, into out[0..capacity), capacity >= count; the same chunks as
+ * tqm_tensor_decode_range. */
+TQM_API tqm_status tqm_tensor_read_f32_range(const tqm_file* file, size_t index,
+                                             uint64_t first, uint64_t count, float* out,
+                                             size_t capacity);
+/* Chunks decoded so far by the tqm_tensor_* calls on `file` (decode, read_u8,
+ * read_f32 and the range calls; not the layer loader, not tqm_verify): a
+ * measure of the work a read did, for tests and profiling. 0 for NULL. */
+TQM_API uint64_t tqm_chunks_decoded(const tqm_file* file);
+
 /* ---- layers (the lazy loader) ---- */
 
 /* 1 + the highest layer number (0 when no tensor has one). */
@@ -259,6 +297,103 @@ TQM_API tqm_status tqm_layer_tensor(const tqm_layer* layer, size_t j, tqm_view* 
 /* The view of the tensor called `name`; TQM_NOT_FOUND if not in this layer. */
 TQM_API tqm_status tqm_layer_find(const tqm_layer* layer, const char* name,
                                   tqm_view* view);
+
+/* ---- writing ---- */
+
+/* Build a .tqm file from tensors held in memory: tqm_writer_new, then
+ * tqm_writer_add_tensor and tqm_writer_set_metadata_* in any order, then
+ * tqm_writer_finish (once) and tqm_writer_free. A writer is used from one
+ * thread at a time. */
+typedef struct tqm_writer tqm_writer;
+
+/* How the writer picks each chunk's codec (tqm::Profile). */
+typedef enum tqm_profile {
+  TQM_PROFILE_SIZE = 0,     /* the smallest encoding */
+  TQM_PROFILE_BALANCED = 1, /* the fastest-decoding within 2 % of the smallest */
+  TQM_PROFILE_SPEED = 2     /* the fastest that saves at least 3 % over stored */
+} tqm_profile;
+
+/* What one (scale, zero) pair covers (tqm::Granularity). */
+typedef enum tqm_granularity {
+  TQM_GRANULARITY_TENSOR = 0,
+  TQM_GRANULARITY_ROW = 1,  /* one pair per dims[0] slice (2+ dimensions) */
+  TQM_GRANULARITY_GROUP = 2 /* group_size elements along the last dimension */
+} tqm_granularity;
+
+typedef struct tqm_pack_options {
+  int32_t profile;            /* tqm_profile; default TQM_PROFILE_BALANCED */
+  int32_t granularity;        /* tqm_granularity; default TQM_GRANULARITY_TENSOR */
+  uint32_t group_size;        /* elements per group for TQM_GRANULARITY_GROUP */
+  int32_t bits;               /* code width of quantized tensors, 1..8; default 8 */
+  int32_t quantize_all;       /* nonzero: quantize 1-D float tensors too */
+  int32_t entropy;            /* nonzero (default): try the entropy codecs */
+  int32_t lanes;              /* nonzero (default): try the lanes codec */
+  int32_t zstd_level;         /* zstd level of TQM_PROFILE_SIZE, 0 = no zstd; 19 */
+  int32_t threads;            /* encoding threads; 0 (default) = all cores */
+  uint32_t chunk_size;        /* decoded bytes per chunk, a multiple of 4 */
+  uint32_t max_table_entries; /* sequence-table bound; 0 = no seqtable codec */
+} tqm_pack_options;
+
+/* What tqm_writer_finish wrote. */
+typedef struct tqm_pack_stats {
+  uint64_t tensors;
+  uint64_t quantized_tensors;
+  uint64_t raw_tensors;  /* stored verbatim in their own dtype */
+  uint64_t weights;      /* total elements */
+  uint64_t source_bytes; /* tensor bytes as given */
+  uint64_t file_bytes;
+  double seconds;
+} tqm_pack_stats;
+
+/* tqm_writer_add_tensor flags. KEEP: store as given, never quantized.
+ * BORROW: no copy; `data` stays valid and unchanged until tqm_writer_finish
+ * returns or tqm_writer_free. */
+#define TQM_WRITE_KEEP 1u
+#define TQM_WRITE_BORROW 2u
+
+/* Fills `options` with the defaults (those of tqm-pack). */
+TQM_API void tqm_pack_options_init(tqm_pack_options* options);
+
+/* A new, empty writer with a copy of `options` (NULL = defaults), checked
+ * here: TQM_INVALID_ARGUMENT for an unknown profile or granularity, bits
+ * outside 1..8, a group size outside 1..65536 for TQM_GRANULARITY_GROUP. */
+TQM_API tqm_status tqm_writer_new(const tqm_pack_options* options, tqm_writer** out);
+/* Frees the writer (NULL is ignored), written or not. */
+TQM_API void tqm_writer_free(tqm_writer* writer);
+
+/* Adds tensor `name` (unique, non-empty) of `ndim` dimensions dims[0..ndim)
+ * (row-major; ndim 0 is a 0-d scalar; a dimension may be 0), whose elements
+ * are data[0..size): little-endian values of `dtype` (a tqm_source_dtype;
+ * an int so that any number passed is defined behaviour and gets
+ * TQM_INVALID_ARGUMENT when unknown), size = numel * the dtype's
+ * size exactly (BOOL: one byte, 0 or 1). TQM_DTYPE_F32, F16 and BF16 tensors
+ * of 2 or more dimensions are quantized by the options (1-D ones too with
+ * quantize_all; F16/BF16 ones not quantized are stored as float32); every
+ * other dtype, 0-d and empty tensors, and tensors added with TQM_WRITE_KEEP
+ * are stored verbatim (RAW storage, bit-exact). The data are copied unless
+ * `flags` has TQM_WRITE_BORROW. */
+TQM_API tqm_status tqm_writer_add_tensor(tqm_writer* writer, const char* name,
+                                         int32_t dtype, const uint64_t* dims, size_t ndim,
+                                         const void* data, size_t size, uint32_t flags);
+/* Metadata entries, in the order set; setting a key again replaces its value
+ * in place. The writer adds its own (tqm.writer, tqm.granularity ...) after. */
+TQM_API tqm_status tqm_writer_set_metadata_int(tqm_writer* writer, const char* key,
+                                               int64_t value);
+TQM_API tqm_status tqm_writer_set_metadata_float(tqm_writer* writer, const char* key,
+                                                 double value);
+/* UTF-8 text of `size` bytes (checked). */
+TQM_API tqm_status tqm_writer_set_metadata_string(tqm_writer* writer, const char* key,
+                                                  const char* value, size_t size);
+TQM_API tqm_status tqm_writer_set_metadata_bytes(tqm_writer* writer, const char* key,
+                                                 const void* data, size_t size);
+
+/* Quantizes, encodes and writes the file to `path` atomically: written to a
+ * temporary file in the same directory and renamed over `path` only when
+ * complete, so a failure leaves `path` as it was. `stats` may be NULL. After
+ * it returns (success or not) the writer holds no tensors and accepts only
+ * tqm_writer_free: a second call is TQM_FAILED_PRECONDITION. */
+TQM_API tqm_status tqm_writer_finish(tqm_writer* writer, const char* path,
+                                     tqm_pack_stats* stats);
 
 #ifdef __cplusplus
 } /* extern "C" */

@@ -4,6 +4,9 @@
 
 #include "tqm/c_api.h"
 
+#include <algorithm>
+#include <atomic>
+#include <cctype>
 #include <cstddef>
 #include <cstring>
 #include <exception>
@@ -13,18 +16,24 @@
 #include <set>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_format.h"
+#include "json.h"
 #include "tqm/loader.h"
 #include "tqm/reader.h"
 #include "tqm/source.h"
+#include "tqm/status.h"
 #include "tqm/version.h"
+#include "tqm/writer.h"
 
 struct tqm_file {
   std::unique_ptr<tqm::Model> model;
   std::mutex mu;
   std::set<tqm_layer*> layers;  // pinned, released by tqm_close if still held
+  // Chunks decoded by the tqm_tensor_* calls (tqm_chunks_decoded).
+  mutable std::atomic<uint64_t> chunks_decoded{0};
 };
 
 struct tqm_layer {
@@ -52,6 +61,12 @@ static_assert(static_cast<int>(TQM_DTYPE_BOOL) == tqm::format::kDTypeBool, "dtyp
 static_assert(static_cast<int>(TQM_DTYPE_BOOL) == tqm::format::kMaxDType,
               "every dtype has a C name");
 static_assert(TQM_NO_LAYER == tqm::format::kNoLayer, "no-layer id");
+static_assert(TQM_GRANULARITY_GROUP == static_cast<int>(tqm::Granularity::kGroup) &&
+                  TQM_GRANULARITY_ROW == static_cast<int>(tqm::Granularity::kRow),
+              "granularity ids");
+static_assert(TQM_PROFILE_SPEED == static_cast<int>(tqm::Profile::kSpeed) &&
+                  TQM_PROFILE_BALANCED == static_cast<int>(tqm::Profile::kBalanced),
+              "profile ids");
 static_assert(TQM_MAX_DIMS == tqm::format::kMaxDims, "max dims");
 
 namespace {
@@ -168,7 +183,153 @@ void FillView(const tqm::TensorView& v, tqm_view* out) {
   out->in_place = v.in_place ? 1 : 0;
 }
 
+// Decodes bytes [begin, end) of tensor `i`'s decoded form into `out`,
+// decoding only the chunks that overlap the range: those wholly inside go
+// straight into `out`, the (at most two) cut ones through a scratch buffer.
+absl::Status DecodeBytes(const tqm_file* f, size_t i, uint64_t begin, uint64_t end,
+                         uint8_t* out) {
+  const tqm::TensorInfo& t = R(f).tensors()[i];
+  const auto& chunks = t.chunks;
+  // The first chunk whose bytes end past `begin` (chunks are in tensor order).
+  auto it = std::upper_bound(chunks.begin(), chunks.end(), begin,
+                             [](uint64_t b, const tqm::ChunkInfo& c) {
+                               return b < c.decoded_offset + c.decoded_size;
+                             });
+  std::vector<uint8_t> scratch;
+  for (; it != chunks.end() && it->decoded_offset < end; ++it) {
+    const size_t c = static_cast<size_t>(it - chunks.begin());
+    const uint64_t cb = it->decoded_offset;
+    const uint64_t ce = cb + it->decoded_size;
+    const uint64_t lo = std::max(cb, begin);
+    const uint64_t hi = std::min(ce, end);
+    f->chunks_decoded.fetch_add(1, std::memory_order_relaxed);
+    if (lo == cb && hi == ce) {
+      TQM_RETURN_IF_ERROR(
+          R(f).DecodeChunk(i, c, absl::MakeSpan(out + (cb - begin), it->decoded_size)));
+      continue;
+    }
+    scratch.resize(it->decoded_size);
+    TQM_RETURN_IF_ERROR(R(f).DecodeChunk(i, c, absl::MakeSpan(scratch)));
+    std::memcpy(out + (lo - begin), scratch.data() + (lo - cb), hi - lo);
+  }
+  return absl::OkStatus();
+}
+
+// Checks that [first, first + count) lies within tensor `t`.
+absl::Status CheckRange(const tqm_file* f, const tqm::TensorInfo& t, uint64_t first,
+                        uint64_t count) {
+  if (first > t.numel || count > t.numel - first) {
+    return absl::OutOfRangeError(
+        absl::StrFormat("%s: tensor '%s': elements [%d, %d + %d) pass its %d elements",
+                        R(f).name(), t.name, first, first, count, t.numel));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckKey(const char* key) {
+  if (key == nullptr) return Null("key");
+  const size_t n = std::strlen(key);
+  if (n == 0 || n > tqm::format::kMaxKeyLength) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("metadata key '%s' is empty or longer than %d bytes", key,
+                        tqm::format::kMaxKeyLength));
+  }
+  for (size_t k = 0; k < n; ++k) {
+    const unsigned char c = static_cast<unsigned char>(key[k]);
+    if (!(std::isalnum(c) || c == '.' || c == '_' || c == '-')) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "metadata key '%s' has characters outside [A-Za-z0-9._-]", key));
+    }
+  }
+  return absl::OkStatus();
+}
+
+// The tensors given to a tqm_writer, served to tqm::Pack. Float tensors
+// (F32, F16, BF16) are converted to float32 on each Read (the writer reads a
+// tensor a few times but holds one at a time); every other dtype is kRaw.
+class WriterSource : public tqm::TensorSource {
+ public:
+  struct Entry {
+    std::string owned;                  // the copy, unless borrowed
+    const uint8_t* borrowed = nullptr;  // the caller's bytes (TQM_WRITE_BORROW)
+    size_t size = 0;
+    bool keep = false;
+    const uint8_t* data() const {
+      return borrowed ? borrowed : reinterpret_cast<const uint8_t*>(owned.data());
+    }
+  };
+
+  const std::vector<tqm::SourceTensor>& tensors() const override { return tensors_; }
+  const std::vector<tqm::MetaEntry>& metadata() const override { return meta_; }
+
+  absl::Status Read(size_t i, std::vector<float>* out) override {
+    if (i >= tensors_.size()) return absl::OutOfRangeError("no such tensor");
+    const tqm::SourceTensor& t = tensors_[i];
+    if (t.kind != tqm::TensorKind::kFloat) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "tensor '%s' (%s) is not a float tensor", t.name, tqm::DTypeName(t.dtype)));
+    }
+    const Entry& e = entries_[i];
+    const size_t n = e.size / tqm::DTypeSize(t.dtype);
+    out->resize(n);
+    if (t.dtype == tqm::format::kDTypeF32) {
+      if (n) std::memcpy(out->data(), e.data(), e.size);
+    } else {
+      tqm::RawToFloat(t.dtype, e.data(), n, out->data());
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status ReadRaw(size_t i, std::string* out) override {
+    if (i >= tensors_.size()) return absl::OutOfRangeError("no such tensor");
+    out->assign(reinterpret_cast<const char*>(entries_[i].data()), entries_[i].size);
+    return absl::OkStatus();
+  }
+
+  bool Has(const std::string& name) const { return names_.count(name) != 0; }
+  bool Kept(const std::string& name) const { return kept_.count(name) != 0; }
+
+  void Add(tqm::SourceTensor t, Entry e) {
+    names_.insert(t.name);
+    if (e.keep) kept_.insert(t.name);
+    tensors_.push_back(std::move(t));
+    entries_.push_back(std::move(e));
+  }
+
+  void Put(tqm::MetaEntry m) {
+    for (tqm::MetaEntry& x : meta_) {
+      if (x.key == m.key) {
+        x = std::move(m);
+        return;
+      }
+    }
+    meta_.push_back(std::move(m));
+  }
+
+  void Clear() {
+    tensors_.clear();
+    tensors_.shrink_to_fit();
+    entries_.clear();
+    entries_.shrink_to_fit();
+    names_.clear();
+    kept_.clear();
+  }
+
+ private:
+  std::vector<tqm::SourceTensor> tensors_;
+  std::vector<Entry> entries_;
+  std::set<std::string> names_;
+  std::set<std::string> kept_;
+  std::vector<tqm::MetaEntry> meta_;
+};
+
 }  // namespace
+
+struct tqm_writer {
+  tqm::PackOptions options;
+  WriterSource source;
+  bool finished = false;
+};
 
 extern "C" {
 
@@ -444,6 +605,7 @@ tqm_status tqm_tensor_decode(const tqm_file* f, size_t i, void* out, size_t size
     if (!s.ok()) return s;
     if (size < t->byte_size) return Small(f, *t, size, t->byte_size, "bytes");
     if (out == nullptr && t->byte_size > 0) return Null("out");
+    f->chunks_decoded.fetch_add(t->chunks.size(), std::memory_order_relaxed);
     return R(f).DecodeTensor(
         i, absl::MakeSpan(static_cast<uint8_t*>(out), static_cast<size_t>(t->byte_size)));
   });
@@ -464,6 +626,7 @@ tqm_status tqm_tensor_read_u8(const tqm_file* f, size_t i, uint8_t* out, size_t 
     }
     if (count < t->numel) return Small(f, *t, count, t->numel, "bytes");
     if (out == nullptr && t->numel > 0) return Null("out");
+    f->chunks_decoded.fetch_add(t->chunks.size(), std::memory_order_relaxed);
     return R(f).DecodeTensor(i, absl::MakeSpan(out, static_cast<size_t>(t->numel)));
   });
 }
@@ -475,6 +638,7 @@ tqm_status tqm_tensor_read_f32(const tqm_file* f, size_t i, float* out, size_t c
     if (!s.ok()) return s;
     if (count < t->numel) return Small(f, *t, count, t->numel, "floats");
     if (out == nullptr && t->numel > 0) return Null("out");
+    f->chunks_decoded.fetch_add(t->chunks.size(), std::memory_order_relaxed);
     return R(f).ReadFloat(i, absl::MakeSpan(out, static_cast<size_t>(t->numel)));
   });
 }
@@ -538,6 +702,302 @@ tqm_status tqm_layer_find(const tqm_layer* l, const char* name, tqm_view* view) 
     absl::StatusOr<const tqm::TensorView*> v = l->handle.Get(name);
     if (!v.ok()) return v.status();
     FillView(**v, view);
+    return absl::OkStatus();
+  });
+}
+
+// ---- partial decoding ----
+
+tqm_status tqm_tensor_chunk_count(const tqm_file* f, size_t i, size_t* count) {
+  return Guard([&]() -> absl::Status {
+    if (count == nullptr) return Null("count");
+    const tqm::TensorInfo* t = nullptr;
+    TQM_RETURN_IF_ERROR(Tensor(f, i, &t));
+    *count = t->chunks.size();
+    return absl::OkStatus();
+  });
+}
+
+tqm_status tqm_tensor_chunk(const tqm_file* f, size_t i, size_t c, tqm_chunk_info* info) {
+  return Guard([&]() -> absl::Status {
+    if (info == nullptr) return Null("info");
+    const tqm::TensorInfo* t = nullptr;
+    TQM_RETURN_IF_ERROR(Tensor(f, i, &t));
+    if (c >= t->chunks.size()) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("%s: tensor '%s': chunk %d out of range (%d chunks)",
+                          R(f).name(), t->name, c, t->chunks.size()));
+    }
+    const tqm::ChunkInfo& k = t->chunks[c];
+    info->decoded_offset = k.decoded_offset;
+    info->decoded_size = k.decoded_size;
+    info->encoded_size = k.encoded_size;
+    info->file_offset = k.offset;
+    info->codec = k.codec;
+    return absl::OkStatus();
+  });
+}
+
+tqm_status tqm_tensor_decode_range(const tqm_file* f, size_t i, uint64_t first,
+                                   uint64_t count, void* out, size_t size) {
+  return Guard([&]() -> absl::Status {
+    const tqm::TensorInfo* t = nullptr;
+    TQM_RETURN_IF_ERROR(Tensor(f, i, &t));
+    TQM_RETURN_IF_ERROR(CheckRange(f, *t, first, count));
+    const uint64_t es = t->element_size();
+    // count <= numel and numel * es = byte_size, validated on open: no overflow.
+    const uint64_t bytes = count * es;
+    if (size < bytes) return Small(f, *t, size, bytes, "bytes");
+    if (bytes == 0) return absl::OkStatus();
+    if (out == nullptr) return Null("out");
+    return DecodeBytes(f, i, first * es, first * es + bytes, static_cast<uint8_t*>(out));
+  });
+}
+
+tqm_status tqm_tensor_read_f32_range(const tqm_file* f, size_t i, uint64_t first,
+                                     uint64_t count, float* out, size_t capacity) {
+  return Guard([&]() -> absl::Status {
+    const tqm::TensorInfo* t = nullptr;
+    TQM_RETURN_IF_ERROR(Tensor(f, i, &t));
+    TQM_RETURN_IF_ERROR(CheckRange(f, *t, first, count));
+    if (capacity < count) return Small(f, *t, capacity, count, "floats");
+    if (count == 0) return absl::OkStatus();
+    if (out == nullptr) return Null("out");
+    const uint64_t es = t->element_size();
+    const uint64_t begin = first * es;
+    const uint64_t end = begin + count * es;
+    if (t->storage == tqm::format::kStorageF32) {
+      return DecodeBytes(f, i, begin, end, reinterpret_cast<uint8_t*>(out));
+    }
+    std::vector<uint8_t> stored(static_cast<size_t>(end - begin));
+    TQM_RETURN_IF_ERROR(DecodeBytes(f, i, begin, end, stored.data()));
+    if (t->quantized()) {
+      tqm::DequantizeRange(*t, first, stored,
+                           absl::MakeSpan(out, static_cast<size_t>(count)));
+    } else {
+      tqm::RawToFloat(t->source_dtype, stored.data(), static_cast<size_t>(count), out);
+    }
+    return absl::OkStatus();
+  });
+}
+
+uint64_t tqm_chunks_decoded(const tqm_file* f) {
+  return f ? f->chunks_decoded.load(std::memory_order_relaxed) : 0;
+}
+
+// ---- writing ----
+
+void tqm_pack_options_init(tqm_pack_options* o) {
+  if (o == nullptr) return;
+  const tqm::PackOptions d;
+  std::memset(o, 0, sizeof(*o));
+  o->profile = static_cast<int32_t>(d.profile);
+  o->granularity = static_cast<int32_t>(d.granularity);
+  o->group_size = d.group_size;
+  o->bits = d.bits;
+  o->quantize_all = d.quantize_all ? 1 : 0;
+  o->entropy = d.entropy ? 1 : 0;
+  o->lanes = d.lanes ? 1 : 0;
+  o->zstd_level = d.zstd_level;
+  o->threads = static_cast<int32_t>(d.threads);
+  o->chunk_size = d.chunk_size;
+  o->max_table_entries = d.max_table_entries;
+}
+
+tqm_status tqm_writer_new(const tqm_pack_options* options, tqm_writer** out) {
+  return Guard([&]() -> absl::Status {
+    if (out == nullptr) return Null("out");
+    *out = nullptr;
+    tqm_pack_options o;
+    tqm_pack_options_init(&o);
+    if (options != nullptr) o = *options;
+    if (o.profile < TQM_PROFILE_SIZE || o.profile > TQM_PROFILE_SPEED) {
+      return absl::InvalidArgumentError(absl::StrFormat("unknown profile %d", o.profile));
+    }
+    if (o.granularity < TQM_GRANULARITY_TENSOR || o.granularity > TQM_GRANULARITY_GROUP) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("unknown granularity %d", o.granularity));
+    }
+    if (o.bits < tqm::format::kMinBits || o.bits > tqm::format::kMaxBits) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("bit width %d is not 1..8", o.bits));
+    }
+    if (o.granularity == TQM_GRANULARITY_GROUP &&
+        (o.group_size == 0 || o.group_size > tqm::format::kMaxGroupSize)) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "group size %d is not 1..%d", o.group_size, tqm::format::kMaxGroupSize));
+    }
+    if (o.chunk_size == 0 || o.chunk_size % 4 != 0 ||
+        o.chunk_size > tqm::format::kMaxChunkDecodedSize) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("chunk size %d is not a multiple of 4 in 4..%d", o.chunk_size,
+                          tqm::format::kMaxChunkDecodedSize));
+    }
+    if (o.threads < 0 || o.zstd_level < 0) {
+      return absl::InvalidArgumentError("threads and zstd_level must not be negative");
+    }
+    auto w = std::make_unique<tqm_writer>();
+    tqm::PackOptions& p = w->options;
+    p.profile = static_cast<tqm::Profile>(o.profile);
+    p.granularity = static_cast<tqm::Granularity>(o.granularity);
+    p.group_size = o.group_size;
+    p.bits = o.bits;
+    p.quantize_all = o.quantize_all != 0;
+    p.entropy = o.entropy != 0;
+    p.lanes = o.lanes != 0;
+    p.zstd_level = o.zstd_level;
+    p.threads = static_cast<unsigned>(o.threads);
+    p.chunk_size = o.chunk_size;
+    p.max_table_entries = o.max_table_entries;
+    const WriterSource* src = &w->source;
+    p.keep = [src](const std::string& name) { return src->Kept(name); };
+    *out = w.release();
+    return absl::OkStatus();
+  });
+}
+
+void tqm_writer_free(tqm_writer* w) { delete w; }
+
+static absl::Status WriterOpen(const tqm_writer* w) {
+  if (w == nullptr) return Null("writer");
+  if (w->finished) {
+    return absl::FailedPreconditionError("the writer has finished: only tqm_writer_free");
+  }
+  return absl::OkStatus();
+}
+
+tqm_status tqm_writer_add_tensor(tqm_writer* w, const char* name, int32_t dtype,
+                                 const uint64_t* dims, size_t ndim, const void* data,
+                                 size_t size, uint32_t flags) {
+  return Guard([&]() -> absl::Status {
+    TQM_RETURN_IF_ERROR(WriterOpen(w));
+    if (name == nullptr || name[0] == '\0') {
+      return absl::InvalidArgumentError("tensor name is NULL or empty");
+    }
+    if (std::strlen(name) > tqm::format::kMaxNameLength) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "tensor name '%s' is longer than %d bytes", name, tqm::format::kMaxNameLength));
+    }
+    if (w->source.Has(name)) {
+      return absl::InvalidArgumentError(absl::StrFormat("duplicate tensor '%s'", name));
+    }
+    if ((flags & ~(TQM_WRITE_KEEP | TQM_WRITE_BORROW)) != 0) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("tensor '%s': unknown flags 0x%x", name, flags));
+    }
+    const auto d = static_cast<tqm::format::SourceDType>(
+        dtype >= 1 && dtype <= tqm::format::kMaxDType ? dtype : 0);
+    const size_t es = tqm::DTypeSize(d);
+    if (es == 0) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "tensor '%s': dtype %d cannot be written (not 1..14 or block-quantized Q8_0)",
+          name, dtype));
+    }
+    if (ndim > TQM_MAX_DIMS) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "tensor '%s' has %d dimensions, at most %d", name, ndim, TQM_MAX_DIMS));
+    }
+    if (ndim > 0 && dims == nullptr) return Null("dims");
+    // Elements, capped so that numel * es cannot overflow.
+    uint64_t numel = 1;
+    for (size_t k = 0; k < ndim; ++k) {
+      if (numel != 0 && dims[k] > (uint64_t{1} << 48) / numel) {
+        return absl::InvalidArgumentError(
+            absl::StrFormat("tensor '%s' has an oversized shape", name));
+      }
+      numel *= dims[k];
+    }
+    if (numel * es != size) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("tensor '%s': %d bytes given, %d elements of %s need %d", name,
+                          size, numel, tqm::DTypeName(d), numel * es));
+    }
+    if (size > 0 && data == nullptr) return Null("data");
+    if (d == tqm::format::kDTypeBool) {
+      const auto* b = static_cast<const uint8_t*>(data);
+      for (size_t e = 0; e < size; ++e) {
+        if (b[e] > 1) {
+          return absl::InvalidArgumentError(absl::StrFormat(
+              "tensor '%s': BOOL element %d is %d, not 0 or 1", name, e, b[e]));
+        }
+      }
+    }
+    tqm::SourceTensor t;
+    t.name = name;
+    t.dtype = d;
+    t.dims.assign(dims, dims + ndim);
+    const bool is_float = d == tqm::format::kDTypeF32 || d == tqm::format::kDTypeF16 ||
+                          d == tqm::format::kDTypeBF16;
+    // 0-d and empty tensors are kRaw too: the writer stores them verbatim.
+    t.kind = is_float && ndim > 0 && numel > 0 ? tqm::TensorKind::kFloat
+                                               : tqm::TensorKind::kRaw;
+    WriterSource::Entry e;
+    e.size = size;
+    e.keep = (flags & TQM_WRITE_KEEP) != 0;
+    if (flags & TQM_WRITE_BORROW) {
+      e.borrowed = static_cast<const uint8_t*>(data);
+    } else if (size > 0) {
+      e.owned.assign(static_cast<const char*>(data), size);
+    }
+    w->source.Add(std::move(t), std::move(e));
+    return absl::OkStatus();
+  });
+}
+
+static tqm_status SetMeta(tqm_writer* w, const char* key, tqm::MetaValue v) {
+  return Guard([&]() -> absl::Status {
+    TQM_RETURN_IF_ERROR(WriterOpen(w));
+    TQM_RETURN_IF_ERROR(CheckKey(key));
+    w->source.Put({key, std::move(v)});
+    return absl::OkStatus();
+  });
+}
+
+tqm_status tqm_writer_set_metadata_int(tqm_writer* w, const char* key, int64_t value) {
+  return SetMeta(w, key, tqm::MetaValue::Int(value));
+}
+
+tqm_status tqm_writer_set_metadata_float(tqm_writer* w, const char* key, double value) {
+  return SetMeta(w, key, tqm::MetaValue::Float(value));
+}
+
+tqm_status tqm_writer_set_metadata_string(tqm_writer* w, const char* key,
+                                          const char* value, size_t size) {
+  if (value == nullptr && size > 0) return Set(Null("value"));
+  std::string v(value ? value : "", size);
+  if (!tqm::json::IsValidUtf8(v)) {
+    return Set(absl::InvalidArgumentError(absl::StrFormat(
+        "metadata '%s': value is not valid UTF-8 (use tqm_writer_set_metadata_bytes)",
+        key ? key : "(null)")));
+  }
+  return SetMeta(w, key, tqm::MetaValue::String(std::move(v)));
+}
+
+tqm_status tqm_writer_set_metadata_bytes(tqm_writer* w, const char* key, const void* data,
+                                         size_t size) {
+  if (data == nullptr && size > 0) return Set(Null("data"));
+  return SetMeta(w, key,
+                 tqm::MetaValue::Bytes(
+                     std::string(static_cast<const char*>(data ? data : ""), size)));
+}
+
+tqm_status tqm_writer_finish(tqm_writer* w, const char* path, tqm_pack_stats* stats) {
+  return Guard([&]() -> absl::Status {
+    TQM_RETURN_IF_ERROR(WriterOpen(w));
+    if (path == nullptr) return Null("path");
+    w->finished = true;
+    absl::StatusOr<tqm::PackStats> st = tqm::Pack(w->source, path, w->options);
+    w->source.Clear();
+    if (!st.ok()) return st.status();
+    if (stats != nullptr) {
+      stats->tensors = st->tensors;
+      stats->quantized_tensors = st->quantized_tensors;
+      stats->raw_tensors = st->raw_tensors;
+      stats->weights = st->weights;
+      stats->source_bytes = st->source_bytes;
+      stats->file_bytes = st->file_bytes;
+      stats->seconds = st->seconds;
+    }
     return absl::OkStatus();
   });
 }
