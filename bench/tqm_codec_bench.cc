@@ -209,9 +209,9 @@ int RunSeqTableBench(size_t mib, size_t chunk_kib, size_t table_entries, int rep
       {"DecodeSeqTable", [t](auto in, auto o) { return tqm::DecodeSeqTable(in, t, o); }},
       {"new portable",
        [t](auto in, auto o) {
-         tqm::codec_internal::SetSeqTableIsa(tqm::codec_internal::SeqIsa::kPortable);
+         tqm::codec_internal::SetSeqTableIsa(tqm::entropy_internal::Isa::kPortable);
          absl::Status s = tqm::DecodeSeqTable(in, t, o);
-         tqm::codec_internal::SetSeqTableIsa(tqm::codec_internal::SeqIsa::kAuto);
+         tqm::codec_internal::SetSeqTableIsa(tqm::entropy_internal::Isa::kAuto);
          return s;
        }},
       {"block 2 KiB",

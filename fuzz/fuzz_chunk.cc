@@ -63,9 +63,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       // and the same bytes, even on failure (all decode every block first).
       std::vector<uint8_t> ref(in.decoded_size, 0xAA), avx2(in.decoded_size, 0xAA);
       absl::Status r = tqm::entropy_internal::DecodeLanesWith(
-          tqm::entropy_internal::LanesIsa::kPortable, p, absl::MakeSpan(ref));
+          tqm::entropy_internal::Isa::kPortable, p, absl::MakeSpan(ref));
       absl::Status a = tqm::entropy_internal::DecodeLanesWith(
-          tqm::entropy_internal::LanesIsa::kAvx2, p, absl::MakeSpan(avx2));
+          tqm::entropy_internal::Isa::kAvx2, p, absl::MakeSpan(avx2));
       if (s != r || a != r) {
         fprintf(stderr, "auto: %s\navx2: %s\nportable: %s\n", s.ToString().c_str(),
                 a.ToString().c_str(), r.ToString().c_str());

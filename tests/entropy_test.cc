@@ -22,7 +22,6 @@ namespace tqm {
 namespace {
 
 using entropy_internal::Isa;
-using entropy_internal::LanesIsa;
 using Bytes = std::vector<uint8_t>;
 
 absl::Span<const uint8_t> AsSpan(const std::string& s) {
@@ -127,14 +126,14 @@ std::vector<Codec> Codecs() {
   // Lanes: the encoder's own choices, and fixed low-bit counts and group
   // counts (the decoders' partial blocks and stream tails differ by both).
   struct LanesDecoder {
-    LanesIsa isa;
+    Isa isa;
     const char* names[3];
   };
   for (const LanesDecoder& d :
-       {LanesDecoder{LanesIsa::kPortable,
+       {LanesDecoder{Isa::kPortable,
                      {"lanes_portable", "lanes_k0_g1_portable", "lanes_k5_g4_portable"}},
-        LanesDecoder{LanesIsa::kAvx2, {"lanes_avx2", "lanes_k0_g1_avx2", "lanes_k5_g4_avx2"}},
-        LanesDecoder{LanesIsa::kAuto, {"lanes", "lanes_k0_g1", "lanes_k5_g4"}}}) {
+        LanesDecoder{Isa::kAvx2, {"lanes_avx2", "lanes_k0_g1_avx2", "lanes_k5_g4_avx2"}},
+        LanesDecoder{Isa::kAuto, {"lanes", "lanes_k0_g1", "lanes_k5_g4"}}}) {
     auto decode = [isa = d.isa](auto in, auto out) {
       return entropy_internal::DecodeLanesWith(isa, in, out);
     };
@@ -620,7 +619,7 @@ TEST(Entropy, ZstdRejectsWrongSizesAndTrailingBytes) {
 // ---- Lanes -----------------------------------------------------------------
 
 // Every lanes decoder: kAvx2 and kAuto differ where the CPU has AVX-512 VBMI.
-constexpr LanesIsa kLanesIsas[] = {LanesIsa::kPortable, LanesIsa::kAvx2, LanesIsa::kAuto};
+constexpr Isa kLanesIsas[] = {Isa::kPortable, Isa::kAvx2, Isa::kAuto};
 
 // Every low-bit count and group count the format allows, over sizes that put
 // the last block at every fill level, decoded by every decoder.
@@ -637,7 +636,7 @@ TEST(Lanes, RoundTripsEveryKAndGroupCount) {
         if (enc[0] != entropy_internal::kModeCoded) continue;  // stored: nothing to test
         EXPECT_EQ(enc[1] & 7, k);
         EXPECT_EQ(1 << ((enc[1] >> 4) & 3), groups);
-        for (LanesIsa isa : kLanesIsas) {
+        for (Isa isa : kLanesIsas) {
           Bytes out(n, 0xAA);
           absl::Status s = entropy_internal::DecodeLanesWith(isa, AsSpan(enc), absl::MakeSpan(out));
           ASSERT_TRUE(s.ok()) << s;
@@ -649,7 +648,7 @@ TEST(Lanes, RoundTripsEveryKAndGroupCount) {
   if (!entropy_internal::HaveAvx2Bmi2()) {
     std::printf("note: this CPU has no AVX2/BMI2; kAvx2 ran the portable decoder\n");
   }
-  std::printf("note: kAuto ran the %s decoder\n", entropy_internal::LanesDecoderName(LanesIsa::kAuto));
+  std::printf("note: kAuto ran the %s decoder\n", entropy_internal::LanesDecoderName(Isa::kAuto));
 }
 
 // Heavy tails make the encoder escape rare high parts; every size class and
@@ -666,7 +665,7 @@ TEST(Lanes, EscapesRoundTrip) {
       uint32_t lengths[256];
       ASSERT_TRUE(entropy_internal::ReadSymbolValues(AsSpan(enc), &pos, 8, "t", lengths).ok());
       with_escapes += enc[pos] != 0;  // the escape's code length
-      for (LanesIsa isa : {LanesIsa::kPortable, LanesIsa::kAvx2, LanesIsa::kAuto}) {
+      for (Isa isa : {Isa::kPortable, Isa::kAvx2, Isa::kAuto}) {
         Bytes out(n);
         absl::Status s = entropy_internal::DecodeLanesWith(isa, AsSpan(enc), absl::MakeSpan(out));
         ASSERT_TRUE(s.ok()) << s << " n=" << n;
@@ -697,9 +696,9 @@ TEST(Lanes, DecodersAgreeOnCorruptChunks) {
       std::memcpy(buf.get(), bad.data(), bad.size());
       const absl::Span<const uint8_t> span(buf.get(), bad.size());
       Bytes a(n, 1), b(n, 2), c(n, 3);
-      absl::Status sa = entropy_internal::DecodeLanesWith(LanesIsa::kPortable, span, absl::MakeSpan(a));
-      absl::Status sb = entropy_internal::DecodeLanesWith(LanesIsa::kAvx2, span, absl::MakeSpan(b));
-      absl::Status sc = entropy_internal::DecodeLanesWith(LanesIsa::kAuto, span, absl::MakeSpan(c));
+      absl::Status sa = entropy_internal::DecodeLanesWith(Isa::kPortable, span, absl::MakeSpan(a));
+      absl::Status sb = entropy_internal::DecodeLanesWith(Isa::kAvx2, span, absl::MakeSpan(b));
+      absl::Status sc = entropy_internal::DecodeLanesWith(Isa::kAuto, span, absl::MakeSpan(c));
       ASSERT_EQ(sa, sb) << "iter " << iter << " (avx2)";
       ASSERT_EQ(sa, sc) << "iter " << iter << " (auto)";
       if (sa.ok()) {
@@ -786,8 +785,8 @@ TEST(Lanes, DecodersAgreeOnEveryCodeShape) {
     const absl::Span<const uint8_t> span(buf.get(), chunk.size());
     Bytes want_out(n, 7);
     const absl::Status want_status =
-        entropy_internal::DecodeLanesWith(LanesIsa::kPortable, span, absl::MakeSpan(want_out));
-    for (LanesIsa isa : {LanesIsa::kAvx2, LanesIsa::kAuto}) {
+        entropy_internal::DecodeLanesWith(Isa::kPortable, span, absl::MakeSpan(want_out));
+    for (Isa isa : {Isa::kAvx2, Isa::kAuto}) {
       Bytes out(n, 7);
       const absl::Status s = entropy_internal::DecodeLanesWith(isa, span, absl::MakeSpan(out));
       ASSERT_EQ(s, want_status) << "iter " << iter << " isa " << static_cast<int>(isa);
@@ -865,7 +864,7 @@ TEST(Lanes, MalformedCatalogue) {
       {"two groups, no words", coded + params(0, 1) + two + zero + zero, 77,
        "stream 0 holds 0 bytes but decoding took 64"},
   };
-  for (LanesIsa isa : kLanesIsas) {
+  for (Isa isa : kLanesIsas) {
     for (const Case& c : cases) {
       Bytes out(c.out_size);
       absl::Status s = entropy_internal::DecodeLanesWith(isa, AsSpan(c.bytes), absl::MakeSpan(out));
@@ -879,7 +878,7 @@ TEST(Lanes, MalformedCatalogue) {
   ASSERT_TRUE(DecodeLanes(AsSpan(good), absl::MakeSpan(out)).ok());
   EXPECT_EQ(out[0], 1);
   const std::string escaped = coded + params(0, 0) + one_esc + "\x01\x01" + word_h1 + "\x42";
-  for (LanesIsa isa : {LanesIsa::kPortable, LanesIsa::kAvx2, LanesIsa::kAuto}) {
+  for (Isa isa : {Isa::kPortable, Isa::kAvx2, Isa::kAuto}) {
     absl::Status s = entropy_internal::DecodeLanesWith(isa, AsSpan(escaped), absl::MakeSpan(out));
     ASSERT_TRUE(s.ok()) << s;
     EXPECT_EQ(out[0], 0x42);

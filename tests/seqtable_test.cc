@@ -25,7 +25,7 @@
 
 namespace {
 
-using tqm::codec_internal::SeqIsa;
+using tqm::entropy_internal::Isa;
 
 constexpr uint8_t kGuard = 0xA5;
 constexpr size_t kGuardBytes = 64;
@@ -188,11 +188,11 @@ void CheckAll(const std::vector<uint8_t>& in_bytes, const std::vector<uint32_t>&
   const absl::Status ref_status =
       tqm::DecodeSeqTableReference(in, table, absl::MakeSpan(ref));
   const absl::Status want = AsFast(ref_status);
-  for (SeqIsa isa : {SeqIsa::kAuto, SeqIsa::kPortable}) {
+  for (Isa isa : {Isa::kAuto, Isa::kPortable}) {
     tqm::codec_internal::SetSeqTableIsa(isa);
     const std::string where =
         absl::StrCat(Describe(in, table.size(), out_size),
-                     isa == SeqIsa::kPortable ? ", portable" : ", auto");
+                     isa == Isa::kPortable ? ", portable" : ", auto");
     {
       std::vector<uint8_t> exact(out_size);
       const absl::Status s = tqm::DecodeSeqTable(in, table, absl::MakeSpan(exact));
@@ -217,7 +217,7 @@ void CheckAll(const std::vector<uint8_t>& in_bytes, const std::vector<uint32_t>&
       }
     }
   }
-  tqm::codec_internal::SetSeqTableIsa(SeqIsa::kAuto);
+  tqm::codec_internal::SetSeqTableIsa(Isa::kAuto);
 }
 
 std::vector<size_t> AllBlockSizes() {
@@ -397,12 +397,12 @@ TEST(SeqTable, EscapesOfAllOnes) {
         want.insert(want.end(), {8, 0, 0, 0});
       }
       std::vector<uint8_t> out(want.size());
-      for (SeqIsa isa : {SeqIsa::kAuto, SeqIsa::kPortable}) {
+      for (Isa isa : {Isa::kAuto, Isa::kPortable}) {
         tqm::codec_internal::SetSeqTableIsa(isa);
         ASSERT_TRUE(tqm::DecodeSeqTable(in, table, absl::MakeSpan(out)).ok());
         ASSERT_EQ(out, want) << before << " " << run;
       }
-      tqm::codec_internal::SetSeqTableIsa(SeqIsa::kAuto);
+      tqm::codec_internal::SetSeqTableIsa(Isa::kAuto);
       CheckAll(in, table, want.size(), {1, 17, 64});
       if (HasFatalFailure()) return;
     }

@@ -419,18 +419,18 @@ DataSet Measure(const std::string& name, tqm::TensorSource& src, unsigned thread
   // Each codec alone: re-encode every quantized chunk with it.
   // Lanes three times: its decoder for this CPU (AVX-512 VBMI where
   // present), and those that CPUs without it run (AVX2, plain C++).
-  using tqm::entropy_internal::LanesIsa;
+  using tqm::entropy_internal::Isa;
   struct Row {
     uint8_t codec;
-    LanesIsa isa;
+    Isa isa;
   };
-  for (Row row : {Row{tqm::format::kCodecSeqTable, LanesIsa::kAuto},
-                  Row{tqm::format::kCodecLanes, LanesIsa::kAuto},
-                  Row{tqm::format::kCodecLanes, LanesIsa::kAvx2},
-                  Row{tqm::format::kCodecLanes, LanesIsa::kPortable},
-                  Row{tqm::format::kCodecHuffman, LanesIsa::kAuto},
-                  Row{tqm::format::kCodecRans, LanesIsa::kAuto},
-                  Row{tqm::format::kCodecZstd, LanesIsa::kAuto}}) {
+  for (Row row : {Row{tqm::format::kCodecSeqTable, Isa::kAuto},
+                  Row{tqm::format::kCodecLanes, Isa::kAuto},
+                  Row{tqm::format::kCodecLanes, Isa::kAvx2},
+                  Row{tqm::format::kCodecLanes, Isa::kPortable},
+                  Row{tqm::format::kCodecHuffman, Isa::kAuto},
+                  Row{tqm::format::kCodecRans, Isa::kAuto},
+                  Row{tqm::format::kCodecZstd, Isa::kAuto}}) {
     const uint8_t codec = row.codec;
     std::vector<std::string> enc;
     std::vector<size_t> dec;

@@ -78,6 +78,15 @@ bool HasAvx2() {
 #endif
 }
 
+bool HasAvx2Fma() {
+#if TQM_CPU_X86
+  static const bool fma = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return Cap() >= Level::kAvx2 && fma;
+#else
+  return false;
+#endif
+}
+
 bool HasAvx512() {
 #if TQM_CPU_X86
   return Cap() >= Level::kAvx512 && X86Avx512();

@@ -1,5 +1,6 @@
 // The one place that asks the CPU what it can do. Every run-time dispatch
-// (lanes, Huffman, seqtable decoders, checksums) goes through these queries,
+// (lanes, Huffman, seqtable decoders, checksums, the runtime's kernels)
+// goes through these queries,
 // so that TQM_CPU caps them all alike.
 //
 // TQM_CPU=avx512|avx2|portable (read once, at the first query) caps the
@@ -31,6 +32,8 @@ bool HasAvx512Vbmi();
 // x86: AVX-512 F/BW/VL without VBMI (Skylake-SP), allowed by the cap: what
 // the checksum kernel needs.
 bool HasAvx512();
+// x86: AVX2 + FMA (the runtime's float kernels), allowed by the cap.
+bool HasAvx2Fma();
 // AArch64 NEON (always there on AArch64), allowed unless TQM_CPU=portable.
 bool HasNeon();
 

@@ -20,7 +20,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_format.h"
-#include "json.h"
+#include "base/json.h"
 #include "tqm/loader.h"
 #include "tqm/reader.h"
 #include "tqm/source.h"

@@ -140,7 +140,7 @@ constexpr size_t kBlockSlackBytes = 32;
 #define TQM_SEQ_AVX2 0
 #endif
 
-std::atomic<int> g_seq_isa{static_cast<int>(codec_internal::SeqIsa::kAuto)};
+std::atomic<int> g_seq_isa{static_cast<int>(entropy_internal::Isa::kAuto)};
 
 bool CpuHasSeqAvx2() {
 #if TQM_SEQ_AVX2
@@ -459,9 +459,9 @@ absl::Status DecodeSeqGroups(absl::Span<const uint8_t> in, size_t* pos,
   if (n > 0) {
     const uint16_t nm1 = static_cast<uint16_t>(n - 1);
     const auto isa =
-        static_cast<codec_internal::SeqIsa>(g_seq_isa.load(std::memory_order_relaxed));
+        static_cast<entropy_internal::Isa>(g_seq_isa.load(std::memory_order_relaxed));
 #if TQM_SEQ_AVX2
-    if (isa != codec_internal::SeqIsa::kPortable && CpuHasSeqAvx2()) {
+    if (isa != entropy_internal::Isa::kPortable && CpuHasSeqAvx2()) {
       FastLoopAvx2(&c, end, t, nm1);
     } else {
       FastLoopPortable(&c, end, t, nm1);
@@ -505,7 +505,7 @@ absl::Status SeqLengthError(size_t pos) {
 
 namespace codec_internal {
 
-void SetSeqTableIsa(SeqIsa isa) { g_seq_isa.store(static_cast<int>(isa)); }
+void SetSeqTableIsa(entropy_internal::Isa isa) { g_seq_isa.store(static_cast<int>(isa)); }
 
 bool SeqTableAvx2Available() { return CpuHasSeqAvx2(); }
 

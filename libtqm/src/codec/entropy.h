@@ -155,12 +155,18 @@ bool EncodeSimpleModes(absl::Span<const uint8_t> in, uint32_t counts[256],
 absl::Status DecodeSimpleModes(const char* codec, absl::Span<const uint8_t> in,
                                absl::Span<uint8_t> out, bool* done);
 
-// Which implementation of a decoder's inner loop to use; tests pin each one.
-// kAuto picks the best this CPU supports; kPortable is plain C++ for the
-// build's baseline target; kBmi2 uses BMI2/LZCNT (bzhi, shrx, lzcnt) where
-// the CPU has them and is kPortable elsewhere. Only Huffman has a BMI2 loop;
+// Which implementation of a decoder's inner loop to use (the one enum the
+// decoders' tests and benchmarks pin them with; base/cpu.h detects the CPU
+// and applies TQM_CPU in every case):
+//  - kAuto: the best this CPU supports (lanes: AVX-512 VBMI, else AVX2,
+//    else NEON on AArch64; Huffman: BMI2; seqtable: AVX2).
+//  - kAvx2: at most AVX2 with BMI1/2 (what kAuto picks on x86 CPUs without
+//    AVX-512 VBMI, such as Haswell to Alder Lake and Zen 1-3); plain C++
+//    where the CPU lacks them.
+//  - kPortable: plain C++ for the build's baseline target, the reference
+//    the others must match status for status.
 // rANS has one loop for all (BMI2 did not make it faster).
-enum class Isa { kAuto, kPortable, kBmi2 };
+enum class Isa { kAuto, kPortable, kAvx2 };
 
 absl::Status DecodeRansWith(Isa isa, absl::Span<const uint8_t> in,
                             absl::Span<uint8_t> out);
@@ -186,14 +192,7 @@ int LanesGroupsFor(size_t n);
 absl::Status EncodeLanesWith(absl::Span<const uint8_t> in, int k, int groups,
                              std::string* out);
 
-// kAuto: AVX-512 (F, BW, VL, VBMI, VBMI2) where the CPU has it, else AVX2
-// (with BMI1/2) where it has that, else NEON on AArch64, else kPortable.
-// kAvx2: the AVX2 decoder where the CPU has AVX2 and BMI1/2 (what kAuto
-// picks on x86 CPUs without AVX-512 VBMI, such as Haswell to Alder Lake and
-// Zen 1-3), else kPortable. kPortable: plain C++, the reference the others
-// must match status for status.
-enum class LanesIsa { kAuto, kPortable, kAvx2 };
-absl::Status DecodeLanesWith(LanesIsa isa, absl::Span<const uint8_t> in,
+absl::Status DecodeLanesWith(Isa isa, absl::Span<const uint8_t> in,
                              absl::Span<uint8_t> out);
 
 // Whether this CPU has what the AVX-512 lanes decoder uses.
@@ -202,7 +201,7 @@ bool HaveAvx512Vbmi();
 bool HaveAvx2Bmi2();
 // The decoder DecodeLanesWith(isa, ...) runs on this CPU: "AVX-512", "AVX2",
 // "NEON" or "portable C++".
-const char* LanesDecoderName(LanesIsa isa);
+const char* LanesDecoderName(Isa isa);
 
 // Huffman encoding with codes of at most `max_length` bits (8..12), or 0
 // for EncodeHuffman's choice between 11 and 12.

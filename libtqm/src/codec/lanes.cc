@@ -488,11 +488,11 @@ bool HaveAvx512Vbmi() { return TQM_LANES_X86 && cpu::HasAvx512Vbmi(); }
 
 bool HaveAvx2Bmi2() { return TQM_LANES_X86 && cpu::HasAvx2(); }
 
-const char* LanesDecoderName(LanesIsa isa) {
-  if (isa == LanesIsa::kAuto && HaveAvx512Vbmi()) return "AVX-512";
-  if (isa != LanesIsa::kPortable && HaveAvx2Bmi2()) return "AVX2";
+const char* LanesDecoderName(Isa isa) {
+  if (isa == Isa::kAuto && HaveAvx512Vbmi()) return "AVX-512";
+  if (isa != Isa::kPortable && HaveAvx2Bmi2()) return "AVX2";
 #if TQM_LANES_NEON
-  if (isa == LanesIsa::kAuto && cpu::HasNeon()) return "NEON";
+  if (isa == Isa::kAuto && cpu::HasNeon()) return "NEON";
 #endif
   return "portable C++";
 }
@@ -615,7 +615,7 @@ absl::Status EncodeLanesWith(absl::Span<const uint8_t> in, int k, int groups,
   return absl::OkStatus();
 }
 
-absl::Status DecodeLanesWith(LanesIsa isa, absl::Span<const uint8_t> in,
+absl::Status DecodeLanesWith(Isa isa, absl::Span<const uint8_t> in,
                              absl::Span<uint8_t> out) {
   if (in.empty()) return Corrupt("empty chunk");
   bool done;
@@ -625,15 +625,15 @@ absl::Status DecodeLanesWith(LanesIsa isa, absl::Span<const uint8_t> in,
   s = lanes_internal::Parse(in, out.size(), &p);
   if (!s.ok()) return s;
 #if TQM_LANES_X86
-  if (isa == LanesIsa::kAuto && HaveAvx512Vbmi()) {
+  if (isa == Isa::kAuto && HaveAvx512Vbmi()) {
     return lanes_internal::DecodeAvx512(p, in, out.data());
   }
-  if (isa != LanesIsa::kPortable && HaveAvx2Bmi2()) {
+  if (isa != Isa::kPortable && HaveAvx2Bmi2()) {
     if (lanes_internal::DecodeWithAvx2(p, in, out.data(), &s)) return s;
   }
 #endif
 #if TQM_LANES_NEON
-  if (isa == LanesIsa::kAuto && cpu::HasNeon()) {
+  if (isa == Isa::kAuto && cpu::HasNeon()) {
     return lanes_internal::DecodeNeon(p, in, out.data());
   }
 #endif
@@ -647,7 +647,7 @@ absl::Status EncodeLanes(absl::Span<const uint8_t> in, std::string* out) {
 }
 
 absl::Status DecodeLanes(absl::Span<const uint8_t> in, absl::Span<uint8_t> out) {
-  return entropy_internal::DecodeLanesWith(entropy_internal::LanesIsa::kAuto, in, out);
+  return entropy_internal::DecodeLanesWith(entropy_internal::Isa::kAuto, in, out);
 }
 
 }  // namespace tqm

@@ -214,7 +214,7 @@ std::string ActiveDecoders() {
       checksum_internal::PickChecksum() != checksum_internal::Xxh3Library && !avx512_sum;
   return absl::StrFormat(
       "lanes %s, huffman %s, seqtable %s, checksum %s (TQM_CPU %s)",
-      entropy_internal::LanesDecoderName(entropy_internal::LanesIsa::kAuto),
+      entropy_internal::LanesDecoderName(entropy_internal::Isa::kAuto),
       entropy_internal::HaveBmi2() ? "BMI2" : "portable C++",
       codec_internal::SeqTableAvx2Available() ? "AVX2" : "portable C++",
       avx512_sum ? "AVX-512" : (avx2_sum ? "AVX2" : "libxxhash"), cpu::CapName());

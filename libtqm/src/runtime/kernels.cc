@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "absl/strings/str_format.h"
+#include "base/cpu.h"
 #include "tqm/codec.h"
 #include "tqm/format.h"
 
@@ -23,15 +24,6 @@ namespace rt {
 namespace {
 
 std::atomic<bool> g_portable{false};
-
-bool CpuHasAvx2() {
-#if defined(__x86_64__) || defined(__i386__)
-  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  return has;
-#else
-  return false;
-#endif
-}
 
 // ---- portable ----
 
@@ -191,7 +183,7 @@ TQM_AVX2 float DotU8Avx2(const uint8_t* q, const float* x, size_t n) {
 
 #endif
 
-bool Avx2() { return !g_portable.load(std::memory_order_relaxed) && CpuHasAvx2(); }
+bool Avx2() { return !g_portable.load(std::memory_order_relaxed) && cpu::HasAvx2Fma(); }
 
 }  // namespace
 
