@@ -42,8 +42,9 @@ for dtype in f32 f16 q8_0; do
     -o "$WORK/stories260K-$dtype.gguf" -q || die "tqm-unpack --dtype $dtype failed"
 done
 
-# --steps 512 is the model's context: each prompt runs until the model ends
-# its story with BOS (all three do before 512 positions). compare.mjs follows
+# --steps 512 is the model's context: the first and third prompts run until
+# the model ends its story with BOS, the second to the 512th position (307,
+# 501 and 314 generated tokens with tqm-run). compare.mjs follows
 # tqm-run's tokens with llama.cpp and records every position where
 # llama.cpp's greedy choice differs, with the logit gap between its choice
 # and tqm-run's token.
