@@ -4,7 +4,7 @@ BUILD_DIR ?= build
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE_FLAGS ?=
 
-.PHONY: all deps configure build test test-fast test-install sanitize tsan test-aarch64 demo clean
+.PHONY: all deps configure build test test-fast test-install sanitize tsan test-aarch64 demo clean llamacpp-deps
 
 all: build
 
@@ -26,13 +26,35 @@ build: configure
 test: build sanitize tsan test-aarch64 test-install test-fast
 
 # Only the Release suite.
-test-fast: build
+test-fast: build llamacpp-deps
 	cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS)
 
 # cmake --install into a temporary prefix; find_package(tqm) and pkg-config
 # consumers built against it (scripts/test-install.sh).
 test-install: build
 	scripts/test-install.sh $(BUILD_DIR)
+
+# node-llama-cpp (llama.cpp's CPU build, prebuilt) for the llamacpp_gguf test,
+# exactly as tests/llamacpp/package-lock.json pins it, into the build
+# directory: no optional packages (CUDA, Vulkan, other platforms; the
+# linux-x64 CPU binary is a direct dependency), no install scripts, so
+# nothing is downloaded or built beyond the locked tarballs (npm's cache first).
+LLAMACPP_NODE = $(BUILD_DIR)/llamacpp-node
+llamacpp-deps: $(LLAMACPP_NODE)/node_modules/.package-lock.json
+
+$(LLAMACPP_NODE)/node_modules/.package-lock.json: tests/llamacpp/package.json tests/llamacpp/package-lock.json
+	@if ! command -v npm >/dev/null || \
+	    ! node -e 'process.exit(parseInt(process.versions.node) < 20 ? 1 : 0)'; then \
+	  echo "make: node >= 20 with npm not found: the llamacpp_gguf test will be skipped" >&2; \
+	else \
+	  set -e; mkdir -p $(LLAMACPP_NODE); \
+	  cp tests/llamacpp/package.json tests/llamacpp/package-lock.json $(LLAMACPP_NODE)/; \
+	  cd $(LLAMACPP_NODE); \
+	  echo "npm ci node-llama-cpp (tests/llamacpp/package-lock.json) in $(LLAMACPP_NODE)"; \
+	  NODE_LLAMA_CPP_SKIP_DOWNLOAD=true npm ci --omit=optional --ignore-scripts \
+	    --prefer-offline --no-audit --no-fund; \
+	  touch node_modules/.package-lock.json; \
+	fi
 
 sanitize: deps
 	scripts/sanitize.sh
