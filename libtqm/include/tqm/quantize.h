@@ -1,4 +1,4 @@
-// B-bit affine quantization (B = 1..8, default 8), exactly as spec/FORMAT.md
+// B-bit affine quantization (B = 1..8, default 8), exactly as spec/WRITING.md
 // "Quantization" defines it: with M = 2^B - 1, scale = (max - min) / M,
 // zero = round(-min / scale), q = clamp(round(x / scale) + zero, 0, M), all
 // in float32 with round-half-to-even. Dequantized value: scale * (q - zero).

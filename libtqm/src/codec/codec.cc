@@ -1,5 +1,5 @@
 // The stored and seqtable chunk codecs, and dispatch to the others
-// (spec/FORMAT.md, "Codecs").
+// (spec/FORMAT.md, "Chunk codecs").
 //
 // The seqtable decoder keeps the dependency carried from one code item to
 // the next out of memory: it classifies 64 code words at a time with SIMD

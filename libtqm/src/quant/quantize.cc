@@ -1,4 +1,4 @@
-// Per-tensor / per-row / per-group B-bit affine quantization (spec/FORMAT.md,
+// Per-tensor / per-row / per-group B-bit affine quantization (spec/WRITING.md,
 // "Quantization"). All arithmetic is float32 with the default rounding mode
 // (round half to even), matching the paper's torch implementation.
 
@@ -44,7 +44,7 @@ absl::StatusOr<Affine> ChooseAffine(absl::Span<const float> x, int bits) {
     a.scale = range / levels;
     if (!(a.scale > 0.0f)) {
       // (max - min) / M underflowed to zero: no valid pair exists
-      // (spec/FORMAT.md, "Quantization"). Only subnormal ranges do this.
+      // (spec/WRITING.md, "Quantization"). Only subnormal ranges do this.
       return absl::InvalidArgumentError(absl::StrFormat(
           "value range [%g, %g] is too small to quantize (scale underflows)", lo, hi));
     }
