@@ -2,8 +2,8 @@
 // hostile .tqm file by a tolerant walk of its layout, lets a test patch them,
 // and recomputes the checksums that cover them. Where each field lies comes
 // from libtqm's layout module (container/layout.h), the one owner of the byte
-// layout; this file only decides how far a damaged file can be walked. A mutation then reaches the
-// check it is aimed at instead of dying at a checksum: the bad-file catalogue
+// layout; this file only decides how far a damaged file can be walked. A mutation then
+// reaches the check it is aimed at instead of dying at a checksum: the bad-file catalogue
 // uses it to build each bad file, fuzz_open uses it so that mutated indexes
 // get past the section checksums. Every read is bounds-checked; the walk
 // stops quietly where the bytes stop making sense.
@@ -143,7 +143,8 @@ inline void ScanIndex(const std::string& b, const SectionLoc& s, Layout* l) {
     t.record = p;
     if (!Load(b, p, &t.name_len)) return;
     // The fields up to the dimensions depend on the name's length only.
-    const layout::TensorRecordOffsets head = layout::TensorOffsets(t.name_len, 0, 0, 0, 0);
+    const layout::TensorRecordOffsets head =
+        layout::TensorOffsets(t.name_len, 0, 0, 0, 0);
     t.name = p + head.name;
     t.dtype = p + head.source_dtype;
     t.storage = p + head.storage;
@@ -258,9 +259,10 @@ inline void FixChecksums(std::string* b, const FixOptions& o = FixOptions()) {
     }
   }
   if (o.directory && l.directory_ok) {
-    Store<uint64_t>(b, layout::Header::kDirectoryChecksumAt,
-                    Checksum(Bytes(*b).subspan(l.directory_offset,
-                                               l.section_count * layout::SectionEntry::kSize)));
+    Store<uint64_t>(
+        b, layout::Header::kDirectoryChecksumAt,
+        Checksum(Bytes(*b).subspan(l.directory_offset,
+                                   l.section_count * layout::SectionEntry::kSize)));
   }
   if (o.header) {
     Store<uint64_t>(b, layout::Header::kHeaderChecksumAt,

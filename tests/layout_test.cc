@@ -339,8 +339,9 @@ TEST(TensorRecord, DecodeErrors) {
     // Without EXTENDED_TENSORS the bits byte is reserved0 and storage 4 is
     // unknown: the storage is what fails first (R42 before R44).
     Cursor c = At(b, 8, "x: tensor 0");
-    ExpectError(layout::Decode(c, false, &d), StatusCode::kDataLoss,
-                "x: tensor 0 'model.layers.3.w': storage 4 is not 1, 2 or 3 at offset 27");
+    ExpectError(
+        layout::Decode(c, false, &d), StatusCode::kDataLoss,
+        "x: tensor 0 'model.layers.3.w': storage 4 is not 1, 2 or 3 at offset 27");
   }
   {
     layout::TensorRecord r = t;
@@ -359,9 +360,10 @@ TEST(TensorRecord, DecodeErrors) {
     layout::Encode(r, &rb);
     rb.append(32, '\0');
     Cursor c = At(rb, 8, "x: tensor 0");
-    ExpectError(layout::Decode(c, true, &d), StatusCode::kDataLoss,
-                "x: tensor 0 'model.layers.3.w': reserved field reserved1 is 1, must be 0 "
-                "at offset 114");
+    ExpectError(
+        layout::Decode(c, true, &d), StatusCode::kDataLoss,
+        "x: tensor 0 'model.layers.3.w': reserved field reserved1 is 1, must be 0 "
+        "at offset 114");
   }
   {
     layout::TensorRecord r = t;
@@ -384,7 +386,8 @@ TEST(TensorRecord, DecodeErrors) {
     Cursor c = At(bad, 8, "x: tensor 0");
     const absl::Status s = layout::Decode(
         c, true, &d, [](const Cursor& at, const std::string& name, uint64_t off) {
-          return absl::DataLossError(at.context() + "|" + name + "|" + std::to_string(off));
+          return absl::DataLossError(at.context() + "|" + name + "|" +
+                                     std::to_string(off));
         });
     ExpectError(s, StatusCode::kDataLoss,
                 "x: tensor 0 'model.layers.3.w'|model.layers.3.w|10");

@@ -82,9 +82,9 @@ void Encode(const Header& h, std::string* out) {
   AppendLE<uint32_t>(out, h.reserved0);
   AppendLE<uint64_t>(out, h.directory_checksum);
   AppendLE<uint64_t>(out, h.reserved1);
-  const uint64_t sum = Checksum(absl::Span<const uint8_t>(
-      reinterpret_cast<const uint8_t*>(out->data()) + start,
-      format::kHeaderChecksummedSize));
+  const uint64_t sum = Checksum(
+      absl::Span<const uint8_t>(reinterpret_cast<const uint8_t*>(out->data()) + start,
+                                format::kHeaderChecksummedSize));
   AppendLE<uint64_t>(out, sum);
 }
 
@@ -302,11 +302,10 @@ void Encode(const MetaEntryRecord& m, std::string* out) {
   }
 }
 
-absl::Status Decode(
-    Cursor& c, MetaEntryRecord* m,
-    absl::FunctionRef<absl::Status(const Cursor& c, const std::string& key,
-                                   uint64_t key_offset)>
-        unique) {
+absl::Status Decode(Cursor& c, MetaEntryRecord* m,
+                    absl::FunctionRef<absl::Status(
+                        const Cursor& c, const std::string& key, uint64_t key_offset)>
+                        unique) {
   // R23 (every read), R24.
   uint16_t key_len;
   const uint64_t key_len_off = c.offset();
@@ -360,9 +359,8 @@ absl::Status Decode(
 }
 
 absl::Status Decode(Cursor& c, MetaEntryRecord* m) {
-  return Decode(c, m, [](const Cursor&, const std::string&, uint64_t) {
-    return absl::OkStatus();
-  });
+  return Decode(
+      c, m, [](const Cursor&, const std::string&, uint64_t) { return absl::OkStatus(); });
 }
 
 // ---------------------------------------------------------------------------
@@ -446,11 +444,10 @@ void Encode(const TensorRecord& t, std::string* out) {
   AppendLE<uint32_t>(out, t.reserved1);
 }
 
-absl::Status Decode(
-    Cursor& c, bool ext, TensorRecord* t,
-    absl::FunctionRef<absl::Status(const Cursor& c, const std::string& name,
-                                   uint64_t name_offset)>
-        unique) {
+absl::Status Decode(Cursor& c, bool ext, TensorRecord* t,
+                    absl::FunctionRef<absl::Status(
+                        const Cursor& c, const std::string& name, uint64_t name_offset)>
+                        unique) {
   const uint64_t rec = c.offset();
   // R36 (every read), R37, R38.
   uint16_t name_len;
@@ -584,11 +581,10 @@ absl::Status Decode(
     TQM_RETURN_IF_ERROR(c.Read(&a.scale, "scale"));
     TQM_RETURN_IF_ERROR(c.Read(&a.zero, "zero"));
     if (!std::isfinite(a.scale) || !(a.scale > 0)) {
-      return Loss(
-          where,
-          absl::StrFormat("params[%d]: scale %g is not finite and greater than 0", k,
-                          a.scale),
-          p_off);
+      return Loss(where,
+                  absl::StrFormat("params[%d]: scale %g is not finite and greater than 0",
+                                  k, a.scale),
+                  p_off);
     }
     if (!std::isfinite(a.zero) || std::nearbyint(a.zero) != a.zero) {
       return Loss(
@@ -654,11 +650,10 @@ absl::Status Decode(Cursor& c, const ChunkContext& ctx, ChunkRecord* ch) {
   // a valid record costs no allocation.
   // R50, at open (the spec allows deferring it to decode).
   if (!IsKnownCodec(ch->codec)) {
-    return Unimplemented(
-        ChunkWhere(c, ctx.index),
-        absl::StrFormat("codec %d (%s) is not supported by this reader", ch->codec,
-                        CodecName(ch->codec)),
-        r + ChunkRecord::kCodecAt);
+    return Unimplemented(ChunkWhere(c, ctx.index),
+                         absl::StrFormat("codec %d (%s) is not supported by this reader",
+                                         ch->codec, CodecName(ch->codec)),
+                         r + ChunkRecord::kCodecAt);
   }
   // R51.
   if (ch->reserved0 != 0) {
@@ -703,11 +698,10 @@ absl::Status Decode(Cursor& c, const ChunkContext& ctx, ChunkRecord* ch) {
   }
   // R56.
   if (ch->codec == format::kCodecStored && ch->encoded_size != ch->decoded_size) {
-    return Loss(
-        ChunkWhere(c, ctx.index),
-        absl::StrFormat("stored chunk has encoded_size %d but decoded_size %d",
-                        ch->encoded_size, ch->decoded_size),
-        r + ChunkRecord::kEncodedSizeAt);
+    return Loss(ChunkWhere(c, ctx.index),
+                absl::StrFormat("stored chunk has encoded_size %d but decoded_size %d",
+                                ch->encoded_size, ch->decoded_size),
+                r + ChunkRecord::kEncodedSizeAt);
   }
   // The optional seqtable size bounds: encoded = 2G + 4X + t.
   if (ch->codec == format::kCodecSeqTable) {

@@ -134,11 +134,10 @@ void Encode(const MetaEntryRecord& m, std::string* out);
 // Decodes and checks R23 (every read), R24, R25, R27 (through `unique`,
 // called with the key and its offset once R25 holds) and R26. The cursor's
 // context names the entry; from the key on, messages add the key to it.
-absl::Status Decode(
-    Cursor& c, MetaEntryRecord* m,
-    absl::FunctionRef<absl::Status(const Cursor& c, const std::string& key,
-                                   uint64_t key_offset)>
-        unique);
+absl::Status Decode(Cursor& c, MetaEntryRecord* m,
+                    absl::FunctionRef<absl::Status(
+                        const Cursor& c, const std::string& key, uint64_t key_offset)>
+                        unique);
 absl::Status Decode(Cursor& c, MetaEntryRecord* m);
 
 // ---------------------------------------------------------------------------
@@ -154,7 +153,7 @@ struct TensorRecordOffsets {
   uint64_t params = 0;  // U8_GROUP: group_size, then reserved; else the pairs
   uint64_t pairs = 0;   // the first (scale, zero) pair
   uint64_t chunk_count = 0, reserved1 = 0, chunks = 0;
-  uint64_t size = 0;    // the whole record, its chunk records included
+  uint64_t size = 0;  // the whole record, its chunk records included
 };
 // The caller keeps the arguments small enough not to overflow (each is
 // bounded by a section length in every use).
@@ -205,11 +204,10 @@ void Encode(const TensorRecord& t, std::string* out);
 // for a file whose header flags set EXTENDED_TENSORS when `extended`. Leaves
 // the cursor at the first chunk record. From the name on, messages add the
 // name to the cursor's context.
-absl::Status Decode(
-    Cursor& c, bool extended, TensorRecord* t,
-    absl::FunctionRef<absl::Status(const Cursor& c, const std::string& name,
-                                   uint64_t name_offset)>
-        unique);
+absl::Status Decode(Cursor& c, bool extended, TensorRecord* t,
+                    absl::FunctionRef<absl::Status(
+                        const Cursor& c, const std::string& name, uint64_t name_offset)>
+                        unique);
 absl::Status Decode(Cursor& c, bool extended, TensorRecord* t);
 
 // ---------------------------------------------------------------------------

@@ -10,11 +10,11 @@
 
 #include <algorithm>
 #include <atomic>
-#include <thread>
 #include <boost/interprocess/file_mapping.hpp>
 #include <boost/interprocess/mapped_region.hpp>
 #include <cmath>
 #include <cstring>
+#include <thread>
 
 #include "absl/base/casts.h"
 #include "absl/container/flat_hash_set.h"
@@ -247,9 +247,10 @@ absl::Status Reader::Parse() {
   }
   for (uint32_t id = format::kSectionMetadata; id <= format::kSectionData; ++id) {
     if (found[id] == nullptr) {
-      return Loss(name_ + ": section directory",
-                  absl::StrFormat("required section %s is missing", layout::SectionName(id)),
-                  dir_off);
+      return Loss(
+          name_ + ": section directory",
+          absl::StrFormat("required section %s is missing", layout::SectionName(id)),
+          dir_off);
     }
   }
   const SectionInfo& meta = *found[format::kSectionMetadata];
@@ -292,8 +293,8 @@ absl::Status Reader::ParseDirectory() {
     // R12 to R17, R19 (flag); R13 here.
     TQM_RETURN_IF_ERROR(layout::Decode(c, size, &entry, [&](uint32_t id) {
       if (seen.insert(id).second) return absl::OkStatus();
-      return Loss(where, absl::StrFormat("section %s appears twice", layout::SectionName(id)),
-                  e);
+      return Loss(
+          where, absl::StrFormat("section %s appears twice", layout::SectionName(id)), e);
     }));
     SectionInfo s;
     s.id = entry.id;

@@ -29,8 +29,8 @@
 #include "base/cursor.h"
 #include "base/json.h"
 #include "base/parallel.h"
-#include "container/layout.h"
 #include "codec/entropy.h"
+#include "container/layout.h"
 #include "tqm/codec.h"
 #include "tqm/quantize.h"
 #include "tqm/reader.h"
@@ -1315,7 +1315,8 @@ absl::StatusOr<PackStats> PackTo(TensorSource& src, const PackOptions& o, Sink* 
       rec.params = std::move(p.stored.affine);
       rec.chunk_count = p.chunks.size();
       bits_at.push_back(
-          {index.size() + layout::TensorOffsets(t.name.size(), 0, 0, 0, 0).bits, ps.bits});
+          {index.size() + layout::TensorOffsets(t.name.size(), 0, 0, 0, 0).bits,
+           ps.bits});
       layout::Encode(rec, &index);
       for (size_t k = 0; k < p.chunks.size(); ++k) {
         const EncodedChunk& ec = p.encoded[k];
