@@ -331,7 +331,7 @@ TEST(Conformance, BaseFilesAreValidAndShapedAsTheTestsAssume) {
     EXPECT_EQ(WalkMetadata(f).size(), (*r)->metadata().size());
     EXPECT_EQ((*r)->header().minor, 0);
     // Directory last: File::AddSection relies on it.
-    EXPECT_EQ(f.DirOffset() + 32 * f.SectionCount(), f.b.size());
+    EXPECT_EQ(f.DirOffset() + E::kSize * f.SectionCount(), f.b.size());
   }
   EXPECT_EQ(Rows().Get<uint8_t>(WalkIndex(Rows())[0].storage),
             tqm::format::kStorageU8Row);
@@ -670,7 +670,7 @@ TEST(Directory, R20_SectionChecksums_CheckedBeforeTheContents) {
 
 TEST(Metadata, R21_HeaderTooShortOrReservedNonzero) {
   File f = Base();
-  f.Set<uint32_t>(f.SecOff(1) + 4, 1);
+  f.Set<uint32_t>(f.SecOff(1) + layout::SectionHead::kReservedAt, 1);
   f.Reseal();
   ExpectOpenError(f, StatusCode::kDataLoss, {"METADATA", "reserved"});
   for (uint64_t len : {0, 4, 7}) {
@@ -790,7 +790,7 @@ TEST(Metadata, R29_Utf8IsAnOptionalCheckThisReaderSkips) {
 
 TEST(Table, R30_HeaderTooShortOrReservedNonzero) {
   File f = Base();
-  f.Set<uint32_t>(f.SecOff(2) + 4, 7);
+  f.Set<uint32_t>(f.SecOff(2) + layout::SectionHead::kReservedAt, 7);
   f.Reseal();
   ExpectOpenError(f, StatusCode::kDataLoss, {"TABLE", "reserved"});
   f = Base();
@@ -819,7 +819,8 @@ TEST(Table, R32_LengthIsNot8Plus4Count) {
 
 TEST(Table, R33_DuplicateEntriesAreAnOptionalCheckThisReaderSkips) {
   File f = Base();
-  f.Set<uint32_t>(f.SecOff(2) + 12, f.Get<uint32_t>(f.SecOff(2) + 8));
+  const uint64_t entries = f.SecOff(2) + layout::SectionHead::kSize;
+  f.Set<uint32_t>(entries + 4, f.Get<uint32_t>(entries));
   f.Reseal();
   ExpectOpens(f);
 }
@@ -829,7 +830,7 @@ TEST(Table, R33_DuplicateEntriesAreAnOptionalCheckThisReaderSkips) {
 
 TEST(TensorIndex, R34_HeaderTooShortOrReservedNonzero) {
   File f = Base();
-  f.Set<uint32_t>(f.SecOff(3) + 4, 1);
+  f.Set<uint32_t>(f.SecOff(3) + layout::SectionHead::kReservedAt, 1);
   f.Reseal();
   ExpectOpenError(f, StatusCode::kDataLoss, {"TENSOR_INDEX", "reserved"});
   f = Base();
@@ -1502,7 +1503,8 @@ TEST(Extended, BaseFileIsValidAndShapedAsTheTestsAssume) {
   EXPECT_EQ(f.Get<uint8_t>(idx[3].reserved0), 3);
   EXPECT_EQ(f.Get<uint32_t>(idx[3].params), 4u);
   EXPECT_EQ(f.Get<float>(idx[3].pairs + 8 * 8), t[3].affine[8].scale);
-  EXPECT_EQ(idx[3].reserved1 + 4 + 32 * t[3].chunks.size(), f.SecOff(3) + f.SecLen(3));
+  EXPECT_EQ(idx[3].reserved1 + 4 + layout::ChunkRecord::kSize * t[3].chunks.size(),
+            f.SecOff(3) + f.SecLen(3));
   // Record sizes: 18 + L + 8D + Q + 32C (the 0-d one has D = 0, the empty
   // one C = 0, the group one Q = 8 + 8 * 9).
   EXPECT_EQ(idx[2].rec - idx[1].rec, 18u + 1 + 0 + 0 + 32);
