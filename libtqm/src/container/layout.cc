@@ -379,7 +379,7 @@ TensorRecordOffsets TensorOffsets(uint64_t name_len, uint64_t ndim, uint8_t stor
   o.pairs = o.params + (storage == format::kStorageU8Group ? 8 : 0);
   o.chunk_count = o.pairs + 8 * pairs;
   o.reserved1 = o.chunk_count + 4;
-  o.chunks = o.reserved1 + 4;
+  o.chunks = o.chunk_count + TensorRecord::kTailSize;
   o.size = o.chunks + format::kChunkRecordSize * chunk_count;
   return o;
 }

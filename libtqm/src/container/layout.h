@@ -176,6 +176,8 @@ struct TensorRecord {
   // tensor has no chunk.
   static constexpr uint64_t kMinSize = 18 + 1 + 8 + format::kChunkRecordSize;
   static constexpr uint64_t kMinSizeExtended = 18 + 1 + 8;
+  // chunk_count and reserved1, the last fields before the chunk records.
+  static constexpr uint64_t kTailSize = 8;
 
   std::string name;
   uint8_t source_dtype = format::kDTypeF32;

@@ -449,7 +449,7 @@ absl::Status Reader::ParseIndex(const SectionInfo& s, const SectionInfo& data) {
     t.affine = std::move(rec.params);
     t.numel = rec.numel;
     t.byte_size = rec.byte_size;
-    const uint64_t cc_off = c.offset() - 8;  // chunk_count, for R57
+    const uint64_t cc_off = c.offset() - layout::TensorRecord::kTailSize;  // for R57
     const layout::ChunkContext in_data{0, data.offset, data.length};
     t.chunks.resize(rec.chunk_count);
     uint64_t decoded = 0;
