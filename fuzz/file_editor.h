@@ -1,7 +1,9 @@
 // Test and fuzz helper (never part of libtqm): finds the fields of a possibly
 // hostile .tqm file by a tolerant walk of its layout, lets a test patch them,
-// and recomputes the checksums that cover them. A mutation then reaches the
-// check it is aimed at instead of dying at a checksum: the bad-file catalogue
+// and recomputes the checksums that cover them. Where each field lies comes
+// from libtqm's layout module (container/layout.h), the one owner of the byte
+// layout; this file only decides how far a damaged file can be walked. A mutation then
+// reaches the check it is aimed at instead of dying at a checksum: the bad-file catalogue
 // uses it to build each bad file, fuzz_open uses it so that mutated indexes
 // get past the section checksums. Every read is bounds-checked; the walk
 // stops quietly where the bytes stop making sense.
@@ -16,12 +18,14 @@
 
 #include "absl/types/span.h"
 #include "base/checksum.h"  // libtqm/src: the format's XXH3-64
+#include "container/layout.h"  // libtqm/src: field offsets and record sizes
 #include "tqm/format.h"
 
 namespace tqm_fuzz {
 
 using tqm::Checksum;
 namespace format = tqm::format;
+namespace layout = tqm::layout;
 
 inline absl::Span<const uint8_t> Bytes(const std::string& s) {
   return absl::Span<const uint8_t>(reinterpret_cast<const uint8_t*>(s.data()), s.size());
@@ -43,7 +47,7 @@ bool Store(std::string* b, uint64_t off, T v) {
 
 // Where things are. All offsets are absolute file offsets of the field named.
 struct SectionLoc {
-  uint64_t entry = 0;  // directory entry (id at +0, flags +4, offset +8, length +16, sum +24)
+  uint64_t entry = 0;  // directory entry (fields at layout::SectionEntry::k*At)
   uint32_t id = 0;
   uint32_t flags = 0;
   uint64_t offset = 0;
@@ -61,7 +65,7 @@ struct MetaLoc {
 };
 
 struct ChunkLoc {
-  uint64_t record = 0;  // codec at +0, decoded_size +4, offset +8, encoded_size +16, sum +24
+  uint64_t record = 0;  // chunk record (fields at layout::ChunkRecord::k*At)
   uint8_t codec = 0;
   uint32_t decoded_size = 0;
   uint64_t offset = 0;
@@ -106,16 +110,17 @@ namespace internal {
 inline void ScanMetadata(const std::string& b, const SectionLoc& s, Layout* l) {
   uint64_t p = s.offset, end = s.offset + s.length;
   uint32_t count;
-  if (!Load(b, p, &count)) return;
-  p += 8;
+  if (!Load(b, p + layout::SectionHead::kCountAt, &count)) return;
+  p += layout::SectionHead::kSize;
   for (uint32_t i = 0; i < count && p < end; ++i) {
     MetaLoc m;
     m.entry = p;
     if (!Load(b, p, &m.key_len)) return;
-    m.key = p + 2;
-    m.type = m.key + m.key_len;
+    const layout::MetaEntryOffsets o = layout::MetaOffsets(m.key_len);
+    m.key = p + o.key;
+    m.type = p + o.type;
     if (!Load(b, m.type, &m.type_value)) return;
-    m.value = m.type + 1;
+    m.value = p + o.value;
     uint64_t size = 8;
     if (m.type_value == format::kMetaString || m.type_value == format::kMetaBytes) {
       uint32_t len;
@@ -131,19 +136,22 @@ inline void ScanIndex(const std::string& b, const SectionLoc& s, Layout* l) {
   uint64_t p = s.offset;
   const uint64_t end = s.offset + s.length;
   uint32_t count;
-  if (!Load(b, p, &count)) return;
-  p += 8;
+  if (!Load(b, p + layout::SectionHead::kCountAt, &count)) return;
+  p += layout::SectionHead::kSize;
   for (uint32_t i = 0; i < count && p < end; ++i) {
     TensorLoc t;
     t.record = p;
     if (!Load(b, p, &t.name_len)) return;
-    t.name = p + 2;
-    t.dtype = t.name + t.name_len;
-    t.storage = t.dtype + 1;
-    t.ndim = t.dtype + 2;
-    t.reserved = t.dtype + 3;
-    t.layer = t.dtype + 4;
-    t.dims = t.dtype + 8;
+    // The fields up to the dimensions depend on the name's length only.
+    const layout::TensorRecordOffsets head =
+        layout::TensorOffsets(t.name_len, 0, 0, 0, 0);
+    t.name = p + head.name;
+    t.dtype = p + head.source_dtype;
+    t.storage = p + head.storage;
+    t.ndim = p + head.ndim;
+    t.reserved = p + head.bits;
+    t.layer = p + head.layer;
+    t.dims = p + head.dims;
     uint8_t ndim;
     if (!Load(b, t.storage, &t.storage_value) || !Load(b, t.ndim, &ndim)) return;
     if (t.dims > end || uint64_t{ndim} * 8 > end - t.dims) return;
@@ -152,41 +160,33 @@ inline void ScanIndex(const std::string& b, const SectionLoc& s, Layout* l) {
       if (!Load(b, t.dims + 8 * d, &v)) return;
       t.dim_values.push_back(v);
     }
-    t.affine = t.dims + 8 * uint64_t{ndim};
-    if (t.storage_value == format::kStorageU8Tensor) t.n_affine = 1;
-    if (t.storage_value == format::kStorageU8Row && ndim > 0)
-      t.n_affine = t.dim_values[0];
+    const layout::TensorRecordOffsets shaped =
+        layout::TensorOffsets(t.name_len, ndim, t.storage_value, 0, 0);
     if (t.storage_value == format::kStorageU8Group) {
-      // Format 1.3: the group size and a reserved word precede the pairs,
-      // one per group of each row along the last dimension. Walked whatever
-      // the header flag says (a tolerant walk).
-      t.group = t.affine;
+      // Format 1.3: the group size and a reserved word precede the pairs.
+      // Walked whatever the header flag says (a tolerant walk).
+      t.group = p + shaped.params;
       if (t.group > end || end - t.group < 8 || !Load(b, t.group, &t.group_size)) return;
-      t.affine = t.group + 8;
-      if (ndim > 0 && t.group_size != 0) {
-        uint64_t rows = 1;
-        for (uint8_t d = 0; d + 1 < ndim && rows != 0; ++d) {
-          const uint64_t v = t.dim_values[d];
-          if (v != 0 && rows > ~uint64_t{0} / v) return;  // not a valid shape anyway
-          rows *= v;
-        }
-        const uint64_t cols = t.dim_values[ndim - 1];
-        const uint64_t per_row = cols / t.group_size + (cols % t.group_size != 0);
-        if (per_row != 0 && rows > ~uint64_t{0} / per_row) return;
-        t.n_affine = rows * per_row;
-      }
+    }
+    t.affine = p + shaped.pairs;
+    if (!layout::PairCount(t.storage_value, t.dim_values, t.group_size, &t.n_affine)) {
+      return;  // not a valid shape anyway
     }
     if (t.affine > end || t.n_affine > (end - t.affine) / 8) return;
-    t.chunk_count = t.affine + 8 * t.n_affine;
+    const layout::TensorRecordOffsets o =
+        layout::TensorOffsets(t.name_len, ndim, t.storage_value, t.n_affine, 0);
+    t.chunk_count = p + o.chunk_count;
     uint32_t chunks;
     if (!Load(b, t.chunk_count, &chunks)) return;
-    uint64_t c = t.chunk_count + 8;
-    if (c > end || chunks > (end - c) / format::kChunkRecordSize) return;
-    for (uint32_t k = 0; k < chunks; ++k, c += format::kChunkRecordSize) {
+    uint64_t c = p + o.chunks;
+    if (c > end || chunks > (end - c) / layout::ChunkRecord::kSize) return;
+    for (uint32_t k = 0; k < chunks; ++k, c += layout::ChunkRecord::kSize) {
       ChunkLoc ch;
       ch.record = c;
-      if (!Load(b, c, &ch.codec) || !Load(b, c + 4, &ch.decoded_size) ||
-          !Load(b, c + 8, &ch.offset) || !Load(b, c + 16, &ch.encoded_size)) {
+      if (!Load(b, c + layout::ChunkRecord::kCodecAt, &ch.codec) ||
+          !Load(b, c + layout::ChunkRecord::kDecodedSizeAt, &ch.decoded_size) ||
+          !Load(b, c + layout::ChunkRecord::kOffsetAt, &ch.offset) ||
+          !Load(b, c + layout::ChunkRecord::kEncodedSizeAt, &ch.encoded_size)) {
         return;
       }
       t.chunks.push_back(ch);
@@ -203,21 +203,21 @@ inline Layout Scan(const std::string& b) {
   Layout l;
   if (b.size() < format::kHeaderSize) return l;
   l.header_ok = true;
-  Load(b, 24, &l.directory_offset);
-  Load(b, 32, &l.section_count);
+  Load(b, layout::Header::kDirectoryOffsetAt, &l.directory_offset);
+  Load(b, layout::Header::kSectionCountAt, &l.section_count);
   const uint64_t n = l.section_count;
-  if (n == 0 || n > 64 || l.directory_offset > b.size() ||
-      n * format::kSectionEntrySize > b.size() - l.directory_offset) {
+  if (n == 0 || n > layout::kMaxSections || l.directory_offset > b.size() ||
+      n * layout::SectionEntry::kSize > b.size() - l.directory_offset) {
     return l;
   }
   l.directory_ok = true;
   for (uint64_t i = 0; i < n; ++i) {
     SectionLoc s;
-    s.entry = l.directory_offset + i * format::kSectionEntrySize;
-    Load(b, s.entry, &s.id);
-    Load(b, s.entry + 4, &s.flags);
-    Load(b, s.entry + 8, &s.offset);
-    Load(b, s.entry + 16, &s.length);
+    s.entry = l.directory_offset + i * layout::SectionEntry::kSize;
+    Load(b, s.entry + layout::SectionEntry::kIdAt, &s.id);
+    Load(b, s.entry + layout::SectionEntry::kFlagsAt, &s.flags);
+    Load(b, s.entry + layout::SectionEntry::kOffsetAt, &s.offset);
+    Load(b, s.entry + layout::SectionEntry::kLengthAt, &s.length);
     s.in_file = s.offset <= b.size() && s.length <= b.size() - s.offset;
     l.sections.push_back(s);
   }
@@ -245,7 +245,7 @@ inline void FixChecksums(std::string* b, const FixOptions& o = FixOptions()) {
     for (const TensorLoc& t : l.tensors) {
       for (const ChunkLoc& c : t.chunks) {
         if (c.offset <= b->size() && c.encoded_size <= b->size() - c.offset) {
-          Store<uint64_t>(b, c.record + 24,
+          Store<uint64_t>(b, c.record + layout::ChunkRecord::kChecksumAt,
                           Checksum(Bytes(*b).subspan(c.offset, c.encoded_size)));
         }
       }
@@ -254,16 +254,18 @@ inline void FixChecksums(std::string* b, const FixOptions& o = FixOptions()) {
   if (o.sections) {
     for (const SectionLoc& s : l.sections) {
       if (!s.in_file || (o.skip_section != 0 && s.id == o.skip_section)) continue;
-      Store<uint64_t>(b, s.entry + 24, Checksum(Bytes(*b).subspan(s.offset, s.length)));
+      Store<uint64_t>(b, s.entry + layout::SectionEntry::kChecksumAt,
+                      Checksum(Bytes(*b).subspan(s.offset, s.length)));
     }
   }
   if (o.directory && l.directory_ok) {
-    Store<uint64_t>(b, 40,
-                    Checksum(Bytes(*b).subspan(l.directory_offset,
-                                               l.section_count * format::kSectionEntrySize)));
+    Store<uint64_t>(
+        b, layout::Header::kDirectoryChecksumAt,
+        Checksum(Bytes(*b).subspan(l.directory_offset,
+                                   l.section_count * layout::SectionEntry::kSize)));
   }
   if (o.header) {
-    Store<uint64_t>(b, format::kHeaderChecksummedSize,
+    Store<uint64_t>(b, layout::Header::kHeaderChecksumAt,
                     Checksum(Bytes(*b).subspan(0, format::kHeaderChecksummedSize)));
   }
 }

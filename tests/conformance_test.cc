@@ -7,7 +7,10 @@
 // against spec/vectors/tiny.tqm.
 //
 // File-based goldens of corrupt files live in tests/bad_files_test.cc; this
-// file covers rules, building its inputs in memory.
+// file covers rules, building its inputs in memory. Fields are found through
+// libtqm's layout module (container/layout.h), which owns the byte layout;
+// the Appendix A walkthrough instead checks literal offsets against the
+// spec's worked example, so the module's offsets are pinned independently.
 
 #include <gtest/gtest.h>
 #include <xxhash.h>
@@ -23,6 +26,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_format.h"
+#include "container/layout.h"
 #include "test_util.h"
 #include "tqm/codec.h"
 #include "tqm/format.h"
@@ -34,6 +38,9 @@ namespace {
 
 using absl::StatusCode;
 using tqm_test::AsSpan;
+namespace layout = tqm::layout;
+using H = tqm::layout::Header;        // header field offsets
+using E = tqm::layout::SectionEntry;  // directory entry field offsets
 
 constexpr char kFileName[] = "conf.tqm";
 constexpr uint32_t kUnknownSection = 9;  // an id version 1.0 does not assign
@@ -59,40 +66,46 @@ struct File {
   }
   uint8_t& At(uint64_t off) { return reinterpret_cast<uint8_t&>(b[off]); }
 
-  uint64_t DirOffset() const { return Get<uint64_t>(24); }
-  uint32_t SectionCount() const { return Get<uint32_t>(32); }
+  uint64_t DirOffset() const { return Get<uint64_t>(H::kDirectoryOffsetAt); }
+  uint32_t SectionCount() const { return Get<uint32_t>(H::kSectionCountAt); }
   // Offset of the directory entry of section `id`.
   uint64_t Entry(uint32_t id) const {
     for (uint32_t i = 0; i < SectionCount(); ++i) {
-      uint64_t e = DirOffset() + 32 * i;
-      if (Get<uint32_t>(e) == id) return e;
+      uint64_t e = DirOffset() + E::kSize * i;
+      if (Get<uint32_t>(e + E::kIdAt) == id) return e;
     }
     ADD_FAILURE() << "no section " << id;
     return 0;
   }
-  uint64_t SecOff(uint32_t id) const { return Get<uint64_t>(Entry(id) + 8); }
-  uint64_t SecLen(uint32_t id) const { return Get<uint64_t>(Entry(id) + 16); }
+  uint64_t SecOff(uint32_t id) const { return Get<uint64_t>(Entry(id) + E::kOffsetAt); }
+  uint64_t SecLen(uint32_t id) const { return Get<uint64_t>(Entry(id) + E::kLengthAt); }
 
   uint64_t Xxh(uint64_t off, uint64_t len) const {
     return XXH3_64bits(b.data() + off, len);
   }
 
   // Header checksum: XXH3-64 of bytes 0..55, stored at 56.
-  void SealHeader() { Set<uint64_t>(56, Xxh(0, 56)); }
+  void SealHeader() {
+    Set<uint64_t>(H::kHeaderChecksumAt, Xxh(0, tqm::format::kHeaderChecksummedSize));
+  }
   // Directory checksum (header offset 40), then the header.
   void SealDirectory() {
-    const uint64_t d = DirOffset(), n = uint64_t{SectionCount()} * 32;
-    if (d <= b.size() && n <= b.size() - d) Set<uint64_t>(40, Xxh(d, n));
+    const uint64_t d = DirOffset(), n = uint64_t{SectionCount()} * E::kSize;
+    if (d <= b.size() && n <= b.size() - d)
+      Set<uint64_t>(H::kDirectoryChecksumAt, Xxh(d, n));
     SealHeader();
   }
   // Every section checksum whose range lies in the file, then the directory
   // and the header.
   void Reseal() {
     const uint64_t d = DirOffset();
-    for (uint32_t i = 0; i < SectionCount() && d + 32 * (i + 1) <= b.size(); ++i) {
-      const uint64_t e = d + 32 * i;
-      const uint64_t off = Get<uint64_t>(e + 8), len = Get<uint64_t>(e + 16);
-      if (off <= b.size() && len <= b.size() - off) Set<uint64_t>(e + 24, Xxh(off, len));
+    for (uint32_t i = 0; i < SectionCount() && d + E::kSize * (i + 1) <= b.size(); ++i) {
+      const uint64_t e = d + E::kSize * i;
+      const uint64_t off = Get<uint64_t>(e + E::kOffsetAt),
+                     len = Get<uint64_t>(e + E::kLengthAt);
+      if (off <= b.size() && len <= b.size() - off) {
+        Set<uint64_t>(e + E::kChecksumAt, Xxh(off, len));
+      }
     }
     SealDirectory();
   }
@@ -104,19 +117,18 @@ struct File {
   uint64_t AddSection(uint32_t id, uint32_t flags, const std::string& payload) {
     const uint64_t d = DirOffset();
     const uint32_t n = SectionCount();
-    EXPECT_EQ(d + 32 * n, b.size()) << "directory is not last";
+    EXPECT_EQ(d + E::kSize * n, b.size()) << "directory is not last";
     const uint64_t e = b.size();
-    b.append(32, '\0');
-    while (b.size() % 64) b.push_back('\0');
+    b.append(E::kSize, '\0');
+    while (b.size() % tqm::format::kAlignment) b.push_back('\0');
     const uint64_t off = b.size();
     b += payload;
-    while (b.size() % 64) b.push_back('\0');
-    Set<uint32_t>(e, id);
-    Set<uint32_t>(e + 4, flags);
-    Set<uint64_t>(e + 8, off);
-    Set<uint64_t>(e + 16, payload.size());
-    Set<uint32_t>(32, n + 1);
-    Set<uint64_t>(16, b.size());
+    while (b.size() % tqm::format::kAlignment) b.push_back('\0');
+    std::string entry;
+    layout::Encode(layout::SectionEntry{id, flags, off, payload.size(), 0}, &entry);
+    b.replace(e, E::kSize, entry);
+    Set<uint32_t>(H::kSectionCountAt, n + 1);
+    Set<uint64_t>(H::kFileSizeAt, b.size());
     Reseal();
     return e;
   }
@@ -130,19 +142,20 @@ struct MetaLayout {
 
 std::vector<MetaLayout> WalkMetadata(const File& f) {
   std::vector<MetaLayout> out;
-  const uint64_t s = f.SecOff(1);
-  const uint32_t count = f.Get<uint32_t>(s);
-  uint64_t p = s + 8;
+  const uint64_t s = f.SecOff(tqm::format::kSectionMetadata);
+  const uint32_t count = f.Get<uint32_t>(s + layout::SectionHead::kCountAt);
+  uint64_t p = s + layout::SectionHead::kSize;
   for (uint32_t i = 0; i < count; ++i) {
-    MetaLayout m;
-    m.key_len = p;
     const uint16_t kl = f.Get<uint16_t>(p);
-    m.key = p + 2;
+    const layout::MetaEntryOffsets o = layout::MetaOffsets(kl);
+    MetaLayout m;
+    m.key_len = p + o.key_len;
+    m.key = p + o.key;
     m.key_str = f.b.substr(m.key, kl);
-    m.type = m.key + kl;
-    m.value = m.type + 1;
+    m.type = p + o.type;
+    m.value = p + o.value;
     const uint8_t type = f.Get<uint8_t>(m.type);
-    p = m.value + (type <= 2 ? 8 : 4 + f.Get<uint32_t>(m.value));
+    p = m.value + (type <= tqm::format::kMetaFloat64 ? 8 : 4 + f.Get<uint32_t>(m.value));
     out.push_back(m);
   }
   return out;
@@ -159,47 +172,55 @@ struct TensorLayout {
 
 std::vector<TensorLayout> WalkIndex(const File& f) {
   std::vector<TensorLayout> out;
-  const uint64_t s = f.SecOff(3);
-  const uint32_t count = f.Get<uint32_t>(s);
-  uint64_t p = s + 8;
+  const uint64_t s = f.SecOff(tqm::format::kSectionTensorIndex);
+  const uint32_t count = f.Get<uint32_t>(s + layout::SectionHead::kCountAt);
+  uint64_t p = s + layout::SectionHead::kSize;
   for (uint32_t i = 0; i < count; ++i) {
+    const uint16_t nl = f.Get<uint16_t>(p);
+    const layout::TensorRecordOffsets head = layout::TensorOffsets(nl, 0, 0, 0, 0);
+    const uint8_t ndim = f.Get<uint8_t>(p + head.ndim);
+    const uint8_t storage = f.Get<uint8_t>(p + head.storage);
+    std::vector<uint64_t> dims;
+    for (uint8_t d = 0; d < ndim; ++d)
+      dims.push_back(f.Get<uint64_t>(p + head.dims + 8 * d));
+    const layout::TensorRecordOffsets shaped =
+        layout::TensorOffsets(nl, ndim, storage, 0, 0);
+    const uint32_t g =
+        storage == tqm::format::kStorageU8Group ? f.Get<uint32_t>(p + shaped.params) : 0;
+    uint64_t pairs = 0;
+    EXPECT_TRUE(layout::PairCount(storage, dims, g, &pairs));
+    const uint32_t cc = f.Get<uint32_t>(
+        p + layout::TensorOffsets(nl, ndim, storage, pairs, 0).chunk_count);
+    const layout::TensorRecordOffsets o =
+        layout::TensorOffsets(nl, ndim, storage, pairs, cc);
     TensorLayout t;
     t.rec = p;
-    const uint16_t nl = f.Get<uint16_t>(p);
-    t.name = p + 2;
-    t.dtype = t.name + nl;
-    t.storage = t.dtype + 1;
-    t.ndim = t.dtype + 2;
-    t.reserved0 = t.dtype + 3;
-    t.layer = t.dtype + 4;
-    t.dims = t.dtype + 8;
-    const uint8_t ndim = f.Get<uint8_t>(t.ndim), storage = f.Get<uint8_t>(t.storage);
-    t.params = t.pairs = t.dims + 8 * ndim;
-    uint64_t q = 0;  // F32 (1), RAW (5)
-    if (storage == 2) q = 8;
-    if (storage == 3) q = 8 * f.Get<uint64_t>(t.dims);
-    if (storage == 4) {
-      // u32 group_size, u32 reserved, then one pair per group of each row.
-      uint64_t rows = 1;
-      for (uint8_t d = 0; d + 1 < ndim; ++d) rows *= f.Get<uint64_t>(t.dims + 8 * d);
-      const uint64_t cols = f.Get<uint64_t>(t.dims + 8 * (ndim - 1));
-      const uint32_t g = f.Get<uint32_t>(t.params);
-      t.pairs = t.params + 8;
-      q = 8 + 8 * rows * ((cols + g - 1) / g);
-    }
-    t.chunk_count = t.params + q;
-    t.reserved1 = t.chunk_count + 4;
-    const uint32_t cc = f.Get<uint32_t>(t.chunk_count);
-    for (uint32_t k = 0; k < cc; ++k) t.chunks.push_back(t.reserved1 + 4 + 32 * k);
-    p = t.reserved1 + 4 + 32 * cc;
+    t.name = p + o.name;
+    t.dtype = p + o.source_dtype;
+    t.storage = p + o.storage;
+    t.ndim = p + o.ndim;
+    t.reserved0 = p + o.bits;
+    t.layer = p + o.layer;
+    t.dims = p + o.dims;
+    t.params = p + o.params;
+    t.pairs = p + o.pairs;
+    t.chunk_count = p + o.chunk_count;
+    t.reserved1 = p + o.reserved1;
+    for (uint32_t k = 0; k < cc; ++k)
+      t.chunks.push_back(p + o.chunks + layout::ChunkRecord::kSize * k);
+    p += o.size;
     out.push_back(t);
   }
   return out;
 }
 
 // Chunk record field offsets.
-constexpr uint64_t kChCodec = 0, kChDecoded = 4, kChOffset = 8, kChEncoded = 16,
-                   kChReserved1 = 20, kChChecksum = 24;
+constexpr uint64_t kChCodec = layout::ChunkRecord::kCodecAt,
+                   kChDecoded = layout::ChunkRecord::kDecodedSizeAt,
+                   kChOffset = layout::ChunkRecord::kOffsetAt,
+                   kChEncoded = layout::ChunkRecord::kEncodedSizeAt,
+                   kChReserved1 = layout::ChunkRecord::kReserved1At,
+                   kChChecksum = layout::ChunkRecord::kChecksumAt;
 
 // The base file: tensor 0 is a 5x7 U8_TENSOR matrix in one seqtable chunk
 // (as in spec/vectors/tiny.tqm: codes 0,1,0,1,0,1,0, an escape, a 3-byte
@@ -310,7 +331,7 @@ TEST(Conformance, BaseFilesAreValidAndShapedAsTheTestsAssume) {
     EXPECT_EQ(WalkMetadata(f).size(), (*r)->metadata().size());
     EXPECT_EQ((*r)->header().minor, 0);
     // Directory last: File::AddSection relies on it.
-    EXPECT_EQ(f.DirOffset() + 32 * f.SectionCount(), f.b.size());
+    EXPECT_EQ(f.DirOffset() + E::kSize * f.SectionCount(), f.b.size());
   }
   EXPECT_EQ(Rows().Get<uint8_t>(WalkIndex(Rows())[0].storage),
             tqm::format::kStorageU8Row);
@@ -346,14 +367,14 @@ TEST(Header, R2_Magic) {
   // R2 before R3: a bad magic wins over an unknown major version.
   File f = Base();
   f.At(0) = 0x88;
-  f.Set<uint16_t>(8, 2);
+  f.Set<uint16_t>(H::kMajorVersionAt, 2);
   ExpectOpenError(f, StatusCode::kDataLoss, {"magic"});
 }
 
 TEST(Header, R3_MajorVersion_CheckedBeforeTheHeaderChecksum) {
   for (uint16_t major : {0, 2, 0xFFFF}) {
     File f = Base();
-    f.Set<uint16_t>(8, major);
+    f.Set<uint16_t>(H::kMajorVersionAt, major);
     // Not resealed: R3 comes before R4, since another major version may lay
     // its header out differently.
     ExpectOpenError(f, StatusCode::kUnimplemented,
@@ -366,7 +387,7 @@ TEST(Header, R3_MajorVersion_CheckedBeforeTheHeaderChecksum) {
 TEST(Header, MinorVersionsAreAllAccepted) {
   for (uint16_t minor : {1, 7, 0xFFFF}) {
     File f = Base();
-    f.Set<uint16_t>(10, minor);
+    f.Set<uint16_t>(H::kMinorVersionAt, minor);
     f.SealHeader();
     auto r = Open(f);
     ASSERT_TRUE(r.ok()) << r.status();
@@ -384,14 +405,14 @@ TEST(Header, R4_HeaderChecksum_CheckedBeforeTheFields) {
   }
   // An unknown flag without a matching checksum is corruption, not a feature.
   File f = Base();
-  f.Set<uint32_t>(12, 1);
+  f.Set<uint32_t>(H::kFlagsAt, 1);
   ExpectOpenError(f, StatusCode::kDataLoss, {"header_checksum"});
 }
 
 TEST(Header, R5_UnknownFlags) {
   for (uint32_t flags : {2u, 0x80000000u}) {
     File f = Base();
-    f.Set<uint32_t>(12, flags);
+    f.Set<uint32_t>(H::kFlagsAt, flags);
     f.SealHeader();
     ExpectOpenError(f, StatusCode::kUnimplemented, {"header", "flags", "offset 12"});
   }
@@ -399,11 +420,11 @@ TEST(Header, R5_UnknownFlags) {
 
 TEST(Header, R6_Reserved) {
   File f = Base();
-  f.Set<uint32_t>(36, 1);
+  f.Set<uint32_t>(H::kReserved0At, 1);
   f.SealHeader();
   ExpectOpenError(f, StatusCode::kDataLoss, {"header", "reserved0", "offset 36"});
   f = Base();
-  f.Set<uint64_t>(48, uint64_t{1} << 63);
+  f.Set<uint64_t>(H::kReserved1At, uint64_t{1} << 63);
   f.SealHeader();
   ExpectOpenError(f, StatusCode::kDataLoss, {"header", "reserved1", "offset 48"});
 }
@@ -412,7 +433,7 @@ TEST(Header, R7_FileSize) {
   // Header says one byte more / less than the file.
   for (int delta : {-1, 1, 64}) {
     File f = Base();
-    f.Set<uint64_t>(16, f.b.size() + delta);
+    f.Set<uint64_t>(H::kFileSizeAt, f.b.size() + delta);
     f.SealHeader();
     ExpectOpenError(f, StatusCode::kDataLoss,
                     {"header", "file_size", "truncated", "offset 16"});
@@ -428,7 +449,7 @@ TEST(Header, R7_FileSize) {
 
 TEST(Header, R8_SectionCount) {
   File f = Base();
-  f.Set<uint32_t>(32, 0);
+  f.Set<uint32_t>(H::kSectionCountAt, 0);
   f.SealHeader();
   ExpectOpenError(f, StatusCode::kDataLoss,
                   {"header", "section_count is 0", "offset 32"});
@@ -436,7 +457,7 @@ TEST(Header, R8_SectionCount) {
   // directory (which would also run past the end of the file).
   for (uint32_t n : {65u, 0xFFFFFFFFu}) {
     f = Base();
-    f.Set<uint32_t>(32, n);
+    f.Set<uint32_t>(H::kSectionCountAt, n);
     f.SealHeader();
     ExpectOpenError(f, StatusCode::kResourceExhausted,
                     {"section_count", "limit", "offset 32"});
@@ -448,7 +469,7 @@ TEST(Header, R9_DirectoryOffsetAlignment) {
   for (uint64_t d : {uint64_t{0}, uint64_t{32}, uint64_t{63}, dir + 1, dir + 32}) {
     SCOPED_TRACE(d);
     File f = Base();
-    f.Set<uint64_t>(24, d);
+    f.Set<uint64_t>(H::kDirectoryOffsetAt, d);
     f.SealHeader();
     ExpectOpenError(f, StatusCode::kDataLoss,
                     {"header", "directory_offset", "multiple of 64", "offset 24"});
@@ -457,30 +478,31 @@ TEST(Header, R9_DirectoryOffsetAlignment) {
 
 TEST(Header, R10_DirectoryInsideTheFile) {
   File f = Base();
-  f.Set<uint64_t>(24, f.DirOffset() + 64);  // aligned, but 4 entries run past the end
+  f.Set<uint64_t>(H::kDirectoryOffsetAt,
+                  f.DirOffset() + 64);  // aligned, but 4 entries run past the end
   f.SealHeader();
   ExpectOpenError(f, StatusCode::kDataLoss,
                   {"section directory", "past the end", "offset 24"});
   f = Base();
-  f.Set<uint64_t>(24, uint64_t{1} << 63);  // far outside; no overflow
+  f.Set<uint64_t>(H::kDirectoryOffsetAt, uint64_t{1} << 63);  // far outside; no overflow
   f.SealHeader();
   ExpectOpenError(f, StatusCode::kDataLoss, {"past the end"});
   f = Base();
-  f.Set<uint32_t>(32, 5);  // a fifth entry beyond the end of the file
+  f.Set<uint32_t>(H::kSectionCountAt, 5);  // a fifth entry beyond the end of the file
   f.SealHeader();
   ExpectOpenError(f, StatusCode::kDataLoss, {"past the end"});
 }
 
 TEST(Header, R11_DirectoryChecksum_CheckedBeforeTheEntries) {
   File f = Base();
-  f.At(f.DirOffset() + 40) ^= 0x01;  // a byte of entry 1
+  f.At(f.DirOffset() + E::kSize + 8) ^= 0x01;  // a byte of entry 1
   ExpectOpenError(f, StatusCode::kDataLoss,
                   {"section directory", "directory_checksum",
                    absl::StrFormat("offset %d", f.DirOffset())});
   // An unknown section flag in a directory whose checksum does not match is
   // corruption (R11), not an unknown feature (R14).
   f = Base();
-  f.At(f.Entry(4) + 4) |= 0x02;
+  f.At(f.Entry(4) + E::kFlagsAt) |= 0x02;
   f.SealHeader();
   ExpectOpenError(f, StatusCode::kDataLoss, {"directory_checksum"});
 }
@@ -504,7 +526,7 @@ TEST(Directory, R13_DuplicateId) {
 
 TEST(Directory, R14_UnknownSectionFlags) {
   File f = Base();
-  f.At(f.Entry(4) + 4) |= 0x02;
+  f.At(f.Entry(4) + E::kFlagsAt) |= 0x02;
   f.Reseal();
   ExpectOpenError(f, StatusCode::kUnimplemented, {"DATA (id 4)", "flags 0x3"});
   f = Base();
@@ -541,15 +563,15 @@ TEST(Directory, R16_SectionOffsetAlignment) {
     SCOPED_TRACE(off);
     File f = Base();
     const uint64_t e = f.AddSection(kUnknownSection, 0, "");  // empty: overlaps nothing
-    f.Set<uint64_t>(e + 8, off);
+    f.Set<uint64_t>(e + E::kOffsetAt, off);
     f.Reseal();
-    ExpectOpenError(
-        f, StatusCode::kDataLoss,
-        {"entry 4", "id 9", "multiple of 64", absl::StrFormat("offset %d", e + 8)});
+    ExpectOpenError(f, StatusCode::kDataLoss,
+                    {"entry 4", "id 9", "multiple of 64",
+                     absl::StrFormat("offset %d", e + E::kOffsetAt)});
   }
   // A core section too.
   File f = Base();
-  f.Set<uint64_t>(f.Entry(2) + 8, f.SecOff(2) + 4);
+  f.Set<uint64_t>(f.Entry(2) + E::kOffsetAt, f.SecOff(2) + 4);
   f.Reseal();
   ExpectOpenError(f, StatusCode::kDataLoss, {"TABLE (id 2)", "multiple of 64"});
 }
@@ -557,17 +579,17 @@ TEST(Directory, R16_SectionOffsetAlignment) {
 TEST(Directory, R17_SectionInsideTheFile) {
   File f = Base();
   uint64_t e = f.AddSection(kUnknownSection, 0, "x");
-  f.Set<uint64_t>(e + 16, 65);  // one byte past the end of the file
+  f.Set<uint64_t>(e + E::kLengthAt, 65);  // one byte past the end of the file
   f.Reseal();
   ExpectOpenError(f, StatusCode::kDataLoss, {"id 9", "past the end"});
   f = Base();
   e = f.AddSection(kUnknownSection, 0, "x");
-  f.Set<uint64_t>(e + 16, ~uint64_t{0});  // no overflow in the range check
+  f.Set<uint64_t>(e + E::kLengthAt, ~uint64_t{0});  // no overflow in the range check
   f.Reseal();
   ExpectOpenError(f, StatusCode::kDataLoss, {"id 9", "past the end"});
   f = Base();
   e = f.AddSection(kUnknownSection, 0, "");
-  f.Set<uint64_t>(e + 8, f.b.size() + 64);  // an empty range, but outside
+  f.Set<uint64_t>(e + E::kOffsetAt, f.b.size() + 64);  // an empty range, but outside
   f.Reseal();
   ExpectOpenError(f, StatusCode::kDataLoss, {"id 9", "past the end"});
 }
@@ -576,18 +598,18 @@ TEST(Directory, R18_Overlap) {
   // A section over METADATA.
   File f = Base();
   uint64_t e = f.AddSection(kUnknownSection, 0, "12345678");
-  f.Set<uint64_t>(e + 8, f.SecOff(1));
+  f.Set<uint64_t>(e + E::kOffsetAt, f.SecOff(1));
   f.Reseal();
   ExpectOpenError(f, StatusCode::kDataLoss, {"overlaps", "METADATA (id 1)", "id 9"});
   // A section over the directory.
   f = Base();
   e = f.AddSection(kUnknownSection, 0, "12345678");
-  f.Set<uint64_t>(e + 8, f.DirOffset());
+  f.Set<uint64_t>(e + E::kOffsetAt, f.DirOffset());
   f.Reseal();
   ExpectOpenError(f, StatusCode::kDataLoss, {"overlaps", "the section directory"});
   // Two core sections: TABLE moved onto METADATA.
   f = Base();
-  f.Set<uint64_t>(f.Entry(2) + 8, f.SecOff(1));
+  f.Set<uint64_t>(f.Entry(2) + E::kOffsetAt, f.SecOff(1));
   f.Reseal();
   ExpectOpenError(f, StatusCode::kDataLoss,
                   {"overlaps", "TABLE (id 2)", "METADATA (id 1)"});
@@ -595,7 +617,7 @@ TEST(Directory, R18_Overlap) {
   // offset strictly inside another section.
   f = Base();
   e = f.AddSection(kUnknownSection, 0, "");
-  f.Set<uint64_t>(e + 8, f.SecOff(4) + 64);
+  f.Set<uint64_t>(e + E::kOffsetAt, f.SecOff(4) + 64);
   ASSERT_GT(f.SecLen(4), 64u);
   f.Reseal();
   ExpectOpens(f);
@@ -606,19 +628,19 @@ TEST(Directory, R19_CoreSectionMissingOrNotRequired) {
     SCOPED_TRACE(id);
     // Present without REQUIRED.
     File f = Base();
-    f.Set<uint32_t>(f.Entry(id) + 4, 0);
+    f.Set<uint32_t>(f.Entry(id) + E::kFlagsAt, 0);
     f.Reseal();
     ExpectOpenError(f, StatusCode::kDataLoss, {"lacks the REQUIRED flag"});
     // Missing: its entry now describes an optional section of unknown id.
     f = Base();
-    f.Set<uint32_t>(f.Entry(id) + 4, 0);
+    f.Set<uint32_t>(f.Entry(id) + E::kFlagsAt, 0);
     f.Set<uint32_t>(f.Entry(id), kUnknownSection);
     f.Reseal();
     ExpectOpenError(f, StatusCode::kDataLoss, {"section directory", "is missing"});
   }
   // A directory of fewer than four entries.
   File f = Base();
-  f.Set<uint32_t>(32, 3);
+  f.Set<uint32_t>(H::kSectionCountAt, 3);
   f.Reseal();
   ExpectOpenError(f, StatusCode::kDataLoss, {"is missing"});
 }
@@ -638,7 +660,7 @@ TEST(Directory, R20_SectionChecksums_CheckedBeforeTheContents) {
   ExpectOpenError(f, StatusCode::kDataLoss, {"METADATA (id 1)", "checksum"});
   // DATA is not checked at open (R63 in Verify, R59 per chunk).
   f = Base();
-  f.Set<uint64_t>(f.Entry(4) + 24, 1);
+  f.Set<uint64_t>(f.Entry(4) + E::kChecksumAt, 1);
   f.SealDirectory();
   ExpectOpens(f);
 }
@@ -648,12 +670,12 @@ TEST(Directory, R20_SectionChecksums_CheckedBeforeTheContents) {
 
 TEST(Metadata, R21_HeaderTooShortOrReservedNonzero) {
   File f = Base();
-  f.Set<uint32_t>(f.SecOff(1) + 4, 1);
+  f.Set<uint32_t>(f.SecOff(1) + layout::SectionHead::kReservedAt, 1);
   f.Reseal();
   ExpectOpenError(f, StatusCode::kDataLoss, {"METADATA", "reserved"});
   for (uint64_t len : {0, 4, 7}) {
     f = Base();
-    f.Set<uint64_t>(f.Entry(1) + 16, len);
+    f.Set<uint64_t>(f.Entry(1) + E::kLengthAt, len);
     f.Reseal();
     ExpectOpenError(f, StatusCode::kDataLoss, {"METADATA", "remain"});
   }
@@ -692,7 +714,7 @@ TEST(Metadata, R23_EntryPastTheEnd) {
                   {"METADATA: entry 3 'test.b'", "value", "remain"});
   // The last entry cut short by shrinking the section.
   f = Base();
-  f.Set<uint64_t>(f.Entry(1) + 16, f.SecLen(1) - 1);
+  f.Set<uint64_t>(f.Entry(1) + E::kLengthAt, f.SecLen(1) - 1);
   f.Reseal();
   ExpectOpenError(f, StatusCode::kDataLoss, {"METADATA", "remain"});
 }
@@ -768,11 +790,11 @@ TEST(Metadata, R29_Utf8IsAnOptionalCheckThisReaderSkips) {
 
 TEST(Table, R30_HeaderTooShortOrReservedNonzero) {
   File f = Base();
-  f.Set<uint32_t>(f.SecOff(2) + 4, 7);
+  f.Set<uint32_t>(f.SecOff(2) + layout::SectionHead::kReservedAt, 7);
   f.Reseal();
   ExpectOpenError(f, StatusCode::kDataLoss, {"TABLE", "reserved"});
   f = Base();
-  f.Set<uint64_t>(f.Entry(2) + 16, 4);
+  f.Set<uint64_t>(f.Entry(2) + E::kLengthAt, 4);
   f.Reseal();
   ExpectOpenError(f, StatusCode::kDataLoss, {"TABLE", "remain"});
 }
@@ -797,7 +819,8 @@ TEST(Table, R32_LengthIsNot8Plus4Count) {
 
 TEST(Table, R33_DuplicateEntriesAreAnOptionalCheckThisReaderSkips) {
   File f = Base();
-  f.Set<uint32_t>(f.SecOff(2) + 12, f.Get<uint32_t>(f.SecOff(2) + 8));
+  const uint64_t entries = f.SecOff(2) + layout::SectionHead::kSize;
+  f.Set<uint32_t>(entries + 4, f.Get<uint32_t>(entries));
   f.Reseal();
   ExpectOpens(f);
 }
@@ -807,11 +830,11 @@ TEST(Table, R33_DuplicateEntriesAreAnOptionalCheckThisReaderSkips) {
 
 TEST(TensorIndex, R34_HeaderTooShortOrReservedNonzero) {
   File f = Base();
-  f.Set<uint32_t>(f.SecOff(3) + 4, 1);
+  f.Set<uint32_t>(f.SecOff(3) + layout::SectionHead::kReservedAt, 1);
   f.Reseal();
   ExpectOpenError(f, StatusCode::kDataLoss, {"TENSOR_INDEX", "reserved"});
   f = Base();
-  f.Set<uint64_t>(f.Entry(3) + 16, 6);
+  f.Set<uint64_t>(f.Entry(3) + E::kLengthAt, 6);
   f.Reseal();
   ExpectOpenError(f, StatusCode::kDataLoss, {"TENSOR_INDEX", "remain"});
 }
@@ -849,7 +872,7 @@ TEST(TensorIndex, R36_RecordPastTheEnd) {
   ExpectOpenError(g, StatusCode::kDataLoss, {kT0, "(scale, zero) pairs", "past the end"});
   // Cut the section inside a record.
   f = Base();
-  f.Set<uint64_t>(f.Entry(3) + 16, f.SecLen(3) - 9);
+  f.Set<uint64_t>(f.Entry(3) + E::kLengthAt, f.SecLen(3) - 9);
   f.Reseal();
   ExpectOpenError(f, StatusCode::kDataLoss, {"tensor 2 'b.weight'", "chunk_count"});
 }
@@ -1383,7 +1406,7 @@ TEST(Verify, R63_DataChecksum) {
 TEST(Verify, R64_SkippedOptionalSectionChecksum) {
   File f = Base();
   const uint64_t e = f.AddSection(kUnknownSection, 0, "optional");
-  f.Set<uint64_t>(e + 24, 1);
+  f.Set<uint64_t>(e + E::kChecksumAt, 1);
   f.SealDirectory();
   ExpectVerifyError(f, {"section id 9", "checksum"});
 }
@@ -1480,7 +1503,8 @@ TEST(Extended, BaseFileIsValidAndShapedAsTheTestsAssume) {
   EXPECT_EQ(f.Get<uint8_t>(idx[3].reserved0), 3);
   EXPECT_EQ(f.Get<uint32_t>(idx[3].params), 4u);
   EXPECT_EQ(f.Get<float>(idx[3].pairs + 8 * 8), t[3].affine[8].scale);
-  EXPECT_EQ(idx[3].reserved1 + 4 + 32 * t[3].chunks.size(), f.SecOff(3) + f.SecLen(3));
+  EXPECT_EQ(idx[3].reserved1 + 4 + layout::ChunkRecord::kSize * t[3].chunks.size(),
+            f.SecOff(3) + f.SecLen(3));
   // Record sizes: 18 + L + 8D + Q + 32C (the 0-d one has D = 0, the empty
   // one C = 0, the group one Q = 8 + 8 * 9).
   EXPECT_EQ(idx[2].rec - idx[1].rec, 18u + 1 + 0 + 0 + 32);
@@ -1491,7 +1515,7 @@ TEST(Extended, R5_ExtendedTensorsIsAKnownFlag) {
   // Bit 0 on a file of 1.2 records: known, and it makes reserved0 the bits
   // field, so the U8 tensor now needs a width (R87).
   File f = Base();
-  f.Set<uint32_t>(12, kExtFlag);
+  f.Set<uint32_t>(H::kFlagsAt, kExtFlag);
   f.SealHeader();
   ExpectOpenError(f, StatusCode::kDataLoss, {kT0, "bits 0 is not 1 to 8"});
   f.At(WalkIndex(f)[0].reserved0) = 8;
@@ -1501,14 +1525,14 @@ TEST(Extended, R5_ExtendedTensorsIsAKnownFlag) {
   EXPECT_EQ((*r)->tensors()[0].bits, 8);
   // Every other bit is still unknown, with or without bit 0.
   f = Ext();
-  f.Set<uint32_t>(12, kExtFlag | 2);
+  f.Set<uint32_t>(H::kFlagsAt, kExtFlag | 2);
   f.SealHeader();
   ExpectOpenError(f, StatusCode::kUnimplemented, {"flags"}, /*offset=*/false);
 }
 
 TEST(Extended, FlagClearedMakesTheExtensionsCorrupt) {
   File f = Ext();
-  f.Set<uint32_t>(12, 0);
+  f.Set<uint32_t>(H::kFlagsAt, 0);
   f.SealHeader();
   // Tensor 0 is RAW I16: source_dtype 7 is not a 1.2 value (checked before
   // its storage 5, which is not one either).
@@ -1548,7 +1572,7 @@ TEST(Extended, R36_GroupParametersPastTheEnd) {
                   {kG, "3298534883328 (scale, zero) pairs", "past the end"});
   // The section ends inside group_size.
   f = Ext();
-  f.Set<uint64_t>(f.Entry(3) + 16, t[3].params + 2 - f.SecOff(3));
+  f.Set<uint64_t>(f.Entry(3) + E::kLengthAt, t[3].params + 2 - f.SecOff(3));
   f.Reseal();
   ExpectOpenError(f, StatusCode::kDataLoss, {kG, "group_size", "remain"});
 }

@@ -30,6 +30,7 @@
 #include "base/json.h"
 #include "base/parallel.h"
 #include "codec/entropy.h"
+#include "container/layout.h"
 #include "tqm/codec.h"
 #include "tqm/quantize.h"
 #include "tqm/reader.h"
@@ -372,24 +373,8 @@ absl::Status PrepareSlices(TensorSource& src, size_t i, const PackOptions& o,
 
 std::string EncodeMetadata(const std::vector<MetaEntry>& meta) {
   std::string out;
-  AppendLE<uint32_t>(&out, meta.size());
-  AppendLE<uint32_t>(&out, 0);
-  for (const MetaEntry& e : meta) {
-    AppendLE<uint16_t>(&out, e.key.size());
-    out += e.key;
-    AppendLE<uint8_t>(&out, e.value.type);
-    switch (e.value.type) {
-      case format::kMetaInt64:
-        AppendLE<int64_t>(&out, e.value.int64);
-        break;
-      case format::kMetaFloat64:
-        AppendLE<double>(&out, e.value.float64);
-        break;
-      default:
-        AppendLE<uint32_t>(&out, e.value.bytes.size());
-        out += e.value.bytes;
-    }
-  }
+  layout::Encode(layout::SectionHead{static_cast<uint32_t>(meta.size())}, &out);
+  for (const MetaEntry& e : meta) layout::Encode(e, &out);
   return out;
 }
 
@@ -1235,8 +1220,7 @@ absl::StatusOr<PackStats> PackTo(TensorSource& src, const PackOptions& o, Sink* 
   TQM_RETURN_IF_ERROR(add_section(format::kSectionMetadata, EncodeMetadata(meta)));
   {
     std::string tb;
-    AppendLE<uint32_t>(&tb, entries.size());
-    AppendLE<uint32_t>(&tb, 0);
+    layout::Encode(layout::SectionHead{static_cast<uint32_t>(entries.size())}, &tb);
     for (uint32_t e : entries) AppendLE<uint32_t>(&tb, e);
     TQM_RETURN_IF_ERROR(add_section(format::kSectionTable, tb));
   }
@@ -1249,8 +1233,7 @@ absl::StatusOr<PackStats> PackTo(TensorSource& src, const PackOptions& o, Sink* 
   data.offset = sink->size();
   StreamChecksum data_sum;
   std::string index;
-  AppendLE<uint32_t>(&index, tensors.size());
-  AppendLE<uint32_t>(&index, 0);
+  layout::Encode(layout::SectionHead{static_cast<uint32_t>(tensors.size())}, &index);
   uint64_t no_table_seq_bytes = 0;
   prog.pass = 3;
   prog.bytes_done = 0;
@@ -1321,25 +1304,20 @@ absl::StatusOr<PackStats> PackTo(TensorSource& src, const PackOptions& o, Sink* 
                   ps.storage == format::kStorageRaw || (quant && ps.bits != 8) ||
                   t.dtype > format::kMaxDTypeV12 || t.dims.empty() || ps.numel == 0;
 
-      AppendLE<uint16_t>(&index, t.name.size());
-      index += t.name;
-      AppendLE<uint8_t>(&index, t.dtype);
-      AppendLE<uint8_t>(&index, ps.storage);
-      AppendLE<uint8_t>(&index, t.dims.size());
-      bits_at.push_back({index.size(), ps.bits});
-      AppendLE<uint8_t>(&index, 0);  // bits: filled in below when extended
-      AppendLE<int32_t>(&index, LayerFromName(t.name));
-      for (uint64_t d : t.dims) AppendLE<uint64_t>(&index, d);
-      if (ps.storage == format::kStorageU8Group) {
-        AppendLE<uint32_t>(&index, ps.group_size);
-        AppendLE<uint32_t>(&index, 0);
-      }
-      for (const Affine& a : ps.affine) {
-        AppendLE<float>(&index, a.scale);
-        AppendLE<float>(&index, a.zero);
-      }
-      AppendLE<uint32_t>(&index, p.chunks.size());
-      AppendLE<uint32_t>(&index, 0);
+      layout::TensorRecord rec;
+      rec.name = t.name;
+      rec.source_dtype = t.dtype;
+      rec.storage = ps.storage;
+      rec.bits = 0;  // filled in below when extended
+      rec.layer = LayerFromName(t.name);
+      rec.dims = t.dims;
+      rec.group_size = ps.storage == format::kStorageU8Group ? ps.group_size : 0;
+      rec.params = std::move(p.stored.affine);
+      rec.chunk_count = p.chunks.size();
+      bits_at.push_back(
+          {index.size() + layout::TensorOffsets(t.name.size(), 0, 0, 0, 0).bits,
+           ps.bits});
+      layout::Encode(rec, &index);
       for (size_t k = 0; k < p.chunks.size(); ++k) {
         const EncodedChunk& ec = p.encoded[k];
         const auto [b, e] = p.chunks[k];
@@ -1358,14 +1336,13 @@ absl::StatusOr<PackStats> PackTo(TensorSource& src, const PackOptions& o, Sink* 
         const uint64_t off = sink->size();
         data_sum.Update(AsBytes(ec.bytes));
         TQM_RETURN_IF_ERROR(sink->Append(ec.bytes));
-        AppendLE<uint8_t>(&index, ec.codec);
-        AppendLE<uint8_t>(&index, 0);
-        AppendLE<uint16_t>(&index, 0);
-        AppendLE<uint32_t>(&index, e - b);
-        AppendLE<uint64_t>(&index, off);
-        AppendLE<uint32_t>(&index, ec.bytes.size());
-        AppendLE<uint32_t>(&index, 0);
-        AppendLE<uint64_t>(&index, Checksum(AsBytes(ec.bytes)));
+        layout::ChunkRecord cr;
+        cr.codec = ec.codec;
+        cr.decoded_size = e - b;
+        cr.offset = off;
+        cr.encoded_size = ec.bytes.size();
+        cr.checksum = Checksum(AsBytes(ec.bytes));
+        layout::Encode(cr, &index);
       }
       prog.tensor = i + 1;
       prog.bytes_done += ps.numel * 4;
@@ -1390,32 +1367,25 @@ absl::StatusOr<PackStats> PackTo(TensorSource& src, const PackOptions& o, Sink* 
   const uint64_t dir_offset = sink->size();
   std::string dir;
   for (const SectionInfo& s : sections) {
-    AppendLE<uint32_t>(&dir, s.id);
-    AppendLE<uint32_t>(&dir, s.flags);
-    AppendLE<uint64_t>(&dir, s.offset);
-    AppendLE<uint64_t>(&dir, s.length);
-    AppendLE<uint64_t>(&dir, s.checksum);
+    layout::Encode(layout::SectionEntry{s.id, s.flags, s.offset, s.length, s.checksum},
+                   &dir);
   }
   TQM_RETURN_IF_ERROR(sink->Append(dir));
-  std::string header(format::kMagic, format::kMagic + sizeof(format::kMagic));
-  AppendLE<uint16_t>(&header, format::kMajorVersion);
+  layout::Header h;
   // 1.0 when only the stored and seqtable codecs are used (readable by every
   // v1 reader), 1.1 when zstd, rANS or Huffman is, 1.2 when lanes is.
-  uint16_t minor = 0;
   for (int c = format::kCodecZstd; c <= format::kCodecHuffman; ++c) {
-    if (st.chunks_by_codec[c] > 0) minor = 1;
+    if (st.chunks_by_codec[c] > 0) h.minor_version = 1;
   }
-  if (st.chunks_by_codec[format::kCodecLanes] > 0) minor = 2;
-  if (extended) minor = 3;
-  AppendLE<uint16_t>(&header, minor);
-  AppendLE<uint32_t>(&header, extended ? format::kHeaderFlagExtendedTensors : 0);
-  AppendLE<uint64_t>(&header, sink->size());
-  AppendLE<uint64_t>(&header, dir_offset);
-  AppendLE<uint32_t>(&header, sections.size());
-  AppendLE<uint32_t>(&header, 0);
-  AppendLE<uint64_t>(&header, Checksum(AsBytes(dir)));
-  AppendLE<uint64_t>(&header, 0);
-  AppendLE<uint64_t>(&header, Checksum(AsBytes(header)));
+  if (st.chunks_by_codec[format::kCodecLanes] > 0) h.minor_version = 2;
+  if (extended) h.minor_version = 3;
+  h.flags = extended ? format::kHeaderFlagExtendedTensors : 0;
+  h.file_size = sink->size();
+  h.directory_offset = dir_offset;
+  h.section_count = sections.size();
+  h.directory_checksum = Checksum(AsBytes(dir));
+  std::string header;
+  layout::Encode(h, &header);
   TQM_RETURN_IF_ERROR(sink->WriteAt(0, header));
   st.file_bytes = sink->size();
   st.seconds =
