@@ -9,10 +9,10 @@
 #include <sys/stat.h>
 
 #include <cmath>
-#include <map>
-#include <random>
 #include <cstring>
+#include <map>
 #include <memory>
+#include <random>
 #include <string>
 #include <vector>
 

@@ -102,9 +102,10 @@ TEST(LlamaNames, PerLayerNamesCarryTheLayerAndGlobalOnesDoNot) {
 
 TEST(LlamaNames, NamesOutsideTheTableMapToNothing) {
   for (const char* gguf :
-       {"blk.01.attn_q.weight", "blk.3.attn_q", "blk.3.attn_q.scale", "blk..attn_q.weight",
-        "blk.3.token_embd.weight", "attn_q.weight", "blk.99999999999.attn_q.weight",
-        "blk.-1.attn_q.weight", ".weight", "", "token_embd", "blk.3.attn_qq.weight"}) {
+       {"blk.01.attn_q.weight", "blk.3.attn_q", "blk.3.attn_q.scale",
+        "blk..attn_q.weight", "blk.3.token_embd.weight", "attn_q.weight",
+        "blk.99999999999.attn_q.weight", "blk.-1.attn_q.weight", ".weight", "",
+        "token_embd", "blk.3.attn_qq.weight"}) {
     EXPECT_EQ(llama::GgufToHfName(gguf), "") << gguf;
   }
   for (const char* hf :
@@ -122,8 +123,10 @@ TEST(LlamaNames, QAndKProjectionsAreRecognisedByName) {
   EXPECT_FALSE(llama::IsKProj("model.layers.0.self_attn.v_proj.weight"));
   EXPECT_FALSE(llama::IsQProj("self_attn.q_proj.weight"));  // no layer number
   EXPECT_FALSE(llama::IsQProj("model.layers.0.self_attn.q_proj.bias"));
-  EXPECT_TRUE(llama::EndsWithLayerSuffix("x.layers.2.mlp.gate_proj.weight", Tensor::kGate));
-  EXPECT_FALSE(llama::EndsWithLayerSuffix("x.layers.2.mlp.gate_proj.weight", Tensor::kUp));
+  EXPECT_TRUE(
+      llama::EndsWithLayerSuffix("x.layers.2.mlp.gate_proj.weight", Tensor::kGate));
+  EXPECT_FALSE(
+      llama::EndsWithLayerSuffix("x.layers.2.mlp.gate_proj.weight", Tensor::kUp));
 }
 
 TEST(LlamaNames, LayerTensorsAreInLlama2cCheckpointOrder) {
@@ -290,7 +293,8 @@ TEST(LlamaHparams, Llama2cHeaderRoundTrips) {
     EXPECT_EQ(h[5], tied ? 512 : -512);  // the sign says whether wcls follows
     EXPECT_EQ(h[6], 512);
     std::array<int32_t, llama::kLlama2cHeaderFields> h32;
-    for (int i = 0; i < llama::kLlama2cHeaderFields; ++i) h32[i] = static_cast<int32_t>(h[i]);
+    for (int i = 0; i < llama::kLlama2cHeaderFields; ++i)
+      h32[i] = static_cast<int32_t>(h[i]);
     const LlamaDims back = llama::FromLlama2cHeader(h32);
     EXPECT_EQ(back.dim, d.dim);
     EXPECT_EQ(back.hidden_dim, d.hidden_dim);
@@ -383,7 +387,8 @@ std::vector<MetaEntry> Without(std::vector<MetaEntry> meta, const std::string& k
   return out;
 }
 
-std::string ErrorOf(const std::vector<MetaEntry>& meta, const llama::MetadataRules& rules) {
+std::string ErrorOf(const std::vector<MetaEntry>& meta,
+                    const llama::MetadataRules& rules) {
   absl::StatusOr<llama::ForwardConfig> c = llama::ForwardConfigFromMetadata(meta, rules);
   if (c.ok()) return "";
   EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument);
@@ -421,9 +426,9 @@ TEST(LlamaHparams, InconsistentValuesAreRejected) {
             "m.tqm: metadata key 'llama.dim' must be an integer in 1..131072");
   EXPECT_EQ(ErrorOf(WithEntry(good, meta_keys::kLayers, MetaValue::String("5")), rules),
             "m.tqm: metadata key 'llama.n_layers' must be an integer in 1..4096");
-  EXPECT_EQ(ErrorOf(WithEntry(good, meta_keys::kRopeLayout, MetaValue::String("neox")),
-                    rules),
-            "m.tqm: metadata key 'llama.rope_layout' must be \"meta\" or \"hf\"");
+  EXPECT_EQ(
+      ErrorOf(WithEntry(good, meta_keys::kRopeLayout, MetaValue::String("neox")), rules),
+      "m.tqm: metadata key 'llama.rope_layout' must be \"meta\" or \"hf\"");
   EXPECT_EQ(ErrorOf(WithEntry(good, meta_keys::kNormEps, MetaValue::Float(0)), rules),
             "m.tqm: llama.norm_eps and llama.rope_theta must be > 0");
   // 1e-50 is positive as a double but 0 in float32, the forward's precision.
@@ -440,7 +445,8 @@ TEST(LlamaHparams, RulesSetLimitsAndStrictness) {
   strict.reject_non_number = true;
   strict.require_finite = true;
 
-  EXPECT_EQ(ErrorOf(good, strict), "metadata key 'llama.dim' must be an integer in 1..32");
+  EXPECT_EQ(ErrorOf(good, strict),
+            "metadata key 'llama.dim' must be an integer in 1..32");
   strict.max_dim = 64;
   strict.max_hidden_dim = 171;
   EXPECT_EQ(ErrorOf(good, strict),
@@ -452,7 +458,8 @@ TEST(LlamaHparams, RulesSetLimitsAndStrictness) {
 
   // A non-number: the default under lax rules, an error under strict ones.
   const auto text_eps = WithEntry(good, meta_keys::kNormEps, MetaValue::String("x"));
-  absl::StatusOr<llama::ForwardConfig> c = llama::ForwardConfigFromMetadata(text_eps, lax);
+  absl::StatusOr<llama::ForwardConfig> c =
+      llama::ForwardConfigFromMetadata(text_eps, lax);
   ASSERT_TRUE(c.ok()) << c.status();
   EXPECT_EQ(c->norm_eps, 1e-5f);
   EXPECT_EQ(ErrorOf(text_eps, strict), "metadata key 'llama.norm_eps' must be a number");
@@ -463,10 +470,12 @@ TEST(LlamaHparams, RulesSetLimitsAndStrictness) {
   ASSERT_TRUE(c.ok()) << c.status();
   EXPECT_EQ(c->rope_theta, 10000.0f);
 
-  const auto inf_theta = WithEntry(good, meta_keys::kRopeTheta,
-                                   MetaValue::Float(std::numeric_limits<double>::infinity()));
+  const auto inf_theta =
+      WithEntry(good, meta_keys::kRopeTheta,
+                MetaValue::Float(std::numeric_limits<double>::infinity()));
   EXPECT_EQ(ErrorOf(inf_theta, lax), "");
-  EXPECT_EQ(ErrorOf(inf_theta, strict), "llama.norm_eps and llama.rope_theta must be > 0");
+  EXPECT_EQ(ErrorOf(inf_theta, strict),
+            "llama.norm_eps and llama.rope_theta must be > 0");
 }
 
 }  // namespace

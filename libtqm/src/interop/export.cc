@@ -354,8 +354,9 @@ absl::Status WriteSafetensorsFile(const Reader& r, const std::string& out,
       Block q = block_of(t.byte_size);
       TQM_RETURN_IF_ERROR(DecodeTensorOn(r, i, q.span(), pool));
       if (t.raw() && PermutedToHf(spec, t)) {
-        llama::PermuteRows(q.data(), t.dims[0], t.dims[1] * t.element_size(), spec.meta_to_hf_head,
-                    /*hf_to_meta=*/false);
+        llama::PermuteRows(q.data(), t.dims[0], t.dims[1] * t.element_size(),
+                           spec.meta_to_hf_head,
+                           /*hf_to_meta=*/false);
       }
       TQM_RETURN_IF_ERROR(writer.Write(std::move(q)));
       if (t.raw()) continue;
@@ -382,7 +383,8 @@ absl::Status WriteSafetensorsFile(const Reader& r, const std::string& out,
     }
     f.resize(t.numel);
     TQM_RETURN_IF_ERROR(ReadFloatOn(r, i, absl::MakeSpan(f), pool));
-    if (permute) llama::MetaToHfRows(absl::MakeSpan(f), t.dims[0], t.dims[1], spec.meta_to_hf_head);
+    if (permute)
+      llama::MetaToHfRows(absl::MakeSpan(f), t.dims[0], t.dims[1], spec.meta_to_hf_head);
     Block b = block_of(f.size() * sizeof(uint16_t));
     uint16_t* h = reinterpret_cast<uint16_t*>(b.data());
     const bool bf16 = type == SafetensorsExportType::kBF16;
@@ -562,7 +564,8 @@ absl::Status ExportHuggingFace(const Reader& r, const std::string& dir,
 absl::Status ExportLlama2c(const Reader& r, const std::string& out_path,
                            const ExportOverrides& overrides) {
   TQM_ASSIGN_OR_RETURN(LlamaDims d, DescribeLlama(r, overrides));
-  const std::array<int64_t, llama::kLlama2cHeaderFields> header = llama::ToLlama2cHeader(d);
+  const std::array<int64_t, llama::kLlama2cHeaderFields> header =
+      llama::ToLlama2cHeader(d);
   std::string head;
   for (int i = 0; i < llama::kLlama2cHeaderFields; ++i) {
     if (header[i] > std::numeric_limits<int32_t>::max() ||

@@ -505,8 +505,8 @@ absl::Status CheckModel(const TensorSource& src,
   }
   if (get_int(meta_keys::kHiddenDim, &hidden)) {
     for (const SourceTensor& t : src.tensors()) {
-      if (llama::EndsWithLayerSuffix(t.name, llama::Tensor::kGate) && t.dims.size() == 2 &&
-          t.dims[0] != static_cast<uint64_t>(hidden)) {
+      if (llama::EndsWithLayerSuffix(t.name, llama::Tensor::kGate) &&
+          t.dims.size() == 2 && t.dims[0] != static_cast<uint64_t>(hidden)) {
         return mismatch(absl::StrFormat("llama.hidden_dim=%d but %s has %d rows", hidden,
                                         t.name, t.dims[0]));
       }

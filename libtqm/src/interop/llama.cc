@@ -132,7 +132,9 @@ std::string GgufName(Tensor t, int64_t layer) {
   return absl::StrCat(kGgufLayerPrefix, layer, ".", n.gguf, ".weight");
 }
 
-std::string HfLayerPrefix(int64_t layer) { return absl::StrCat(kHfLayerPrefix, layer, "."); }
+std::string HfLayerPrefix(int64_t layer) {
+  return absl::StrCat(kHfLayerPrefix, layer, ".");
+}
 
 std::string HfLayerSuffix(Tensor t) { return absl::StrCat(NamesOf(t).hf, ".weight"); }
 
@@ -140,7 +142,9 @@ bool EndsWithLayerSuffix(const std::string& name, Tensor t) {
   return EndsWith(name, absl::StrCat(".", NamesOf(t).hf, ".weight"));
 }
 
-std::string GgufToHfName(const std::string& gguf_name) { return MapName(gguf_name, true); }
+std::string GgufToHfName(const std::string& gguf_name) {
+  return MapName(gguf_name, true);
+}
 std::string HfToGgufName(const std::string& hf_name) { return MapName(hf_name, false); }
 
 bool IsQProj(const std::string& n) {
@@ -321,10 +325,10 @@ std::string ToHfConfigJson(const LlamaDims& d, const char* torch_dtype) {
   absl::StrAppend(&j, "  \"model_type\": \"llama\",\n");
   absl::StrAppend(&j, "  \"hidden_act\": \"silu\",\n");
   for (const HparamKeys& k : kKeys) {
-    absl::StrAppend(&j, "  \"", k.hf, "\": ",
-                    k.is_float ? JsonDouble(FloatOf(d, k.hparam))
-                               : absl::StrCat(IntOf(d, k.hparam)),
-                    ",\n");
+    absl::StrAppend(
+        &j, "  \"", k.hf, "\": ",
+        k.is_float ? JsonDouble(FloatOf(d, k.hparam)) : absl::StrCat(IntOf(d, k.hparam)),
+        ",\n");
   }
   absl::StrAppend(&j, "  \"tie_word_embeddings\": ", d.tied ? "true" : "false", ",\n");
   absl::StrAppend(&j, "  \"torch_dtype\": \"", torch_dtype, "\"\n");
@@ -347,15 +351,15 @@ LlamaDims ForwardConfig::dims() const {
   return d;
 }
 
-absl::StatusOr<ForwardConfig> ForwardConfigFromMetadata(const std::vector<MetaEntry>& meta,
-                                                        const MetadataRules& rules) {
+absl::StatusOr<ForwardConfig> ForwardConfigFromMetadata(
+    const std::vector<MetaEntry>& meta, const MetadataRules& rules) {
   const std::string& p = rules.prefix;
   auto read_int = [&](Hparam h, int64_t max) -> absl::StatusOr<int> {
     const char* key = KeysOf(h).tqm;
     const MetaValue* v = FindMeta(meta, key);
     if (v == nullptr) {
-      return absl::InvalidArgumentError(
-          absl::StrFormat("%smetadata key '%s' is missing%s", p, key, rules.missing_note));
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "%smetadata key '%s' is missing%s", p, key, rules.missing_note));
     }
     if (v->type != format::kMetaInt64 || v->int64 <= 0 || v->int64 > max) {
       return absl::InvalidArgumentError(absl::StrFormat(
@@ -366,17 +370,15 @@ absl::StatusOr<ForwardConfig> ForwardConfigFromMetadata(const std::vector<MetaEn
   auto read_float = [&](Hparam h, double def) -> absl::StatusOr<float> {
     const char* key = KeysOf(h).tqm;
     const MetaValue* v = FindMeta(meta, key);
-    double d = def;
-    if (v == nullptr) {
-    } else if (v->type == format::kMetaFloat64) {
-      d = v->float64;
-    } else if (v->type == format::kMetaInt64) {
-      d = static_cast<double>(v->int64);
-    } else if (rules.reject_non_number) {
+    if (v == nullptr) return static_cast<float>(def);
+    if (v->type == format::kMetaFloat64) return static_cast<float>(v->float64);
+    if (v->type == format::kMetaInt64)
+      return static_cast<float>(static_cast<double>(v->int64));
+    if (rules.reject_non_number) {
       return absl::InvalidArgumentError(
           absl::StrFormat("%smetadata key '%s' must be a number", p, key));
     }
-    return static_cast<float>(d);
+    return static_cast<float>(def);
   };
   constexpr int64_t kMaxCount = 1 << 20;
   ForwardConfig c;
@@ -403,7 +405,8 @@ absl::StatusOr<ForwardConfig> ForwardConfigFromMetadata(const std::vector<MetaEn
         p, c.dim, c.n_heads, c.n_kv_heads));
   }
   if (!(c.norm_eps > 0) || !(c.rope_theta > 0) ||
-      (rules.require_finite && (!std::isfinite(c.norm_eps) || !std::isfinite(c.rope_theta)))) {
+      (rules.require_finite &&
+       (!std::isfinite(c.norm_eps) || !std::isfinite(c.rope_theta)))) {
     return absl::InvalidArgumentError(
         absl::StrFormat("%sllama.norm_eps and llama.rope_theta must be > 0", p));
   }
@@ -477,8 +480,8 @@ absl::StatusOr<LlamaDims> DescribeLlama(const Reader& r, const ExportOverrides& 
   if (embed < 0) return Unfit(r, "no tensor " + embed_name);
   const TensorInfo& e = r.tensors()[embed];
   if (e.dims.size() != 2) {
-    return Unfit(r, embed_name + " has shape " + ShapeText(e.dims) +
-                        ", expected [vocab, dim]");
+    return Unfit(
+        r, embed_name + " has shape " + ShapeText(e.dims) + ", expected [vocab, dim]");
   }
   d.vocab_size = static_cast<int64_t>(e.dims[0]);
   d.dim = static_cast<int64_t>(e.dims[1]);

@@ -166,9 +166,9 @@ std::string ToHfConfigJson(const LlamaDims& d, const char* torch_dtype);
 // How a forward pass reads llama.* metadata: the runtime (tqm-run) and the
 // calibration forward differ in limits and wording, which are kept.
 struct MetadataRules {
-  std::string prefix;            // put before each message ("model.tqm: ")
-  std::string missing_note;      // appended to "metadata key '...' is missing"
-  int64_t max_dim = 1 << 17;     // llama.dim in 1..max_dim
+  std::string prefix;         // put before each message ("model.tqm: ")
+  std::string missing_note;   // appended to "metadata key '...' is missing"
+  int64_t max_dim = 1 << 17;  // llama.dim in 1..max_dim
   int64_t max_hidden_dim = 1 << 20;
   bool reject_non_number = false;  // norm_eps/rope_theta neither int nor float
   bool require_finite = false;     // norm_eps/rope_theta finite (as float32)
@@ -197,8 +197,8 @@ struct ForwardConfig {
 // Reads the llama.* keys. InvalidArgument naming the key when one is
 // missing, out of range or inconsistent (dim not a multiple of n_heads,
 // n_heads not a multiple of n_kv_heads, odd head size, ...).
-absl::StatusOr<ForwardConfig> ForwardConfigFromMetadata(const std::vector<MetaEntry>& meta,
-                                                        const MetadataRules& rules);
+absl::StatusOr<ForwardConfig> ForwardConfigFromMetadata(
+    const std::vector<MetaEntry>& meta, const MetadataRules& rules);
 
 }  // namespace llama
 }  // namespace tqm

@@ -232,7 +232,8 @@ absl::StatusOr<std::unique_ptr<TensorSource>> internal::OpenLlama2cInput(
       add(llama::HfName(t, l), llama::Shape(t, d), slice(1 + static_cast<int>(i), l));
     }
   }
-  add(llama::HfName(Tensor::kFinalNorm), llama::Shape(Tensor::kFinalNorm, d), offsets[10]);
+  add(llama::HfName(Tensor::kFinalNorm), llama::Shape(Tensor::kFinalNorm, d),
+      offsets[10]);
   if (!shared_classifier) {
     add(llama::HfName(Tensor::kClassifier), llama::Shape(Tensor::kClassifier, d),
         offsets[13]);

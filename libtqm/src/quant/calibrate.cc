@@ -308,9 +308,12 @@ absl::StatusOr<LlamaModel> LlamaModel::Open(TensorSource& source) {
     return it->second;
   };
   const uint64_t dim = m.c_.dim, vocab = m.c_.vocab_size;
-  TQM_ASSIGN_OR_RETURN(m.embed_, find(llama::HfName(llama::Tensor::kEmbed), {vocab, dim}, false));
-  TQM_ASSIGN_OR_RETURN(m.final_norm_, find(llama::HfName(llama::Tensor::kFinalNorm), {dim}, false));
-  TQM_ASSIGN_OR_RETURN(m.lm_head_, find(llama::HfName(llama::Tensor::kClassifier), {vocab, dim}, true));
+  TQM_ASSIGN_OR_RETURN(m.embed_,
+                       find(llama::HfName(llama::Tensor::kEmbed), {vocab, dim}, false));
+  TQM_ASSIGN_OR_RETURN(m.final_norm_,
+                       find(llama::HfName(llama::Tensor::kFinalNorm), {dim}, false));
+  TQM_ASSIGN_OR_RETURN(
+      m.lm_head_, find(llama::HfName(llama::Tensor::kClassifier), {vocab, dim}, true));
   if (m.lm_head_ < 0) m.lm_head_ = m.embed_;
   m.layers_.resize(m.c_.n_layers);
   for (int l = 0; l < m.c_.n_layers; ++l) {
@@ -319,12 +322,10 @@ absl::StatusOr<LlamaModel> LlamaModel::Open(TensorSource& source) {
       TQM_ASSIGN_OR_RETURN(m.layers_[l][k], find(LayerTensorName(l, LinearSuffix(k)),
                                                  {rows, cols}, false));
     }
-    TQM_ASSIGN_OR_RETURN(
-        m.layers_[l][kLinears],
-        find(llama::HfName(llama::Tensor::kAttNorm, l), {dim}, false));
-    TQM_ASSIGN_OR_RETURN(
-        m.layers_[l][kLinears + 1],
-        find(llama::HfName(llama::Tensor::kFfnNorm, l), {dim}, false));
+    TQM_ASSIGN_OR_RETURN(m.layers_[l][kLinears],
+                         find(llama::HfName(llama::Tensor::kAttNorm, l), {dim}, false));
+    TQM_ASSIGN_OR_RETURN(m.layers_[l][kLinears + 1],
+                         find(llama::HfName(llama::Tensor::kFfnNorm, l), {dim}, false));
   }
   return m;
 }

@@ -256,13 +256,13 @@ absl::Status Llama::Init(std::unique_ptr<Model> model, const RuntimeOptions& opt
   TQM_RETURN_IF_ERROR(resolve(EmbedName(), {vocab, dim}, format::kNoLayer, &embed));
   TQM_RETURN_IF_ERROR(resolve(FinalNormName(), {dim}, format::kNoLayer, &norm));
   const bool tied = r.FindTensor(ClassifierName()) < 0;
-  TQM_RETURN_IF_ERROR(
-      resolve(tied ? EmbedName() : ClassifierName(), {vocab, dim}, format::kNoLayer, &cls));
+  TQM_RETURN_IF_ERROR(resolve(tied ? EmbedName() : ClassifierName(), {vocab, dim},
+                              format::kNoLayer, &cls));
   layers_.resize(c.n_layers);
   for (int l = 0; l < c.n_layers; ++l) {
     for (int k = 0; k < kLayerTensors; ++k) {
-      TQM_RETURN_IF_ERROR(resolve(LayerName(l, k), LayerShape(c, k),
-                                  l, &layers_[l].w[k]));
+      TQM_RETURN_IF_ERROR(
+          resolve(LayerName(l, k), LayerShape(c, k), l, &layers_[l].w[k]));
     }
   }
   globals_weights_[0] = std::move(embed);
@@ -606,8 +606,7 @@ absl::StatusOr<absl::Span<const float>> Llama::Forward(int token, int pos) {
 absl::StatusOr<std::unique_ptr<ReferenceLlama>> ReferenceLlama::FromReader(
     const Reader& reader) {
   std::unique_ptr<ReferenceLlama> m(new ReferenceLlama());
-  TQM_ASSIGN_OR_RETURN(m->config_,
-                       ConfigFromMetadata(reader.metadata(), reader.name()));
+  TQM_ASSIGN_OR_RETURN(m->config_, ConfigFromMetadata(reader.metadata(), reader.name()));
   TQM_RETURN_IF_ERROR(
       m->Load([&](const std::string& name) -> absl::StatusOr<std::vector<float>> {
         const int t = reader.FindTensor(name);
@@ -625,8 +624,7 @@ absl::StatusOr<std::unique_ptr<ReferenceLlama>> ReferenceLlama::FromReader(
 absl::StatusOr<std::unique_ptr<ReferenceLlama>> ReferenceLlama::FromSource(
     TensorSource& source) {
   std::unique_ptr<ReferenceLlama> m(new ReferenceLlama());
-  TQM_ASSIGN_OR_RETURN(m->config_,
-                       ConfigFromMetadata(source.metadata(), "<source>"));
+  TQM_ASSIGN_OR_RETURN(m->config_, ConfigFromMetadata(source.metadata(), "<source>"));
   TQM_RETURN_IF_ERROR(
       m->Load([&](const std::string& name) -> absl::StatusOr<std::vector<float>> {
         const auto& ts = source.tensors();
@@ -669,8 +667,7 @@ absl::Status ReferenceLlama::Load(const Loader& load) {
         &layers_[l].wv,       &layers_[l].wo, &layers_[l].ffn_norm,
         &layers_[l].w1,       &layers_[l].w2, &layers_[l].w3};
     for (int k = 0; k < kLayerTensors; ++k) {
-      TQM_RETURN_IF_ERROR(
-          get(LayerName(l, k), LayerShape(c, k), dst[k]));
+      TQM_RETURN_IF_ERROR(get(LayerName(l, k), LayerShape(c, k), dst[k]));
     }
   }
   x_.assign(dim, 0);
