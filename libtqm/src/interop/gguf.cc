@@ -857,7 +857,7 @@ absl::StatusOr<std::vector<MetaEntry>> BuildMetadata(const std::string& path,
     TQM_RETURN_IF_ERROR(float_key(arch + "." + theta.gguf, theta.tqm, 10000.0));
     // llama.cpp's LLAMA architecture rotates adjacent pairs: q/k rows stay as
     // they are (docs/LLAMA.md).
-    meta.push_back({meta_keys::kRopeLayout, MetaValue::String("meta")});
+    meta.push_back({meta_keys::kRopeLayout, MetaValue::String(llama::kRopeLayoutMeta)});
     if (embd != nullptr) {
       meta.push_back(
           {meta_keys::kTiedClassifier, MetaValue::Int(output == nullptr ? 1 : 0)});

@@ -294,7 +294,8 @@ std::vector<MetaEntry> ToTqmMetadata(const LlamaDims& d) {
     meta.push_back({k.tqm, k.is_float ? MetaValue::Float(FloatOf(d, k.hparam))
                                       : MetaValue::Int(IntOf(d, k.hparam))});
   }
-  meta.push_back({meta_keys::kRopeLayout, MetaValue::String(d.rope_hf ? "hf" : "meta")});
+  meta.push_back({meta_keys::kRopeLayout,
+                  MetaValue::String(d.rope_hf ? kRopeLayoutHf : kRopeLayoutMeta)});
   meta.push_back({meta_keys::kTiedClassifier, MetaValue::Int(d.tied ? 1 : 0)});
   return meta;
 }
@@ -392,11 +393,12 @@ absl::StatusOr<ForwardConfig> ForwardConfigFromMetadata(
   TQM_ASSIGN_OR_RETURN(c.norm_eps, read_float(Hparam::kNormEps, 1e-5));
   TQM_ASSIGN_OR_RETURN(c.rope_theta, read_float(Hparam::kRopeTheta, 10000.0));
   if (const MetaValue* v = FindMeta(meta, meta_keys::kRopeLayout)) {
-    if (v->type != format::kMetaString || (v->bytes != "meta" && v->bytes != "hf")) {
+    if (v->type != format::kMetaString ||
+        (v->bytes != kRopeLayoutMeta && v->bytes != kRopeLayoutHf)) {
       return absl::InvalidArgumentError(absl::StrFormat(
           "%smetadata key '%s' must be \"meta\" or \"hf\"", p, meta_keys::kRopeLayout));
     }
-    c.rope_hf = v->bytes == "hf";
+    c.rope_hf = v->bytes == kRopeLayoutHf;
   }
   if (c.dim % c.n_heads != 0 || c.n_heads % c.n_kv_heads != 0 || c.head_size() % 2 != 0) {
     return absl::InvalidArgumentError(absl::StrFormat(
@@ -583,9 +585,9 @@ absl::StatusOr<LlamaDims> DescribeLlama(const Reader& r, const ExportOverrides& 
   if (MetaFloat(r, meta_keys::kNormEps, &f)) d.norm_eps = f;
   if (MetaFloat(r, meta_keys::kRopeTheta, &f)) d.rope_theta = f;
   if (const MetaValue* layout = r.FindMeta(meta_keys::kRopeLayout)) {
-    if (layout->bytes == "hf") {
+    if (layout->bytes == llama::kRopeLayoutHf) {
       d.rope_hf = true;
-    } else if (layout->bytes != "meta") {
+    } else if (layout->bytes != llama::kRopeLayoutMeta) {
       return Unfit(r, absl::StrFormat("llama.rope_layout=\"%s\" is neither meta nor hf",
                                       layout->bytes));
     }

@@ -104,6 +104,11 @@ void MetaToHfRows(absl::Span<float> m, uint64_t rows, uint64_t cols, uint64_t he
 void PermuteRows(uint8_t* m, uint64_t rows, uint64_t row_bytes, uint64_t head_size,
                  bool hf_to_meta);
 
+// The values of the metadata key llama.rope_layout: adjacent pairs rotate
+// together (Meta: llama2.c, GGUF), or halves of a head (Hugging Face).
+inline constexpr char kRopeLayoutMeta[] = "meta";
+inline constexpr char kRopeLayoutHf[] = "hf";
+
 // Reads tensor `t` of `r` as float32 (dequantized) into `out`, with q/k rows
 // converted to the Meta layout when `dims.rope_hf`.
 absl::Status ReadMetaLayout(const Reader& r, size_t t, const LlamaDims& dims,

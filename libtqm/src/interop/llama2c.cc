@@ -7,12 +7,12 @@
 
 #include <array>
 #include <cstdint>
-#include <initializer_list>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "absl/strings/str_format.h"
+#include "absl/types/span.h"
 #include "interop/import_internal.h"
 #include "interop/llama.h"
 #include "tqm/import.h"
@@ -97,7 +97,7 @@ class Llama2cSource : public TensorSource {
 
 // Product of `factors`, or an error naming `what` when it overflows.
 absl::Status Product(const std::string& path, const char* what,
-                     std::initializer_list<uint64_t> factors, uint64_t* out) {
+                     absl::Span<const uint64_t> factors, uint64_t* out) {
   uint64_t p = 1;
   for (uint64_t f : factors) {
     if (!CheckedMul(p, f, &p)) {
@@ -147,9 +147,8 @@ absl::StatusOr<std::unique_ptr<TensorSource>> internal::OpenLlama2cInput(
     }
   }
   const LlamaDims d = llama::FromLlama2cHeader(h);
-  const uint64_t dim = d.dim, hidden = d.hidden_dim, layers = d.n_layers,
-                 heads = d.n_heads, kv_heads = d.n_kv_heads, seq_len = d.seq_len,
-                 vocab = d.vocab_size;
+  const uint64_t dim = d.dim, layers = d.n_layers, heads = d.n_heads,
+                 kv_heads = d.n_kv_heads, seq_len = d.seq_len, vocab = d.vocab_size;
   const bool shared_classifier = d.tied;
   if (dim % heads != 0) {
     return absl::DataLossError(absl::StrFormat(
@@ -168,24 +167,20 @@ absl::StatusOr<std::unique_ptr<TensorSource>> internal::OpenLlama2cInput(
         "pairs)",
         path, head_size));
   }
-  const uint64_t kv_dim = head_size * kv_heads;
 
   // Element counts of each array, in file order.
   // c[a]: element count of array a over all layers: embedding, rms_att, wq, wk,
-  // wv, wo, rms_ffn, w1, w2, w3, rms_final, freq_cis_real, freq_cis_imag, wcls.
+  // wv, wo, rms_ffn, w1, w2, w3 (llama::kLayerTensors, each stacked over the
+  // layers), rms_final, freq_cis_real, freq_cis_imag, wcls.
   uint64_t c[14];
   using llama::Tensor;
-  auto name = [](Tensor t) { return llama::NamesOf(t).llama2c; };
-  s = Product(path, name(Tensor::kEmbed), {vocab, dim}, &c[0]);
-  if (s.ok()) s = Product(path, name(Tensor::kAttNorm), {layers, dim}, &c[1]);
-  if (s.ok()) s = Product(path, name(Tensor::kWq), {layers, dim, dim}, &c[2]);
-  if (s.ok()) s = Product(path, name(Tensor::kWk), {layers, kv_dim, dim}, &c[3]);
-  if (s.ok()) s = Product(path, name(Tensor::kWv), {layers, kv_dim, dim}, &c[4]);
-  if (s.ok()) s = Product(path, name(Tensor::kWo), {layers, dim, dim}, &c[5]);
-  if (s.ok()) s = Product(path, name(Tensor::kFfnNorm), {layers, dim}, &c[6]);
-  if (s.ok()) s = Product(path, name(Tensor::kGate), {layers, hidden, dim}, &c[7]);
-  if (s.ok()) s = Product(path, name(Tensor::kDown), {layers, dim, hidden}, &c[8]);
-  if (s.ok()) s = Product(path, name(Tensor::kUp), {layers, hidden, dim}, &c[9]);
+  s = Product(path, llama::NamesOf(Tensor::kEmbed).llama2c, {vocab, dim}, &c[0]);
+  for (size_t i = 0; i < llama::kLayerTensors.size() && s.ok(); ++i) {
+    const Tensor t = llama::kLayerTensors[i];
+    std::vector<uint64_t> stacked = llama::Shape(t, d);
+    stacked.insert(stacked.begin(), layers);
+    s = Product(path, llama::NamesOf(t).llama2c, stacked, &c[1 + i]);
+  }
   c[10] = dim;  // rms_final_weight
   if (s.ok()) s = Product(path, "freq_cis_real", {seq_len, head_size / 2}, &c[11]);
   c[12] = c[11];                         // freq_cis_imag

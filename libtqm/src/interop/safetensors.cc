@@ -480,7 +480,7 @@ absl::StatusOr<std::vector<MetaEntry>> BuildMetadata(
   if (hf_llama) {
     typed = DeriveLlama(tensors);
     typed[meta_keys::kArchitecture] = MetaValue::String("llama");
-    typed[meta_keys::kRopeLayout] = MetaValue::String("hf");
+    typed[meta_keys::kRopeLayout] = MetaValue::String(llama::kRopeLayoutHf);
   }
   const std::map<std::string, MetaValue> derived = typed;
   const std::vector<KnownKey> known_keys = KnownKeys();
@@ -521,7 +521,8 @@ absl::StatusOr<std::vector<MetaEntry>> BuildMetadata(
     typed[key] = v;
   }
   if (auto it = typed.find(meta_keys::kRopeLayout);
-      it != typed.end() && it->second.bytes != "meta" && it->second.bytes != "hf") {
+      it != typed.end() && it->second.bytes != llama::kRopeLayoutMeta &&
+      it->second.bytes != llama::kRopeLayoutHf) {
     return Corrupt(
         path, absl::StrFormat("__metadata__ %s=%s is neither \"meta\" nor \"hf\"",
                               meta_keys::kRopeLayout, json::Quote(it->second.bytes)));
