@@ -2,13 +2,18 @@
 // docs/LLAMA.md and its round trips across the llama2.c, Hugging Face and
 // GGUF schemes, the q/k row permutation (a hand-checked example and the
 // inverse property), and the hyperparameter conversions (llama2.c header,
-// tqm metadata, config.json) with the errors on inconsistent values.
+// tqm metadata, config.json) with the errors on inconsistent values, and a
+// model named and shaped by the module through every exporter and back.
 
 #include "interop/llama.h"
+
+#include <stdlib.h>
+#include <unistd.h>
 
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <memory>
 #include <random>
 #include <set>
 #include <string>
@@ -16,7 +21,13 @@
 
 #include "gtest/gtest.h"
 #include "interop/import_internal.h"
+#include "test_util.h"
+#include "tqm/export.h"
+#include "tqm/import.h"
 #include "tqm/metadata.h"
+#include "tqm/reader.h"
+#include "tqm/source.h"
+#include "tqm/writer.h"
 
 namespace tqm {
 namespace {
@@ -365,6 +376,111 @@ TEST(LlamaHparams, HfConfigRoundTripsThroughTheImporter) {
       EXPECT_EQ(v->bytes, e.value.bytes) << e.key;
     }
   }
+}
+
+// A Llama model whose every tensor is named and shaped by the module.
+MemorySource ModelOf(const LlamaDims& d) {
+  MemorySource m;
+  uint32_t seed = 1;
+  auto add = [&](Tensor t, int64_t layer) {
+    const std::vector<uint64_t> shape = llama::Shape(t, d);
+    uint64_t n = 1;
+    for (uint64_t s : shape) n *= s;
+    m.Add(llama::HfName(t, layer), shape, tqm_test::Gaussian(n, seed++));
+  };
+  add(Tensor::kEmbed, 0);
+  for (int64_t l = 0; l < d.n_layers; ++l) {
+    for (Tensor t : llama::kLayerTensors) add(t, l);
+  }
+  add(Tensor::kFinalNorm, 0);
+  if (!d.tied) add(Tensor::kClassifier, 0);
+  return m;
+}
+
+void ExpectSameHparams(const std::vector<MetaEntry>& got, const LlamaDims& want,
+                       bool floats) {
+  for (const llama::HparamKeys& k : llama::HparamTable()) {
+    SCOPED_TRACE(k.tqm);
+    const MetaValue* v = FindMeta(got, k.tqm);
+    ASSERT_NE(v, nullptr);
+    if (k.is_float) {
+      ASSERT_EQ(v->type, format::kMetaFloat64);
+      if (floats) EXPECT_EQ(v->float64, llama::FloatOf(want, k.hparam));
+    } else {
+      ASSERT_EQ(v->type, format::kMetaInt64);
+      EXPECT_EQ(v->int64, llama::IntOf(want, k.hparam));
+    }
+  }
+  const MetaValue* tied = FindMeta(got, meta_keys::kTiedClassifier);
+  ASSERT_NE(tied, nullptr);
+  EXPECT_EQ(tied->int64, want.tied ? 1 : 0);
+}
+
+// Hyperparameters and names written by each exporter come back through the
+// matching importer: GGUF keys, the llama2.c header and config.json.
+TEST(LlamaHparams, EveryExportFormatRoundTripsThroughItsImporter) {
+  char tmpl[] = "/tmp/llama_test_XXXXXX";
+  ASSERT_NE(mkdtemp(tmpl), nullptr);
+  const std::string dir = tmpl;
+  for (bool tied : {true, false}) {
+    SCOPED_TRACE(tied ? "tied" : "separate classifier");
+    LlamaDims d;
+    d.dim = 32;
+    d.hidden_dim = 80;
+    d.n_layers = 2;
+    d.n_heads = 4;
+    d.n_kv_heads = 2;
+    d.vocab_size = 96;
+    d.seq_len = 256;
+    d.norm_eps = 1.0 / 1024;  // exact in GGUF's float32
+    d.rope_theta = 500000.0;
+    d.tied = tied;
+    MemorySource src = ModelOf(d);
+    PackOptions opt;
+    opt.extra_metadata = llama::ToTqmMetadata(d);
+    const std::string tqm = dir + "/m.tqm";
+    ASSERT_TRUE(Pack(src, tqm, opt).ok());
+    absl::StatusOr<std::unique_ptr<Reader>> r = Reader::Open(tqm);
+    ASSERT_TRUE(r.ok()) << r.status();
+
+    absl::StatusOr<LlamaDims> described = DescribeLlama(**r);
+    ASSERT_TRUE(described.ok()) << described.status();
+    EXPECT_EQ(described->rope_hf, d.rope_hf);
+    ExpectSameHparams(llama::ToTqmMetadata(*described), d, true);
+
+    // GGUF: llama.* keys, llama.cpp names.
+    const std::string gguf = dir + "/m.gguf";
+    ASSERT_TRUE(ExportGguf(**r, gguf, {}).ok());
+    absl::StatusOr<std::unique_ptr<TensorSource>> g = OpenGguf(gguf);
+    ASSERT_TRUE(g.ok()) << g.status();
+    ExpectSameHparams((*g)->metadata(), d, true);
+    std::set<std::string> names;
+    for (const SourceTensor& t : (*g)->tensors()) names.insert(t.name);
+    std::set<std::string> want_names;
+    for (const SourceTensor& t : src.tensors()) want_names.insert(t.name);
+    EXPECT_EQ(names, want_names);
+
+    // llama2.c: the seven header fields (eps and theta are run.c's).
+    const std::string bin = dir + "/m.bin";
+    ASSERT_TRUE(ExportLlama2c(**r, bin).ok());
+    absl::StatusOr<std::unique_ptr<TensorSource>> c = OpenLlama2c(bin);
+    ASSERT_TRUE(c.ok()) << c.status();
+    ExpectSameHparams((*c)->metadata(), d, /*floats=*/false);
+
+    // Hugging Face: config.json.
+    const std::string hf = dir + "/hf" + (tied ? "1" : "0");
+    ASSERT_TRUE(ExportHuggingFace(**r, hf, {}).ok());
+    absl::StatusOr<std::vector<MetaEntry>> config = internal::HfConfigToMetadata(
+        tqm_test::ReadFile(hf + "/config.json"), "config.json");
+    ASSERT_TRUE(config.ok()) << config.status();
+    ExpectSameHparams(*config, d, true);
+    for (const char* f : {"/config.json", "/model.safetensors"}) {
+      ::unlink((hf + f).c_str());
+    }
+    ::rmdir(hf.c_str());
+    for (const std::string& f : {tqm, gguf, bin}) ::unlink(f.c_str());
+  }
+  ::rmdir(dir.c_str());
 }
 
 std::vector<MetaEntry> WithEntry(std::vector<MetaEntry> meta, const std::string& key,
