@@ -9,17 +9,17 @@
 #include <sys/stat.h>
 
 #include <cmath>
-#include <map>
-#include <random>
 #include <cstring>
+#include <map>
 #include <memory>
+#include <random>
 #include <string>
 #include <vector>
 
 #include "base/json.h"
 #include "gtest/gtest.h"
 #include "interop/import_internal.h"
-#include "interop/llama_names.h"
+#include "interop/llama.h"
 #include "test_util.h"
 #include "tqm/gguf.h"
 #include "tqm/import.h"
@@ -146,7 +146,7 @@ TEST(RopeLayout, PermutationInvertsAndMatchesTheDefinition) {
   std::vector<float> hf(rows * cols);
   for (size_t i = 0; i < hf.size(); ++i) hf[i] = static_cast<float>(i);
   std::vector<float> meta = hf;
-  internal::HfToMetaRows(absl::MakeSpan(meta), rows, cols, head);
+  llama::HfToMetaRows(absl::MakeSpan(meta), rows, cols, head);
   for (uint64_t h = 0; h < rows / head; ++h) {
     for (uint64_t i = 0; i < head / 2; ++i) {
       for (uint64_t c = 0; c < cols; ++c) {
@@ -156,7 +156,7 @@ TEST(RopeLayout, PermutationInvertsAndMatchesTheDefinition) {
       }
     }
   }
-  internal::MetaToHfRows(absl::MakeSpan(meta), rows, cols, head);
+  llama::MetaToHfRows(absl::MakeSpan(meta), rows, cols, head);
   EXPECT_EQ(meta, hf);
 }
 
@@ -227,7 +227,7 @@ TEST(ExportLlama2c, SeparateClassifierAndHfLayout) {
     SCOPED_TRACE(name);
     std::vector<float> want = Floats(*r, name);
     const uint64_t rows = want.size() / 32;
-    internal::HfToMetaRows(absl::MakeSpan(want), rows, 32, 8);
+    llama::HfToMetaRows(absl::MakeSpan(want), rows, 32, 8);
     EXPECT_EQ(Floats(**back, name), want);
     EXPECT_NE(Floats(**back, name), Floats(*r, name));
   }
@@ -452,7 +452,7 @@ TEST(ExportGguf, HfLayoutPermutedToMeta) {
   EXPECT_EQ(FindMeta((*g)->metadata(), "gguf.tokenizer.ggml.model")->bytes, "no_vocab");
   EXPECT_EQ(MetaInt((*g)->metadata(), meta_keys::kTiedClassifier), 0);
   std::vector<float> q = Floats(*r, "model.layers.0.self_attn.q_proj.weight");
-  internal::HfToMetaRows(absl::MakeSpan(q), 32, 32, 8);
+  llama::HfToMetaRows(absl::MakeSpan(q), 32, 32, 8);
   EXPECT_EQ(Floats(**g, "model.layers.0.self_attn.q_proj.weight"), q);
   EXPECT_EQ(Floats(**g, "lm_head.weight"), Floats(*r, "lm_head.weight"));
 }
@@ -845,8 +845,8 @@ TEST(ExportHuggingFace, WritesConfigAndWeightsInHfLayout) {
     ASSERT_EQ(st.tensors.size(), r->tensors().size());
     for (const TensorInfo& t : r->tensors()) {
       std::vector<float> want = Floats(*r, t.name);
-      if (!hf_layout && (internal::IsQProj(t.name) || internal::IsKProj(t.name))) {
-        internal::MetaToHfRows(absl::MakeSpan(want), t.dims[0], t.dims[1], 8);
+      if (!hf_layout && (llama::IsQProj(t.name) || llama::IsKProj(t.name))) {
+        llama::MetaToHfRows(absl::MakeSpan(want), t.dims[0], t.dims[1], 8);
         EXPECT_NE(Bytes(want), Bytes(Floats(*r, t.name))) << t.name;
       }
       EXPECT_EQ(st.tensors.at(t.name).dtype, "F32");
@@ -1018,8 +1018,8 @@ TEST(ExportHuggingFace, Stories260KLlama2cOriginPermutedToHf) {
     std::vector<float> have;
     ASSERT_TRUE((*back)->Read(i, &have).ok());
     std::vector<float> want = Floats(*r, t.name);
-    if (internal::IsQProj(t.name) || internal::IsKProj(t.name)) {
-      internal::HfToMetaRows(absl::MakeSpan(have), t.dims[0], t.dims[1], 8);
+    if (llama::IsQProj(t.name) || llama::IsKProj(t.name)) {
+      llama::HfToMetaRows(absl::MakeSpan(have), t.dims[0], t.dims[1], 8);
     }
     EXPECT_EQ(Bytes(have), Bytes(want)) << t.name;
   }

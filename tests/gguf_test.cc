@@ -19,7 +19,7 @@
 
 #include "gtest/gtest.h"
 #include "interop/import_internal.h"
-#include "interop/llama_names.h"
+#include "interop/llama.h"
 #include "test_util.h"
 #include "tqm/export.h"
 #include "tqm/import.h"
@@ -352,13 +352,13 @@ TEST(GgufNames, MapBothWays) {
       {"blk.3.ffn_up.weight", "model.layers.3.mlp.up_proj.weight"},
   };
   for (const auto& [g, h] : cases) {
-    EXPECT_EQ(internal::GgufToHfName(g), h);
-    EXPECT_EQ(internal::HfToGgufName(h), g);
+    EXPECT_EQ(llama::GgufToHfName(g), h);
+    EXPECT_EQ(llama::HfToGgufName(h), g);
   }
   for (const char* bad :
        {"blk.01.attn_q.weight", "blk..attn_q.weight", "blk.1.attn_q", "rope_freqs.weight",
         "blk.99999999999.attn_q.weight", "blk.1.attn_qq.weight", ""}) {
-    EXPECT_EQ(internal::GgufToHfName(bad), "") << bad;
+    EXPECT_EQ(llama::GgufToHfName(bad), "") << bad;
   }
 }
 

@@ -35,7 +35,6 @@
 #include "absl/strings/str_format.h"
 #include "gtest/gtest.h"
 #include "interop/import_internal.h"
-#include "interop/llama_names.h"
 #include "test_util.h"
 #include "tqm/gguf.h"
 #include "tqm/import.h"

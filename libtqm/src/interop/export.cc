@@ -1,7 +1,8 @@
-// Exporters from a .tqm file to safetensors and llama2.c checkpoints, the
-// Llama description they share with the GGUF exporter (DescribeLlama), and
-// the name/layout helpers of llama_names.h. The GGUF exporter lives in
-// gguf.cc next to the GGUF reader.
+// Exporters from a .tqm file to safetensors, Hugging Face directories and
+// llama2.c checkpoints, and the float16/bfloat16 rounding they share with
+// the GGUF exporter. The Llama layout (names, the q/k permutation,
+// DescribeLlama) is interop/llama.h's; the GGUF exporter lives in gguf.cc
+// next to the GGUF reader.
 
 #include "tqm/export.h"
 
@@ -11,6 +12,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <cerrno>
 #include <cmath>
 #include <condition_variable>
@@ -29,7 +31,7 @@
 #include "base/atomic_file.h"
 #include "base/parallel.h"
 #include "interop/import_internal.h"
-#include "interop/llama_names.h"
+#include "interop/llama.h"
 #include "tqm/loader.h"
 #include "tqm/metadata.h"
 #include "tqm/safetensors.h"
@@ -38,125 +40,6 @@
 
 namespace tqm {
 namespace internal {
-namespace {
-
-struct NamePair {
-  const char* hf;
-  const char* gguf;
-};
-constexpr NamePair kGlobalNames[] = {
-    {"model.embed_tokens", "token_embd"},
-    {"model.norm", "output_norm"},
-    {"lm_head", "output"},
-};
-constexpr NamePair kLayerNames[] = {
-    {"input_layernorm", "attn_norm"},    {"self_attn.q_proj", "attn_q"},
-    {"self_attn.k_proj", "attn_k"},      {"self_attn.v_proj", "attn_v"},
-    {"self_attn.o_proj", "attn_output"}, {"post_attention_layernorm", "ffn_norm"},
-    {"mlp.gate_proj", "ffn_gate"},       {"mlp.down_proj", "ffn_down"},
-    {"mlp.up_proj", "ffn_up"},
-};
-
-bool EndsWith(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() &&
-         s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
-
-// Splits "base.weight" / "base.bias" into base and suffix.
-bool SplitSuffix(const std::string& name, std::string* base, std::string* suffix) {
-  for (const char* s : {".weight", ".bias"}) {
-    if (EndsWith(name, s) && name.size() > std::strlen(s)) {
-      *base = name.substr(0, name.size() - std::strlen(s));
-      *suffix = s;
-      return true;
-    }
-  }
-  return false;
-}
-
-// Parses "<prefix>N.rest" with a canonical decimal N that fits int32.
-bool SplitLayer(const std::string& base, const std::string& prefix, int32_t* layer,
-                std::string* rest) {
-  if (base.compare(0, prefix.size(), prefix) != 0) return false;
-  size_t i = prefix.size();
-  const size_t begin = i;
-  int64_t n = 0;
-  while (i < base.size() && base[i] >= '0' && base[i] <= '9') {
-    n = n * 10 + (base[i] - '0');
-    if (n > std::numeric_limits<int32_t>::max()) return false;
-    ++i;
-  }
-  if (i == begin || (i - begin > 1 && base[begin] == '0')) return false;
-  if (i >= base.size() || base[i] != '.') return false;
-  *layer = static_cast<int32_t>(n);
-  *rest = base.substr(i + 1);
-  return true;
-}
-
-std::string MapName(const std::string& name, bool to_hf) {
-  std::string base, suffix, rest;
-  if (!SplitSuffix(name, &base, &suffix)) return "";
-  for (const NamePair& p : kGlobalNames) {
-    if (base == (to_hf ? p.gguf : p.hf)) return (to_hf ? p.hf : p.gguf) + suffix;
-  }
-  int32_t layer;
-  if (!SplitLayer(base, to_hf ? "blk." : "model.layers.", &layer, &rest)) return "";
-  for (const NamePair& p : kLayerNames) {
-    if (rest == (to_hf ? p.gguf : p.hf)) {
-      return absl::StrCat(to_hf ? "model.layers." : "blk.", layer, ".",
-                          to_hf ? p.hf : p.gguf, suffix);
-    }
-  }
-  return "";
-}
-
-}  // namespace
-
-std::string GgufToHfName(const std::string& gguf_name) {
-  return MapName(gguf_name, true);
-}
-std::string HfToGgufName(const std::string& hf_name) { return MapName(hf_name, false); }
-
-bool IsQProj(const std::string& n) {
-  return LayerFromName(n) >= 0 && EndsWith(n, ".self_attn.q_proj.weight");
-}
-bool IsKProj(const std::string& n) {
-  return LayerFromName(n) >= 0 && EndsWith(n, ".self_attn.k_proj.weight");
-}
-
-// Permutes whole rows of `row_bytes` bytes, so that every element type
-// (float32 values, RAW F16/BF16/F64 bytes) shares one implementation.
-void PermuteRows(uint8_t* m, uint64_t rows, uint64_t row_bytes, uint64_t head_size,
-                 bool hf_to_meta) {
-  if (head_size < 2 || head_size % 2 != 0 || rows % head_size != 0) return;
-  std::vector<uint8_t> head(head_size * row_bytes);
-  const uint64_t half = head_size / 2;
-  for (uint64_t h = 0; h < rows / head_size; ++h) {
-    uint8_t* base = m + h * head_size * row_bytes;
-    std::memcpy(head.data(), base, head.size());
-    for (uint64_t i = 0; i < half; ++i) {
-      // Meta row 2i <-> HF row i; Meta row 2i+1 <-> HF row i + half.
-      const uint64_t meta_even = 2 * i, meta_odd = 2 * i + 1, hf_lo = i, hf_hi = i + half;
-      const uint64_t dst_even = hf_to_meta ? meta_even : hf_lo;
-      const uint64_t src_even = hf_to_meta ? hf_lo : meta_even;
-      const uint64_t dst_odd = hf_to_meta ? meta_odd : hf_hi;
-      const uint64_t src_odd = hf_to_meta ? hf_hi : meta_odd;
-      std::memcpy(base + dst_even * row_bytes, head.data() + src_even * row_bytes,
-                  row_bytes);
-      std::memcpy(base + dst_odd * row_bytes, head.data() + src_odd * row_bytes,
-                  row_bytes);
-    }
-  }
-}
-
-void HfToMetaRows(absl::Span<float> m, uint64_t rows, uint64_t cols, uint64_t head_size) {
-  PermuteRows(reinterpret_cast<uint8_t*>(m.data()), rows, cols * sizeof(float), head_size,
-              true);
-}
-void MetaToHfRows(absl::Span<float> m, uint64_t rows, uint64_t cols, uint64_t head_size) {
-  PermuteRows(reinterpret_cast<uint8_t*>(m.data()), rows, cols * sizeof(float), head_size,
-              false);
-}
 
 uint16_t FloatToHalf(float f) {
   uint32_t x;
@@ -194,203 +77,7 @@ uint16_t FloatToBFloat16(float f) {
   return static_cast<uint16_t>(x >> 16);
 }
 
-absl::Status ReadMetaLayout(const Reader& r, size_t t, const LlamaDims& dims,
-                            std::vector<float>* out) {
-  const TensorInfo& info = r.tensors()[t];
-  out->resize(info.numel);
-  TQM_RETURN_IF_ERROR(r.ReadFloat(t, absl::MakeSpan(*out)));
-  if (dims.rope_hf && (IsQProj(info.name) || IsKProj(info.name)) &&
-      info.dims.size() == 2) {
-    HfToMetaRows(absl::MakeSpan(*out), info.dims[0], info.dims[1],
-                 static_cast<uint64_t>(dims.head_size()));
-  }
-  return absl::OkStatus();
-}
-
 }  // namespace internal
-
-// ---- DescribeLlama ----
-
-namespace {
-
-absl::Status Unfit(const Reader& r, const std::string& what) {
-  return absl::FailedPreconditionError(
-      absl::StrFormat("%s: not a complete Llama model: %s", r.name(), what));
-}
-
-bool MetaInt(const Reader& r, const char* key, int64_t* out) {
-  const MetaValue* v = r.FindMeta(key);
-  if (v == nullptr || v->type != format::kMetaInt64) return false;
-  *out = v->int64;
-  return true;
-}
-
-bool MetaFloat(const Reader& r, const char* key, double* out) {
-  const MetaValue* v = r.FindMeta(key);
-  if (v == nullptr) return false;
-  if (v->type == format::kMetaFloat64) {
-    *out = v->float64;
-    return true;
-  }
-  if (v->type == format::kMetaInt64) {
-    *out = static_cast<double>(v->int64);
-    return true;
-  }
-  return false;
-}
-
-std::string ShapeText(const std::vector<uint64_t>& d) {
-  std::string s = "[";
-  for (size_t i = 0; i < d.size(); ++i) absl::StrAppend(&s, i ? ", " : "", d[i]);
-  return s + "]";
-}
-
-}  // namespace
-
-namespace {
-
-// True for the element types a Llama weight can have: F32 and quantized
-// storage, and RAW floating-point dtypes.
-bool FloatingPoint(const TensorInfo& t) {
-  if (!t.raw()) return true;
-  switch (t.source_dtype) {
-    case format::kDTypeF32:
-    case format::kDTypeF16:
-    case format::kDTypeBF16:
-    case format::kDTypeF64:
-      return true;
-    default:
-      return false;
-  }
-}
-
-}  // namespace
-
-absl::StatusOr<LlamaDims> DescribeLlama(const Reader& r, const ExportOverrides& ov,
-                                        bool allow_extra) {
-  LlamaDims d;
-  const int embed = r.FindTensor("model.embed_tokens.weight");
-  if (embed < 0) return Unfit(r, "no tensor model.embed_tokens.weight");
-  const TensorInfo& e = r.tensors()[embed];
-  if (e.dims.size() != 2) {
-    return Unfit(r, "model.embed_tokens.weight has shape " + ShapeText(e.dims) +
-                        ", expected [vocab, dim]");
-  }
-  d.vocab_size = static_cast<int64_t>(e.dims[0]);
-  d.dim = static_cast<int64_t>(e.dims[1]);
-  int32_t max_layer = -1;
-  for (const TensorInfo& t : r.tensors()) {
-    const int32_t l = LayerFromName(t.name);
-    const bool llama = t.name == "model.embed_tokens.weight" ||
-                       t.name == "model.norm.weight" || t.name == "lm_head.weight" ||
-                       (l >= 0 && internal::EndsWith(t.name, ".weight") &&
-                        !internal::HfToGgufName(t.name).empty());
-    if (!llama) {
-      if (allow_extra) continue;
-      return Unfit(r, "tensor " + t.name + " is not part of the Llama layout");
-    }
-    if (l > max_layer) max_layer = l;
-    if (!FloatingPoint(t)) {
-      return Unfit(r, absl::StrFormat("tensor %s is stored as %s, not floating point",
-                                      t.name, DTypeName(t.source_dtype)));
-    }
-  }
-  d.n_layers = max_layer + 1;
-  if (d.n_layers == 0) return Unfit(r, "no model.layers.N tensors");
-
-  const int gate0 = r.FindTensor("model.layers.0.mlp.gate_proj.weight");
-  const int k0 = r.FindTensor("model.layers.0.self_attn.k_proj.weight");
-  if (gate0 < 0 || k0 < 0)
-    return Unfit(r, "layer 0 lacks mlp.gate_proj or self_attn.k_proj");
-  d.hidden_dim = static_cast<int64_t>(r.tensors()[gate0].dims[0]);
-
-  int64_t v;
-  d.n_heads = ov.n_heads;
-  if (d.n_heads == 0 && MetaInt(r, meta_keys::kHeads, &v)) d.n_heads = v;
-  if (d.n_heads <= 0) {
-    return absl::FailedPreconditionError(absl::StrFormat(
-        "%s: the number of attention heads is unknown (no llama.n_heads metadata); "
-        "give it explicitly (--n-heads)",
-        r.name()));
-  }
-  if (d.dim % d.n_heads != 0 || (d.dim / d.n_heads) % 2 != 0) {
-    return Unfit(r, absl::StrFormat("n_heads=%d does not split dim=%d into heads of an "
-                                    "even size",
-                                    d.n_heads, d.dim));
-  }
-  const uint64_t head = static_cast<uint64_t>(d.head_size());
-  const uint64_t k_rows = r.tensors()[k0].dims[0];
-  if (r.tensors()[k0].dims.size() != 2 || k_rows % head != 0 || k_rows == 0) {
-    return Unfit(r, absl::StrFormat("k_proj shape %s is not [n_kv_heads * %d, %d]",
-                                    ShapeText(r.tensors()[k0].dims), head, d.dim));
-  }
-  d.n_kv_heads = static_cast<int64_t>(k_rows / head);
-  if (d.n_heads % d.n_kv_heads != 0) {
-    return Unfit(r, absl::StrFormat("n_kv_heads=%d does not divide n_heads=%d",
-                                    d.n_kv_heads, d.n_heads));
-  }
-  auto check = [&](const char* key, int64_t want,
-                   int64_t override_value) -> absl::Status {
-    int64_t got = override_value;
-    if (got == 0 && !MetaInt(r, key, &got)) return absl::OkStatus();
-    if (got != want) {
-      return Unfit(
-          r, absl::StrFormat("%s=%d contradicts the tensor shapes, which give %d", key,
-                             got, want));
-    }
-    return absl::OkStatus();
-  };
-  TQM_RETURN_IF_ERROR(check(meta_keys::kDim, d.dim, 0));
-  TQM_RETURN_IF_ERROR(check(meta_keys::kHiddenDim, d.hidden_dim, 0));
-  TQM_RETURN_IF_ERROR(check(meta_keys::kLayers, d.n_layers, 0));
-  TQM_RETURN_IF_ERROR(check(meta_keys::kKvHeads, d.n_kv_heads, ov.n_kv_heads));
-  TQM_RETURN_IF_ERROR(check(meta_keys::kVocabSize, d.vocab_size, 0));
-
-  // Every tensor present with the shape the dimensions require.
-  const uint64_t dim = d.dim, hidden = d.hidden_dim, vocab = d.vocab_size,
-                 kv = d.n_kv_heads * head;
-  auto need = [&](const std::string& name, std::vector<uint64_t> shape) -> absl::Status {
-    const int t = r.FindTensor(name);
-    if (t < 0) return Unfit(r, "no tensor " + name);
-    if (r.tensors()[t].dims != shape) {
-      return Unfit(r, absl::StrFormat("tensor %s has shape %s, expected %s", name,
-                                      ShapeText(r.tensors()[t].dims), ShapeText(shape)));
-    }
-    return absl::OkStatus();
-  };
-  TQM_RETURN_IF_ERROR(need("model.norm.weight", {dim}));
-  for (int64_t l = 0; l < d.n_layers; ++l) {
-    const std::string p = absl::StrCat("model.layers.", l, ".");
-    TQM_RETURN_IF_ERROR(need(p + "input_layernorm.weight", {dim}));
-    TQM_RETURN_IF_ERROR(need(p + "self_attn.q_proj.weight", {dim, dim}));
-    TQM_RETURN_IF_ERROR(need(p + "self_attn.k_proj.weight", {kv, dim}));
-    TQM_RETURN_IF_ERROR(need(p + "self_attn.v_proj.weight", {kv, dim}));
-    TQM_RETURN_IF_ERROR(need(p + "self_attn.o_proj.weight", {dim, dim}));
-    TQM_RETURN_IF_ERROR(need(p + "post_attention_layernorm.weight", {dim}));
-    TQM_RETURN_IF_ERROR(need(p + "mlp.gate_proj.weight", {hidden, dim}));
-    TQM_RETURN_IF_ERROR(need(p + "mlp.down_proj.weight", {dim, hidden}));
-    TQM_RETURN_IF_ERROR(need(p + "mlp.up_proj.weight", {hidden, dim}));
-  }
-  d.tied = r.FindTensor("lm_head.weight") < 0;
-  if (!d.tied) TQM_RETURN_IF_ERROR(need("lm_head.weight", {vocab, dim}));
-
-  d.seq_len = ov.seq_len;
-  if (d.seq_len == 0 && MetaInt(r, meta_keys::kSeqLen, &v)) d.seq_len = v;
-  if (d.seq_len == 0) d.seq_len = 2048;
-  if (d.seq_len < 0) return Unfit(r, absl::StrFormat("seq_len=%d", d.seq_len));
-  double f;
-  if (MetaFloat(r, meta_keys::kNormEps, &f)) d.norm_eps = f;
-  if (MetaFloat(r, meta_keys::kRopeTheta, &f)) d.rope_theta = f;
-  if (const MetaValue* layout = r.FindMeta(meta_keys::kRopeLayout)) {
-    if (layout->bytes == "hf") {
-      d.rope_hf = true;
-    } else if (layout->bytes != "meta") {
-      return Unfit(r, absl::StrFormat("llama.rope_layout=\"%s\" is neither meta nor hf",
-                                      layout->bytes));
-    }
-  }
-  return d;
-}
 
 // ---- safetensors ----
 
@@ -433,7 +120,7 @@ struct WriteSpec {
 
 bool PermutedToHf(const WriteSpec& spec, const TensorInfo& t) {
   return spec.meta_to_hf_head != 0 && t.dims.size() == 2 &&
-         (internal::IsQProj(t.name) || internal::IsKProj(t.name));
+         (llama::IsQProj(t.name) || llama::IsKProj(t.name));
 }
 
 // Decodes the chunks of tensor `t` into `out` (byte_size bytes) on `pool`.
@@ -667,8 +354,9 @@ absl::Status WriteSafetensorsFile(const Reader& r, const std::string& out,
       Block q = block_of(t.byte_size);
       TQM_RETURN_IF_ERROR(DecodeTensorOn(r, i, q.span(), pool));
       if (t.raw() && PermutedToHf(spec, t)) {
-        internal::PermuteRows(q.data(), t.dims[0], t.dims[1] * t.element_size(), spec.meta_to_hf_head,
-                    /*hf_to_meta=*/false);
+        llama::PermuteRows(q.data(), t.dims[0], t.dims[1] * t.element_size(),
+                           spec.meta_to_hf_head,
+                           /*hf_to_meta=*/false);
       }
       TQM_RETURN_IF_ERROR(writer.Write(std::move(q)));
       if (t.raw()) continue;
@@ -689,13 +377,14 @@ absl::Status WriteSafetensorsFile(const Reader& r, const std::string& out,
       Block b = block_of(t.numel * sizeof(float));
       absl::Span<float> fv(reinterpret_cast<float*>(b.data()), t.numel);
       TQM_RETURN_IF_ERROR(ReadFloatOn(r, i, fv, pool));
-      if (permute) internal::MetaToHfRows(fv, t.dims[0], t.dims[1], spec.meta_to_hf_head);
+      if (permute) llama::MetaToHfRows(fv, t.dims[0], t.dims[1], spec.meta_to_hf_head);
       TQM_RETURN_IF_ERROR(writer.Write(std::move(b)));
       continue;
     }
     f.resize(t.numel);
     TQM_RETURN_IF_ERROR(ReadFloatOn(r, i, absl::MakeSpan(f), pool));
-    if (permute) internal::MetaToHfRows(absl::MakeSpan(f), t.dims[0], t.dims[1], spec.meta_to_hf_head);
+    if (permute)
+      llama::MetaToHfRows(absl::MakeSpan(f), t.dims[0], t.dims[1], spec.meta_to_hf_head);
     Block b = block_of(f.size() * sizeof(uint16_t));
     uint16_t* h = reinterpret_cast<uint16_t*>(b.data());
     const bool bf16 = type == SafetensorsExportType::kBF16;
@@ -776,43 +465,11 @@ absl::Status ExportSafetensors(const Reader& r, const std::string& out,
 
 namespace {
 
-// A finite double as a JSON number that reads back exactly: 10000.0 for an
-// integral value, else the shortest %g form (1e-05), close to what Python's
-// json module writes.
-std::string JsonDouble(double v) {
-  if (v == std::floor(v) && std::fabs(v) < 1e15) return absl::StrFormat("%.1f", v);
-  std::string s = absl::StrFormat("%.17g", v);
-  for (int prec = 1; prec < 17; ++prec) {
-    const std::string t = absl::StrFormat("%.*g", prec, v);
-    if (std::strtod(t.c_str(), nullptr) == v) {
-      s = t;
-      break;
-    }
-  }
-  return s;
-}
-
-std::string HfConfig(const LlamaDims& d, SafetensorsExportType type) {
-  const char* torch_dtype = type == SafetensorsExportType::kF16    ? "float16"
-                            : type == SafetensorsExportType::kBF16 ? "bfloat16"
-                                                                   : "float32";
-  std::string j = "{\n";
-  absl::StrAppend(&j, "  \"architectures\": [\"LlamaForCausalLM\"],\n");
-  absl::StrAppend(&j, "  \"model_type\": \"llama\",\n");
-  absl::StrAppend(&j, "  \"hidden_act\": \"silu\",\n");
-  absl::StrAppend(&j, "  \"hidden_size\": ", d.dim, ",\n");
-  absl::StrAppend(&j, "  \"intermediate_size\": ", d.hidden_dim, ",\n");
-  absl::StrAppend(&j, "  \"num_hidden_layers\": ", d.n_layers, ",\n");
-  absl::StrAppend(&j, "  \"num_attention_heads\": ", d.n_heads, ",\n");
-  absl::StrAppend(&j, "  \"num_key_value_heads\": ", d.n_kv_heads, ",\n");
-  absl::StrAppend(&j, "  \"vocab_size\": ", d.vocab_size, ",\n");
-  absl::StrAppend(&j, "  \"max_position_embeddings\": ", d.seq_len, ",\n");
-  absl::StrAppend(&j, "  \"rms_norm_eps\": ", JsonDouble(d.norm_eps), ",\n");
-  absl::StrAppend(&j, "  \"rope_theta\": ", JsonDouble(d.rope_theta), ",\n");
-  absl::StrAppend(&j, "  \"tie_word_embeddings\": ", d.tied ? "true" : "false", ",\n");
-  absl::StrAppend(&j, "  \"torch_dtype\": \"", torch_dtype, "\"\n");
-  j += "}\n";
-  return j;
+// config.json's torch_dtype for the weights written.
+const char* TorchDtype(SafetensorsExportType type) {
+  return type == SafetensorsExportType::kF16    ? "float16"
+         : type == SafetensorsExportType::kBF16 ? "bfloat16"
+                                                : "float32";
 }
 
 // Removes the directory the export created when it does not complete.
@@ -894,7 +551,7 @@ absl::Status ExportHuggingFace(const Reader& r, const std::string& dir,
     TQM_ASSIGN_OR_RETURN(std::string config, outputs.Add(dir + "/config.json"));
     TQM_RETURN_IF_ERROR(WriteSafetensorsFile(r, weights, spec));
     TQM_ASSIGN_OR_RETURN(std::unique_ptr<AtomicFile> file, AtomicFile::Create(config));
-    TQM_RETURN_IF_ERROR(file->Append(HfConfig(d, options.type)));
+    TQM_RETURN_IF_ERROR(file->Append(llama::ToHfConfigJson(d, TorchDtype(options.type))));
     TQM_RETURN_IF_ERROR(file->Commit());
     TQM_RETURN_IF_ERROR(outputs.Commit());
   }
@@ -907,19 +564,15 @@ absl::Status ExportHuggingFace(const Reader& r, const std::string& dir,
 absl::Status ExportLlama2c(const Reader& r, const std::string& out_path,
                            const ExportOverrides& overrides) {
   TQM_ASSIGN_OR_RETURN(LlamaDims d, DescribeLlama(r, overrides));
-  const int64_t header[7] = {d.dim,        d.hidden_dim,
-                             d.n_layers,   d.n_heads,
-                             d.n_kv_heads, d.tied ? d.vocab_size : -d.vocab_size,
-                             d.seq_len};
-  const char* names[7] = {"dim",        "hidden_dim", "n_layers", "n_heads",
-                          "n_kv_heads", "vocab_size", "seq_len"};
+  const std::array<int64_t, llama::kLlama2cHeaderFields> header =
+      llama::ToLlama2cHeader(d);
   std::string head;
-  for (int i = 0; i < 7; ++i) {
+  for (int i = 0; i < llama::kLlama2cHeaderFields; ++i) {
     if (header[i] > std::numeric_limits<int32_t>::max() ||
         header[i] < -std::numeric_limits<int32_t>::max()) {
       return absl::InvalidArgumentError(
           absl::StrFormat("%s: %s=%d does not fit a llama2.c header (int32)", r.name(),
-                          names[i], header[i]));
+                          llama::HparamTable()[i].llama2c, header[i]));
     }
     const int32_t v = static_cast<int32_t>(header[i]);
     head.append(reinterpret_cast<const char*>(&v), 4);  // little-endian host
@@ -936,20 +589,18 @@ absl::Status ExportLlama2c(const Reader& r, const std::string& out_path,
   std::vector<float> buf;
   auto put = [&](const std::string& name) -> absl::Status {
     const int t = r.FindTensor(name);
-    TQM_RETURN_IF_ERROR(internal::ReadMetaLayout(r, t, d, &buf));
+    TQM_RETURN_IF_ERROR(llama::ReadMetaLayout(r, t, d, &buf));
     return file->Append(absl::Span<const uint8_t>(
         reinterpret_cast<const uint8_t*>(buf.data()), buf.size() * 4));
   };
-  TQM_RETURN_IF_ERROR(put("model.embed_tokens.weight"));
-  for (const char* field :
-       {"input_layernorm", "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
-        "self_attn.o_proj", "post_attention_layernorm", "mlp.gate_proj", "mlp.down_proj",
-        "mlp.up_proj"}) {
+  // The arrays in llama2.c order, each per-layer one stacked over the layers.
+  TQM_RETURN_IF_ERROR(put(llama::HfName(llama::Tensor::kEmbed)));
+  for (llama::Tensor t : llama::kLayerTensors) {
     for (int64_t l = 0; l < d.n_layers; ++l) {
-      TQM_RETURN_IF_ERROR(put(absl::StrCat("model.layers.", l, ".", field, ".weight")));
+      TQM_RETURN_IF_ERROR(put(llama::HfName(t, l)));
     }
   }
-  TQM_RETURN_IF_ERROR(put("model.norm.weight"));
+  TQM_RETURN_IF_ERROR(put(llama::HfName(llama::Tensor::kFinalNorm)));
   // freq_cis_real then freq_cis_imag, [seq_len][head_size / 2] each, as
   // llama2.c's legacy export computes them (float32: freq_i = 1 /
   // theta^(2i / head_size), angle = pos * freq_i). Current run.c skips them;
@@ -971,7 +622,7 @@ absl::Status ExportLlama2c(const Reader& r, const std::string& out_path,
           reinterpret_cast<const uint8_t*>(row.data()), row.size() * 4)));
     }
   }
-  if (!d.tied) TQM_RETURN_IF_ERROR(put("lm_head.weight"));
+  if (!d.tied) TQM_RETURN_IF_ERROR(put(llama::HfName(llama::Tensor::kClassifier)));
   return file->Commit();
 }
 

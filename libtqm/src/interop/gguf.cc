@@ -28,7 +28,7 @@
 #include "absl/strings/str_replace.h"
 #include "base/atomic_file.h"
 #include "interop/import_internal.h"
-#include "interop/llama_names.h"
+#include "interop/llama.h"
 #include "tqm/export.h"
 #include "tqm/import.h"
 #include "tqm/metadata.h"
@@ -747,20 +747,6 @@ format::SourceDType SourceDTypeOf(uint32_t ggml) {
   }
 }
 
-// The GGUF keys that become llama.* tqm keys, and their tqm names.
-struct MappedKey {
-  const char* gguf_suffix;  // after "<arch>."
-  const char* tqm;
-};
-constexpr MappedKey kMappedKeys[] = {
-    {"embedding_length", meta_keys::kDim},
-    {"feed_forward_length", meta_keys::kHiddenDim},
-    {"block_count", meta_keys::kLayers},
-    {"attention.head_count", meta_keys::kHeads},
-    {"attention.head_count_kv", meta_keys::kKvHeads},
-    {"context_length", meta_keys::kSeqLen},
-};
-
 // Moves the tokenizer.ggml.tokens strings out of `info` (a second copy of a
 // large vocabulary would dominate what opening the file costs).
 absl::StatusOr<std::vector<MetaEntry>> BuildMetadata(const std::string& path,
@@ -781,16 +767,21 @@ absl::StatusOr<std::vector<MetaEntry>> BuildMetadata(const std::string& path,
   const GgufTensorInfo* embd = nullptr;
   const GgufTensorInfo* output = nullptr;
   int64_t max_block = -1;
+  const std::string embd_name = llama::GgufName(llama::Tensor::kEmbed);
+  const std::string output_name = llama::GgufName(llama::Tensor::kClassifier);
   for (const GgufTensorInfo& t : info.tensors) {
-    if (t.name == "token_embd.weight") embd = &t;
-    if (t.name == "output.weight") output = &t;
-    const std::string hf = internal::GgufToHfName(t.name);
+    if (t.name == embd_name) embd = &t;
+    if (t.name == output_name) output = &t;
+    const std::string hf = llama::GgufToHfName(t.name);
     if (!hf.empty()) max_block = std::max<int64_t>(max_block, LayerFromName(hf));
   }
   if (arch == "llama") {
     absl::flat_hash_map<std::string, int64_t> ints;
-    for (const MappedKey& m : kMappedKeys) {
-      const std::string key = arch + "." + m.gguf_suffix;
+    // The integer keys of docs/LLAMA.md's table; vocab_size comes from
+    // token_embd.weight's rows below.
+    for (const llama::HparamKeys& m : llama::HparamTable()) {
+      if (m.is_float || m.hparam == llama::Hparam::kVocabSize) continue;
+      const std::string key = arch + "." + m.gguf;
       const GgufKeyValue* kv = info.Find(key);
       if (kv == nullptr) continue;
       int64_t v;
@@ -836,11 +827,9 @@ absl::StatusOr<std::vector<MetaEntry>> BuildMetadata(const std::string& path,
                             arch, kv, h));
       }
     }
-    for (const char* k :
-         {meta_keys::kDim, meta_keys::kHiddenDim, meta_keys::kLayers, meta_keys::kHeads,
-          meta_keys::kKvHeads, meta_keys::kVocabSize, meta_keys::kSeqLen}) {
-      auto it = ints.find(k);
-      if (it != ints.end()) meta.push_back({k, MetaValue::Int(it->second)});
+    for (const llama::HparamKeys& m : llama::HparamTable()) {
+      auto it = ints.find(m.tqm);
+      if (it != ints.end()) meta.push_back({m.tqm, MetaValue::Int(it->second)});
     }
     auto float_key = [&](const std::string& key, const char* tqm,
                          double fallback) -> absl::Status {
@@ -862,13 +851,13 @@ absl::StatusOr<std::vector<MetaEntry>> BuildMetadata(const std::string& path,
       meta.push_back({tqm, MetaValue::Float(v)});
       return absl::OkStatus();
     };
-    TQM_RETURN_IF_ERROR(
-        float_key(arch + ".attention.layer_norm_rms_epsilon", meta_keys::kNormEps, 0));
-    TQM_RETURN_IF_ERROR(
-        float_key(arch + ".rope.freq_base", meta_keys::kRopeTheta, 10000.0));
+    const llama::HparamKeys& eps = llama::KeysOf(llama::Hparam::kNormEps);
+    const llama::HparamKeys& theta = llama::KeysOf(llama::Hparam::kRopeTheta);
+    TQM_RETURN_IF_ERROR(float_key(arch + "." + eps.gguf, eps.tqm, 0));
+    TQM_RETURN_IF_ERROR(float_key(arch + "." + theta.gguf, theta.tqm, 10000.0));
     // llama.cpp's LLAMA architecture rotates adjacent pairs: q/k rows stay as
     // they are (docs/LLAMA.md).
-    meta.push_back({meta_keys::kRopeLayout, MetaValue::String("meta")});
+    meta.push_back({meta_keys::kRopeLayout, MetaValue::String(llama::kRopeLayoutMeta)});
     if (embd != nullptr) {
       meta.push_back(
           {meta_keys::kTiedClassifier, MetaValue::Int(output == nullptr ? 1 : 0)});
@@ -1009,7 +998,7 @@ absl::StatusOr<std::unique_ptr<TensorSource>> internal::OpenGgufInput(
   absl::flat_hash_set<std::string> names;
   for (const GgufTensorInfo& t : info.tensors) {
     SourceTensor s;
-    s.name = internal::GgufToHfName(t.name);
+    s.name = llama::GgufToHfName(t.name);
     if (s.name.empty()) s.name = t.name;  // outside the Llama table: kept as is
     if (!names.insert(s.name).second) {
       return absl::DataLossError(absl::StrFormat(
@@ -1250,7 +1239,7 @@ bool Q8_0Blocks(const Reader& r, size_t t, const LlamaDims& d, std::string* out)
       ti.bits != 8 || ti.dims.empty() || ti.dims.back() % gguf::kQ8_0BlockWeights != 0) {
     return false;
   }
-  if (d.rope_hf && (internal::IsQProj(ti.name) || internal::IsKProj(ti.name))) return false;
+  if (d.rope_hf && (llama::IsQProj(ti.name) || llama::IsKProj(ti.name))) return false;
   for (const Affine& a : ti.affine) {
     if (a.zero != 128.0f || internal::HalfToFloat(internal::FloatToHalf(a.scale)) != a.scale) {
       return false;
@@ -1291,7 +1280,7 @@ absl::Status ExportGguf(const Reader& r, const std::string& out_path,
     const TensorInfo& t = r.tensors()[i];
     OutTensor o;
     o.index = i;
-    o.name = internal::HfToGgufName(t.name);  // DescribeLlama checked it maps
+    o.name = llama::HfToGgufName(t.name);  // DescribeLlama checked it maps
     o.ne.assign(t.dims.rbegin(), t.dims.rend());
     o.type = gguf::kGgmlF32;
     if (t.dims.size() >= 2) {
@@ -1328,16 +1317,27 @@ absl::Status ExportGguf(const Reader& r, const std::string& out_path,
                                         : gguf::kFileTypeAllF32);
   if (any_q8) kv.U32("general.quantization_version", 2);
   kv.U32("general.alignment", gguf::kDefaultAlignment);
-  kv.U32("llama.context_length", static_cast<uint32_t>(d.seq_len));
-  kv.U32("llama.embedding_length", static_cast<uint32_t>(d.dim));
-  kv.U32("llama.feed_forward_length", static_cast<uint32_t>(d.hidden_dim));
-  kv.U32("llama.block_count", static_cast<uint32_t>(d.n_layers));
-  kv.U32("llama.attention.head_count", static_cast<uint32_t>(d.n_heads));
-  kv.U32("llama.attention.head_count_kv", static_cast<uint32_t>(d.n_kv_heads));
+  // In the order llama.cpp's converters write them (the bytes of the file
+  // depend on it), the names from docs/LLAMA.md's table.
+  using llama::Hparam;
+  auto u32 = [&](Hparam h) {
+    kv.U32(absl::StrCat("llama.", llama::KeysOf(h).gguf),
+           static_cast<uint32_t>(llama::IntOf(d, h)));
+  };
+  auto f32 = [&](Hparam h) {
+    kv.F32(absl::StrCat("llama.", llama::KeysOf(h).gguf),
+           static_cast<float>(llama::FloatOf(d, h)));
+  };
+  u32(Hparam::kSeqLen);
+  u32(Hparam::kDim);
+  u32(Hparam::kHiddenDim);
+  u32(Hparam::kLayers);
+  u32(Hparam::kHeads);
+  u32(Hparam::kKvHeads);
   kv.U32("llama.rope.dimension_count", static_cast<uint32_t>(d.head_size()));
-  kv.F32("llama.attention.layer_norm_rms_epsilon", static_cast<float>(d.norm_eps));
-  kv.F32("llama.rope.freq_base", static_cast<float>(d.rope_theta));
-  kv.U32("llama.vocab_size", static_cast<uint32_t>(d.vocab_size));
+  f32(Hparam::kNormEps);
+  f32(Hparam::kRopeTheta);
+  u32(Hparam::kVocabSize);
   const MetaValue* blob = r.FindMeta(meta_keys::kTokenizerLlama2c);
   if (blob != nullptr && blob->type == format::kMetaBytes) {
     absl::StatusOr<GgufVocab> vocab =
@@ -1389,7 +1389,7 @@ absl::Status ExportGguf(const Reader& r, const std::string& out_path,
   for (const OutTensor& o : out) {
     bytes.clear();
     if (o.type != gguf::kGgmlQ8_0 || !Q8_0Blocks(r, o.index, d, &bytes)) {
-      TQM_RETURN_IF_ERROR(internal::ReadMetaLayout(r, o.index, d, &f));
+      TQM_RETURN_IF_ERROR(llama::ReadMetaLayout(r, o.index, d, &f));
       if (o.type == gguf::kGgmlF32) {
         bytes.assign(reinterpret_cast<const char*>(f.data()), f.size() * 4);
       } else if (o.type == gguf::kGgmlF16) {

@@ -28,6 +28,7 @@
 #include "base/atomic_file.h"
 #include "base/json.h"
 #include "interop/import_internal.h"
+#include "interop/llama.h"
 #include "interop/safetensors_internal.h"
 #include "tqm/format.h"
 #include "tqm/metadata.h"
@@ -147,26 +148,9 @@ json::ParseOptions SmallJsonOptions() {
   return options;
 }
 
-// Hugging Face config.json keys -> tqm llama.* keys.
-struct ConfigKey {
-  const char* hf;
-  const char* tqm;
-  bool is_float;
-};
-constexpr ConfigKey kConfigKeys[] = {
-    {"hidden_size", meta_keys::kDim, false},
-    {"intermediate_size", meta_keys::kHiddenDim, false},
-    {"num_hidden_layers", meta_keys::kLayers, false},
-    {"num_attention_heads", meta_keys::kHeads, false},
-    {"num_key_value_heads", meta_keys::kKvHeads, false},
-    {"vocab_size", meta_keys::kVocabSize, false},
-    {"max_position_embeddings", meta_keys::kSeqLen, false},
-    {"rms_norm_eps", meta_keys::kNormEps, true},
-    {"rope_theta", meta_keys::kRopeTheta, true},
-};
-
+// The Hugging Face config.json key of a tqm llama.* key (docs/LLAMA.md).
 const char* HfKeyOf(const std::string& tqm_key) {
-  for (const ConfigKey& k : kConfigKeys) {
+  for (const llama::HparamKeys& k : llama::HparamTable()) {
     if (tqm_key == k.tqm) return k.hf;
   }
   if (tqm_key == meta_keys::kTiedClassifier) return "tie_word_embeddings";
@@ -252,7 +236,7 @@ absl::StatusOr<std::vector<MetaEntry>> HfConfigToMetadata(absl::string_view text
   }
   const json::Value* heads = nullptr;
   bool have_kv = false;
-  for (const ConfigKey& k : kConfigKeys) {
+  for (const llama::HparamKeys& k : llama::HparamTable()) {
     const json::Value* v = config->Find(k.hf);
     if (v == nullptr || v->is_null()) continue;
     if (k.is_float) {
@@ -272,8 +256,8 @@ absl::StatusOr<std::vector<MetaEntry>> HfConfigToMetadata(absl::string_view text
                                                  path, k.hf, what, INT32_MAX));
     }
     out.push_back({k.tqm, MetaValue::Int(v->as_int())});
-    if (k.tqm == meta_keys::kHeads) heads = v;
-    if (k.tqm == meta_keys::kKvHeads) have_kv = true;
+    if (k.hparam == llama::Hparam::kHeads) heads = v;
+    if (k.hparam == llama::Hparam::kKvHeads) have_kv = true;
   }
   // Hugging Face's LlamaConfig: no num_key_value_heads means as many as
   // attention heads (no grouped-query attention).
@@ -495,14 +479,10 @@ absl::Status CheckModel(const TensorSource& src,
     *out = v->int64;
     return true;
   };
-  auto ends_with = [](const std::string& n, const std::string& suffix) {
-    return n.size() >= suffix.size() &&
-           n.compare(n.size() - suffix.size(), suffix.size(), suffix) == 0;
-  };
   const SourceTensor* embed = nullptr;
   std::set<int32_t> layers;
   for (const SourceTensor& t : src.tensors()) {
-    if (t.name == "model.embed_tokens.weight" && t.dims.size() == 2) embed = &t;
+    if (t.name == llama::HfName(llama::Tensor::kEmbed) && t.dims.size() == 2) embed = &t;
     if (const int32_t l = LayerFromName(t.name); l >= 0) layers.insert(l);
   }
   auto mismatch = [](const std::string& what) {
@@ -525,8 +505,8 @@ absl::Status CheckModel(const TensorSource& src,
   }
   if (get_int(meta_keys::kHiddenDim, &hidden)) {
     for (const SourceTensor& t : src.tensors()) {
-      if (ends_with(t.name, ".mlp.gate_proj.weight") && t.dims.size() == 2 &&
-          t.dims[0] != static_cast<uint64_t>(hidden)) {
+      if (llama::EndsWithLayerSuffix(t.name, llama::Tensor::kGate) &&
+          t.dims.size() == 2 && t.dims[0] != static_cast<uint64_t>(hidden)) {
         return mismatch(absl::StrFormat("llama.hidden_dim=%d but %s has %d rows", hidden,
                                         t.name, t.dims[0]));
       }
@@ -551,7 +531,7 @@ absl::Status CheckModel(const TensorSource& src,
       const uint64_t kv_rows =
           has_dim ? static_cast<uint64_t>(dim / heads * kv_heads) : 0;
       for (const SourceTensor& t : src.tensors()) {
-        if (has_dim && ends_with(t.name, ".self_attn.k_proj.weight") &&
+        if (has_dim && llama::EndsWithLayerSuffix(t.name, llama::Tensor::kWk) &&
             t.dims.size() == 2 && t.dims[0] != kv_rows) {
           return mismatch(absl::StrFormat(
               "llama.n_kv_heads=%d gives k_proj %d rows (n_kv_heads * dim / n_heads) but "

@@ -1,6 +1,7 @@
-// Internals shared by the importers (llama2c.cc, safetensors.cc, import.cc):
-// a read-only input file read with bounds-checked pread, overflow-checked
-// arithmetic, little-endian loads and half-precision conversions.
+// Internals shared by the importers (llama2c.cc, safetensors.cc, import.cc,
+// gguf.cc) and the exporters (export.cc, gguf.cc): a read-only input file
+// read with bounds-checked pread, overflow-checked arithmetic, little-endian
+// loads and half-precision conversions both ways.
 
 #ifndef TQM_SRC_IMPORT_INTERNAL_H_
 #define TQM_SRC_IMPORT_INTERNAL_H_
@@ -71,7 +72,8 @@ std::string Basename(const std::string& path);
 absl::StatusOr<std::string> ReadSmallFile(const std::string& path);
 
 // Parses the text of a Hugging Face config.json into typed llama.* metadata
-// (the keys the llama2.c and GGUF importers write): hidden_size ->
+// (the keys the llama2.c and GGUF importers write; the key table of
+// interop/llama.h and docs/LLAMA.md): hidden_size ->
 // llama.dim, intermediate_size -> llama.hidden_dim, num_hidden_layers ->
 // llama.n_layers, num_attention_heads -> llama.n_heads,
 // num_key_value_heads (default: num_attention_heads) -> llama.n_kv_heads,
@@ -167,6 +169,16 @@ inline float HalfToFloat(uint16_t h) {
 inline float BFloat16ToFloat(uint16_t b) {
   return BitsToFloat(static_cast<uint32_t>(b) << 16);
 }
+
+// IEEE binary32 -> binary16 / bfloat16, round to nearest even; overflow
+// gives infinity, NaN stays NaN (quiet). The exporters' (export.cc).
+uint16_t FloatToHalf(float f);
+uint16_t FloatToBFloat16(float f);
+
+// Appends the Q8_0 blocks of x[0..n) (n a multiple of 32) to `out`, exactly
+// as ggml's quantize_row_q8_0_ref: d = max|x| / 127 stored as float16,
+// q = roundf(x / d) with the unrounded d (gguf.cc).
+void QuantizeQ8_0(const float* x, size_t n, std::string* out);
 
 // Converts little-endian float32 values already in place (a no-op on
 // little-endian hosts).

@@ -5,14 +5,16 @@
 // one Hugging Face named tensor per layer; weights are read with pread on
 // demand, so opening costs no more than the header.
 
+#include <array>
 #include <cstdint>
-#include <initializer_list>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "absl/strings/str_format.h"
+#include "absl/types/span.h"
 #include "interop/import_internal.h"
+#include "interop/llama.h"
 #include "tqm/import.h"
 #include "tqm/metadata.h"
 #include "tqm/source.h"
@@ -23,9 +25,7 @@ namespace {
 using internal::CheckedAdd;
 using internal::CheckedMul;
 
-constexpr uint64_t kHeaderBytes = 7 * 4;
-constexpr char kFieldNames[7][12] = {"dim",        "hidden_dim", "n_layers", "n_heads",
-                                     "n_kv_heads", "vocab_size", "seq_len"};
+constexpr uint64_t kHeaderBytes = llama::kLlama2cHeaderFields * 4;
 
 class Llama2cSource : public TensorSource {
  public:
@@ -97,7 +97,7 @@ class Llama2cSource : public TensorSource {
 
 // Product of `factors`, or an error naming `what` when it overflows.
 absl::Status Product(const std::string& path, const char* what,
-                     std::initializer_list<uint64_t> factors, uint64_t* out) {
+                     absl::Span<const uint64_t> factors, uint64_t* out) {
   uint64_t p = 1;
   for (uint64_t f : factors) {
     if (!CheckedMul(p, f, &p)) {
@@ -130,25 +130,26 @@ absl::StatusOr<std::unique_ptr<TensorSource>> internal::OpenLlama2cInput(
   uint8_t raw[kHeaderBytes];
   absl::Status s = file->ReadAt(0, raw, sizeof(raw));
   if (!s.ok()) return s;
-  int32_t h[7];
-  for (int i = 0; i < 7; ++i)
+  std::array<int32_t, llama::kLlama2cHeaderFields> h;
+  for (int i = 0; i < llama::kLlama2cHeaderFields; ++i)
     h[i] = static_cast<int32_t>(LoadLE32(raw + 4 * i));
 
   // Every field but vocab_size must be positive; vocab_size must be nonzero
   // (its sign says whether the classifier is separate).
-  for (int i = 0; i < 7; ++i) {
-    const bool ok = i == 5 ? (h[i] != 0 && h[i] != INT32_MIN) : h[i] > 0;
+  constexpr int kVocab = static_cast<int>(llama::Hparam::kVocabSize);
+  for (int i = 0; i < llama::kLlama2cHeaderFields; ++i) {
+    const bool ok = i == kVocab ? (h[i] != 0 && h[i] != INT32_MIN) : h[i] > 0;
     if (!ok) {
       return absl::DataLossError(absl::StrFormat(
           "%s: llama2.c header field %s=%d at offset %d is invalid (not a llama2.c "
           "checkpoint?)",
-          path, kFieldNames[i], h[i], 4 * i));
+          path, llama::HparamTable()[i].llama2c, h[i], 4 * i));
     }
   }
-  const uint64_t dim = h[0], hidden = h[1], layers = h[2], heads = h[3], kv_heads = h[4],
-                 seq_len = h[6];
-  const bool shared_classifier = h[5] > 0;
-  const uint64_t vocab = h[5] > 0 ? h[5] : -static_cast<int64_t>(h[5]);
+  const LlamaDims d = llama::FromLlama2cHeader(h);
+  const uint64_t dim = d.dim, layers = d.n_layers, heads = d.n_heads,
+                 kv_heads = d.n_kv_heads, seq_len = d.seq_len, vocab = d.vocab_size;
+  const bool shared_classifier = d.tied;
   if (dim % heads != 0) {
     return absl::DataLossError(absl::StrFormat(
         "%s: llama2.c header: n_heads=%d (offset 12) does not divide dim=%d", path, heads,
@@ -166,22 +167,20 @@ absl::StatusOr<std::unique_ptr<TensorSource>> internal::OpenLlama2cInput(
         "pairs)",
         path, head_size));
   }
-  const uint64_t kv_dim = head_size * kv_heads;
 
   // Element counts of each array, in file order.
   // c[a]: element count of array a over all layers: embedding, rms_att, wq, wk,
-  // wv, wo, rms_ffn, w1, w2, w3, rms_final, freq_cis_real, freq_cis_imag, wcls.
+  // wv, wo, rms_ffn, w1, w2, w3 (llama::kLayerTensors, each stacked over the
+  // layers), rms_final, freq_cis_real, freq_cis_imag, wcls.
   uint64_t c[14];
-  s = Product(path, "token_embedding_table", {vocab, dim}, &c[0]);
-  if (s.ok()) s = Product(path, "rms_att_weight", {layers, dim}, &c[1]);
-  if (s.ok()) s = Product(path, "wq", {layers, dim, dim}, &c[2]);
-  if (s.ok()) s = Product(path, "wk", {layers, kv_dim, dim}, &c[3]);
-  if (s.ok()) s = Product(path, "wv", {layers, kv_dim, dim}, &c[4]);
-  if (s.ok()) s = Product(path, "wo", {layers, dim, dim}, &c[5]);
-  if (s.ok()) s = Product(path, "rms_ffn_weight", {layers, dim}, &c[6]);
-  if (s.ok()) s = Product(path, "w1", {layers, hidden, dim}, &c[7]);
-  if (s.ok()) s = Product(path, "w2", {layers, dim, hidden}, &c[8]);
-  if (s.ok()) s = Product(path, "w3", {layers, hidden, dim}, &c[9]);
+  using llama::Tensor;
+  s = Product(path, llama::NamesOf(Tensor::kEmbed).llama2c, {vocab, dim}, &c[0]);
+  for (size_t i = 0; i < llama::kLayerTensors.size() && s.ok(); ++i) {
+    const Tensor t = llama::kLayerTensors[i];
+    std::vector<uint64_t> stacked = llama::Shape(t, d);
+    stacked.insert(stacked.begin(), layers);
+    s = Product(path, llama::NamesOf(t).llama2c, stacked, &c[1 + i]);
+  }
   c[10] = dim;  // rms_final_weight
   if (s.ok()) s = Product(path, "freq_cis_real", {seq_len, head_size / 2}, &c[11]);
   c[12] = c[11];                         // freq_cis_imag
@@ -218,41 +217,26 @@ absl::StatusOr<std::unique_ptr<TensorSource>> internal::OpenLlama2cInput(
     tensors.push_back(std::move(t));
     tensor_offsets.push_back(offset);
   };
-  add("model.embed_tokens.weight", {vocab, dim}, offsets[0]);
-  // Per-layer slice l of stacked array a starts at offsets[a] + l * (count/layers) * 4.
+  add(llama::HfName(Tensor::kEmbed), llama::Shape(Tensor::kEmbed, d), offsets[0]);
+  // Per-layer slice l of stacked array a starts at offsets[a] + l * (count/layers) * 4;
+  // array 1 + i holds per-layer tensor i (llama::kLayerTensors order).
   auto slice = [&](int a, uint64_t l) { return offsets[a] + l * (c[a] / layers) * 4; };
   for (uint64_t l = 0; l < layers; ++l) {
-    const std::string p = absl::StrFormat("model.layers.%d.", l);
-    add(p + "input_layernorm.weight", {dim}, slice(1, l));
-    add(p + "self_attn.q_proj.weight", {dim, dim}, slice(2, l));
-    add(p + "self_attn.k_proj.weight", {kv_dim, dim}, slice(3, l));
-    add(p + "self_attn.v_proj.weight", {kv_dim, dim}, slice(4, l));
-    add(p + "self_attn.o_proj.weight", {dim, dim}, slice(5, l));
-    add(p + "post_attention_layernorm.weight", {dim}, slice(6, l));
-    add(p + "mlp.gate_proj.weight", {hidden, dim}, slice(7, l));
-    add(p + "mlp.down_proj.weight", {dim, hidden}, slice(8, l));
-    add(p + "mlp.up_proj.weight", {hidden, dim}, slice(9, l));
+    for (size_t i = 0; i < llama::kLayerTensors.size(); ++i) {
+      const Tensor t = llama::kLayerTensors[i];
+      add(llama::HfName(t, l), llama::Shape(t, d), slice(1 + static_cast<int>(i), l));
+    }
   }
-  add("model.norm.weight", {dim}, offsets[10]);
-  if (!shared_classifier) add("lm_head.weight", {vocab, dim}, offsets[13]);
+  add(llama::HfName(Tensor::kFinalNorm), llama::Shape(Tensor::kFinalNorm, d),
+      offsets[10]);
+  if (!shared_classifier) {
+    add(llama::HfName(Tensor::kClassifier), llama::Shape(Tensor::kClassifier, d),
+        offsets[13]);
+  }
 
-  namespace k = meta_keys;
-  std::vector<MetaEntry> meta = {
-      {k::kArchitecture, MetaValue::String("llama")},
-      {k::kDim, MetaValue::Int(h[0])},
-      {k::kHiddenDim, MetaValue::Int(h[1])},
-      {k::kLayers, MetaValue::Int(h[2])},
-      {k::kHeads, MetaValue::Int(h[3])},
-      {k::kKvHeads, MetaValue::Int(h[4])},
-      {k::kVocabSize, MetaValue::Int(static_cast<int64_t>(vocab))},
-      {k::kSeqLen, MetaValue::Int(h[6])},
-      {k::kNormEps, MetaValue::Float(1e-5)},
-      {k::kRopeTheta, MetaValue::Float(10000.0)},
-      {k::kRopeLayout, MetaValue::String("meta")},
-      {k::kTiedClassifier, MetaValue::Int(shared_classifier ? 1 : 0)},
-      {k::kSourceFormat, MetaValue::String("llama2c")},
-      {k::kSourceFile, MetaValue::String(internal::Basename(path))},
-  };
+  std::vector<MetaEntry> meta = llama::ToTqmMetadata(d);
+  meta.push_back({meta_keys::kSourceFormat, MetaValue::String("llama2c")});
+  meta.push_back({meta_keys::kSourceFile, MetaValue::String(internal::Basename(path))});
   return std::unique_ptr<TensorSource>(new Llama2cSource(
       std::move(file), std::move(tensors), std::move(tensor_offsets), std::move(meta)));
 }

@@ -34,6 +34,7 @@
 #include "base/atomic_file.h"
 #include "base/json.h"
 #include "interop/import_internal.h"
+#include "interop/llama.h"
 #include "interop/safetensors_internal.h"
 #include "tqm/format.h"
 #include "tqm/import.h"
@@ -357,20 +358,22 @@ absl::Status ParseTensor(const std::string& path, const std::string& name,
 }
 
 // Typed llama.* / general.* keys a writer (e.g. tqm-unpack) may put in
-// "__metadata__" as strings.
+// "__metadata__" as strings: the architecture, the hyperparameters of
+// docs/LLAMA.md's table, the rotary layout and the tied classifier.
 enum class Kind { kInt, kFloat, kString };
 struct KnownKey {
   const char* key;
   Kind kind;
 };
-constexpr KnownKey kKnownKeys[] = {
-    {meta_keys::kArchitecture, Kind::kString}, {meta_keys::kDim, Kind::kInt},
-    {meta_keys::kHiddenDim, Kind::kInt},       {meta_keys::kLayers, Kind::kInt},
-    {meta_keys::kHeads, Kind::kInt},           {meta_keys::kKvHeads, Kind::kInt},
-    {meta_keys::kVocabSize, Kind::kInt},       {meta_keys::kSeqLen, Kind::kInt},
-    {meta_keys::kNormEps, Kind::kFloat},       {meta_keys::kRopeTheta, Kind::kFloat},
-    {meta_keys::kRopeLayout, Kind::kString},   {meta_keys::kTiedClassifier, Kind::kInt},
-};
+std::vector<KnownKey> KnownKeys() {
+  std::vector<KnownKey> keys = {{meta_keys::kArchitecture, Kind::kString}};
+  for (const llama::HparamKeys& k : llama::HparamTable()) {
+    keys.push_back({k.tqm, k.is_float ? Kind::kFloat : Kind::kInt});
+  }
+  keys.push_back({meta_keys::kRopeLayout, Kind::kString});
+  keys.push_back({meta_keys::kTiedClassifier, Kind::kInt});
+  return keys;
+}
 
 // Collects the values a quantity takes across tensors; the quantity is
 // known only when they all agree.
@@ -392,39 +395,31 @@ std::map<std::string, MetaValue> DeriveLlama(const std::vector<SourceTensor>& te
     const std::vector<uint64_t>& d = e.dims;
     const int32_t layer = LayerFromName(n);
     if (layer >= 0) layers.insert(layer);
-    auto ends_with = [&](const char* suffix) {
-      const std::string s(suffix);
-      return n.size() >= s.size() && n.compare(n.size() - s.size(), s.size(), s) == 0;
-    };
-    if (n == "model.embed_tokens.weight" && d.size() == 2) {
+    using llama::Tensor;
+    auto ends_with = [&](Tensor t) { return llama::EndsWithLayerSuffix(n, t); };
+    if (n == llama::HfName(Tensor::kEmbed) && d.size() == 2) {
       embed = true;
       vocab.Add(d[0]);
       dim.Add(d[1]);
-    } else if (n == "lm_head.weight" && d.size() == 2) {
+    } else if (n == llama::HfName(Tensor::kClassifier) && d.size() == 2) {
       lm_head = true;
       vocab.Add(d[0]);
       dim.Add(d[1]);
-    } else if (n == "model.norm.weight" && d.size() == 1) {
+    } else if (n == llama::HfName(Tensor::kFinalNorm) && d.size() == 1) {
       dim.Add(d[0]);
     } else if (layer >= 0) {
-      if ((ends_with(".input_layernorm.weight") ||
-           ends_with(".post_attention_layernorm.weight")) &&
-          d.size() == 1) {
+      if ((ends_with(Tensor::kAttNorm) || ends_with(Tensor::kFfnNorm)) && d.size() == 1) {
         dim.Add(d[0]);
-      } else if (ends_with(".self_attn.q_proj.weight") && d.size() == 2) {
+      } else if (ends_with(Tensor::kWq) && d.size() == 2) {
         dim.Add(d[1]);
-      } else if ((ends_with(".self_attn.k_proj.weight") ||
-                  ends_with(".self_attn.v_proj.weight")) &&
-                 d.size() == 2) {
+      } else if ((ends_with(Tensor::kWk) || ends_with(Tensor::kWv)) && d.size() == 2) {
         dim.Add(d[1]);
-      } else if (ends_with(".self_attn.o_proj.weight") && d.size() == 2) {
+      } else if (ends_with(Tensor::kWo) && d.size() == 2) {
         dim.Add(d[0]);
-      } else if ((ends_with(".mlp.gate_proj.weight") ||
-                  ends_with(".mlp.up_proj.weight")) &&
-                 d.size() == 2) {
+      } else if ((ends_with(Tensor::kGate) || ends_with(Tensor::kUp)) && d.size() == 2) {
         hidden.Add(d[0]);
         dim.Add(d[1]);
-      } else if (ends_with(".mlp.down_proj.weight") && d.size() == 2) {
+      } else if (ends_with(Tensor::kDown) && d.size() == 2) {
         dim.Add(d[0]);
         hidden.Add(d[1]);
       }
@@ -472,7 +467,7 @@ std::string ValueText(const MetaValue& v) {
 }
 
 // Builds the metadata of a safetensors source: typed keys first (in
-// kKnownKeys order), then source.format, source.file and the raw
+// KnownKeys() order), then source.format, source.file and the raw
 // "__metadata__" strings.
 absl::StatusOr<std::vector<MetaEntry>> BuildMetadata(
     const std::string& path, const std::vector<SourceTensor>& tensors,
@@ -485,12 +480,13 @@ absl::StatusOr<std::vector<MetaEntry>> BuildMetadata(
   if (hf_llama) {
     typed = DeriveLlama(tensors);
     typed[meta_keys::kArchitecture] = MetaValue::String("llama");
-    typed[meta_keys::kRopeLayout] = MetaValue::String("hf");
+    typed[meta_keys::kRopeLayout] = MetaValue::String(llama::kRopeLayoutHf);
   }
   const std::map<std::string, MetaValue> derived = typed;
+  const std::vector<KnownKey> known_keys = KnownKeys();
   for (const auto& [key, text] : raw) {
     const KnownKey* known = nullptr;
-    for (const KnownKey& k : kKnownKeys) {
+    for (const KnownKey& k : known_keys) {
       if (key == k.key) known = &k;
     }
     if (known == nullptr) continue;
@@ -525,13 +521,14 @@ absl::StatusOr<std::vector<MetaEntry>> BuildMetadata(
     typed[key] = v;
   }
   if (auto it = typed.find(meta_keys::kRopeLayout);
-      it != typed.end() && it->second.bytes != "meta" && it->second.bytes != "hf") {
+      it != typed.end() && it->second.bytes != llama::kRopeLayoutMeta &&
+      it->second.bytes != llama::kRopeLayoutHf) {
     return Corrupt(
         path, absl::StrFormat("__metadata__ %s=%s is neither \"meta\" nor \"hf\"",
                               meta_keys::kRopeLayout, json::Quote(it->second.bytes)));
   }
   std::vector<MetaEntry> meta;
-  for (const KnownKey& k : kKnownKeys) {
+  for (const KnownKey& k : known_keys) {
     auto it = typed.find(k.key);
     if (it != typed.end()) meta.push_back({k.key, it->second});
   }

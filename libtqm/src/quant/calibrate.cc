@@ -19,35 +19,7 @@ namespace tqm {
 namespace calib {
 namespace {
 
-constexpr char kEmbed[] = "model.embed_tokens.weight";
-constexpr char kFinalNorm[] = "model.norm.weight";
-constexpr char kLmHead[] = "lm_head.weight";
 constexpr int kBos = 1;
-
-absl::StatusOr<int> MetaInt(const std::vector<MetaEntry>& meta, const char* key,
-                            int64_t max) {
-  const MetaValue* v = FindMeta(meta, key);
-  if (v == nullptr) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "metadata key '%s' is missing (the calibration forward needs a Llama model)",
-        key));
-  }
-  if (v->type != format::kMetaInt64 || v->int64 <= 0 || v->int64 > max) {
-    return absl::InvalidArgumentError(
-        absl::StrFormat("metadata key '%s' must be an integer in 1..%d", key, max));
-  }
-  return static_cast<int>(v->int64);
-}
-
-absl::StatusOr<double> MetaFloat(const std::vector<MetaEntry>& meta, const char* key,
-                                 double def) {
-  const MetaValue* v = FindMeta(meta, key);
-  if (v == nullptr) return def;
-  if (v->type == format::kMetaFloat64) return v->float64;
-  if (v->type == format::kMetaInt64) return static_cast<double>(v->int64);
-  return absl::InvalidArgumentError(
-      absl::StrFormat("metadata key '%s' must be a number", key));
-}
 
 float Dot(const float* a, const float* b, size_t n) {
   // Eight partial sums: vectorizes without reassociation flags.
@@ -152,38 +124,13 @@ void MatMulT(const float* in, size_t tokens, const float* w, size_t out_dim,
 }
 
 absl::StatusOr<LlamaConfig> ConfigFromMetadata(const std::vector<MetaEntry>& meta) {
-  namespace k = meta_keys;
-  constexpr int64_t kMaxDim = 1 << 16, kMaxCount = 1 << 20;
-  LlamaConfig c;
-  TQM_ASSIGN_OR_RETURN(c.dim, MetaInt(meta, k::kDim, kMaxDim));
-  TQM_ASSIGN_OR_RETURN(c.hidden_dim, MetaInt(meta, k::kHiddenDim, kMaxDim * 4));
-  TQM_ASSIGN_OR_RETURN(c.n_layers, MetaInt(meta, k::kLayers, 4096));
-  TQM_ASSIGN_OR_RETURN(c.n_heads, MetaInt(meta, k::kHeads, 4096));
-  TQM_ASSIGN_OR_RETURN(c.n_kv_heads, MetaInt(meta, k::kKvHeads, 4096));
-  TQM_ASSIGN_OR_RETURN(c.vocab_size, MetaInt(meta, k::kVocabSize, kMaxCount * 4));
-  TQM_ASSIGN_OR_RETURN(c.seq_len, MetaInt(meta, k::kSeqLen, kMaxCount));
-  TQM_ASSIGN_OR_RETURN(double eps, MetaFloat(meta, k::kNormEps, 1e-5));
-  TQM_ASSIGN_OR_RETURN(double theta, MetaFloat(meta, k::kRopeTheta, 10000.0));
-  c.norm_eps = static_cast<float>(eps);
-  c.rope_theta = static_cast<float>(theta);
-  if (const MetaValue* v = FindMeta(meta, k::kRopeLayout)) {
-    if (v->type != format::kMetaString || (v->bytes != "meta" && v->bytes != "hf")) {
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "metadata key '%s' must be \"meta\" or \"hf\"", k::kRopeLayout));
-    }
-    c.rope_hf = v->bytes == "hf";
-  }
-  if (c.dim % c.n_heads != 0 || c.n_heads % c.n_kv_heads != 0 || c.head_size() % 2 != 0) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "llama.dim %d, llama.n_heads %d and llama.n_kv_heads %d are inconsistent (need "
-        "dim %% n_heads == 0, n_heads %% n_kv_heads == 0, even head size)",
-        c.dim, c.n_heads, c.n_kv_heads));
-  }
-  if (!(c.norm_eps > 0) || !(c.rope_theta > 0) || !std::isfinite(c.norm_eps) ||
-      !std::isfinite(c.rope_theta)) {
-    return absl::InvalidArgumentError("llama.norm_eps and llama.rope_theta must be > 0");
-  }
-  return c;
+  llama::MetadataRules rules;
+  rules.missing_note = " (the calibration forward needs a Llama model)";
+  rules.max_dim = 1 << 16;
+  rules.max_hidden_dim = rules.max_dim * 4;
+  rules.reject_non_number = true;
+  rules.require_finite = true;
+  return llama::ForwardConfigFromMetadata(meta, rules);
 }
 
 absl::StatusOr<Batch> Tokenize(const std::vector<MetaEntry>& meta, const LlamaConfig& c,
@@ -290,16 +237,27 @@ absl::StatusOr<Batch> Tokenize(const std::vector<MetaEntry>& meta, const LlamaCo
   return b;
 }
 
+namespace {
+
+// The tensor of each Linear, in Linear order.
+constexpr llama::Tensor kLinearTensors[kLinears] = {
+    llama::Tensor::kWq,   llama::Tensor::kWk, llama::Tensor::kWv,  llama::Tensor::kWo,
+    llama::Tensor::kGate, llama::Tensor::kUp, llama::Tensor::kDown};
+
+}  // namespace
+
 const char* LinearSuffix(int linear) {
-  static const char* const kNames[kLinears] = {
-      "self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight",
-      "self_attn.o_proj.weight", "mlp.gate_proj.weight",    "mlp.up_proj.weight",
-      "mlp.down_proj.weight"};
-  return kNames[linear];
+  // Built once: callers keep the pointer.
+  static const std::vector<std::string>* const kNames = [] {
+    auto* names = new std::vector<std::string>;
+    for (llama::Tensor t : kLinearTensors) names->push_back(llama::HfLayerSuffix(t));
+    return names;
+  }();
+  return (*kNames)[linear].c_str();
 }
 
 std::string LayerTensorName(int layer, const std::string& suffix) {
-  return absl::StrFormat("model.layers.%d.%s", layer, suffix);
+  return llama::HfLayerPrefix(layer) + suffix;
 }
 
 std::vector<int> StageLinears(int stage) {
@@ -316,20 +274,8 @@ std::vector<int> StageLinears(int stage) {
 }
 
 std::pair<uint64_t, uint64_t> LlamaModel::LinearShape(int k) const {
-  const uint64_t dim = c_.dim, kv = c_.kv_dim(), hidden = c_.hidden_dim;
-  switch (k) {
-    case kQ:
-    case kO:
-      return {dim, dim};
-    case kK:
-    case kV:
-      return {kv, dim};
-    case kGate:
-    case kUp:
-      return {hidden, dim};
-    default:
-      return {dim, hidden};
-  }
+  const std::vector<uint64_t> shape = llama::Shape(kLinearTensors[k], c_.dims());
+  return {shape[0], shape[1]};
 }
 
 absl::StatusOr<LlamaModel> LlamaModel::Open(TensorSource& source) {
@@ -362,9 +308,12 @@ absl::StatusOr<LlamaModel> LlamaModel::Open(TensorSource& source) {
     return it->second;
   };
   const uint64_t dim = m.c_.dim, vocab = m.c_.vocab_size;
-  TQM_ASSIGN_OR_RETURN(m.embed_, find(kEmbed, {vocab, dim}, false));
-  TQM_ASSIGN_OR_RETURN(m.final_norm_, find(kFinalNorm, {dim}, false));
-  TQM_ASSIGN_OR_RETURN(m.lm_head_, find(kLmHead, {vocab, dim}, true));
+  TQM_ASSIGN_OR_RETURN(m.embed_,
+                       find(llama::HfName(llama::Tensor::kEmbed), {vocab, dim}, false));
+  TQM_ASSIGN_OR_RETURN(m.final_norm_,
+                       find(llama::HfName(llama::Tensor::kFinalNorm), {dim}, false));
+  TQM_ASSIGN_OR_RETURN(
+      m.lm_head_, find(llama::HfName(llama::Tensor::kClassifier), {vocab, dim}, true));
   if (m.lm_head_ < 0) m.lm_head_ = m.embed_;
   m.layers_.resize(m.c_.n_layers);
   for (int l = 0; l < m.c_.n_layers; ++l) {
@@ -373,12 +322,10 @@ absl::StatusOr<LlamaModel> LlamaModel::Open(TensorSource& source) {
       TQM_ASSIGN_OR_RETURN(m.layers_[l][k], find(LayerTensorName(l, LinearSuffix(k)),
                                                  {rows, cols}, false));
     }
-    TQM_ASSIGN_OR_RETURN(
-        m.layers_[l][kLinears],
-        find(LayerTensorName(l, "input_layernorm.weight"), {dim}, false));
-    TQM_ASSIGN_OR_RETURN(
-        m.layers_[l][kLinears + 1],
-        find(LayerTensorName(l, "post_attention_layernorm.weight"), {dim}, false));
+    TQM_ASSIGN_OR_RETURN(m.layers_[l][kLinears],
+                         find(llama::HfName(llama::Tensor::kAttNorm, l), {dim}, false));
+    TQM_ASSIGN_OR_RETURN(m.layers_[l][kLinears + 1],
+                         find(llama::HfName(llama::Tensor::kFfnNorm, l), {dim}, false));
   }
   return m;
 }

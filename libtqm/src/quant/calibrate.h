@@ -19,20 +19,15 @@
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "base/parallel.h"
+#include "interop/llama.h"
 #include "tqm/metadata.h"
 #include "tqm/source.h"
 
 namespace tqm {
 namespace calib {
 
-struct LlamaConfig {
-  int dim = 0, hidden_dim = 0, n_layers = 0, n_heads = 0, n_kv_heads = 0;
-  int vocab_size = 0, seq_len = 0;
-  float norm_eps = 1e-5f, rope_theta = 10000.0f;
-  bool rope_hf = false;
-  int head_size() const { return dim / n_heads; }
-  int kv_dim() const { return head_size() * n_kv_heads; }
-};
+// The hyperparameters in run.c's int and float (interop/llama.h).
+using LlamaConfig = llama::ForwardConfig;
 
 // Reads the llama.* hyperparameters. InvalidArgument naming the key when
 // one is missing, out of range or inconsistent.

@@ -9,6 +9,7 @@
 #include <cstring>
 #include <thread>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "runtime/kernels.h"
@@ -42,65 +43,25 @@ absl::StatusOr<Mode> ParseMode(absl::string_view name) {
 }
 
 std::string LayerTensorName(int layer, absl::string_view suffix) {
-  return absl::StrFormat("model.layers.%d.%s", layer, suffix);
+  return absl::StrCat(llama::HfLayerPrefix(layer), suffix);
 }
 
 namespace {
 
-constexpr char kEmbed[] = "model.embed_tokens.weight";
-constexpr char kFinalNorm[] = "model.norm.weight";
-constexpr char kLmHead[] = "lm_head.weight";
-
-// Per-layer tensors in the order LayerIdx holds them.
-constexpr const char* kLayerSuffixes[] = {
-    "input_layernorm.weight",  "self_attn.q_proj.weight",
-    "self_attn.k_proj.weight", "self_attn.v_proj.weight",
-    "self_attn.o_proj.weight", "post_attention_layernorm.weight",
-    "mlp.gate_proj.weight",    "mlp.down_proj.weight",
-    "mlp.up_proj.weight"};
+// Per-layer tensors in the order LayerIdx holds them (llama::kLayerTensors).
 enum { kAttNorm, kWq, kWk, kWv, kWo, kFfnNorm, kW1, kW2, kW3, kLayerTensors };
+static_assert(kLayerTensors == llama::kLayerTensors.size(), "one slot per layer tensor");
+
+std::string EmbedName() { return llama::HfName(llama::Tensor::kEmbed); }
+std::string FinalNormName() { return llama::HfName(llama::Tensor::kFinalNorm); }
+std::string ClassifierName() { return llama::HfName(llama::Tensor::kClassifier); }
+
+std::string LayerName(int layer, int which) {
+  return llama::HfName(llama::kLayerTensors[which], layer);
+}
 
 std::vector<uint64_t> LayerShape(const LlamaConfig& c, int which) {
-  const uint64_t dim = c.dim, kv = c.kv_dim(), hidden = c.hidden_dim;
-  switch (which) {
-    case kAttNorm:
-    case kFfnNorm:
-      return {dim};
-    case kWq:
-    case kWo:
-      return {dim, dim};
-    case kWk:
-    case kWv:
-      return {kv, dim};
-    case kW1:
-    case kW3:
-      return {hidden, dim};
-    case kW2:
-      return {dim, hidden};
-  }
-  return {};
-}
-
-absl::StatusOr<int64_t> MetaInt(const std::vector<MetaEntry>& meta, const char* key,
-                                const std::string& file, int64_t max) {
-  const MetaValue* v = FindMeta(meta, key);
-  if (v == nullptr) {
-    return absl::InvalidArgumentError(
-        absl::StrFormat("%s: metadata key '%s' is missing", file, key));
-  }
-  if (v->type != format::kMetaInt64 || v->int64 <= 0 || v->int64 > max) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "%s: metadata key '%s' must be an integer in 1..%d", file, key, max));
-  }
-  return v->int64;
-}
-
-double MetaFloat(const std::vector<MetaEntry>& meta, const char* key, double def) {
-  const MetaValue* v = FindMeta(meta, key);
-  if (v == nullptr) return def;
-  if (v->type == format::kMetaFloat64) return v->float64;
-  if (v->type == format::kMetaInt64) return static_cast<double>(v->int64);
-  return def;
+  return llama::Shape(llama::kLayerTensors[which], c.dims());
 }
 
 void RmsNorm(float* out, const float* x, const float* w, int n, float eps) {
@@ -175,38 +136,13 @@ void Attention(const LlamaConfig& c, const float* q, const float* keys,
 
 }  // namespace
 
-absl::StatusOr<LlamaConfig> LlamaConfig::FromMetadata(const std::vector<MetaEntry>& meta,
-                                                      const std::string& file) {
-  namespace k = meta_keys;
-  LlamaConfig c;
-  constexpr int64_t kMaxDim = 1 << 17, kMaxCount = 1 << 20;
-  TQM_ASSIGN_OR_RETURN(c.dim, MetaInt(meta, k::kDim, file, kMaxDim));
-  TQM_ASSIGN_OR_RETURN(c.hidden_dim, MetaInt(meta, k::kHiddenDim, file, kMaxDim * 8));
-  TQM_ASSIGN_OR_RETURN(c.n_layers, MetaInt(meta, k::kLayers, file, 4096));
-  TQM_ASSIGN_OR_RETURN(c.n_heads, MetaInt(meta, k::kHeads, file, 4096));
-  TQM_ASSIGN_OR_RETURN(c.n_kv_heads, MetaInt(meta, k::kKvHeads, file, 4096));
-  TQM_ASSIGN_OR_RETURN(c.vocab_size, MetaInt(meta, k::kVocabSize, file, kMaxCount * 4));
-  TQM_ASSIGN_OR_RETURN(c.seq_len, MetaInt(meta, k::kSeqLen, file, kMaxCount));
-  c.norm_eps = static_cast<float>(MetaFloat(meta, k::kNormEps, 1e-5));
-  c.rope_theta = static_cast<float>(MetaFloat(meta, k::kRopeTheta, 10000.0));
-  if (const MetaValue* v = FindMeta(meta, k::kRopeLayout)) {
-    if (v->type != format::kMetaString || (v->bytes != "meta" && v->bytes != "hf")) {
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "%s: metadata key '%s' must be \"meta\" or \"hf\"", file, k::kRopeLayout));
-    }
-    c.rope_hf = v->bytes == "hf";
-  }
-  if (c.dim % c.n_heads != 0 || c.n_heads % c.n_kv_heads != 0 || c.head_size() % 2 != 0) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "%s: llama.dim %d, llama.n_heads %d and llama.n_kv_heads %d are inconsistent "
-        "(need dim %% n_heads == 0, n_heads %% n_kv_heads == 0, even head size)",
-        file, c.dim, c.n_heads, c.n_kv_heads));
-  }
-  if (!(c.norm_eps > 0) || !(c.rope_theta > 0)) {
-    return absl::InvalidArgumentError(
-        absl::StrFormat("%s: llama.norm_eps and llama.rope_theta must be > 0", file));
-  }
-  return c;
+absl::StatusOr<LlamaConfig> ConfigFromMetadata(const std::vector<MetaEntry>& meta,
+                                               const std::string& file) {
+  llama::MetadataRules rules;
+  rules.prefix = file + ": ";
+  rules.max_dim = 1 << 17;
+  rules.max_hidden_dim = rules.max_dim * 8;
+  return llama::ForwardConfigFromMetadata(meta, rules);
 }
 
 // ---------------------------------------------------------------------------
@@ -278,7 +214,7 @@ absl::Status Llama::Init(std::unique_ptr<Model> model, const RuntimeOptions& opt
   model_ = std::move(model);
   mode_ = options.mode;
   const Reader& r = model_->reader();
-  TQM_ASSIGN_OR_RETURN(config_, LlamaConfig::FromMetadata(r.metadata(), r.name()));
+  TQM_ASSIGN_OR_RETURN(config_, ConfigFromMetadata(r.metadata(), r.name()));
   const LlamaConfig& c = config_;
   const int threads =
       options.threads > 0
@@ -317,16 +253,16 @@ absl::Status Llama::Init(std::unique_ptr<Model> model, const RuntimeOptions& opt
   const uint64_t vocab = c.vocab_size, dim = c.dim;
   globals_weights_.resize(3);
   Weight embed, norm, cls;
-  TQM_RETURN_IF_ERROR(resolve(kEmbed, {vocab, dim}, format::kNoLayer, &embed));
-  TQM_RETURN_IF_ERROR(resolve(kFinalNorm, {dim}, format::kNoLayer, &norm));
-  const bool tied = r.FindTensor(kLmHead) < 0;
-  TQM_RETURN_IF_ERROR(
-      resolve(tied ? kEmbed : kLmHead, {vocab, dim}, format::kNoLayer, &cls));
+  TQM_RETURN_IF_ERROR(resolve(EmbedName(), {vocab, dim}, format::kNoLayer, &embed));
+  TQM_RETURN_IF_ERROR(resolve(FinalNormName(), {dim}, format::kNoLayer, &norm));
+  const bool tied = r.FindTensor(ClassifierName()) < 0;
+  TQM_RETURN_IF_ERROR(resolve(tied ? EmbedName() : ClassifierName(), {vocab, dim},
+                              format::kNoLayer, &cls));
   layers_.resize(c.n_layers);
   for (int l = 0; l < c.n_layers; ++l) {
     for (int k = 0; k < kLayerTensors; ++k) {
-      TQM_RETURN_IF_ERROR(resolve(LayerTensorName(l, kLayerSuffixes[k]), LayerShape(c, k),
-                                  l, &layers_[l].w[k]));
+      TQM_RETURN_IF_ERROR(
+          resolve(LayerName(l, k), LayerShape(c, k), l, &layers_[l].w[k]));
     }
   }
   globals_weights_[0] = std::move(embed);
@@ -670,8 +606,7 @@ absl::StatusOr<absl::Span<const float>> Llama::Forward(int token, int pos) {
 absl::StatusOr<std::unique_ptr<ReferenceLlama>> ReferenceLlama::FromReader(
     const Reader& reader) {
   std::unique_ptr<ReferenceLlama> m(new ReferenceLlama());
-  TQM_ASSIGN_OR_RETURN(m->config_,
-                       LlamaConfig::FromMetadata(reader.metadata(), reader.name()));
+  TQM_ASSIGN_OR_RETURN(m->config_, ConfigFromMetadata(reader.metadata(), reader.name()));
   TQM_RETURN_IF_ERROR(
       m->Load([&](const std::string& name) -> absl::StatusOr<std::vector<float>> {
         const int t = reader.FindTensor(name);
@@ -689,8 +624,7 @@ absl::StatusOr<std::unique_ptr<ReferenceLlama>> ReferenceLlama::FromReader(
 absl::StatusOr<std::unique_ptr<ReferenceLlama>> ReferenceLlama::FromSource(
     TensorSource& source) {
   std::unique_ptr<ReferenceLlama> m(new ReferenceLlama());
-  TQM_ASSIGN_OR_RETURN(m->config_,
-                       LlamaConfig::FromMetadata(source.metadata(), "<source>"));
+  TQM_ASSIGN_OR_RETURN(m->config_, ConfigFromMetadata(source.metadata(), "<source>"));
   TQM_RETURN_IF_ERROR(
       m->Load([&](const std::string& name) -> absl::StatusOr<std::vector<float>> {
         const auto& ts = source.tensors();
@@ -720,9 +654,9 @@ absl::Status ReferenceLlama::Load(const Loader& load) {
     return absl::OkStatus();
   };
   const uint64_t vocab = c.vocab_size, dim = c.dim;
-  TQM_RETURN_IF_ERROR(get(kEmbed, {vocab, dim}, &embed_));
-  TQM_RETURN_IF_ERROR(get(kFinalNorm, {dim}, &final_norm_));
-  if (auto s = get(kLmHead, {vocab, dim}, &cls_); !s.ok()) {
+  TQM_RETURN_IF_ERROR(get(EmbedName(), {vocab, dim}, &embed_));
+  TQM_RETURN_IF_ERROR(get(FinalNormName(), {dim}, &final_norm_));
+  if (auto s = get(ClassifierName(), {vocab, dim}, &cls_); !s.ok()) {
     if (!absl::IsNotFound(s)) return s;
     cls_ = embed_;
   }
@@ -733,8 +667,7 @@ absl::Status ReferenceLlama::Load(const Loader& load) {
         &layers_[l].wv,       &layers_[l].wo, &layers_[l].ffn_norm,
         &layers_[l].w1,       &layers_[l].w2, &layers_[l].w3};
     for (int k = 0; k < kLayerTensors; ++k) {
-      TQM_RETURN_IF_ERROR(
-          get(LayerTensorName(l, kLayerSuffixes[k]), LayerShape(c, k), dst[k]));
+      TQM_RETURN_IF_ERROR(get(LayerName(l, k), LayerShape(c, k), dst[k]));
     }
   }
   x_.assign(dim, 0);

@@ -36,6 +36,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/types/span.h"
 #include "base/parallel.h"
+#include "interop/llama.h"
 #include "tqm/loader.h"
 #include "tqm/metadata.h"
 #include "tqm/reader.h"
@@ -52,27 +53,15 @@ enum class Mode { kDecodedF32, kInt8, kStream, kFused };
 const char* ModeName(Mode mode);
 absl::StatusOr<Mode> ParseMode(absl::string_view name);
 
-struct LlamaConfig {
-  int dim = 0;
-  int hidden_dim = 0;
-  int n_layers = 0;
-  int n_heads = 0;
-  int n_kv_heads = 0;
-  int vocab_size = 0;
-  int seq_len = 0;
-  float norm_eps = 1e-5f;
-  float rope_theta = 10000.0f;
-  bool rope_hf = false;  // rotate halves (Hugging Face) instead of adjacent pairs
+// The hyperparameters in run.c's int and float (interop/llama.h).
+using LlamaConfig = llama::ForwardConfig;
 
-  int head_size() const { return dim / n_heads; }
-  int kv_dim() const { return head_size() * n_kv_heads; }
-
-  // Reads the llama.* keys (tqm/metadata.h). InvalidArgument naming the key
-  // when one is missing or inconsistent (dim not a multiple of n_heads,
-  // n_heads not a multiple of n_kv_heads, odd head size, ...).
-  static absl::StatusOr<LlamaConfig> FromMetadata(const std::vector<MetaEntry>& meta,
-                                                  const std::string& file);
-};
+// Reads the llama.* keys (tqm/metadata.h) of `file`. InvalidArgument naming
+// the file and the key when one is missing or inconsistent (dim not a
+// multiple of n_heads, n_heads not a multiple of n_kv_heads, odd head
+// size, ...).
+absl::StatusOr<LlamaConfig> ConfigFromMetadata(const std::vector<MetaEntry>& meta,
+                                               const std::string& file);
 
 // Tensor names (Hugging Face convention, as the importers write them).
 std::string LayerTensorName(int layer, absl::string_view suffix);
