@@ -297,7 +297,9 @@ absl::StatusOr<TargetKlResult> ChooseForTargetKl(TensorSource& source,
     });
     double total = 0;
     for (double v : part) total += v;
-    return std::max(0.0, total / rows.size());
+    // Unclamped: rounding may leave a KL near zero slightly negative, and an
+    // exact zero (identical logits) marks a tensor the forward never reads.
+    return total / rows.size();
   };
 
   // The tensors to choose for, and the layer each enters the forward at.
@@ -342,7 +344,7 @@ absl::StatusOr<TargetKlResult> ChooseForTargetKl(TensorSource& source,
       TQM_ASSIGN_OR_RETURN(cand.kl, measure(t.layer));
       ov->overrides().clear();
       ++res.evaluations;
-      say(absl::StrFormat("sensitivity %d/%d: %s %s: KL %.6f, %d bytes", ++done, total_cands,
+      say(absl::StrFormat("sensitivity %d/%d: %s %s: KL %.3g, %d bytes", ++done, total_cands,
                           src_t.name, SettingName(cand.s), cand.kl, cand.bytes));
     }
   }
@@ -356,14 +358,21 @@ absl::StatusOr<TargetKlResult> ChooseForTargetKl(TensorSource& source,
                             return true;
                           }),
            ts.end());
+  for (Tensor& t : ts) {
+    for (Candidate& x : t.cands) x.kl = std::max(0.0, x.kl);
+  }
 
   double budget = o.target_kl;
   bool have = false;
   int rounds = 0;
+  std::vector<std::vector<size_t>> seen;
   uint64_t best_bytes = 0;
   for (int round = 1; round <= o.max_rounds; ++round) {
-    rounds = round;
     const std::vector<size_t> pick = Choose(ts, budget);
+    // A choice already measured would measure the same.
+    if (std::find(seen.begin(), seen.end(), pick) != seen.end()) break;
+    seen.push_back(pick);
+    rounds = round;
     TargetKlResult r;
     r.positions = res.positions;
     r.evaluations = res.evaluations;
@@ -381,9 +390,10 @@ absl::StatusOr<TargetKlResult> ChooseForTargetKl(TensorSource& source,
       ov->overrides()[ts[t].index] = std::move(deq);
     }
     TQM_ASSIGN_OR_RETURN(r.measured_kl, measure(-1));
+    r.measured_kl = std::max(0.0, r.measured_kl);
     ov->overrides().clear();
     r.met = r.measured_kl <= o.target_kl;
-    say(absl::StrFormat("round %d: budget %.6f, predicted KL %.6f, measured %.6f, %d bytes",
+    say(absl::StrFormat("round %d: budget %.6g, predicted KL %.6g, measured %.6g, %d bytes",
                         round, budget, r.predicted_kl, r.measured_kl, r.bytes));
     // Keep the smallest choice that meets the target; without one, the
     // tightest (lowest measured KL).
