@@ -7,6 +7,8 @@
 
 #include <cmath>
 #include <cstdlib>
+#include <fstream>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -83,7 +85,8 @@ double MeanKl(tqm::TensorSource& reference, tqm::TensorSource& model,
       const float* x = p->data() + j * v;
       const float* y = q->data() + j * v;
       double mx = x[0], my = y[0];
-      for (size_t k = 0; k < v; ++k) mx = std::max<double>(mx, x[k]), my = std::max<double>(my, y[k]);
+      for (size_t k = 0; k < v; ++k)
+        mx = std::max<double>(mx, x[k]), my = std::max<double>(my, y[k]);
       double zx = 0, zy = 0;
       for (size_t k = 0; k < v; ++k) zx += std::exp(x[k] - mx), zy += std::exp(y[k] - my);
       for (size_t k = 0; k < v; ++k) {
@@ -200,7 +203,8 @@ TEST(PackOptions, TensorSettingsAreValidated) {
   auto ok = tqm::PackToString(m, o);
   ASSERT_TRUE(ok.ok()) << ok.status();
   auto reader = tqm::Reader::FromBuffer(
-      absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(ok->data()), ok->size()), "s.tqm");
+      absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(ok->data()), ok->size()),
+      "s.tqm");
   ASSERT_TRUE(reader.ok()) << reader.status();
   for (const tqm::TensorInfo& t : (*reader)->tensors()) {
     if (!t.quantized()) continue;
@@ -215,16 +219,55 @@ TEST(PackOptions, TensorSettingsAreValidated) {
   }
 }
 
-TEST(TargetKl, PackToolNeedsCalibrationText) {
-  const std::string bin = TQM_BIN_DIR "/tqm-pack";
-  const std::string model = std::string(TQM_SHARED_DIR) + "/models/stories260K/stories260K.bin";
-  if (std::system(("test -x " + bin + " && test -f " + model).c_str()) != 0) {
-    GTEST_SKIP() << "needs " << bin << " and " << model;
+// Runs `cmd` through the shell; its exit status (-1 when it did not exit).
+int Shell(const std::string& cmd) {
+  const int rc = std::system(cmd.c_str());
+  return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+}
+
+std::string ReadAll(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+TEST(TargetKl, PackToolChoosesPerTensorSettings) {
+  const std::string bin = TQM_BIN_DIR;
+  if (Shell("test -x " + bin + "/tqm-pack && test -x " + bin + "/tqm-genmodel") != 0) {
+    GTEST_SKIP() << "needs tqm-pack and tqm-genmodel in " << bin;
   }
-  const std::string out = testing::TempDir() + "/target_kl_cli.tqm";
-  const int rc = std::system((bin + " " + model + " -o " + out + " --target-kl 0.01 2>/dev/null").c_str());
-  ASSERT_TRUE(WIFEXITED(rc));
-  EXPECT_EQ(WEXITSTATUS(rc), 2);
+  const std::string dir = testing::TempDir();
+  const std::string model = dir + "/tkl_model.bin", tok = dir + "/tkl_tok.bin",
+                    text = dir + "/tkl_text.txt", out = dir + "/tkl.tqm";
+  ASSERT_EQ(Shell(bin + "/tqm-genmodel -o " + model + " --tokenizer-out " + tok +
+                  " --dim 32 --hidden 64 --layers 2 --heads 4 --kv-heads 4 --vocab 300"
+                  " --seq-len 64"),
+            0);
+  std::ofstream(text) << Text();
+  // No calibration text: a usage error.
+  EXPECT_EQ(Shell(bin + "/tqm-pack " + model + " --tokenizer " + tok + " -o " + out +
+                  " --target-kl 0.01 2>/dev/null"),
+            2);
+  // With --bits: a usage error.
+  EXPECT_EQ(Shell(bin + "/tqm-pack " + model + " --tokenizer " + tok + " -o " + out +
+                  " --target-kl 0.01 --bits 4 --calibration " + text + " 2>/dev/null"),
+            2);
+  ASSERT_EQ(Shell(bin + "/tqm-pack " + model + " --tokenizer " + tok + " -o " + out +
+                  " --target-kl 1000 --target-kl-tokens 256 --calibration " + text +
+                  " --json > " + out + ".json 2>/dev/null"),
+            0);
+  const std::string json = ReadAll(out + ".json");
+  EXPECT_NE(json.find("\"target_kl\":{\"target\":1000,"), std::string::npos) << json;
+  EXPECT_NE(json.find("\"met\":true"), std::string::npos) << json;
+  // The loosest target takes the smallest setting: 3 bits for every linear.
+  auto reader = tqm::Reader::Open(out);
+  ASSERT_TRUE(reader.ok()) << reader.status();
+  size_t three = 0;
+  for (const tqm::TensorInfo& t : (*reader)->tensors()) {
+    if (t.name.find("_proj.") != std::string::npos) three += t.bits == 3;
+  }
+  EXPECT_EQ(three, 14u);
 }
 
 }  // namespace

@@ -38,9 +38,9 @@ class OverlaySource : public TensorSource {
       if (t.kind != TensorKind::kFloat) continue;
       TQM_RETURN_IF_ERROR(src.Read(i, &o->values_[i]));
       if (o->values_[i].size() != Numel(t)) {
-        return absl::InternalError(absl::StrFormat(
-            "tensor '%s': source returned %d values, shape says %d", t.name,
-            o->values_[i].size(), Numel(t)));
+        return absl::InternalError(
+            absl::StrFormat("tensor '%s': source returned %d values, shape says %d",
+                            t.name, o->values_[i].size(), Numel(t)));
       }
     }
     return o;
@@ -100,7 +100,8 @@ absl::Status FakeQuantize(const SourceTensor& t, const std::vector<float>& f,
   uint64_t total = 8 * pairs;
   std::string enc;
   for (uint64_t c = 0; c < n; c += chunk_size) {
-    auto chunk = absl::MakeConstSpan(codes).subspan(c, std::min<uint64_t>(chunk_size, n - c));
+    auto chunk =
+        absl::MakeConstSpan(codes).subspan(c, std::min<uint64_t>(chunk_size, n - c));
     uint64_t best = chunk.size();
     if (EncodeHuffman(chunk, &enc).ok()) best = std::min<uint64_t>(best, enc.size());
     if (EncodeRans(chunk, &enc).ok()) best = std::min<uint64_t>(best, enc.size());
@@ -197,9 +198,10 @@ std::vector<size_t> Choose(const std::vector<Tensor>& ts, double budget) {
 
 std::string SettingName(const QuantSetting& s) {
   return absl::StrFormat("%d bits %s", s.bits,
-                         s.granularity == Granularity::kRow     ? std::string("row")
-                         : s.granularity == Granularity::kGroup ? absl::StrFormat("group:%d", s.group_size)
-                                                                : std::string("tensor"));
+                         s.granularity == Granularity::kRow ? std::string("row")
+                         : s.granularity == Granularity::kGroup
+                             ? absl::StrFormat("group:%d", s.group_size)
+                             : std::string("tensor"));
 }
 
 absl::StatusOr<TargetKlResult> ChooseForTargetKl(TensorSource& source,
@@ -217,7 +219,8 @@ absl::StatusOr<TargetKlResult> ChooseForTargetKl(TensorSource& source,
   }
   for (int b : o.bits) {
     if (b < format::kMinBits || b > format::kMaxBits) {
-      return absl::InvalidArgumentError(absl::StrFormat("target KL: bit width %d is not 1..8", b));
+      return absl::InvalidArgumentError(
+          absl::StrFormat("target KL: bit width %d is not 1..8", b));
     }
   }
   auto say = [&](const std::string& s) {
@@ -232,7 +235,8 @@ absl::StatusOr<TargetKlResult> ChooseForTargetKl(TensorSource& source,
   const calib::LlamaConfig c = probe->config();
   std::vector<MetaEntry> tok_meta;
   if (!o.tokenizer_llama2c.empty()) {
-    tok_meta.push_back({meta_keys::kTokenizerLlama2c, MetaValue::Bytes(o.tokenizer_llama2c)});
+    tok_meta.push_back(
+        {meta_keys::kTokenizerLlama2c, MetaValue::Bytes(o.tokenizer_llama2c)});
   }
   absl::StatusOr<calib::Batch> batch_or = calib::Tokenize(
       tok_meta.empty() ? source.metadata() : tok_meta, c, calibration_text, o.max_tokens);
@@ -261,7 +265,8 @@ absl::StatusOr<TargetKlResult> ChooseForTargetKl(TensorSource& source,
     for (size_t j = b.starts[s]; j + 1 < b.starts[s + 1]; ++j) rows.push_back(j);
   }
   if (rows.empty()) {
-    return absl::InvalidArgumentError("target KL: the calibration text gives no position");
+    return absl::InvalidArgumentError(
+        "target KL: the calibration text gives no position");
   }
 
   // Mean KL of the model with the overlay's overrides, starting the forward
@@ -331,21 +336,23 @@ absl::StatusOr<TargetKlResult> ChooseForTargetKl(TensorSource& source,
 
   TargetKlResult res;
   res.positions = rows.size();
-  say(absl::StrFormat("target KL %g: %d tensors x %d settings over %d positions", o.target_kl,
-                      ts.size(), ts.empty() ? 0 : total_cands / ts.size(), rows.size()));
+  say(absl::StrFormat("target KL %g: %d tensors x %d settings over %d positions",
+                      o.target_kl, ts.size(), ts.empty() ? 0 : total_cands / ts.size(),
+                      rows.size()));
   size_t done = 0;
   for (Tensor& t : ts) {
     const SourceTensor& src_t = st[t.index];
     for (Candidate& cand : t.cands) {
       std::vector<float> deq;
-      TQM_RETURN_IF_ERROR(FakeQuantize(src_t, ov->values(t.index), cand.s, base.chunk_size,
-                                       &deq, &cand.bytes));
+      TQM_RETURN_IF_ERROR(FakeQuantize(src_t, ov->values(t.index), cand.s,
+                                       base.chunk_size, &deq, &cand.bytes));
       ov->overrides()[t.index] = std::move(deq);
       TQM_ASSIGN_OR_RETURN(cand.kl, measure(t.layer));
       ov->overrides().clear();
       ++res.evaluations;
-      say(absl::StrFormat("sensitivity %d/%d: %s %s: KL %.3g, %d bytes", ++done, total_cands,
-                          src_t.name, SettingName(cand.s), cand.kl, cand.bytes));
+      say(absl::StrFormat("sensitivity %d/%d: %s %s: KL %.3g, %d bytes", ++done,
+                          total_cands, src_t.name, SettingName(cand.s), cand.kl,
+                          cand.bytes));
     }
   }
   // A tensor the forward never reads (every KL exactly zero) is left to the
@@ -385,16 +392,17 @@ absl::StatusOr<TargetKlResult> ChooseForTargetKl(TensorSource& source,
       r.bytes += x.bytes;
       uint64_t unused;
       std::vector<float> deq;
-      TQM_RETURN_IF_ERROR(FakeQuantize(src_t, ov->values(ts[t].index), x.s, base.chunk_size,
-                                       &deq, &unused));
+      TQM_RETURN_IF_ERROR(FakeQuantize(src_t, ov->values(ts[t].index), x.s,
+                                       base.chunk_size, &deq, &unused));
       ov->overrides()[ts[t].index] = std::move(deq);
     }
     TQM_ASSIGN_OR_RETURN(r.measured_kl, measure(-1));
     r.measured_kl = std::max(0.0, r.measured_kl);
     ov->overrides().clear();
     r.met = r.measured_kl <= o.target_kl;
-    say(absl::StrFormat("round %d: budget %.6g, predicted KL %.6g, measured %.6g, %d bytes",
-                        round, budget, r.predicted_kl, r.measured_kl, r.bytes));
+    say(absl::StrFormat(
+        "round %d: budget %.6g, predicted KL %.6g, measured %.6g, %d bytes", round,
+        budget, r.predicted_kl, r.measured_kl, r.bytes));
     // Keep the smallest choice that meets the target; without one, the
     // tightest (lowest measured KL).
     const double measured = r.measured_kl;
@@ -414,7 +422,8 @@ absl::StatusOr<TargetKlResult> ChooseForTargetKl(TensorSource& source,
     budget *= std::clamp(o.target_kl / measured, 0.25, 4.0) * (met ? 1.0 : 0.98);
   }
   res.rounds = rounds;
-  res.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  res.seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return res;
 }
 

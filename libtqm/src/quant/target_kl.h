@@ -58,8 +58,8 @@ struct TargetKlOptions {
 struct TensorChoice {
   std::string name;
   QuantSetting setting;
-  double kl = 0;         // KL with only this tensor quantized so
-  uint64_t bytes = 0;    // estimated encoded bytes (codes + pairs)
+  double kl = 0;       // KL with only this tensor quantized so
+  uint64_t bytes = 0;  // estimated encoded bytes (codes + pairs)
   uint64_t weights = 0;
 };
 
@@ -71,9 +71,9 @@ struct TargetKlResult {
   double measured_kl = 0;   // all chosen settings at once, calibration text
   bool met = false;         // measured_kl <= target_kl
   int rounds = 0;
-  size_t positions = 0;     // KL positions measured
-  size_t evaluations = 0;   // model forwards run for the sensitivities
-  uint64_t bytes = 0;       // estimated bytes of the quantized tensors
+  size_t positions = 0;    // KL positions measured
+  size_t evaluations = 0;  // model forwards run for the sensitivities
+  uint64_t bytes = 0;      // estimated bytes of the quantized tensors
   double seconds = 0;
 };
 
