@@ -40,9 +40,10 @@ struct TargetKlOptions {
   // group: it is then the same as per row).
   std::vector<int> bits = {3, 4, 5, 6, 7, 8};
   uint32_t group_size = 64;
-  // Calibration tokens measured (the text is cut there). Memory: the float
-  // logits of every token (vocab floats each) and the activations at each
-  // layer's input (dim floats per token and layer).
+  // Calibration tokens measured (the text is cut there). Memory: a float32
+  // copy of the model, the float logits of every token (vocab floats each)
+  // and the activations at each layer's input (dim floats per token and
+  // layer).
   size_t max_tokens = 4096;
   // Choice-and-check rounds (at least 1).
   int max_rounds = 3;
