@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "CLI/CLI.hpp"
+#include "quant/target_kl.h"
 #include "absl/strings/str_format.h"
 #include "tool_util.h"
 #include "tqm/codec.h"
@@ -38,7 +39,9 @@ int main(int argc, char** argv) {
       "  tqm-pack ./Llama-hf-dir -o model.tqm --granularity row\n"
       "  tqm-pack model.safetensors -o m4.tqm --bits 4 --granularity group:64\n"
       "  tqm-pack stories260K.bin -o g4.tqm --tokenizer tok512.bin --bits 4 \\\n"
-      "           --granularity row --calibration stories260K-calibration.txt\n"};
+      "           --granularity row --calibration stories260K-calibration.txt\n"
+      "  tqm-pack stories260K.bin -o t.tqm --tokenizer tok512.bin --target-kl 0.03 \\\n"
+      "           --calibration stories260K-calibration.txt\n"};
   tqm::SetUpCommandLine(app, "tqm-pack");
   std::string input, output, tokenizer, granularity = "tensor";
   bool quantize_all = false, quiet = false, json = false, no_table = false;
@@ -71,6 +74,19 @@ int main(int argc, char** argv) {
                  "code width of quantized tensors, 2..8 (default 8). Below 8 the entropy "
                  "codecs store only what the codes use; the file is format 1.3")
       ->check(CLI::Range(2, 8));
+  auto* bits_opt = app.get_option("--bits");
+  double target_kl = 0;
+  app.add_option("--target-kl", target_kl,
+                 "choose bits (3..8) and granularity (tensor, row, group) per tensor, round to "
+                 "nearest, for the smallest file whose mean KL(float || packed) per position on "
+                 "the --calibration text stays under this many nats (measured per tensor, then "
+                 "checked on the whole model). Llama models only; replaces --bits and GPTQ; "
+                 "--granularity group:G sets G (default 64)")
+      ->check(CLI::PositiveNumber);
+  size_t target_kl_tokens = 4096;
+  app.add_option("--target-kl-tokens", target_kl_tokens,
+                 "--target-kl: calibration tokens measured (default 4096)")
+      ->check(CLI::Range(size_t{2}, size_t{1} << 20));
   std::string keep;
   app.add_option("--keep", keep,
                  "store the tensors whose name matches this regular expression (ECMAScript, "
@@ -124,6 +140,13 @@ int main(int argc, char** argv) {
   if (act_order && calibration.empty()) {
     return tqm::UsageError("tqm-pack", "--act-order needs --calibration");
   }
+  if (target_kl > 0 && calibration.empty()) {
+    return tqm::UsageError("tqm-pack", "--target-kl needs --calibration (the text it measures KL on)");
+  }
+  if (target_kl > 0 && (act_order || bits_opt->count() > 0)) {
+    return tqm::UsageError("tqm-pack", "--target-kl chooses the bits itself (round to nearest): "
+                                       "drop --bits and --act-order");
+  }
   absl::Status distinct = tqm::CheckNotAnInput(output, {input, tokenizer, calibration});
   if (!distinct.ok()) return tqm::Failure("tqm-pack", std::string(distinct.message()));
   tqm::InstallCleanupHandlers();
@@ -171,7 +194,40 @@ int main(int argc, char** argv) {
   tqm::ProgressBar bar;
   std::unique_ptr<tqm::TensorSource> gptq;
   double gptq_seconds = 0;
-  if (!calibration.empty()) {
+  tqm::TargetKlResult tkl;
+  if (target_kl > 0) {
+    std::ifstream f(calibration, std::ios::binary);
+    std::stringstream text;
+    text << f.rdbuf();
+    if (!f) return tqm::Failure("tqm-pack", "cannot read calibration text " + calibration);
+    tqm::TargetKlOptions t;
+    t.target_kl = target_kl;
+    t.max_tokens = target_kl_tokens;
+    if (opt.granularity == tqm::Granularity::kGroup) t.group_size = opt.group_size;
+    t.threads = threads;
+    if (const tqm::MetaValue* tok =
+            tqm::FindMeta(opt.extra_metadata, tqm::meta_keys::kTokenizerLlama2c)) {
+      t.tokenizer_llama2c = tok->bytes;
+    }
+    if (!quiet) t.progress = [](const std::string& line) { std::cerr << line << "\n"; };
+    auto chosen = tqm::ChooseForTargetKl(**source, text.str(), opt, t);
+    if (!chosen.ok()) {
+      return tqm::Failure("tqm-pack", input + ": " + std::string(chosen.status().message()));
+    }
+    tkl = std::move(*chosen);
+    opt.tensor_settings = tkl.settings;
+    if (!quiet) {
+      for (const tqm::TensorChoice& ch : tkl.choices) {
+        std::cerr << absl::StrFormat("  %-40s %-16s KL %.6f  %d bytes\n", ch.name,
+                                     tqm::SettingName(ch.setting), ch.kl, ch.bytes);
+      }
+      std::cerr << absl::StrFormat(
+          "target KL %g: calibration KL %.6f (sum of the tensors' %.6f), %s, %d rounds, "
+          "%.1f s\n",
+          target_kl, tkl.measured_kl, tkl.predicted_kl, tkl.met ? "met" : "NOT met",
+          tkl.rounds, tkl.seconds);
+    }
+  } else if (!calibration.empty()) {
     std::ifstream f(calibration, std::ios::binary);
     std::stringstream text;
     text << f.rdbuf();
@@ -234,12 +290,20 @@ int main(int argc, char** argv) {
         "\"groups\":%d,\"escaped_groups\":%d,"
         "\"chunks\":{%s},\"profile\":\"%s\",\"seqtable_only_bytes\":%d,\"seqtable_only_table_entries\":%d,"
         "\"quantized_int8_bytes\":%d,\"raw_tensors\":%d,\"bits\":%d,"
-        "\"gptq\":%s,\"gptq_seconds\":%.3f,\"seconds\":%.3f}\n",
+        "\"gptq\":%s,\"gptq_seconds\":%.3f,%s\"seconds\":%.3f}\n",
         tqm::JsonQuote(input), tqm::JsonQuote(output), s.tensors, s.quantized_tensors, s.weights, s.source_bytes, s.f32_bytes,
         s.int8_bytes, s.file_bytes, s.table_entries,
         s.table_search_skipped ? "true" : "false", s.groups, s.escaped_groups,
         mix_json, profile, s.seqtable_only_bytes, s.seqtable_only_table_entries,
         s.quantized_int8_bytes, s.raw_tensors, bits, gptq ? "true" : "false", gptq_seconds,
+        target_kl > 0
+            ? absl::StrFormat("\"target_kl\":{\"target\":%.9g,\"calibration_kl\":%.9g,"
+                              "\"predicted_kl\":%.9g,\"met\":%s,\"rounds\":%d,"
+                              "\"positions\":%d,\"evaluations\":%d,\"seconds\":%.3f},",
+                              target_kl, tkl.measured_kl, tkl.predicted_kl,
+                              tkl.met ? "true" : "false", tkl.rounds, tkl.positions,
+                              tkl.evaluations, tkl.seconds)
+            : std::string(),
         s.seconds);
   } else {
     std::cout << absl::StrFormat(

@@ -12,6 +12,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -43,6 +44,14 @@ enum class Granularity { kTensor, kRow, kGroup };
 // Float32 tensors are always stored (used in place from the mapping).
 enum class Profile { kSize, kBalanced, kSpeed };
 
+// The quantization grid of one tensor: code width and what one (scale,
+// zero) pair covers, as PackOptions::bits / granularity / group_size.
+struct QuantSetting {
+  int bits = 8;
+  Granularity granularity = Granularity::kTensor;
+  uint32_t group_size = 0;  // kGroup only
+};
+
 struct PackProgress {
   int pass = 0;            // 1: counting table groups, 2: encoding
   size_t tensor = 0;       // tensors done in this pass
@@ -63,6 +72,13 @@ struct PackOptions {
   // low `bits` bits of each byte and the entropy codecs store what they use
   // (the file records `bits`, format 1.3).
   int bits = 8;
+  // Per-tensor grids by tensor name: a float tensor named here that is
+  // quantized gets this grid instead of bits / granularity / group_size
+  // (the file records each tensor's bits and storage, format 1.3; the
+  // tqm.bits and tqm.granularity metadata keep the options' defaults).
+  // Names that match no tensor are InvalidArgument. Chosen per tensor by
+  // --target-kl (quant/target_kl.h).
+  std::map<std::string, QuantSetting> tensor_settings;
   // Tensors for which this returns true are stored as they are in the
   // source, never quantized: float32 as F32, other dtypes verbatim (RAW
   // storage, format 1.3). Non-float tensors (integers, bool, F64), 0-d and

@@ -110,10 +110,18 @@ format::Storage UnquantizedStorage(const SourceTensor& t, const PackOptions& o) 
                                                      : format::kStorageF32;
 }
 
-// The storage the options give a float tensor that is quantized.
-format::Storage QuantizedStorage(const SourceTensor& t, const PackOptions& o) {
-  if (o.granularity == Granularity::kGroup) return format::kStorageU8Group;
-  if (o.granularity == Granularity::kRow && t.dims.size() >= 2) {
+// The grid of float tensor `t`: its PackOptions::tensor_settings entry, else
+// the options' own.
+QuantSetting SettingFor(const SourceTensor& t, const PackOptions& o) {
+  auto it = o.tensor_settings.find(t.name);
+  if (it != o.tensor_settings.end()) return it->second;
+  return QuantSetting{o.bits, o.granularity, o.group_size};
+}
+
+// The storage the grid `g` gives a float tensor that is quantized.
+format::Storage QuantizedStorage(const SourceTensor& t, const QuantSetting& g) {
+  if (g.granularity == Granularity::kGroup) return format::kStorageU8Group;
+  if (g.granularity == Granularity::kRow && t.dims.size() >= 2) {
     return format::kStorageU8Row;
   }
   return format::kStorageU8Tensor;
@@ -285,14 +293,15 @@ absl::Status Prepare(TensorSource& src, size_t i, const PackOptions& o,
     return absl::OkStatus();
   }
   TQM_RETURN_IF_ERROR(ReadFloats(src, i, f));
-  out->storage = QuantizedStorage(t, o);
-  out->bits = static_cast<uint8_t>(o.bits);
-  out->group_size = out->storage == format::kStorageU8Group ? o.group_size : 0;
+  const QuantSetting g = SettingFor(t, o);
+  out->storage = QuantizedStorage(t, g);
+  out->bits = static_cast<uint8_t>(g.bits);
+  out->group_size = out->storage == format::kStorageU8Group ? g.group_size : 0;
   q->resize(f->size());
   const ParamBlocks blocks(out->storage, t.dims, out->group_size, f->size());
   out->affine.resize(blocks.count);
   if (blocks.count == 1) {
-    absl::StatusOr<Affine> a = ChooseAffine(*f, o.bits);
+    absl::StatusOr<Affine> a = ChooseAffine(*f, g.bits);
     if (!a.ok()) return QuantizeError(t, out->storage, 0, a.status());
     out->affine[0] = *a;
     // Quantize in blocks on the pack threads (element-wise: same bytes).
@@ -301,7 +310,7 @@ absl::Status Prepare(TensorSource& src, size_t i, const PackOptions& o,
     ParallelFor(n_blocks, o.threads, [&](size_t k) {
       const size_t b = k * kBlock, n = std::min(kBlock, f->size() - b);
       QuantizeAffine(absl::MakeConstSpan(*f).subspan(b, n), *a,
-                     absl::MakeSpan(*q).subspan(b, n), o.bits);
+                     absl::MakeSpan(*q).subspan(b, n), g.bits);
     });
     return absl::OkStatus();
   }
@@ -314,12 +323,12 @@ absl::Status Prepare(TensorSource& src, size_t i, const PackOptions& o,
     for (uint64_t k = task * per_task; k < k_end; ++k) {
       const auto [b, e] = blocks[k];
       auto in = absl::MakeConstSpan(*f).subspan(b, e - b);
-      absl::StatusOr<Affine> a = ChooseAffine(in, o.bits);
+      absl::StatusOr<Affine> a = ChooseAffine(in, g.bits);
       if (!a.ok()) {
         errors[task] = QuantizeError(t, out->storage, k, a.status());
         return;
       }
-      QuantizeAffine(in, *a, absl::MakeSpan(*q).subspan(b, e - b), o.bits);
+      QuantizeAffine(in, *a, absl::MakeSpan(*q).subspan(b, e - b), g.bits);
       out->affine[k] = *a;
     }
   });
@@ -344,9 +353,10 @@ absl::Status PrepareSlices(TensorSource& src, size_t i, const PackOptions& o,
     return absl::OkStatus();
   }
   TQM_RETURN_IF_ERROR(ReadFloats(src, i, f));
-  const format::Storage storage = QuantizedStorage(t, o);
+  const QuantSetting g = SettingFor(t, o);
+  const format::Storage storage = QuantizedStorage(t, g);
   const ParamBlocks blocks(storage, t.dims,
-                           storage == format::kStorageU8Group ? o.group_size : 0, f->size());
+                           storage == format::kStorageU8Group ? g.group_size : 0, f->size());
   uint64_t have = blocks.count;  // the pair `a` belongs to
   Affine a;
   for (const auto& [b, e] : ranges) {
@@ -355,7 +365,7 @@ absl::Status PrepareSlices(TensorSource& src, size_t i, const PackOptions& o,
       const auto [kb, ke] = blocks[k];
       if (k != have) {
         absl::StatusOr<Affine> x =
-            ChooseAffine(absl::MakeConstSpan(*f).subspan(kb, ke - kb), o.bits);
+            ChooseAffine(absl::MakeConstSpan(*f).subspan(kb, ke - kb), g.bits);
         if (!x.ok()) return QuantizeError(t, storage, k, x.status());
         a = *x;
         have = k;
@@ -364,7 +374,7 @@ absl::Status PrepareSlices(TensorSource& src, size_t i, const PackOptions& o,
       const size_t at = out->size();
       out->resize(at + (end - p));
       QuantizeAffine(absl::MakeConstSpan(*f).subspan(p, end - p), a,
-                     absl::MakeSpan(*out).subspan(at, end - p), o.bits);
+                     absl::MakeSpan(*out).subspan(at, end - p), g.bits);
       p = end;
     }
   }
@@ -1153,6 +1163,19 @@ absl::StatusOr<PackStats> PackTo(TensorSource& src, const PackOptions& o, Sink* 
       (o.group_size == 0 || o.group_size > format::kMaxGroupSize)) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "group size %d is not 1..%d", o.group_size, format::kMaxGroupSize));
+  }
+  for (const auto& [name, g] : o.tensor_settings) {
+    if (!names.contains(name)) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("per-tensor setting names no tensor: '%s'", name));
+    }
+    if (g.bits < format::kMinBits || g.bits > format::kMaxBits ||
+        (g.granularity == Granularity::kGroup &&
+         (g.group_size == 0 || g.group_size > format::kMaxGroupSize))) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "tensor '%s': per-tensor setting of %d bits, group size %d is invalid", name,
+          g.bits, g.group_size));
+    }
   }
 
   Scratch scratch;
