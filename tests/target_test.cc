@@ -46,7 +46,8 @@ void Examine(const std::string& bytes, Packed* p) {
   }
 }
 
-Packed PackFor(const tqm::MemorySource& src, tqm::DecodeTarget target, tqm::Profile profile) {
+Packed PackFor(const tqm::MemorySource& src, tqm::DecodeTarget target,
+               tqm::Profile profile) {
   tqm::PackOptions o;
   o.chunk_size = 65536;
   o.max_table_entries = 0;
@@ -64,7 +65,8 @@ Packed PackFor(const tqm::MemorySource& src, tqm::DecodeTarget target, tqm::Prof
 
 tqm::MemorySource GaussianModel() {
   tqm::MemorySource src;
-  src.Add("model.layers.0.mlp.up_proj.weight", {512, 512}, tqm_test::Gaussian(512 * 512, 9));
+  src.Add("model.layers.0.mlp.up_proj.weight", {512, 512},
+          tqm_test::Gaussian(512 * 512, 9));
   src.Add("model.layers.0.mlp.down_proj.weight", {512, 512},
           tqm_test::Gaussian(512 * 512, 10));
   return src;
@@ -110,21 +112,24 @@ TEST(Target, SizeProfileIgnoresTheTarget) {
 
 TEST(Target, PackCommandLine) {
   for (const char* t : {"tqm-pack", "tqm-genmodel", "tqm-unpack"}) {
-    ASSERT_TRUE(tqm_test::Exists(tqm_test::Bin(t))) << tqm_test::Bin(t) << " is not built";
+    ASSERT_TRUE(tqm_test::Exists(tqm_test::Bin(t)))
+        << tqm_test::Bin(t) << " is not built";
   }
   const fs::path dir =
       fs::temp_directory_path() / ("tqm_target_test_" + std::to_string(getpid()));
   fs::create_directories(dir);
   const std::string model = (dir / "gen.bin").string();
-  ASSERT_EQ(tqm_test::RunCommand(tqm_test::Bin("tqm-genmodel") + " -q -o " + model).exit_code, 0);
+  ASSERT_EQ(
+      tqm_test::RunCommand(tqm_test::Bin("tqm-genmodel") + " -q -o " + model).exit_code,
+      0);
   std::string codes[2];
   Packed packed[2];
   const char* targets[2] = {"avx512", "portable"};
   for (int i = 0; i < 2; ++i) {
     const std::string tqm = (dir / (std::string(targets[i]) + ".tqm")).string();
     const std::string u8 = (dir / (std::string(targets[i]) + ".safetensors")).string();
-    ASSERT_EQ(tqm_test::RunCommand(tqm_test::Bin("tqm-pack") + " -q --target " + targets[i] +
-                                   " " + model + " -o " + tqm)
+    ASSERT_EQ(tqm_test::RunCommand(tqm_test::Bin("tqm-pack") + " -q --target " +
+                                   targets[i] + " " + model + " -o " + tqm)
                   .exit_code,
               0);
     ASSERT_EQ(tqm_test::RunCommand(tqm_test::Bin("tqm-unpack") + " -q --dtype u8 " + tqm +
@@ -141,8 +146,8 @@ TEST(Target, PackCommandLine) {
   EXPECT_GT(packed[0].lanes, 0u);
   EXPECT_EQ(packed[1].lanes, 0u);
   EXPECT_EQ(codes[0], codes[1]);  // the same u8 export, byte for byte
-  EXPECT_NE(tqm_test::RunCommand(tqm_test::Bin("tqm-pack") + " -q --target neon " + model +
-                                 " -o " + (dir / "x.tqm").string())
+  EXPECT_NE(tqm_test::RunCommand(tqm_test::Bin("tqm-pack") + " -q --target neon " +
+                                 model + " -o " + (dir / "x.tqm").string())
                 .exit_code,
             0);
   fs::remove_all(dir);

@@ -104,12 +104,13 @@ int main(int argc, char** argv) {
                "about the same with AVX2 only, 4-5x slower in plain C++; Arm has a NEON "
                "decoder whose speed is not measured)");
   std::string target = "avx512";
-  app.add_option("--target", target,
-                 "CPU class whose decode speed the balanced and speed profiles serve: "
-                 "'avx512' (default) = lanes first; 'avx2' = lanes only where it is "
-                 "smaller than Huffman (about the same speed with AVX2 only); 'portable' = "
-                 "no lanes (plain C++ decodes it 3-5x slower than Huffman). Not recorded in "
-                 "the file: every reader decodes it")
+  app.add_option(
+         "--target", target,
+         "CPU class whose decode speed the balanced and speed profiles serve: "
+         "'avx512' (default) = lanes first; 'avx2' = lanes only where it is "
+         "smaller than Huffman (about the same speed with AVX2 only); 'portable' = "
+         "no lanes (plain C++ decodes it 3-5x slower than Huffman). Not recorded in "
+         "the file: every reader decodes it")
       ->check(CLI::IsMember({"avx512", "avx2", "portable"}));
   std::string calibration;
   app.add_option("--calibration", calibration,

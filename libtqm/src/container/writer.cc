@@ -661,7 +661,8 @@ EncodedChunk EncodeChunk(absl::Span<const uint8_t> in, bool quantized, const Seq
     cands.push_back(std::move(r));
     if (o.lanes && o.target != DecodeTarget::kPortable) {
       Candidate l{format::kCodecLanes,
-                  o.target == DecodeTarget::kAvx2 ? kRankHuffman : kRankLanes, {}};
+                  o.target == DecodeTarget::kAvx2 ? kRankHuffman : kRankLanes,
+                  {}};
       s = EncodeLanes(in, &l.bytes);
       if (!s.ok()) {
         best.status = s;
