@@ -119,6 +119,15 @@ int main(int argc, char** argv) {
                "and for CPUs without AVX-512 VBMI (lanes decodes ~2x Huffman's speed with it, "
                "about the same with AVX2 only, 4-5x slower in plain C++; Arm has a NEON "
                "decoder whose speed is not measured)");
+  std::string target = "avx512";
+  app.add_option(
+         "--target", target,
+         "CPU class whose decode speed the balanced and speed profiles serve: "
+         "'avx512' (default) = lanes first; 'avx2' = lanes only where it is "
+         "smaller than Huffman (about the same speed with AVX2 only); 'portable' = "
+         "no lanes (plain C++ decodes it 3-5x slower than Huffman). Not recorded in "
+         "the file: every reader decodes it")
+      ->check(CLI::IsMember({"avx512", "avx2", "portable"}));
   std::string calibration;
   app.add_option("--calibration", calibration,
                  "text file (one sequence per line) for GPTQ: the linears of a Llama model "
@@ -177,6 +186,9 @@ int main(int argc, char** argv) {
                                      : tqm::Profile::kBalanced;
   opt.entropy = !no_entropy;
   opt.lanes = !no_lanes;
+  opt.target = target == "portable" ? tqm::DecodeTarget::kPortable
+               : target == "avx2"   ? tqm::DecodeTarget::kAvx2
+                                    : tqm::DecodeTarget::kAvx512;
   opt.threads = threads;
   if (full_table_search) opt.table_sample_min_groups = UINT64_MAX;
   if (!tokenizer.empty()) {

@@ -52,6 +52,19 @@ struct QuantSetting {
   uint32_t group_size = 0;  // kGroup only
 };
 
+// The CPU class whose decode speeds order the codecs for kBalanced and kSpeed
+// (measured per class with TQM_CPU; bench/results/2026-12-08-target-*.txt).
+// Only a writer choice: the file does not record it, and every reader
+// decodes every file whatever the target.
+//  kAvx512:   the order above, lanes first among the entropy codecs (the
+//             default and the behaviour before targets existed).
+//  kAvx2:     lanes ranks with 12-bit Huffman (with AVX2 only it decodes
+//             about as fast), so 11-bit Huffman is preferred to it and the
+//             smaller of lanes and Huffman is kept.
+//  kPortable: no lanes chunks (plain C++ decodes lanes 3-5x slower than
+//             Huffman).
+enum class DecodeTarget { kAvx512, kAvx2, kPortable };
+
 struct PackProgress {
   int pass = 0;            // 1: counting table groups, 2: encoding
   size_t tensor = 0;       // tensors done in this pass
@@ -97,6 +110,8 @@ struct PackOptions {
   // (x86 without AVX2; architectures other than AArch64, whose NEON decoder
   // has not been timed on Arm hardware). Off: a format 1.1 file.
   bool lanes = true;
+  // Which CPU class the codec choice serves (DecodeTarget).
+  DecodeTarget target = DecodeTarget::kAvx512;
   // zstd level tried by Profile::kSize (0 disables zstd).
   int zstd_level = 19;
   // Threads encoding chunks in parallel (0 = all cores).

@@ -654,8 +654,10 @@ EncodedChunk EncodeChunk(absl::Span<const uint8_t> in, bool quantized, const Seq
     if (!h11.bytes.empty()) cands.push_back(std::move(h11));
     cands.push_back(std::move(h));
     cands.push_back(std::move(r));
-    if (o.lanes) {
-      Candidate l{format::kCodecLanes, kRankLanes, {}};
+    if (o.lanes && o.target != DecodeTarget::kPortable) {
+      Candidate l{format::kCodecLanes,
+                  o.target == DecodeTarget::kAvx2 ? kRankHuffman : kRankLanes,
+                  {}};
       s = EncodeLanes(in, &l.bytes);
       if (!s.ok()) {
         best.status = s;

@@ -142,10 +142,15 @@ absl::Status DecodeTensorOn(const Reader& r, size_t t, absl::Span<uint8_t> out,
 }
 
 // Reader::ReadFloat with the chunks of `t` decoded (and dequantized) on
-// `pool`; the same values and the same first error.
+// `pool`; the same values and the same first error. Each chunk of a
+// quantized tensor goes through a per-thread scratch of one chunk (256 KiB
+// by default, in L2) kept across tensors, on one thread too: ReadFloat's
+// tensor-sized scratch is fresh memory per tensor, and faulting in new pages
+// costs more here than decoding them (64 tensors of 4 MiB, 1 GiB unpacked
+// as f32 on one thread: see bench/results/2026-12-08-unpack-*.txt).
 absl::Status ReadFloatOn(const Reader& r, size_t t, absl::Span<float> out, ThreadPool& pool) {
   const TensorInfo& ti = r.tensors()[t];
-  if (out.size() != ti.numel || ti.raw() || pool.threads() == 1 || ti.chunks.size() < 2) {
+  if (out.size() != ti.numel || ti.raw() || ti.chunks.size() < 2) {
     return r.ReadFloat(t, out);
   }
   if (ti.storage == format::kStorageF32) {
