@@ -358,35 +358,47 @@ TQM_AVX2_INLINE __m256i PairStep(const PairTables& pt, PairLanes& ln) {
   return x;
 }
 
-// Symbols, low plane and escapes of full block b from its 64 prefixes in
-// position order (two registers).
-TQM_AVX2_INLINE void PairFinishBlock(const Avx2Tables& tb, const Parsed& p,
-                                     absl::Span<const uint8_t> in, size_t b, __m256i x0,
-                                     __m256i x1, uint8_t* out) {
+// Symbols, low plane and escapes of full blocks b and b + 1 (adjacent in the
+// output) from their 128 prefixes in position order (four registers): one
+// pass over the long buckets for all four.
+TQM_AVX2_INLINE void PairFinish(const Avx2Tables& tb, const Parsed& p,
+                                absl::Span<const uint8_t> in, size_t b, const __m256i x[4],
+                                uint8_t* out) {
   const __m256i nibble = _mm256_set1_epi8(0x0F);
-  const __m256i hi0 = _mm256_and_si256(_mm256_srli_epi16(x0, 4), nibble);
-  const __m256i hi1 = _mm256_and_si256(_mm256_srli_epi16(x1, 4), nibble);
-  const __m256i lo0 = _mm256_and_si256(x0, nibble), lo1 = _mm256_and_si256(x1, nibble);
-  __m256i v[2] = {_mm256_shuffle_epi8(tb.bucket, hi0), _mm256_shuffle_epi8(tb.bucket, hi1)};
+  __m256i hi[4], lo[4], v[4];
+#pragma GCC unroll 4
+  for (int i = 0; i < 4; ++i) {
+    hi[i] = _mm256_and_si256(_mm256_srli_epi16(x[i], 4), nibble);
+    lo[i] = _mm256_and_si256(x[i], nibble);
+    v[i] = _mm256_shuffle_epi8(tb.bucket, hi[i]);
+  }
 #pragma GCC unroll 1
-  for (int i = 0; i < tb.nlong; ++i) {
-    v[0] = _mm256_blendv_epi8(v[0], _mm256_shuffle_epi8(tb.long_sym[i], lo0),
-                              _mm256_cmpeq_epi8(hi0, tb.long_key[i]));
-    v[1] = _mm256_blendv_epi8(v[1], _mm256_shuffle_epi8(tb.long_sym[i], lo1),
-                              _mm256_cmpeq_epi8(hi1, tb.long_key[i]));
+  for (int j = 0; j < tb.nlong; ++j) {
+    const __m256i sym = tb.long_sym[j], key = tb.long_key[j];
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; ++i) {
+      v[i] = _mm256_blendv_epi8(v[i], _mm256_shuffle_epi8(sym, lo[i]),
+                                _mm256_cmpeq_epi8(hi[i], key));
+    }
   }
   Avx2MergeLow(tb, p, in, b, v);
+  Avx2MergeLow(tb, p, in, b + 1, v + 2);
   uint8_t* o = out + kBlock * b;
-  _mm256_storeu_si256(reinterpret_cast<__m256i*>(o), v[0]);
-  _mm256_storeu_si256(reinterpret_cast<__m256i*>(o + 32), v[1]);
+#pragma GCC unroll 4
+  for (int i = 0; i < 4; ++i) _mm256_storeu_si256(reinterpret_cast<__m256i*>(o + 32 * i), v[i]);
   if (p.esc_hi != 0) {
-    const __m256i d0 = _mm256_sub_epi8(x0, tb.esc_lo), d1 = _mm256_sub_epi8(x1, tb.esc_lo);
-    const uint64_t m0 = static_cast<uint32_t>(_mm256_movemask_epi8(
-        _mm256_cmpeq_epi8(_mm256_min_epu8(d0, tb.esc_span), d0)));
-    const uint64_t m1 = static_cast<uint32_t>(_mm256_movemask_epi8(
-        _mm256_cmpeq_epi8(_mm256_min_epu8(d1, tb.esc_span), d1)));
-    const uint64_t esc = m0 | m1 << 32;
-    if (esc != 0) PatchEscapes(p, in.data(), esc, o, tb.next_escape);
+    uint64_t m[4];
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; ++i) {
+      const __m256i d = _mm256_sub_epi8(x[i], tb.esc_lo);
+      m[i] = static_cast<uint32_t>(
+          _mm256_movemask_epi8(_mm256_cmpeq_epi8(_mm256_min_epu8(d, tb.esc_span), d)));
+    }
+    const uint64_t ea = m[0] | m[1] << 32, eb = m[2] | m[3] << 32;
+    if ((ea | eb) != 0) {
+      PatchEscapes(p, in.data(), ea, o, tb.next_escape);
+      PatchEscapes(p, in.data(), eb, o + kBlock, tb.next_escape);
+    }
   }
 }
 
@@ -414,11 +426,9 @@ TQM_AVX2_INLINE void PairBlocks(const Avx2Tables& tb, const PairTables& pt, cons
     const __m256i u_hi = _mm256_unpackhi_epi8(x[i][0], x[i][1]);
     const __m256i v_lo = _mm256_unpacklo_epi8(x[i][2], x[i][3]);
     const __m256i v_hi = _mm256_unpackhi_epi8(x[i][2], x[i][3]);
-    const size_t b = b0 + 2 * i;
-    PairFinishBlock(tb, p, in, b, _mm256_unpacklo_epi16(u_lo, v_lo),
-                    _mm256_unpackhi_epi16(u_lo, v_lo), out);
-    PairFinishBlock(tb, p, in, b + 1, _mm256_unpacklo_epi16(u_hi, v_hi),
-                    _mm256_unpackhi_epi16(u_hi, v_hi), out);
+    const __m256i y[4] = {_mm256_unpacklo_epi16(u_lo, v_lo), _mm256_unpackhi_epi16(u_lo, v_lo),
+                          _mm256_unpacklo_epi16(u_hi, v_hi), _mm256_unpackhi_epi16(u_hi, v_hi)};
+    PairFinish(tb, p, in, b0 + 2 * i, y, out);
   }
 }
 
