@@ -36,7 +36,7 @@ namespace {
 // the pair decoder below, which packs two groups' prefixes, lengths and
 // counts into bytes of one register (1.36-1.59x as fast on Zen 3).
 
-#define TQM_AVX2 __attribute__((target("avx2,bmi2,popcnt")))
+#define TQM_AVX2 __attribute__((target("avx2,bmi,bmi2,popcnt")))
 #define TQM_AVX2_INLINE TQM_AVX2 inline __attribute__((always_inline))
 
 // Per-chunk constants.
@@ -61,6 +61,12 @@ struct Avx2Tables {
   // The escape's 8-bit prefixes: x - esc_lo <= esc_span (bytes, unsigned).
   __m256i esc_lo, esc_span;
   size_t* next_escape;  // the chunk's escape counter (PatchEscapes)
+  // The escaped bytes, the index of the last (a zero byte and 0 when the
+  // chunk has none) and their number, and k as a shift count, for the patch
+  // in registers.
+  const uint8_t* esc_bytes;
+  size_t esc_last, num_escapes;
+  __m128i esc_shift;
 };
 
 // One group's lanes. d = 15 - cnt (bits held), in [-16, 15], as 16-bit
@@ -358,9 +364,50 @@ TQM_AVX2_INLINE __m256i PairStep(const PairTables& pt, PairLanes& ln) {
   return x;
 }
 
+// 0xFF at byte 96 only: 32 bytes from 96 - i are a register with byte i set
+// (none when i >= 32 or i < 0 - the loads stay inside for i in [-32, 64]).
+alignas(32) constexpr uint8_t kOneHot[160] = {
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xFF};
+
+// ORs escaped high part `e` (shifted by k) into position i of block v[0..1];
+// nothing when i == 64.
+TQM_AVX2_INLINE void Avx2OrEscape(const Avx2Tables& tb, size_t e, unsigned i, __m256i v[2]) {
+  // Past the chunk's last escape, 0 (as PatchEscapes): a load and a select.
+  const uint8_t byte = tb.esc_bytes[std::min(e, tb.esc_last)];
+  const __m256i x = _mm256_sll_epi16(
+      _mm256_set1_epi8(static_cast<char>(e < tb.num_escapes ? byte : 0)), tb.esc_shift);
+  v[0] = _mm256_or_si256(
+      v[0], _mm256_and_si256(x, _mm256_loadu_si256(
+                                    reinterpret_cast<const __m256i*>(kOneHot + 96 - i))));
+  v[1] = _mm256_or_si256(
+      v[1], _mm256_and_si256(x, _mm256_loadu_si256(
+                                    reinterpret_cast<const __m256i*>(kOneHot + 128 - i))));
+}
+
+// PatchEscapes on a block in registers (v[0..1]), without a branch when it
+// has at most two escaped positions.
+TQM_AVX2_INLINE void Avx2PatchEscapes(const Avx2Tables& tb, uint64_t mask, __m256i v[2]) {
+  size_t& next = *tb.next_escape;
+  const uint64_t rest = _blsr_u64(mask);
+  if (__builtin_expect(_blsr_u64(rest) != 0, 0)) {
+    for (; mask != 0; mask = _blsr_u64(mask)) {
+      Avx2OrEscape(tb, next++, static_cast<unsigned>(_tzcnt_u64(mask)), v);
+    }
+    return;
+  }
+  // _tzcnt_u64(0) is 64: no position.
+  Avx2OrEscape(tb, next, static_cast<unsigned>(_tzcnt_u64(mask)), v);
+  Avx2OrEscape(tb, next + 1, static_cast<unsigned>(_tzcnt_u64(rest)), v);
+  next += static_cast<size_t>(__builtin_popcountll(mask));
+}
+
 // Symbols, low plane and escapes of full blocks b and b + 1 (adjacent in the
 // output) from their 128 prefixes in position order (four registers): one
 // pass over the long buckets for all four.
+template <bool kEscapes>
 TQM_AVX2_INLINE void PairFinish(const Avx2Tables& tb, const Parsed& p,
                                 absl::Span<const uint8_t> in, size_t b, const __m256i x[4],
                                 uint8_t* out) {
@@ -383,10 +430,7 @@ TQM_AVX2_INLINE void PairFinish(const Avx2Tables& tb, const Parsed& p,
   }
   Avx2MergeLow(tb, p, in, b, v);
   Avx2MergeLow(tb, p, in, b + 1, v + 2);
-  uint8_t* o = out + kBlock * b;
-#pragma GCC unroll 4
-  for (int i = 0; i < 4; ++i) _mm256_storeu_si256(reinterpret_cast<__m256i*>(o + 32 * i), v[i]);
-  if (p.esc_hi != 0) {
+  if (kEscapes) {
     uint64_t m[4];
 #pragma GCC unroll 4
     for (int i = 0; i < 4; ++i) {
@@ -394,18 +438,18 @@ TQM_AVX2_INLINE void PairFinish(const Avx2Tables& tb, const Parsed& p,
       m[i] = static_cast<uint32_t>(
           _mm256_movemask_epi8(_mm256_cmpeq_epi8(_mm256_min_epu8(d, tb.esc_span), d)));
     }
-    const uint64_t ea = m[0] | m[1] << 32, eb = m[2] | m[3] << 32;
-    if ((ea | eb) != 0) {
-      PatchEscapes(p, in.data(), ea, o, tb.next_escape);
-      PatchEscapes(p, in.data(), eb, o + kBlock, tb.next_escape);
-    }
+    Avx2PatchEscapes(tb, m[0] | m[1] << 32, v);
+    Avx2PatchEscapes(tb, m[2] | m[3] << 32, v + 2);
   }
+  uint8_t* o = out + kBlock * b;
+#pragma GCC unroll 4
+  for (int i = 0; i < 4; ++i) _mm256_storeu_si256(reinterpret_cast<__m256i*>(o + 32 * i), v[i]);
 }
 
 // Decodes blocks b0 .. b0 + 2 * NP - 1 (groups 0 .. 2 * NP - 1 of a round)
 // with NP pairs of groups, step by step across the pairs; every stream has
 // >= 64 bytes left.
-template <int NP, int T>
+template <int NP, int T, bool kEscapes>
 TQM_AVX2_INLINE void PairBlocks(const Avx2Tables& tb, const PairTables& pt, const Parsed& p,
                                 absl::Span<const uint8_t> in, size_t b0, PairLanes* ln,
                                 uint8_t* out) {
@@ -428,7 +472,7 @@ TQM_AVX2_INLINE void PairBlocks(const Avx2Tables& tb, const PairTables& pt, cons
     const __m256i v_hi = _mm256_unpackhi_epi8(x[i][2], x[i][3]);
     const __m256i y[4] = {_mm256_unpacklo_epi16(u_lo, v_lo), _mm256_unpackhi_epi16(u_lo, v_lo),
                           _mm256_unpacklo_epi16(u_hi, v_hi), _mm256_unpackhi_epi16(u_hi, v_hi)};
-    PairFinish(tb, p, in, b0 + 2 * i, y, out);
+    PairFinish<kEscapes>(tb, p, in, b0 + 2 * i, y, out);
   }
 }
 
@@ -494,8 +538,14 @@ TQM_AVX2 absl::Status DecodeAvx2(const Avx2Tables& tb, const PairTables& pt, con
       pr[i].pos[0] = p.begin[2 * i];
       pr[i].pos[1] = p.begin[2 * i + 1];
     }
-    for (; it < rounds && PairFastRound<NP>(p, in.data(), pr, it); ++it) {
-      PairBlocks<NP, T>(tb, pt, p, in, it * G, pr, out);
+    if (p.esc_hi != 0) {
+      for (; it < rounds && PairFastRound<NP>(p, in.data(), pr, it); ++it) {
+        PairBlocks<NP, T, true>(tb, pt, p, in, it * G, pr, out);
+      }
+    } else {
+      for (; it < rounds && PairFastRound<NP>(p, in.data(), pr, it); ++it) {
+        PairBlocks<NP, T, false>(tb, pt, p, in, it * G, pr, out);
+      }
     }
     for (int i = 0; i < NP; ++i) PairToLanes(pr[i], &ln[2 * i], &ln[2 * i + 1]);
   }
@@ -574,6 +624,11 @@ TQM_AVX2 bool DecodeWithAvx2(const Parsed& p, absl::Span<const uint8_t> in, uint
   tb.esc_span = _mm256_set1_epi8(static_cast<char>(p.esc_hi - p.esc_lo - 1));
   size_t escapes = 0;
   tb.next_escape = &escapes;
+  static const uint8_t kNoEscape = 0;
+  tb.esc_bytes = p.num_escapes > 0 ? in.data() + p.escapes : &kNoEscape;
+  tb.esc_last = p.num_escapes > 0 ? p.num_escapes - 1 : 0;
+  tb.num_escapes = p.num_escapes;
+  tb.esc_shift = _mm_cvtsi32_si128(p.k);
   PairTables pt;
   for (int t = 0; t < 7; ++t) {
     // The last 8-bit prefix with a code of <= l bits is 2 thr + 1; compared
