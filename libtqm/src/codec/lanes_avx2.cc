@@ -34,7 +34,9 @@ namespace {
 // chain costs ~12 cycles. That layout now serves one-group chunks and the
 // blocks near a stream's end; the full rounds of two or four groups take
 // the pair decoder below, which packs two groups' prefixes, lengths and
-// counts into bytes of one register (1.36-1.59x as fast on Zen 3).
+// counts into bytes of one register (1.36-1.59x as fast on Zen 3), and
+// patches escapes in registers without a branch (bench/results/
+// 2026-12-08-lanes-avx2.txt).
 
 #define TQM_AVX2 __attribute__((target("avx2,bmi,bmi2,popcnt")))
 #define TQM_AVX2_INLINE TQM_AVX2 inline __attribute__((always_inline))
