@@ -309,6 +309,26 @@ struct PairLanes {
   size_t pos[2];
 };
 
+// For each 8-lane mask, the vpshufb control that gives each set lane (its
+// dword) the next word of 16 bytes loaded into both 128-bit halves, in lane
+// order, and every other lane 0.
+struct WordCtrlTable {
+  alignas(32) uint8_t v[256][32];
+  constexpr WordCtrlTable() : v() {
+    for (int m = 0; m < 256; ++m) {
+      int r = 0;
+      for (int j = 0; j < 8; ++j) {
+        const bool set = (m >> j) & 1;
+        v[m][4 * j] = set ? static_cast<uint8_t>(2 * r) : 0x80;
+        v[m][4 * j + 1] = set ? static_cast<uint8_t>(2 * r + 1) : 0x80;
+        v[m][4 * j + 2] = v[m][4 * j + 3] = 0x80;
+        r += set;
+      }
+    }
+  }
+};
+inline constexpr WordCtrlTable kWordCtrl;
+
 // Before steps 2r and 2r + 1: each lane with fewer than 16 bits takes the
 // next word of its group's stream (every lane is active: full blocks only).
 TQM_AVX2_INLINE void PairRefill(const PairTables& pt, const uint8_t* data, PairLanes& ln) {
@@ -323,15 +343,16 @@ TQM_AVX2_INLINE void PairRefill(const PairTables& pt, const uint8_t* data, PairL
                            data + ln.pos[1] + 2 * n[2]};
   ln.pos[0] += 2 * (n[0] + n[1]);
   ln.pos[1] += 2 * (n[2] + n[3]);
+  // A taking lane's word goes below its held bits: shifted left by
+  // 16 - cnt = d + 1. The others get 0 from the control.
+  const __m256i e = _mm256_add_epi8(ln.d, _mm256_set1_epi8(1));
 #pragma GCC unroll 4
   for (int x = 0; x < 4; ++x) {
-    __m256i w = _mm256_slli_epi32(
-        _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src[x]))), 1);
-    w = _mm256_permutevar8x32_epi32(
-        w, _mm256_load_si256(reinterpret_cast<const __m256i*>(kRank.v[m[x]])));
-    // d zero-extended: a negative d gives a count >= 240, so vpsllvd gives 0.
+    const __m256i w = _mm256_shuffle_epi8(
+        _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src[x]))),
+        _mm256_load_si256(reinterpret_cast<const __m256i*>(kWordCtrl.v[m[x]])));
     ln.buf[x] = _mm256_or_si256(ln.buf[x],
-                                _mm256_sllv_epi32(w, _mm256_shuffle_epi8(ln.d, pt.cnt_ctrl[x])));
+                                _mm256_sllv_epi32(w, _mm256_shuffle_epi8(e, pt.cnt_ctrl[x])));
   }
   // d - 16 where d >= 0 (d | 0xF0; d in [-16, -1] stays).
   ln.d = _mm256_or_si256(ln.d, _mm256_set1_epi8(static_cast<char>(0xF0)));
