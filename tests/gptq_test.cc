@@ -396,25 +396,6 @@ TEST(Gptq, RejectsBadInput) {
             absl::StatusCode::kInvalidArgument);
 }
 
-// A llama2.c tokenizer of `vocab` tokens: <unk>, <s>, </s>, then one
-// printable character each.
-std::string TinyTokenizer(int vocab) {
-  std::string b(4, '\0');
-  b[0] = 1;
-  for (int i = 0; i < vocab; ++i) {
-    const std::string s = i == 0   ? "<unk>"
-                          : i == 1 ? "\n<s>\n"
-                          : i == 2 ? "\n</s>\n"
-                                   : std::string(1, static_cast<char>(29 + i));
-    const float score = 0;
-    const int32_t len = static_cast<int32_t>(s.size());
-    b.append(reinterpret_cast<const char*>(&score), 4);
-    b.append(reinterpret_cast<const char*>(&len), 4);
-    b += s;
-  }
-  return b;
-}
-
 void AddLlamaMeta(tqm::MemorySource& m, int layers, int dim, int hidden, int vocab,
                   const char* rope = "hf") {
   using tqm::MetaValue;
@@ -433,7 +414,7 @@ TEST(GptqSource, QuantizesTheLinearsOfASmallModel) {
   tqm::MemorySource m = tqm_test::SmallModel(2, 32, 64, 96);
   AddLlamaMeta(m, 2, 32, 64, 96);
   m.AddMeta(
-      {tqm::meta_keys::kTokenizerLlama2c, tqm::MetaValue::Bytes(TinyTokenizer(96))});
+      {tqm::meta_keys::kTokenizerLlama2c, tqm::MetaValue::Bytes(tqm_test::TinyTokenizer(96))});
   std::string text;
   for (int i = 0; i < 40; ++i) text += "Once upon a time, a little cat saw the sun.\n";
   GptqOptions o;
@@ -488,7 +469,7 @@ TEST(GptqSource, CalibrationTokensAreCappedAndWindowed) {
   tqm::MemorySource m = tqm_test::SmallModel(1, 32, 64, 96);
   AddLlamaMeta(m, 1, 32, 64, 96);  // seq_len 64
   GptqOptions o;
-  o.tokenizer_llama2c = TinyTokenizer(96);
+  o.tokenizer_llama2c = tqm_test::TinyTokenizer(96);
   size_t tokens = 0;
   o.progress = [&](const tqm::GptqProgress& p) { tokens = p.tokens; };
   const std::string line(150, 'a');  // no merges: BOS, " ", 150 x "a"
@@ -508,7 +489,7 @@ TEST(GptqSource, CalibrationTokensAreCappedAndWindowed) {
   auto cfg = tqm::calib::ConfigFromMetadata(m.metadata());
   ASSERT_TRUE(cfg.ok());
   std::vector<tqm::MetaEntry> meta = {
-      {tqm::meta_keys::kTokenizerLlama2c, tqm::MetaValue::Bytes(TinyTokenizer(96))}};
+      {tqm::meta_keys::kTokenizerLlama2c, tqm::MetaValue::Bytes(tqm_test::TinyTokenizer(96))}};
   auto b = tqm::calib::Tokenize(meta, *cfg, line + "\r\n\n" + line, 1000);
   ASSERT_TRUE(b.ok()) << b.status();
   // Each 152-token line in windows of at most seq_len = 64.
@@ -531,7 +512,7 @@ TEST(GptqSource, RejectsModelsItCannotRun) {
   tqm::MemorySource short_model = tqm_test::SmallModel(1, 32, 64, 96);
   AddLlamaMeta(short_model, 2, 32, 64, 96);
   GptqOptions o;
-  o.tokenizer_llama2c = TinyTokenizer(96);
+  o.tokenizer_llama2c = tqm_test::TinyTokenizer(96);
   s = tqm::MakeGptqSource(short_model, "hello\n", o).status();
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(s.message().find("model.layers.1.self_attn.q_proj.weight"), std::string::npos)

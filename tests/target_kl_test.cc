@@ -23,25 +23,6 @@ namespace {
 using tqm::Granularity;
 using tqm::MetaValue;
 
-// A llama2.c tokenizer of `vocab` tokens: <unk>, <s>, </s>, then one
-// printable character each.
-std::string TinyTokenizer(int vocab) {
-  std::string b(4, '\0');
-  b[0] = 1;
-  for (int i = 0; i < vocab; ++i) {
-    const std::string s = i == 0   ? "<unk>"
-                          : i == 1 ? "\n<s>\n"
-                          : i == 2 ? "\n</s>\n"
-                                   : std::string(1, static_cast<char>(29 + i));
-    const float score = 0;
-    const int32_t len = static_cast<int32_t>(s.size());
-    b.append(reinterpret_cast<const char*>(&score), 4);
-    b.append(reinterpret_cast<const char*>(&len), 4);
-    b += s;
-  }
-  return b;
-}
-
 tqm::MemorySource LlamaModel() {
   tqm::MemorySource m = tqm_test::SmallModel(2, 32, 96, 96);
   namespace k = tqm::meta_keys;
@@ -53,7 +34,7 @@ tqm::MemorySource LlamaModel() {
   m.AddMeta({k::kVocabSize, MetaValue::Int(96)});
   m.AddMeta({k::kSeqLen, MetaValue::Int(64)});
   m.AddMeta({k::kRopeLayout, MetaValue::String("hf")});
-  m.AddMeta({k::kTokenizerLlama2c, MetaValue::Bytes(TinyTokenizer(96))});
+  m.AddMeta({k::kTokenizerLlama2c, MetaValue::Bytes(tqm_test::TinyTokenizer(96))});
   return m;
 }
 

@@ -118,6 +118,25 @@ inline tqm::MemorySource SmallModel(int layers = 2, int dim = 32, int hidden = 6
   return m;
 }
 
+// A llama2.c tokenizer of `vocab` tokens: <unk>, <s>, </s>, then one
+// printable character each.
+inline std::string TinyTokenizer(int vocab) {
+  std::string b(4, '\0');
+  b[0] = 1;
+  for (int i = 0; i < vocab; ++i) {
+    const std::string s = i == 0   ? "<unk>"
+                          : i == 1 ? "\n<s>\n"
+                          : i == 2 ? "\n</s>\n"
+                                   : std::string(1, static_cast<char>(29 + i));
+    const float score = 0;
+    const int32_t len = static_cast<int32_t>(s.size());
+    b.append(reinterpret_cast<const char*>(&score), 4);
+    b.append(reinterpret_cast<const char*>(&len), 4);
+    b += s;
+  }
+  return b;
+}
+
 }  // namespace tqm_test
 
 #endif  // TQM_TESTS_TEST_UTIL_H_

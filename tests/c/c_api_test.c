@@ -12,19 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 
-static int failures = 0;
-
-#define CHECK(cond)                                                               \
-  do {                                                                            \
-    if (!(cond)) {                                                                \
-      fprintf(stderr, "%s:%d: CHECK failed: %s (last error: %s: %s)\n", __FILE__, \
-              __LINE__, #cond, tqm_status_name(tqm_last_error_code()),            \
-              tqm_last_error_message());                                          \
-      ++failures;                                                                 \
-    }                                                                             \
-  } while (0)
-
-#define CHECK_OK(expr) CHECK((expr) == TQM_OK)
+#include "c_check.h"
 
 static char* read_file(const char* path, size_t* size) {
   FILE* f = fopen(path, "rb");

@@ -15,19 +15,7 @@
 
 #include "tqm/c_api.h"
 
-static int failures = 0;
-
-#define CHECK(cond)                                                               \
-  do {                                                                            \
-    if (!(cond)) {                                                                \
-      fprintf(stderr, "%s:%d: CHECK failed: %s (last error: %s: %s)\n", __FILE__, \
-              __LINE__, #cond, tqm_status_name(tqm_last_error_code()),            \
-              tqm_last_error_message());                                          \
-      ++failures;                                                                 \
-    }                                                                             \
-  } while (0)
-
-#define CHECK_OK(expr) CHECK((expr) == TQM_OK)
+#include "c_check.h"
 
 enum { kRows = 64, kCols = 64 };
 
