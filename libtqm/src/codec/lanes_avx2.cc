@@ -59,6 +59,9 @@ struct Avx2Tables {
   __m256i low_ctrl;   // pshufb: the two bytes holding each field
   __m256i low_mul;    // pmullw: moves each field to the top of its element
   __m128i low_shift;  // 16 - k, to move it back down
+  // k = 3: 32 fields from 12 bytes, two to a 16-bit element.
+  __m256i low3_ctrl;  // pshufb: the two bytes holding each pair
+  __m256i low3_mul;   // pmullw: moves each pair to bits 10-15
   int k;
   // The escape's 8-bit prefixes: x - esc_lo <= esc_span (bytes, unsigned).
   __m256i esc_lo, esc_span;
@@ -178,6 +181,22 @@ TQM_AVX2_INLINE void Avx2MergeLow(const Avx2Tables& tb, const Parsed& p,
       std::memset(tail, 0, sizeof(tail));
       std::memcpy(tail, src, std::min<size_t>(8 * tb.k, in.size() - low_off));
       src = tail;
+    }
+    if (tb.k == 3) {
+      // Fields 2j and 2j + 1 (6 bits) to bits 0-2 and 8-10 of element j,
+      // which are bytes 2j and 2j + 1 in place: 8 operations for 32 fields
+      // where the general way below takes 11.
+      const __m256i mask = _mm256_set1_epi16(0x0707);
+#pragma GCC unroll 2
+      for (int u = 0; u < 2; ++u) {
+        const __m256i x = _mm256_broadcastsi128_si256(
+            _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + 12 * u)));
+        const __m256i e = _mm256_srli_epi16(
+            _mm256_mullo_epi16(_mm256_shuffle_epi8(x, tb.low3_ctrl), tb.low3_mul), 10);
+        v[u] = _mm256_or_si256(
+            v[u], _mm256_and_si256(_mm256_or_si256(e, _mm256_slli_epi16(e, 5)), mask));
+      }
+      return;
     }
     __m256i f[4];
 #pragma GCC unroll 4
@@ -667,6 +686,16 @@ TQM_AVX2 bool DecodeWithAvx2(const Parsed& p, absl::Span<const uint8_t> in, uint
   tb.low_ctrl = _mm256_load_si256(reinterpret_cast<const __m256i*>(ctrl));
   tb.low_mul = _mm256_load_si256(reinterpret_cast<const __m256i*>(mul));
   tb.low_shift = _mm_cvtsi32_si128(16 - p.k);
+  alignas(32) uint8_t ctrl3[32];
+  alignas(32) uint16_t mul3[16];
+  for (int j = 0; j < 16; ++j) {
+    const int bit = 6 * (j & 7) + (j >= 8 ? 48 : 0);  // of fields 2j, 2j + 1
+    ctrl3[2 * j] = static_cast<uint8_t>(bit >> 3);
+    ctrl3[2 * j + 1] = static_cast<uint8_t>((bit >> 3) + 1);
+    mul3[j] = static_cast<uint16_t>(1u << (10 - (bit & 7)));
+  }
+  tb.low3_ctrl = _mm256_load_si256(reinterpret_cast<const __m256i*>(ctrl3));
+  tb.low3_mul = _mm256_load_si256(reinterpret_cast<const __m256i*>(mul3));
   tb.k = p.k;
   tb.esc_lo = _mm256_set1_epi8(static_cast<char>(p.esc_lo));
   tb.esc_span = _mm256_set1_epi8(static_cast<char>(p.esc_hi - p.esc_lo - 1));
