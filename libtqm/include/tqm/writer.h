@@ -58,9 +58,12 @@ struct QuantSetting {
 // decodes every file whatever the target.
 //  kAvx512:   the order above, lanes first among the entropy codecs (the
 //             default and the behaviour before targets existed).
-//  kAvx2:     lanes ranks with 12-bit Huffman (with AVX2 only it decodes
-//             about as fast), so 11-bit Huffman is preferred to it and the
-//             smaller of lanes and Huffman is kept.
+//  kAvx2:     lanes ranks with 12-bit Huffman, so 11-bit Huffman is
+//             preferred to it and the smaller of lanes and Huffman is kept:
+//             the smallest files that decode at least at Huffman speed on
+//             AVX2 CPUs. (Since the AVX2 lanes decoder's rework, lanes
+//             decodes 1.6-1.8x faster than Huffman there, so kAvx512 serves
+//             AVX2 CPUs well too; bench/results/2026-12-08-lanes-avx2*.txt.)
 //  kPortable: no lanes chunks (plain C++ decodes lanes 3-5x slower than
 //             Huffman).
 enum class DecodeTarget { kAvx512, kAvx2, kPortable };
