@@ -415,6 +415,42 @@ absl::StatusOr<ForwardConfig> ForwardConfigFromMetadata(
   return c;
 }
 
+void ApplyRope(const ForwardConfig& c, float* q, float* k, int pos) {
+  const int hs = c.head_size(), kv_dim = c.kv_dim();
+  if (!c.rope_hf) {
+    // Adjacent pairs (x[2i], x[2i+1]) within each head: run.c / Meta.
+    for (int i = 0; i < c.dim; i += 2) {
+      const int head_dim = i % hs;
+      const float freq = 1.0f / std::pow(c.rope_theta, head_dim / static_cast<float>(hs));
+      const float val = pos * freq;
+      const float fcr = std::cos(val), fci = std::sin(val);
+      const int rotn = i < kv_dim ? 2 : 1;
+      for (int v = 0; v < rotn; ++v) {
+        float* vec = v == 0 ? q : k;
+        const float v0 = vec[i], v1 = vec[i + 1];
+        vec[i] = v0 * fcr - v1 * fci;
+        vec[i + 1] = v0 * fci + v1 * fcr;
+      }
+    }
+    return;
+  }
+  // Halves (x[i], x[i + head/2]) within each head: Hugging Face.
+  const int half = hs / 2;
+  for (int i = 0; i < half; ++i) {
+    const float freq = 1.0f / std::pow(c.rope_theta, (2 * i) / static_cast<float>(hs));
+    const float val = pos * freq;
+    const float fcr = std::cos(val), fci = std::sin(val);
+    for (int h = 0; h < c.n_heads; ++h) {
+      for (int v = 0; v < (h < c.n_kv_heads ? 2 : 1); ++v) {
+        float* vec = (v == 0 ? q : k) + h * hs;
+        const float v0 = vec[i], v1 = vec[i + half];
+        vec[i] = v0 * fcr - v1 * fci;
+        vec[i + half] = v0 * fci + v1 * fcr;
+      }
+    }
+  }
+}
+
 }  // namespace llama
 
 // ---- DescribeLlama ----

@@ -205,6 +205,12 @@ struct ForwardConfig {
 absl::StatusOr<ForwardConfig> ForwardConfigFromMetadata(
     const std::vector<MetaEntry>& meta, const MetadataRules& rules);
 
+// Rotates one token's q (dim values) and k (kv_dim values) at position
+// `pos` (RoPE): adjacent pairs within each head (run.c / Meta order), or the
+// two halves of each head when c.rope_hf (Hugging Face order; docs/LLAMA.md).
+// The runtime and the GPTQ calibration pass both call this one.
+void ApplyRope(const ForwardConfig& c, float* q, float* k, int pos);
+
 }  // namespace llama
 }  // namespace tqm
 

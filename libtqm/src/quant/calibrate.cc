@@ -45,40 +45,6 @@ void RmsNormRows(const float* x, size_t tokens, const float* w, int n, float eps
   }
 }
 
-// RoPE of one token's q (dim) and k (kv_dim) at `pos`, as the runtime does.
-void Rope(const LlamaConfig& c, float* q, float* k, int pos) {
-  const int hs = c.head_size(), kv_dim = c.kv_dim();
-  if (!c.rope_hf) {
-    for (int i = 0; i < c.dim; i += 2) {
-      const int head_dim = i % hs;
-      const float freq = 1.0f / std::pow(c.rope_theta, head_dim / static_cast<float>(hs));
-      const float val = pos * freq;
-      const float fcr = std::cos(val), fci = std::sin(val);
-      for (int v = 0; v < (i < kv_dim ? 2 : 1); ++v) {
-        float* vec = v == 0 ? q : k;
-        const float v0 = vec[i], v1 = vec[i + 1];
-        vec[i] = v0 * fcr - v1 * fci;
-        vec[i + 1] = v0 * fci + v1 * fcr;
-      }
-    }
-    return;
-  }
-  const int half = hs / 2;
-  for (int i = 0; i < half; ++i) {
-    const float freq = 1.0f / std::pow(c.rope_theta, (2 * i) / static_cast<float>(hs));
-    const float val = pos * freq;
-    const float fcr = std::cos(val), fci = std::sin(val);
-    for (int h = 0; h < c.n_heads; ++h) {
-      for (int v = 0; v < (h < c.n_kv_heads ? 2 : 1); ++v) {
-        float* vec = (v == 0 ? q : k) + h * hs;
-        const float v0 = vec[i], v1 = vec[i + half];
-        vec[i] = v0 * fcr - v1 * fci;
-        vec[i + half] = v0 * fci + v1 * fcr;
-      }
-    }
-  }
-}
-
 }  // namespace
 
 void MatMulT(const float* in, size_t tokens, const float* w, size_t out_dim,
@@ -384,7 +350,7 @@ absl::Status LlamaModel::LayerForward(const Batch& b, LayerWeights* w,
   ParallelFor(b.sequences(), threads, [&](size_t s) {
     const size_t first = b.starts[s], len = b.starts[s + 1] - first;
     for (size_t p = 0; p < len; ++p) {
-      Rope(c, &q[(first + p) * dim], &k[(first + p) * kv_dim], static_cast<int>(p));
+      llama::ApplyRope(c, &q[(first + p) * dim], &k[(first + p) * kv_dim], static_cast<int>(p));
     }
     std::vector<float> att(len);
     for (size_t p = 0; p < len; ++p) {

@@ -71,42 +71,6 @@ void RmsNorm(float* out, const float* x, const float* w, int n, float eps) {
   for (int j = 0; j < n; ++j) out[j] = w[j] * (ss * x[j]);
 }
 
-void Rope(const LlamaConfig& c, float* q, float* k, int pos) {
-  const int hs = c.head_size(), kv_dim = c.kv_dim();
-  if (!c.rope_hf) {
-    // Adjacent pairs (x[2i], x[2i+1]) within each head: run.c / Meta.
-    for (int i = 0; i < c.dim; i += 2) {
-      const int head_dim = i % hs;
-      const float freq = 1.0f / std::pow(c.rope_theta, head_dim / static_cast<float>(hs));
-      const float val = pos * freq;
-      const float fcr = std::cos(val), fci = std::sin(val);
-      const int rotn = i < kv_dim ? 2 : 1;
-      for (int v = 0; v < rotn; ++v) {
-        float* vec = v == 0 ? q : k;
-        const float v0 = vec[i], v1 = vec[i + 1];
-        vec[i] = v0 * fcr - v1 * fci;
-        vec[i + 1] = v0 * fci + v1 * fcr;
-      }
-    }
-    return;
-  }
-  // Halves (x[i], x[i + head/2]) within each head: Hugging Face.
-  const int half = hs / 2;
-  for (int i = 0; i < half; ++i) {
-    const float freq = 1.0f / std::pow(c.rope_theta, (2 * i) / static_cast<float>(hs));
-    const float val = pos * freq;
-    const float fcr = std::cos(val), fci = std::sin(val);
-    for (int h = 0; h < c.n_heads; ++h) {
-      for (int v = 0; v < (h < c.n_kv_heads ? 2 : 1); ++v) {
-        float* vec = (v == 0 ? q : k) + h * hs;
-        const float v0 = vec[i], v1 = vec[i + half];
-        vec[i] = v0 * fcr - v1 * fci;
-        vec[i + half] = v0 * fci + v1 * fcr;
-      }
-    }
-  }
-}
-
 // Multi-head attention of query `q` at `pos` over the cached keys/values of
 // one layer (kv_dim floats per position); writes n_heads * head_size to out.
 void Attention(const LlamaConfig& c, const float* q, const float* keys,
@@ -551,7 +515,7 @@ absl::Status Llama::Layer(int l, const LayerHandle& h, int pos) {
   TQM_RETURN_IF_ERROR(MatVec(m, xb_.data(), kc));
   TQM_RETURN_IF_ERROR(MakeMat(&h, w[kWv], &m));
   TQM_RETURN_IF_ERROR(MatVec(m, xb_.data(), vc));
-  Rope(c, q_.data(), kc, pos);
+  llama::ApplyRope(c, q_.data(), kc, pos);
   Attention(c, q_.data(), key_cache_.get() + loff, value_cache_.get() + loff, pos,
             att_.data(), xb_.data());
   TQM_RETURN_IF_ERROR(MakeMat(&h, w[kWo], &m));
@@ -707,7 +671,7 @@ absl::Span<const float> ReferenceLlama::Forward(int token, int pos) {
     RefMatmul(q_.data(), xb_.data(), w.wq, dim, dim);
     RefMatmul(kc, xb_.data(), w.wk, dim, kv_dim);
     RefMatmul(vc, xb_.data(), w.wv, dim, kv_dim);
-    Rope(c, q_.data(), kc, pos);
+    llama::ApplyRope(c, q_.data(), kc, pos);
     Attention(c, q_.data(), key_cache_.data() + loff, value_cache_.data() + loff, pos,
               att_.data(), xb_.data());
     RefMatmul(xb2_.data(), xb_.data(), w.wo, dim, dim);
